@@ -1,0 +1,610 @@
+/*
+dataloader.h — where tokens come from, for the trainer, the CPU reference and eval_needle.c.
+
+defines: error helpers (*_check with file:line), Rng, Vocab, TextGen (built-in synthetic text),
+         Needle / NeedleConfig (symbol and text needle tasks), TokenStream (shards, bytes, built-in),
+         DataLoader (B×T batches, train/val split, needle mixture)
+
+Three sources of haystack tokens:
+  - llm.c shards: 256 int32 header {magic, version, n_tokens, ...}, then the tokens.
+      magic 20240520 version 1: uint16 tokens (GPT-2, data vocab 50257)
+      magic 20240801 version 7: uint32 tokens (llama-3, data vocab 128256)
+    Train and val are separate globs, shards are read in sorted order and wrap around.
+  - bytes: any files (a glob) read as one byte stream, data vocab 256; the last 10% is val.
+  - built-in: an endless deterministic pseudo-English byte stream (TextGen); val uses another seed.
+Every vocabulary gets the needle block appended after the data tokens:
+      [0, data_vocab)                     data tokens
+      data_vocab + 0                      ⟨N⟩ needle marker
+      data_vocab + 1                      ⟨Q⟩ query marker
+      data_vocab + 2 ... + 2+n_symbols-1  needle symbols
+so symbol needles work the same for bytes and for GPT-2 shards.
+*/
+#ifndef DATALOADER_H
+#define DATALOADER_H
+
+#include <glob.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// error helpers: every failure names the file:line of the call and exits non-zero
+
+static void die_at(const char* file, int line, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " [%s:%d]\n", file, line);
+    va_end(ap);
+    exit(EXIT_FAILURE);
+}
+#define die(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
+
+static FILE* fopen_check_at(const char* path, const char* mode, const char* file, int line) {
+    FILE* f = fopen(path, mode);
+    if (f == NULL) { die_at(file, line, "cannot open file '%s' (mode %s)", path, mode); }
+    return f;
+}
+#define fopen_check(path, mode) fopen_check_at(path, mode, __FILE__, __LINE__)
+
+static void* malloc_check_at(size_t size, const char* file, int line) {
+    void* p = malloc(size > 0 ? size : 1);
+    if (p == NULL) { die_at(file, line, "out of host memory allocating %zu bytes", size); }
+    return p;
+}
+#define malloc_check(size) malloc_check_at(size, __FILE__, __LINE__)
+
+static void* calloc_check_at(size_t n, size_t size, const char* file, int line) {
+    void* p = calloc(n > 0 ? n : 1, size);
+    if (p == NULL) { die_at(file, line, "out of host memory allocating %zu bytes", n * size); }
+    return p;
+}
+#define calloc_check(n, size) calloc_check_at(n, size, __FILE__, __LINE__)
+
+// ----------------------------------------------------------------------------
+// Rng: splitmix64. Small, seedable, and its state is one integer (easy to checkpoint).
+
+typedef struct { uint64_t state; } Rng;
+
+static void rng_init(Rng* r, uint64_t seed) { r->state = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull; }
+
+static uint64_t rng_u64(Rng* r) {
+    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+// uniform in [0, 1), 53 random bits
+static double rng_uniform(Rng* r) { return (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
+// uniform integer in [0, n)
+static int rng_int(Rng* r, int n) { return (int)(rng_uniform(r) * n); }
+// standard normal, Box-Muller (one value per call keeps the stream simple to reason about)
+static double rng_normal(Rng* r) {
+    double u1 = rng_uniform(r), u2 = rng_uniform(r);
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
+}
+
+// ----------------------------------------------------------------------------
+// Vocab: data tokens, then the needle block
+
+#define NEEDLE_SYMBOLS_DEFAULT 512
+#define VOCAB_PAD 128  // wte rows are rounded up to this (tensor-core friendly, like llm.c's 50304)
+
+typedef struct {
+    int data_vocab;  // tokens the data itself uses
+    int n_symbols;   // needle symbols
+    int needle_mark; // ⟨N⟩
+    int query_mark;  // ⟨Q⟩
+    int symbol0;     // first needle symbol
+    int vocab;       // V = data_vocab + 2 + n_symbols
+    int padded;      // Vp = V rounded up to VOCAB_PAD
+} Vocab;
+
+static Vocab vocab_make(int data_vocab, int n_symbols) {
+    Vocab v;
+    v.data_vocab = data_vocab;
+    v.n_symbols = n_symbols;
+    v.needle_mark = data_vocab;
+    v.query_mark = data_vocab + 1;
+    v.symbol0 = data_vocab + 2;
+    v.vocab = data_vocab + 2 + n_symbols;
+    v.padded = (v.vocab + VOCAB_PAD - 1) / VOCAB_PAD * VOCAB_PAD;
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// TextGen: the built-in haystack. Bytes of pseudo-English: a fixed lexicon of invented words with
+// Zipf frequencies, each word with a few favourite successors (learnable bigram structure),
+// sentences with capitals and full stops, paragraphs. The lexicon is the same for every seed
+// (it is "the language"); the seed only picks the text.
+
+#define TEXTGEN_WORDS 256
+#define TEXTGEN_SUCC 4
+#define TEXTGEN_LEXICON_SEED 20260601ull
+
+typedef struct {
+    char words[TEXTGEN_WORDS][12];      // lexicon, NUL-terminated
+    int succ[TEXTGEN_WORDS][TEXTGEN_SUCC]; // favourite next words
+    double cdf[TEXTGEN_WORDS];          // Zipf cumulative distribution over word ranks
+    Rng rng;                            // picks the text
+    char buf[256];                      // the sentence being emitted
+    int len, pos;
+    int prev;                           // previous word, -1 at a sentence start
+    int sentences;                      // sentences in the current paragraph
+} TextGen;
+
+static void textgen_init(TextGen* g, uint64_t seed) {
+    static const char* onset[] = {"b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t",
+                                  "v", "w", "st", "tr", "ch", "sh", "th", "br", "pl", "gr"};
+    static const char* vowel[] = {"a", "e", "i", "o", "u", "ea", "ou", "ai"};
+    static const char* coda[] = {"", "", "", "n", "r", "s", "t", "l", "nd", "st"};
+    Rng lex;
+    rng_init(&lex, TEXTGEN_LEXICON_SEED);
+    for (int w = 0; w < TEXTGEN_WORDS; w++) {
+        // frequent words short (1 syllable), rare words longer (up to 3)
+        int syllables = 1 + (w >= 24) + (w >= 120 && rng_int(&lex, 2));
+        char* s = g->words[w];
+        s[0] = '\0';
+        for (int k = 0; k < syllables; k++) {
+            strcat(s, onset[rng_int(&lex, 24)]);
+            strcat(s, vowel[rng_int(&lex, 8)]);
+        }
+        strcat(s, coda[rng_int(&lex, 10)]);
+        for (int k = 0; k < TEXTGEN_SUCC; k++) { g->succ[w][k] = rng_int(&lex, TEXTGEN_WORDS); }
+    }
+    double total = 0.0;
+    for (int w = 0; w < TEXTGEN_WORDS; w++) { total += 1.0 / (w + 1); g->cdf[w] = total; }
+    for (int w = 0; w < TEXTGEN_WORDS; w++) { g->cdf[w] /= total; }
+    rng_init(&g->rng, seed);
+    g->len = g->pos = 0;
+    g->prev = -1;
+    g->sentences = 0;
+}
+
+static int textgen_word(TextGen* g) {
+    if (g->prev >= 0 && rng_uniform(&g->rng) < 0.5) { return g->succ[g->prev][rng_int(&g->rng, TEXTGEN_SUCC)]; }
+    double u = rng_uniform(&g->rng);
+    int lo = 0, hi = TEXTGEN_WORDS - 1;  // first rank with cdf > u
+    while (lo < hi) { int mid = (lo + hi) / 2; if (g->cdf[mid] > u) { hi = mid; } else { lo = mid + 1; } }
+    return lo;
+}
+
+static void textgen_sentence(TextGen* g) {
+    int n_words = 3 + rng_int(&g->rng, 12);
+    g->len = 0;
+    g->prev = -1;
+    for (int i = 0; i < n_words; i++) {
+        int w = textgen_word(g);
+        const char* s = g->words[w];
+        int start = g->len;
+        memcpy(g->buf + g->len, s, strlen(s));
+        g->len += (int)strlen(s);
+        if (i == 0) { g->buf[start] = (char)(g->buf[start] - 'a' + 'A'); }
+        if (i + 1 < n_words && rng_uniform(&g->rng) < 0.08) { g->buf[g->len++] = ','; }
+        g->buf[g->len++] = (i + 1 < n_words) ? ' ' : '.';
+        g->prev = w;
+    }
+    g->sentences++;
+    if (g->sentences >= 4 + rng_int(&g->rng, 4)) { g->buf[g->len++] = '\n'; g->sentences = 0; }
+    else { g->buf[g->len++] = ' '; }
+    g->pos = 0;
+}
+
+static int textgen_next(TextGen* g) {
+    if (g->pos == g->len) { textgen_sentence(g); }
+    return (unsigned char)g->buf[g->pos++];
+}
+
+// ----------------------------------------------------------------------------
+// llm.c token shards
+
+#define SHARD_HEADER_INTS 256
+#define SHARD_MAGIC_GPT2 20240520
+#define SHARD_MAGIC_LLAMA3 20240801
+
+typedef struct {
+    int token_bytes; // 2 (uint16) or 4 (uint32)
+    int data_vocab;  // 50257 or 128256
+    size_t n_tokens;
+} ShardInfo;
+
+// Reads and validates a shard header and the file size. Exits with one line naming the file.
+static ShardInfo shard_read_header(FILE* f, const char* path) {
+    int header[SHARD_HEADER_INTS];
+    ShardInfo info;
+    fseek(f, 0, SEEK_END);
+    long file_size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (file_size < (long)sizeof(header)) {
+        die("shard '%s': %ld bytes, shorter than the %zu-byte llm.c header (truncated or not a shard)",
+            path, file_size, sizeof(header));
+    }
+    if (fread(header, sizeof(int), SHARD_HEADER_INTS, f) != SHARD_HEADER_INTS) { die("shard '%s': cannot read header", path); }
+    if (header[0] == SHARD_MAGIC_GPT2 && header[1] == 1) {
+        info.token_bytes = 2;
+        info.data_vocab = 50257;
+    } else if (header[0] == SHARD_MAGIC_LLAMA3 && header[1] == 7) {
+        info.token_bytes = 4;
+        info.data_vocab = 128256;
+    } else {
+        die("shard '%s': magic %d version %d, expected %d/1 (llm.c GPT-2) or %d/7 (llm.c llama-3)",
+            path, header[0], header[1], SHARD_MAGIC_GPT2, SHARD_MAGIC_LLAMA3);
+    }
+    if (header[2] <= 0) { die("shard '%s': header says %d tokens, expected > 0", path, header[2]); }
+    info.n_tokens = (size_t)header[2];
+    long expected = (long)sizeof(header) + (long)(info.n_tokens * info.token_bytes);
+    if (file_size != expected) {
+        die("shard '%s': %ld bytes, but its header promises %zu tokens = %ld bytes (truncated or corrupt)",
+            path, file_size, info.n_tokens, expected);
+    }
+    return info;
+}
+
+// Loads all tokens of one shard into tokens (malloc'd), checking every id against the data vocab.
+static int* shard_load(const char* path, ShardInfo* info_out) {
+    FILE* f = fopen_check(path, "rb");
+    ShardInfo info = shard_read_header(f, path);
+    unsigned char* raw = (unsigned char*)malloc_check(info.n_tokens * info.token_bytes);
+    if (fread(raw, info.token_bytes, info.n_tokens, f) != info.n_tokens) { die("shard '%s': cannot read tokens", path); }
+    fclose(f);
+    int* tokens = (int*)malloc_check(info.n_tokens * sizeof(int));
+    for (size_t i = 0; i < info.n_tokens; i++) {
+        uint32_t t = info.token_bytes == 2 ? ((uint16_t*)raw)[i] : ((uint32_t*)raw)[i];
+        if (t >= (uint32_t)info.data_vocab) {
+            die("shard '%s': token %u at index %zu is >= the data vocabulary %d", path, t, i, info.data_vocab);
+        }
+        tokens[i] = (int)t;
+    }
+    free(raw);
+    *info_out = info;
+    return tokens;
+}
+
+// Writes a shard in llm.c's format (data preparation and tests).
+static void shard_write(const char* path, const int* tokens, size_t n, int token_bytes) {
+    int header[SHARD_HEADER_INTS] = {0};
+    header[0] = token_bytes == 2 ? SHARD_MAGIC_GPT2 : SHARD_MAGIC_LLAMA3;
+    header[1] = token_bytes == 2 ? 1 : 7;
+    header[2] = (int)n;
+    FILE* f = fopen_check(path, "wb");
+    fwrite(header, sizeof(int), SHARD_HEADER_INTS, f);
+    for (size_t i = 0; i < n; i++) {
+        if (token_bytes == 2) { uint16_t t = (uint16_t)tokens[i]; fwrite(&t, 2, 1, f); }
+        else { uint32_t t = (uint32_t)tokens[i]; fwrite(&t, 4, 1, f); }
+    }
+    if (fclose(f) != 0) { die("cannot write shard '%s'", path); }
+}
+
+// ----------------------------------------------------------------------------
+// TokenStream: an endless sequence of haystack tokens
+
+enum { SOURCE_BUILTIN, SOURCE_BYTES, SOURCE_SHARDS };
+
+typedef struct {
+    int kind;
+    int data_vocab;
+    TextGen gen;           // SOURCE_BUILTIN
+    unsigned char* bytes;  // SOURCE_BYTES: this split's bytes
+    size_t n_bytes, byte_pos;
+    glob_t shards;         // SOURCE_SHARDS: sorted paths
+    int shard_idx;
+    int* tokens;           // current shard
+    size_t n_tokens, token_pos;
+} TokenStream;
+
+static void stream_init_builtin(TokenStream* s, uint64_t seed) {
+    memset(s, 0, sizeof(*s));
+    s->kind = SOURCE_BUILTIN;
+    s->data_vocab = 256;
+    textgen_init(&s->gen, seed);
+}
+
+// Bytes of every file matching pattern, concatenated in sorted order; split 0 = first 90%, 1 = last 10%.
+static void stream_init_bytes(TokenStream* s, const char* pattern, int split, size_t min_len) {
+    memset(s, 0, sizeof(*s));
+    s->kind = SOURCE_BYTES;
+    s->data_vocab = 256;
+    glob_t g;
+    if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0) { die("bytes data: no file matches '%s'", pattern); }
+    size_t total = 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        FILE* f = fopen_check(g.gl_pathv[i], "rb");
+        fseek(f, 0, SEEK_END);
+        total += (size_t)ftell(f);
+        fclose(f);
+    }
+    unsigned char* all = (unsigned char*)malloc_check(total);
+    size_t at = 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        FILE* f = fopen_check(g.gl_pathv[i], "rb");
+        fseek(f, 0, SEEK_END);
+        size_t n = (size_t)ftell(f);
+        fseek(f, 0, SEEK_SET);
+        if (fread(all + at, 1, n, f) != n) { die("bytes data: cannot read '%s'", g.gl_pathv[i]); }
+        fclose(f);
+        at += n;
+    }
+    size_t n_val = total / 10;
+    size_t begin = split == 0 ? 0 : total - n_val;
+    s->n_bytes = split == 0 ? total - n_val : n_val;
+    if (s->n_bytes < min_len) {
+        die("bytes data '%s': %zu bytes in all, its %s split has %zu, need at least %zu (one sequence)",
+            pattern, total, split == 0 ? "train" : "val", s->n_bytes, min_len);
+    }
+    s->bytes = (unsigned char*)malloc_check(s->n_bytes);
+    memcpy(s->bytes, all + begin, s->n_bytes);
+    free(all);
+    globfree(&g);
+}
+
+static void stream_init_shards(TokenStream* s, const char* pattern) {
+    memset(s, 0, sizeof(*s));
+    s->kind = SOURCE_SHARDS;
+    if (glob(pattern, 0, NULL, &s->shards) != 0 || s->shards.gl_pathc == 0) { die("shards: no file matches '%s'", pattern); }
+    // every shard must agree on the format; validate all headers up front so a bad shard fails now
+    for (size_t i = 0; i < s->shards.gl_pathc; i++) {
+        FILE* f = fopen_check(s->shards.gl_pathv[i], "rb");
+        ShardInfo info = shard_read_header(f, s->shards.gl_pathv[i]);
+        fclose(f);
+        if (i == 0) { s->data_vocab = info.data_vocab; }
+        else if (info.data_vocab != s->data_vocab) {
+            die("shard '%s': vocabulary %d differs from the first shard's %d", s->shards.gl_pathv[i], info.data_vocab, s->data_vocab);
+        }
+    }
+    ShardInfo info;
+    s->tokens = shard_load(s->shards.gl_pathv[0], &info);
+    s->n_tokens = info.n_tokens;
+}
+
+static int stream_next(TokenStream* s) {
+    if (s->kind == SOURCE_BUILTIN) { return textgen_next(&s->gen); }
+    if (s->kind == SOURCE_BYTES) {
+        int t = s->bytes[s->byte_pos];
+        s->byte_pos = (s->byte_pos + 1) % s->n_bytes;
+        return t;
+    }
+    if (s->token_pos == s->n_tokens) {
+        s->shard_idx = (s->shard_idx + 1) % (int)s->shards.gl_pathc;
+        free(s->tokens);
+        ShardInfo info;
+        s->tokens = shard_load(s->shards.gl_pathv[s->shard_idx], &info);
+        s->n_tokens = info.n_tokens;
+        s->token_pos = 0;
+    }
+    return s->tokens[s->token_pos++];
+}
+
+static void stream_free(TokenStream* s) {
+    free(s->bytes);
+    free(s->tokens);
+    if (s->kind == SOURCE_SHARDS) { globfree(&s->shards); }
+}
+
+// ----------------------------------------------------------------------------
+// Needles: a statement put somewhere in the haystack, a question later, the answer after it.
+//   symbol:  needle ⟨N⟩ k1..kK v1..vV     query ⟨Q⟩ k1..kK     answer v1..vV
+//   text:    "The magic number of plome is 482913. "   "What is the magic number of plome? "   "482913"
+// Text needles are spelled in bytes, so they need a byte-level data vocabulary.
+
+enum { NEEDLE_SYMBOL, NEEDLE_TEXT };
+#define NEEDLE_MAX 64
+
+typedef struct {
+    int kind;        // NEEDLE_SYMBOL or NEEDLE_TEXT
+    int key_len;     // symbols per key (symbol needles)
+    int val_len;     // symbols per value (symbol needles)
+    int per_1k;      // needles per 1000 tokens of a training sequence
+    int queries;     // queries per training sequence
+} NeedleConfig;
+
+typedef struct {
+    int needle[NEEDLE_MAX], needle_len; // the statement
+    int value_off;                      // index in needle[] of the first value token
+    int query[NEEDLE_MAX], query_len;   // the question
+    int answer[NEEDLE_MAX], answer_len; // what follows the question: the value again
+} Needle;
+
+static NeedleConfig needle_config_default(void) {
+    NeedleConfig c = {NEEDLE_SYMBOL, 1, 2, 32, 4};
+    return c;
+}
+
+static int needle_append_str(int* out, int n, const char* s) {
+    for (; *s; s++) { out[n++] = (unsigned char)*s; }
+    return n;
+}
+
+// A needle whose key differs from the keys of the n_used needles in used[].
+static Needle needle_make(const NeedleConfig* c, const Vocab* v, Rng* rng, const Needle* used, int n_used) {
+    Needle nd;
+    int key[NEEDLE_MAX], klen = c->kind == NEEDLE_SYMBOL ? c->key_len : 5;
+    for (int attempt = 0;; attempt++) {
+        for (int i = 0; i < klen; i++) {
+            key[i] = c->kind == NEEDLE_SYMBOL ? v->symbol0 + rng_int(rng, v->n_symbols) : 'a' + rng_int(rng, 26);
+        }
+        int clash = 0;  // keys sit right after the marker (symbol) or after "...number of " (text)
+        for (int u = 0; u < n_used && !clash; u++) {
+            int off = c->kind == NEEDLE_SYMBOL ? 1 : 20;
+            clash = memcmp(used[u].needle + off, key, klen * sizeof(int)) == 0;
+        }
+        if (!clash) { break; }
+        if (attempt > 1000) { die("needles: cannot find a fresh key after %d tries (too many needles per sequence)", attempt); }
+    }
+    if (c->kind == NEEDLE_SYMBOL) {
+        nd.needle[0] = v->needle_mark;
+        nd.query[0] = v->query_mark;
+        for (int i = 0; i < klen; i++) { nd.needle[1 + i] = key[i]; nd.query[1 + i] = key[i]; }
+        nd.value_off = 1 + klen;
+        for (int i = 0; i < c->val_len; i++) {
+            nd.answer[i] = v->symbol0 + rng_int(rng, v->n_symbols);
+            nd.needle[nd.value_off + i] = nd.answer[i];
+        }
+        nd.needle_len = 1 + klen + c->val_len;
+        nd.query_len = 1 + klen;
+        nd.answer_len = c->val_len;
+    } else {
+        char keys[6], digits[7];
+        for (int i = 0; i < 5; i++) { keys[i] = (char)key[i]; }
+        keys[5] = '\0';
+        for (int i = 0; i < 6; i++) { digits[i] = (char)('0' + (i == 0 ? 1 + rng_int(rng, 9) : rng_int(rng, 10))); }
+        digits[6] = '\0';
+        int n = needle_append_str(nd.needle, 0, "The magic number of ");  // 20 bytes: key at 20
+        n = needle_append_str(nd.needle, n, keys);
+        n = needle_append_str(nd.needle, n, " is ");
+        nd.value_off = n;
+        n = needle_append_str(nd.needle, n, digits);
+        nd.needle_len = needle_append_str(nd.needle, n, ". ");
+        n = needle_append_str(nd.query, 0, "What is the magic number of ");
+        n = needle_append_str(nd.query, n, keys);
+        nd.query_len = needle_append_str(nd.query, n, "? ");
+        nd.answer_len = needle_append_str(nd.answer, 0, digits);
+    }
+    return nd;
+}
+
+// Training sequence: seq[0..n) is haystack on entry. Walking left to right, needles and queries
+// (question + answer) of earlier needles are spliced in at random, the haystack filling the rest.
+// Returns the number of needles placed.
+static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab* v, Rng* rng) {
+    int cap = n < 1024 ? n : 1024;
+    Needle* placed = (Needle*)malloc_check((size_t)cap * sizeof(Needle));
+    int n_placed = 0;
+    double p_needle = c->per_1k / 1000.0;
+    double p_query = (double)c->queries / n;
+    int* hay = (int*)malloc_check(n * sizeof(int));
+    memcpy(hay, seq, n * sizeof(int));
+    int out = 0, src = 0;
+    while (out < n) {
+        double r = rng_uniform(rng);
+        if (r < p_needle && n_placed < cap) {
+            Needle nd = needle_make(c, v, rng, placed, n_placed);
+            if (out + nd.needle_len <= n) {
+                memcpy(seq + out, nd.needle, nd.needle_len * sizeof(int));
+                out += nd.needle_len;
+                placed[n_placed++] = nd;
+                continue;
+            }
+        } else if (r < p_needle + p_query && n_placed > 0) {
+            const Needle* nd = &placed[rng_int(rng, n_placed)];
+            if (out + nd->query_len + nd->answer_len <= n) {
+                memcpy(seq + out, nd->query, nd->query_len * sizeof(int));
+                memcpy(seq + out + nd->query_len, nd->answer, nd->answer_len * sizeof(int));
+                out += nd->query_len + nd->answer_len;
+                continue;
+            }
+        }
+        seq[out++] = hay[src++];
+    }
+    free(hay);
+    free(placed);
+    return n_placed;
+}
+
+// Eval sample of n tokens: haystack, one needle at depth (0 = start, 1 = just before the question),
+// and the question + answer at the very end. seq[0..n) is haystack on entry.
+typedef struct {
+    int needle_pos;  // index of the needle's first token
+    int value_pos;   // index of the needle's first value token (what a retrieval head should copy)
+    int answer_pos;  // index of the first answer token; answer token j is predicted at answer_pos+j-1
+    int answer_len;
+} NeedleSample;
+
+static NeedleSample needle_fill_eval(int* seq, int n, double depth, const NeedleConfig* c, const Vocab* v, Rng* rng) {
+    Needle nd = needle_make(c, v, rng, NULL, 0);
+    int tail = nd.query_len + nd.answer_len;
+    int filler = n - nd.needle_len - tail;
+    if (filler < 0) { die("needle eval: length %d is too short for a needle of %d and a question of %d tokens", n, nd.needle_len, tail); }
+    int at = (int)floor(depth * filler + 0.5);
+    NeedleSample s;
+    // shift haystack right past the needle; the tail of the haystack is dropped for the question
+    memmove(seq + at + nd.needle_len, seq + at, (filler - at) * sizeof(int));
+    memcpy(seq + at, nd.needle, nd.needle_len * sizeof(int));
+    memcpy(seq + n - tail, nd.query, nd.query_len * sizeof(int));
+    memcpy(seq + n - nd.answer_len, nd.answer, nd.answer_len * sizeof(int));
+    s.needle_pos = at;
+    s.value_pos = at + nd.value_off;
+    s.answer_pos = n - nd.answer_len;
+    s.answer_len = nd.answer_len;
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// DataLoader: B sequences of T+1 tokens per batch; inputs = seq[0..T), targets = seq[1..T].
+// A fraction needle_frac of the sequences carries needles.
+
+typedef struct {
+    const char* train; // glob of train shards, or of byte files; NULL = built-in
+    const char* val;   // glob of val shards (shards only)
+    int bytes;         // 1: train glob names byte files
+    int n_symbols;     // needle symbols appended to the vocabulary
+    float needle_frac; // fraction of training sequences with needles
+    NeedleConfig needles;
+} DataConfig;
+
+typedef struct {
+    TokenStream stream;
+    Vocab vocab;
+    NeedleConfig needles;
+    float needle_frac;
+    int B, T;
+    Rng rng;       // needle choices
+    int* seq;      // (T+1)
+    int* inputs;   // (B,T)
+    int* targets;  // (B,T)
+} DataLoader;
+
+static DataConfig data_config_default(void) {
+    DataConfig d = {NULL, NULL, 0, NEEDLE_SYMBOLS_DEFAULT, 0.5f, needle_config_default()};
+    return d;
+}
+
+// split 0 = train, 1 = val
+static void dataloader_init(DataLoader* dl, const DataConfig* dc, int split, int B, int T, uint64_t seed) {
+    memset(dl, 0, sizeof(*dl));
+    if (dc->train == NULL) {
+        stream_init_builtin(&dl->stream, split == 0 ? seed : seed + 0x5EEDull * 1000003ull);
+    } else if (dc->bytes) {
+        stream_init_bytes(&dl->stream, dc->train, split, (size_t)T + 1);
+    } else {
+        const char* pattern = split == 0 ? dc->train : dc->val;
+        if (pattern == NULL) { die("shards: no val glob given (-j)"); }
+        stream_init_shards(&dl->stream, pattern);
+    }
+    dl->vocab = vocab_make(dl->stream.data_vocab, dc->n_symbols);
+    dl->needles = dc->needles;
+    if (dl->needles.kind == NEEDLE_TEXT && dl->vocab.data_vocab != 256) {
+        die("text needles are spelled in bytes and need byte-level data, not a %d-token vocabulary", dl->vocab.data_vocab);
+    }
+    dl->needle_frac = split == 0 ? dc->needle_frac : 0.0f;  // val loss is measured on plain haystack
+    dl->B = B;
+    dl->T = T;
+    rng_init(&dl->rng, seed ^ 0xA5A5A5A5ull);
+    dl->seq = (int*)malloc_check((size_t)(T + 1) * sizeof(int));
+    dl->inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
+    dl->targets = (int*)malloc_check((size_t)B * T * sizeof(int));
+}
+
+static void dataloader_next_batch(DataLoader* dl) {
+    int T = dl->T;
+    for (int b = 0; b < dl->B; b++) {
+        for (int t = 0; t <= T; t++) { dl->seq[t] = stream_next(&dl->stream); }
+        if (dl->needle_frac > 0.0f && rng_uniform(&dl->rng) < dl->needle_frac) {
+            needle_fill_train(dl->seq, T + 1, &dl->needles, &dl->vocab, &dl->rng);
+        }
+        memcpy(dl->inputs + (size_t)b * T, dl->seq, T * sizeof(int));
+        memcpy(dl->targets + (size_t)b * T, dl->seq + 1, T * sizeof(int));
+    }
+}
+
+static void dataloader_free(DataLoader* dl) {
+    stream_free(&dl->stream);
+    free(dl->seq);
+    free(dl->inputs);
+    free(dl->targets);
+}
+
+#endif // DATALOADER_H

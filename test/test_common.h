@@ -1,0 +1,80 @@
+/*
+test_common.h — the checklist harness shared by the test programs.
+
+defines: check() (one PASS/FAIL line per check), skip(), expect_die() (runs code in a child process
+         and checks that it exits non-zero with a given message), test_summary() (the final
+         "N passed, N failed, N skipped" line), rel_err()
+*/
+#ifndef TEST_COMMON_H
+#define TEST_COMMON_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int tests_passed, tests_failed, tests_skipped;
+
+// One line per check: "PASS name: detail" or "FAIL name: detail". Returns ok.
+static int check(int ok, const char* name, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %s: ", ok ? "PASS" : "FAIL", name);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (ok) { tests_passed++; } else { tests_failed++; }
+    return ok;
+}
+
+static void skip(const char* name, const char* why) {
+    printf("SKIP %s: %s\n", name, why);
+    fflush(stdout);
+    tests_skipped++;
+}
+
+static int test_summary(void) {
+    printf("%d passed, %d failed, %d skipped\n", tests_passed, tests_failed, tests_skipped);
+    return tests_failed > 0;
+}
+
+// ||a - b|| / max(||a||, ||b||), 0 when both are exactly 0
+static double rel_err(const double* a, const double* b, size_t n) {
+    double d = 0.0, na = 0.0, nb = 0.0;
+    for (size_t i = 0; i < n; i++) { d += (a[i] - b[i]) * (a[i] - b[i]); na += a[i] * a[i]; nb += b[i] * b[i]; }
+    double den = sqrt(na > nb ? na : nb);
+    return den == 0.0 ? 0.0 : sqrt(d) / den;
+}
+
+// Runs fn(arg) in a child with its stderr captured. Passes when the child exits with a non-zero
+// status (not a signal) and its stderr contains `expect`.
+static int expect_die(const char* name, void (*fn)(void*), void* arg, const char* expect) {
+    int fds[2];
+    if (pipe(fds) != 0) { return check(0, name, "pipe failed"); }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        fn(arg);
+        _exit(0);  // fn returned: no error was raised
+    }
+    close(fds[1]);
+    char err[2048] = {0};
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof(err) - 1 && (r = read(fds[0], err + got, sizeof(err) - 1 - got)) > 0) { got += (size_t)r; }
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    char* nl = strchr(err, '\n');
+    if (nl) { *nl = '\0'; }
+    int exited_nonzero = WIFEXITED(status) && WEXITSTATUS(status) != 0;
+    return check(exited_nonzero && strstr(err, expect) != NULL, name, "%s -> \"%s\"",
+                 WIFSIGNALED(status) ? "killed by a signal" : exited_nonzero ? "exit != 0" : "exit 0", err);
+}
+
+#endif // TEST_COMMON_H
