@@ -607,4 +607,24 @@ static void dataloader_free(DataLoader* dl) {
     free(dl->targets);
 }
 
+// Entropy (nats) of the unigram distribution of the training targets over n_batches batches:
+// the loss of a model that learned token frequencies only, the bar a model must get well below.
+static double data_unigram_entropy(const DataConfig* dc, int B, int T, uint64_t seed, int n_batches) {
+    DataLoader dl;
+    dataloader_init(&dl, dc, 0, B, T, seed);
+    size_t* counts = (size_t*)calloc_check((size_t)dl.vocab.vocab, sizeof(size_t));
+    size_t total = 0;
+    for (int i = 0; i < n_batches; i++) {
+        dataloader_next_batch(&dl);
+        for (int n = 0; n < B * T; n++) { counts[dl.targets[n]]++; total++; }
+    }
+    double h = 0.0;
+    for (int v = 0; v < dl.vocab.vocab; v++) {
+        if (counts[v]) { double p = (double)counts[v] / total; h -= p * log(p); }
+    }
+    free(counts);
+    dataloader_free(&dl);
+    return h;
+}
+
 #endif // DATALOADER_H

@@ -66,14 +66,15 @@ static Config config_make(int vocab, int padded_vocab, int L, int C, int H, int 
                           int window, int pos_full, int pos_swa, int mixer) {
     Config c;
     memset(&c, 0, sizeof(c));
-    if (L < 1 || L > MAX_LAYERS) { die("config: layers L=%d, expected 1..%d", L, MAX_LAYERS); }
-    if (H < 1 || C < 1 || C % H != 0) { die("config: channels C=%d must be a positive multiple of heads H=%d", C, H); }
-    if ((C / H) % 2 != 0) { die("config: head dim C/H=%d must be even (RoPE rotates pairs)", C / H); }
-    if (C / H > 512) { die("config: head dim C/H=%d, at most 512", C / H); }
-    if (window < 1) { die("config: window W=%d, expected >= 1", window); }
-    if (pattern == NULL || pattern[0] == '\0') { die("config: empty layer pattern, expected letters F, S, R (e.g. SSSF)"); }
+    if (L < 1 || L > MAX_LAYERS) { die("-L %d: layers must be 1..%d", L, MAX_LAYERS); }
+    if (H < 1 || C < 1 || C % H != 0) { die("-C %d -H %d: channels must be a positive multiple of heads", C, H); }
+    if ((C / H) % 2 != 0) { die("-C %d -H %d: head dim C/H=%d must be even (RoPE rotates pairs)", C, H, C / H); }
+    if (C / H > 512) { die("-C %d -H %d: head dim C/H=%d, at most 512", C, H, C / H); }
+    if (ffn < 0) { die("-F %d: SwiGLU hidden must be >= 1 (0 = default round64(8C/3))", ffn); }
+    if (window < 1) { die("-w %d: window must be >= 1", window); }
+    if (pattern == NULL || pattern[0] == '\0') { die("-p: empty layer pattern, expected letters F, S, R (e.g. SSSF)"); }
     for (const char* p = pattern; *p; p++) {
-        if (*p != 'F' && *p != 'S' && *p != 'R') { die("config: layer pattern '%s' has '%c', expected only F, S, R", pattern, *p); }
+        if (*p != 'F' && *p != 'S' && *p != 'R') { die("-p %s: layer pattern has '%c', expected only F, S, R", pattern, *p); }
     }
     int plen = (int)strlen(pattern);
     for (int l = 0; l < L; l++) { c.pattern[l] = pattern[l % plen]; }
@@ -946,7 +947,7 @@ enum { SCHED_COSINE, SCHED_WSD };
 typedef struct {
     double lr;          // peak learning rate
     double min_lr_frac; // final lr = lr * min_lr_frac
-    int warmup;         // linear warmup steps
+    int warmup;         // linear warmup steps (-1 on the command line: 5% of steps)
     int steps;          // total steps
     int schedule;       // SCHED_COSINE or SCHED_WSD
     double decay_frac;  // WSD: fraction of steps in the final linear decay
@@ -954,8 +955,7 @@ typedef struct {
 } OptConfig;
 
 static OptConfig opt_config_default(int steps) {
-    OptConfig o = {1e-3, 0.1, 0, steps, SCHED_COSINE, 0.2, 0.9, 0.95, 1e-8, 0.1, 1.0};
-    o.warmup = steps / 20;
+    OptConfig o = {1e-3, 0.1, -1, steps, SCHED_COSINE, 0.2, 0.9, 0.95, 1e-8, 0.1, 1.0};
     return o;
 }
 
@@ -999,6 +999,177 @@ static void model_update(Model* m, const OptConfig* o, double lr, int t, double 
             m->params[i] -= (real)(lr * ((mi / c1) / (sqrt(vi / c2) + o->eps) + wd * m->params[i]));
         }
     }
+}
+
+// ----------------------------------------------------------------------------
+// Command line shared by the trainers. One table of flags drives parsing, the help text and
+// its defaults, so they cannot disagree.
+
+typedef struct {
+    int L, C, H, F;          // model size (F = 0: round64(8C/3))
+    const char* pattern;     // layer pattern, tiled to L
+    int window;              // SWA window
+    int pos_full, pos_swa;   // POS_ROPE / POS_NOPE per layer type
+    int mixer;               // MIXER_GDN / MIXER_GLA
+    int B, T;                // micro-batch
+    int accum;               // micro-batches per optimizer step
+    OptConfig opt;           // lr, schedule, AdamW, clipping; opt.steps = steps
+    DataConfig data;         // sources and needle mixture
+    long seed;               // init, data and needles
+    int val_every, val_batches;
+    const char* log_path;    // JSONL log ("" = none)
+} TrainArgs;
+
+enum { FLAG_INT, FLAG_LONG, FLAG_DOUBLE, FLAG_FLOAT, FLAG_STR, FLAG_BOOL, FLAG_CHOICE };
+typedef struct {
+    const char* flag;     // "-p", "--pos-full"
+    int type;
+    void* dst;
+    const char* choices;  // FLAG_CHOICE: "rope|nope", the value stored is the index
+    const char* help;
+} FlagSpec;
+
+// The flags both trainers take; returns how many were written to out (room for 64).
+static int train_flags(TrainArgs* a, FlagSpec* out) {
+    FlagSpec f[] = {
+        {"-i", FLAG_STR, &a->data.train, NULL, "train data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
+        {"-j", FLAG_STR, &a->data.val, NULL, "val data: glob of llm.c shards (with -i)"},
+        {"--bytes", FLAG_BOOL, &a->data.bytes, NULL, "-i names plain files read as bytes (last 10% = val)"},
+        {"--needle-frac", FLAG_FLOAT, &a->data.needle_frac, NULL, "fraction of training sequences that carry needles"},
+        {"--needle-kind", FLAG_CHOICE, &a->data.needles.kind, "symbol|text", "needle kind"},
+        {"--needle-key", FLAG_INT, &a->data.needles.key_len, NULL, "symbols per needle key"},
+        {"--needle-val", FLAG_INT, &a->data.needles.val_len, NULL, "symbols per needle value"},
+        {"--needle-density", FLAG_INT, &a->data.needles.per_1k, NULL, "needles per 1000 tokens of a training sequence"},
+        {"--needle-queries", FLAG_INT, &a->data.needles.queries, NULL, "queries per training sequence"},
+        {"--needle-symbols", FLAG_INT, &a->data.n_symbols, NULL, "needle symbols appended to the vocabulary"},
+        {"-p", FLAG_STR, &a->pattern, NULL, "layer pattern over F (full attn), S (sliding window), R (recurrent), tiled to L"},
+        {"-w", FLAG_INT, &a->window, NULL, "sliding window W: query i sees keys i-W < j <= i"},
+        {"--pos-full", FLAG_CHOICE, &a->pos_full, "rope|nope", "positional encoding of F layers"},
+        {"--pos-swa", FLAG_CHOICE, &a->pos_swa, "rope|nope", "positional encoding of S layers"},
+        {"--mixer", FLAG_CHOICE, &a->mixer, "gdn|gla", "R layers: Gated DeltaNet or gated linear attention"},
+        {"-L", FLAG_INT, &a->L, NULL, "layers"},
+        {"-C", FLAG_INT, &a->C, NULL, "channels"},
+        {"-H", FLAG_INT, &a->H, NULL, "heads (head dim C/H)"},
+        {"-F", FLAG_INT, &a->F, NULL, "SwiGLU hidden (0 = round64(8C/3))"},
+        {"-B", FLAG_INT, &a->B, NULL, "micro-batch size"},
+        {"-T", FLAG_INT, &a->T, NULL, "sequence length"},
+        {"-a", FLAG_INT, &a->accum, NULL, "gradient accumulation: micro-batches per step"},
+        {"-n", FLAG_INT, &a->opt.steps, NULL, "optimizer steps"},
+        {"-l", FLAG_DOUBLE, &a->opt.lr, NULL, "peak learning rate"},
+        {"--warmup", FLAG_INT, &a->opt.warmup, NULL, "linear warmup steps (-1 = 5% of -n)"},
+        {"--schedule", FLAG_CHOICE, &a->opt.schedule, "cosine|wsd", "LR schedule after warmup"},
+        {"--min-lr-frac", FLAG_DOUBLE, &a->opt.min_lr_frac, NULL, "final lr as a fraction of the peak"},
+        {"--decay-frac", FLAG_DOUBLE, &a->opt.decay_frac, NULL, "wsd: fraction of steps in the final decay"},
+        {"--wd", FLAG_DOUBLE, &a->opt.weight_decay, NULL, "AdamW weight decay (embedding and projection matrices)"},
+        {"--clip", FLAG_DOUBLE, &a->opt.grad_clip, NULL, "global gradient-norm clip (0 = off)"},
+        {"-s", FLAG_LONG, &a->seed, NULL, "seed of init, data and needles"},
+        {"-v", FLAG_INT, &a->val_every, NULL, "val loss every this many steps (0 = never)"},
+        {"-V", FLAG_INT, &a->val_batches, NULL, "val batches per evaluation"},
+        {"-o", FLAG_STR, &a->log_path, NULL, "JSONL log file (\"\" = none)"},
+    };
+    int n = (int)(sizeof(f) / sizeof(f[0]));
+    memcpy(out, f, sizeof(f));
+    return n;
+}
+
+static void flags_print_help(const char* prog, const FlagSpec* f, int n) {
+    printf("usage: %s [flags]\n", prog);
+    for (int i = 0; i < n; i++) {
+        char def[96] = "";
+        switch (f[i].type) {
+            case FLAG_INT: snprintf(def, sizeof(def), "%d", *(int*)f[i].dst); break;
+            case FLAG_LONG: snprintf(def, sizeof(def), "%ld", *(long*)f[i].dst); break;
+            case FLAG_DOUBLE: snprintf(def, sizeof(def), "%g", *(double*)f[i].dst); break;
+            case FLAG_FLOAT: snprintf(def, sizeof(def), "%g", *(float*)f[i].dst); break;
+            case FLAG_STR: {
+                const char* v = *(const char**)f[i].dst;
+                snprintf(def, sizeof(def), v == NULL ? "none" : v[0] == '\0' ? "\"\"" : "%s", v);
+                break;
+            }
+            case FLAG_BOOL: snprintf(def, sizeof(def), "%s", *(int*)f[i].dst ? "on" : "off"); break;
+            case FLAG_CHOICE: {
+                const char* c = f[i].choices;  // the index-th word of "a|b|c"
+                for (int k = *(int*)f[i].dst; k > 0 && strchr(c, '|'); k--) { c = strchr(c, '|') + 1; }
+                snprintf(def, sizeof(def), "%.*s", (int)(strchr(c, '|') ? strchr(c, '|') - c : (long)strlen(c)), c);
+                break;
+            }
+        }
+        // the value's placeholder: N integer, X number, S string, or the choices
+        const char* value[] = {" N", " N", " X", " X", " S", "", " "};
+        char name[64];
+        snprintf(name, sizeof(name), "%s%s%s", f[i].flag, value[f[i].type], f[i].type == FLAG_CHOICE ? f[i].choices : "");
+        printf("  %-26s %s (default %s)\n", name, f[i].help, def);
+    }
+    printf("  %-26s this help\n", "-h");
+}
+
+static int choice_index(const char* choices, const char* value) {
+    int idx = 0;
+    size_t len = strlen(value);
+    for (const char* c = choices; c; idx++) {
+        const char* bar = strchr(c, '|');
+        size_t n = bar ? (size_t)(bar - c) : strlen(c);
+        if (n == len && strncmp(c, value, n) == 0) { return idx; }
+        c = bar ? bar + 1 : NULL;
+    }
+    return -1;
+}
+
+// Parses argv against the table; any problem is one line naming the flag, and exit 1.
+static void flags_parse(const FlagSpec* f, int n, int argc, char** argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { flags_print_help(argv[0], f, n); exit(0); }
+        int k = 0;
+        while (k < n && strcmp(f[k].flag, argv[i]) != 0) { k++; }
+        if (k == n) { die("unknown flag '%s' (-h lists the flags)", argv[i]); }
+        if (f[k].type == FLAG_BOOL) { *(int*)f[k].dst = 1; continue; }
+        if (i + 1 >= argc) { die("flag %s needs a value", argv[i]); }
+        const char* v = argv[++i];
+        char* end = NULL;
+        switch (f[k].type) {
+            case FLAG_INT:
+            case FLAG_LONG: {
+                long x = strtol(v, &end, 10);
+                if (*v == '\0' || *end != '\0') { die("flag %s: '%s' is not an integer", f[k].flag, v); }
+                if (f[k].type == FLAG_INT) { *(int*)f[k].dst = (int)x; } else { *(long*)f[k].dst = x; }
+                break;
+            }
+            case FLAG_DOUBLE:
+            case FLAG_FLOAT: {
+                double x = strtod(v, &end);
+                if (*v == '\0' || *end != '\0') { die("flag %s: '%s' is not a number", f[k].flag, v); }
+                if (f[k].type == FLAG_DOUBLE) { *(double*)f[k].dst = x; } else { *(float*)f[k].dst = (float)x; }
+                break;
+            }
+            case FLAG_STR: *(const char**)f[k].dst = v; break;
+            case FLAG_CHOICE: {
+                int idx = choice_index(f[k].choices, v);
+                if (idx < 0) { die("flag %s: '%s', expected one of %s", f[k].flag, v, f[k].choices); }
+                *(int*)f[k].dst = idx;
+                break;
+            }
+        }
+    }
+}
+
+// Fills the derived defaults and range-checks the values that config_make does not see.
+static void train_args_resolve(TrainArgs* a) {
+    if (a->opt.warmup == -1) { a->opt.warmup = a->opt.steps / 20; }
+    if (a->B < 1) { die("-B %d: batch must be >= 1", a->B); }
+    if (a->T < 1) { die("-T %d: sequence length must be >= 1", a->T); }
+    if (a->accum < 1) { die("-a %d: gradient accumulation must be >= 1", a->accum); }
+    if (a->opt.steps < 0) { die("-n %d: steps must be >= 0", a->opt.steps); }
+    if (!(a->opt.lr > 0)) { die("-l %g: learning rate must be > 0", a->opt.lr); }
+    if (a->opt.warmup < 0) { die("--warmup %d: must be >= 0 (or -1 for 5%% of -n)", a->opt.warmup); }
+    if (a->val_every < 0 || a->val_batches < 1) { die("-v %d -V %d: expected -v >= 0 and -V >= 1", a->val_every, a->val_batches); }
+    if (a->data.needle_frac < 0 || a->data.needle_frac > 1) { die("--needle-frac %g: expected 0..1", a->data.needle_frac); }
+    if (a->data.needles.key_len < 1 || a->data.needles.val_len < 1 || a->data.needles.key_len + a->data.needles.val_len > NEEDLE_MAX - 2) {
+        die("--needle-key %d --needle-val %d: each >= 1, together at most %d", a->data.needles.key_len, a->data.needles.val_len, NEEDLE_MAX - 2);
+    }
+    if (a->data.n_symbols < 2) { die("--needle-symbols %d: expected >= 2", a->data.n_symbols); }
+    if (a->data.needles.per_1k < 0 || a->data.needles.queries < 0) { die("--needle-density and --needle-queries must be >= 0"); }
+    if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
+    if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
 }
 
 #endif // HYBRID_CPU_H

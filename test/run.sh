@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs each test program given as an argument, shows its output, and sums the
+# "N passed, N failed, N skipped" lines they end with into one final line of the same form.
+# A program that dies without its summary line counts as one failure.
+passed=0; failed=0; skipped=0
+for prog in "$@"; do
+    echo "== $prog"
+    out=$(mktemp)
+    "./$prog" 2>&1 | tee "$out"
+    last=$(tail -n 1 "$out")
+    if [[ "$last" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2])); skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+    else
+        echo "FAIL $prog: ended without its summary line (crashed?)"
+        failed=$((failed + 1))
+    fi
+    rm -f "$out"
+done
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

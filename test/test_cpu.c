@@ -1,0 +1,379 @@
+/*
+test_cpu.c — the CPU reference in its float build: layout, optimizer, schedule, data, needles,
+command-line errors, and a tiny end-to-end training run.
+
+  layout:    parameter count of a known config by hand; weight decay only on matrices
+  optimizer: two AdamW steps against hand-computed values (decayed and not), clipping
+  schedule:  cosine and WSD at hand-computed steps
+  data:      llm.c shard round trip (uint16 and uint32), bad shards -> one clear line and exit 1,
+             bytes train/val split, built-in stream determinism, batches shifted by one
+  needles:   every training query's answer is its needle's value; eval placement at each depth;
+             text needles spelled as documented
+  cli:       bad flags and values -> one clear line and exit 1
+  training:  SRF hybrid, 300 steps on built-in data; val loss < 0.75 x unigram baseline
+*/
+#include <time.h>
+#include "../hybrid_cpu.h"
+#include "test_common.h"
+
+static const char* tmp_path(const char* name) {
+    static char buf[8][256];
+    static int k = 0;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof(buf[k]), "/tmp/hybrid_test_%d_%s", (int)getpid(), name);
+    return buf[k];
+}
+
+// ----------------------------------------------------------------------------
+// layout
+
+static void test_layout(void) {
+    // SRF, C=8, H=2 (D=4), F=12, Vp=24, gdn:
+    //  wte 24*8=192, lnf 8
+    //  S, F layers: ln1 8 + wqkv 192 + wo 64 + ln2 8 + w1 96 + w3 96 + w2 96 = 560 each
+    //  R layer: 560 + wg 64 + wbeta 16 + wa 16 + conv 96 + A_log 2 + dt_bias 2 + onorm 4 = 760
+    Config c = config_make(19, 24, 3, 8, 2, 12, "SRF", 3, POS_ROPE, POS_ROPE, MIXER_GDN);
+    Layout lo = param_layout(&c);
+    size_t want = 192 + 8 + 560 + 760 + 560;
+    check(lo.total == want, "layout parameter count", "%zu (by hand %zu)", lo.total, want);
+    Config g = config_make(19, 24, 3, 8, 2, 12, "SRF", 3, POS_ROPE, POS_ROPE, MIXER_GLA);
+    check(param_layout(&g).total == want - 16, "layout gla has no wbeta", "%zu (by hand %zu)", param_layout(&g).total, want - 16);
+    int bad = 0;
+    for (int s = 0; s < lo.n; s++) {
+        const char* n = strchr(lo.spec[s].name, '.') ? strchr(lo.spec[s].name, '.') + 1 : lo.spec[s].name;
+        int matrix = n[0] == 'w';  // wte, wqkv, wg, wbeta, wa, wo, w1, w2, w3
+        if (lo.spec[s].kind->decay != matrix) { printf("  %s decay %d\n", lo.spec[s].name, lo.spec[s].kind->decay); bad++; }
+    }
+    check(bad == 0, "weight decay on matrices only", "%d tensors, %d wrong", lo.n, bad);
+    int ordered = lo.spec[0].offset == 0;
+    for (int s = 1; s < lo.n; s++) { ordered &= lo.spec[s].offset == lo.spec[s - 1].offset + lo.spec[s - 1].numel; }
+    check(ordered && lo.spec[lo.n - 1].offset + lo.spec[lo.n - 1].numel == lo.total, "layout contiguous", "%d tensors back to back", lo.n);
+}
+
+// ----------------------------------------------------------------------------
+// AdamW and schedule
+
+// Two AdamW steps, lr 0.1, b1 .9, b2 .95, eps 1e-8, wd 0.1, clip off, grad 0.5 then -0.25, p0 = 1:
+//  step 1: m = .05, v = .0125, m̂ = .5, v̂ = .25, m̂/sqrt(v̂) = 1
+//          decayed p = 1 - .1 (1 + .1·1) = 0.89;   no decay p = 1 - .1 = 0.9
+//  step 2: m = .045 - .025 = .02, v = .011875 + .003125 = .015,
+//          m̂ = .02/.19 = .1052632, v̂ = .015/.0975 = .1538462, m̂/sqrt(v̂) = .2683717
+//          decayed p = .89 - .1 (.2683694 + .1·.89) = 0.8542631;   no decay p = .9 - .02683694 = 0.8731631
+static void test_adamw(void) {
+    Config c = config_make(19, 24, 1, 8, 2, 12, "F", 3, POS_ROPE, POS_ROPE, MIXER_GDN);
+    Model m;
+    model_build(&m, &c, 1);
+    OptConfig o = opt_config_default(10);
+    o.grad_clip = 0.0;
+    const double grads[2] = {0.5, -0.25};
+    for (size_t i = 0; i < m.pl.total; i++) { m.params[i] = 1.0f; }
+    for (int t = 1; t <= 2; t++) {
+        for (size_t i = 0; i < m.pl.total; i++) { m.grads[i] = (float)grads[t - 1]; }
+        model_update(&m, &o, 0.1, t, 0.0);
+    }
+    double p1_dec = 1.0 - 0.1 * (0.5 / (0.5 + 1e-8) + 0.1);
+    double p1_nod = 1.0 - 0.1 * (0.5 / (0.5 + 1e-8));
+    double mhat = 0.02 / 0.19, vhat = 0.015 / (1.0 - 0.95 * 0.95);
+    double p2_dec = p1_dec - 0.1 * (mhat / (sqrt(vhat) + 1e-8) + 0.1 * p1_dec);
+    double p2_nod = p1_nod - 0.1 * (mhat / (sqrt(vhat) + 1e-8));
+    double got_dec = param(&m, 0, P_WQKV)[3], got_nod = param(&m, 0, P_LN1)[3];
+    check(fabs(got_dec - p2_dec) < 1e-6 && fabs(p2_dec - 0.8542631) < 1e-6, "adamw decayed tensor", "p = %.7f (hand %.7f)", got_dec, p2_dec);
+    check(fabs(got_nod - p2_nod) < 1e-6 && fabs(p2_nod - 0.8731631) < 1e-6, "adamw no-decay tensor", "p = %.7f (hand %.7f)", got_nod, p2_nod);
+    // clipping: grad_norm 10 with clip 1 scales g by 0.1; the first Adam step is sign-like, so
+    // compare the moments: m = 0.1 * (0.1 g)
+    model_build(&m, &c, 1);
+    o.grad_clip = 1.0;
+    for (size_t i = 0; i < m.pl.total; i++) { m.grads[i] = 2.0f; }
+    model_update(&m, &o, 0.1, 1, 10.0);
+    check(fabs(m.m[0] - 0.1 * 0.2) < 1e-7 && fabs(m.v[0] - 0.05 * 0.04) < 1e-8, "adamw clips by global norm",
+          "m = %.6g (want 0.02), v = %.6g (want 0.002)", m.m[0], m.v[0]);
+    model_free(&m);
+}
+
+static void test_schedule(void) {
+    OptConfig o = opt_config_default(100);
+    o.lr = 1.0; o.min_lr_frac = 0.1; o.warmup = 10;
+    // warmup (s+1)/10; cosine over steps 10..100: at 55 halfway -> 0.1 + 0.5*0.9 = 0.55
+    double got[4] = {lr_at(&o, 0), lr_at(&o, 9), lr_at(&o, 55), lr_at(&o, 100)};
+    check(fabs(got[0] - 0.1) < 1e-12 && fabs(got[1] - 1.0) < 1e-12 && fabs(got[2] - 0.55) < 1e-12 && fabs(got[3] - 0.1) < 1e-12,
+          "lr cosine", "lr(0,9,55,100) = %g %g %g %g (want 0.1 1 0.55 0.1)", got[0], got[1], got[2], got[3]);
+    o.schedule = SCHED_WSD; o.decay_frac = 0.2;
+    // stable 1.0 until step 80, then linear to 0.1 at 100: at 90 -> 0.55
+    double w[3] = {lr_at(&o, 50), lr_at(&o, 80), lr_at(&o, 90)};
+    check(fabs(w[0] - 1.0) < 1e-12 && fabs(w[1] - 1.0) < 1e-12 && fabs(w[2] - 0.55) < 1e-12,
+          "lr wsd", "lr(50,80,90) = %g %g %g (want 1 1 0.55)", w[0], w[1], w[2]);
+}
+
+// ----------------------------------------------------------------------------
+// data
+
+static void test_shard_roundtrip(int token_bytes) {
+    const char* path = tmp_path(token_bytes == 2 ? "rt16.bin" : "rt32.bin");
+    int vocab = token_bytes == 2 ? 50257 : 128256;
+    int n = 1000, tokens[1000];
+    Rng r;
+    rng_init(&r, 3);
+    for (int i = 0; i < n; i++) { tokens[i] = rng_int(&r, vocab); }
+    tokens[7] = vocab - 1;
+    shard_write(path, tokens, n, token_bytes);
+    TokenStream s;
+    stream_init_shards(&s, path);
+    int same = s.data_vocab == vocab;
+    for (int i = 0; i < n + 5; i++) { same &= stream_next(&s) == tokens[i % n]; }  // wraps around
+    stream_free(&s);
+    remove(path);
+    check(same, token_bytes == 2 ? "shard round trip uint16 (GPT-2)" : "shard round trip uint32 (llama-3)",
+          "%d tokens written, read back and wrapped, vocab %d", n, vocab);
+}
+
+static void write_raw(const char* path, const void* data, size_t n) {
+    FILE* f = fopen_check(path, "wb");
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+static void open_shards(void* pattern) { TokenStream s; stream_init_shards(&s, (const char*)pattern); }
+static void load_shard(void* path) { ShardInfo info; shard_load((const char*)path, &info); }
+
+static void test_bad_shards(void) {
+    int tokens[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    const char* good = tmp_path("good.bin");
+    shard_write(good, tokens, 10, 2);
+    FILE* f = fopen_check(good, "rb");
+    unsigned char buf[1044];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    const char* trunc = tmp_path("trunc.bin");
+    write_raw(trunc, buf, n - 3);
+    expect_die("truncated shard -> error", open_shards, (void*)trunc, "truncated or corrupt");
+    const char* magic = tmp_path("magic.bin");
+    memcpy(buf, "\x01\x02\x03\x04", 4);
+    write_raw(magic, buf, n);
+    expect_die("bad magic shard -> error", open_shards, (void*)magic, "expected 20240520/1");
+    const char* empty = tmp_path("empty.bin");
+    write_raw(empty, "", 0);
+    expect_die("empty shard -> error", open_shards, (void*)empty, "shorter than the 1024-byte llm.c header");
+    expect_die("missing shard -> error", open_shards, (void*)tmp_path("nothing*.bin"), "no file matches");
+    int big[3] = {1, 60000, 2};
+    const char* badtok = tmp_path("badtok.bin");
+    shard_write(badtok, big, 3, 2);
+    expect_die("token >= vocab -> error", load_shard, (void*)badtok, "token 60000 at index 1 is >= the data vocabulary 50257");
+    remove(good); remove(trunc); remove(magic); remove(empty); remove(badtok);
+}
+
+static void test_bytes_split(void) {
+    const char* path = tmp_path("text.txt");
+    char text[200];
+    for (int i = 0; i < 200; i++) { text[i] = (char)('a' + i % 26); }
+    write_raw(path, text, 200);
+    TokenStream tr, va;
+    stream_init_bytes(&tr, path, 0, 10);
+    stream_init_bytes(&va, path, 1, 10);
+    int ok = tr.n_bytes == 180 && va.n_bytes == 20 && stream_next(&tr) == 'a' && stream_next(&va) == text[180];
+    check(ok, "bytes train/val split", "train %zu bytes from offset 0, val %zu from 180", tr.n_bytes, va.n_bytes);
+    stream_free(&tr);
+    stream_free(&va);
+    remove(path);
+}
+
+static void test_builtin_stream(void) {
+    TokenStream a, b, c;
+    stream_init_builtin(&a, 11);
+    stream_init_builtin(&b, 11);
+    stream_init_builtin(&c, 12);
+    int same = 1, differ = 0, printable = 1;
+    char sample[81];
+    for (int i = 0; i < 20000; i++) {
+        int x = stream_next(&a), y = stream_next(&b), z = stream_next(&c);
+        same &= x == y;
+        differ |= x != z;
+        printable &= (x >= 32 && x < 127) || x == '\n';
+        if (i < 80) { sample[i] = x == '\n' ? '/' : (char)x; }
+    }
+    sample[80] = '\0';
+    check(same && differ && printable, "built-in stream deterministic", "same seed same bytes, other seed other bytes: \"%s\"", sample);
+    stream_free(&a); stream_free(&b); stream_free(&c);
+}
+
+static void test_batches(void) {
+    DataConfig dc = data_config_default();
+    DataLoader dl;
+    dataloader_init(&dl, &dc, 0, 3, 17, 5);
+    dataloader_next_batch(&dl);
+    int shifted = 1;
+    for (int b = 0; b < 3; b++) {
+        for (int t = 0; t + 1 < 17; t++) { shifted &= dl.targets[b * 17 + t] == dl.inputs[b * 17 + t + 1]; }
+    }
+    int in_vocab = 1;
+    for (int i = 0; i < 3 * 17; i++) { in_vocab &= dl.inputs[i] >= 0 && dl.inputs[i] < dl.vocab.vocab; }
+    check(shifted && in_vocab, "batch targets = inputs shifted by one", "B=3 T=17, vocab %d (256 bytes + 2 markers + %d symbols)",
+          dl.vocab.vocab, dl.vocab.n_symbols);
+    dataloader_free(&dl);
+}
+
+// ----------------------------------------------------------------------------
+// needles
+
+// Scans a training sequence: every ⟨Q⟩ key must be followed by the value of the earlier ⟨N⟩ key.
+static void test_needles_train(void) {
+    Vocab v = vocab_make(256, 64);
+    NeedleConfig nc = needle_config_default();
+    nc.key_len = 2; nc.val_len = 3; nc.per_1k = 40; nc.queries = 8;
+    Rng r;
+    rng_init(&r, 9);
+    int n = 2048, seq[2048];
+    int total_needles = 0, total_queries = 0, wrong = 0, orphan = 0;
+    for (int rep = 0; rep < 20; rep++) {
+        for (int i = 0; i < n; i++) { seq[i] = 'a' + i % 26; }
+        total_needles += needle_fill_train(seq, n, &nc, &v, &r);
+        for (int i = 0; i + 1 + nc.key_len + nc.val_len <= n; i++) {
+            if (seq[i] != v.query_mark) { continue; }
+            total_queries++;
+            int found = -1;
+            for (int j = 0; j < i; j++) {
+                if (seq[j] == v.needle_mark && memcmp(seq + j + 1, seq + i + 1, nc.key_len * sizeof(int)) == 0) { found = j; }
+            }
+            if (found < 0) { orphan++; continue; }
+            wrong += memcmp(seq + found + 1 + nc.key_len, seq + i + 1 + nc.key_len, nc.val_len * sizeof(int)) != 0;
+        }
+    }
+    check(total_needles > 20 * 40 && total_queries > 20 * 2 && wrong == 0 && orphan == 0, "training needles answer correctly",
+          "%d needles, %d queries, %d wrong answers, %d queries without a needle", total_needles, total_queries, wrong, orphan);
+}
+
+static void test_needles_eval(void) {
+    Vocab v = vocab_make(256, 64);
+    NeedleConfig nc = needle_config_default();
+    const double depths[5] = {0, 0.25, 0.5, 0.75, 1};
+    int n = 200, ok = 1;
+    char where[128] = "";
+    for (int d = 0; d < 5; d++) {
+        int seq[200];
+        for (int i = 0; i < n; i++) { seq[i] = 'a' + i % 26; }
+        Rng r;
+        rng_init(&r, 4);
+        NeedleSample s = needle_fill_eval(seq, n, depths[d], &nc, &v, &r);
+        int needle_len = 1 + nc.key_len + nc.val_len, tail = 1 + nc.key_len + nc.val_len;
+        int filler = n - needle_len - tail;
+        int want_pos = (int)floor(depths[d] * filler + 0.5);
+        ok &= s.needle_pos == want_pos && seq[s.needle_pos] == v.needle_mark;
+        ok &= s.value_pos == want_pos + 1 + nc.key_len && s.answer_pos == n - nc.val_len && s.answer_len == nc.val_len;
+        ok &= seq[s.answer_pos - 1 - nc.key_len] == v.query_mark;
+        ok &= memcmp(seq + s.value_pos, seq + s.answer_pos, nc.val_len * sizeof(int)) == 0;
+        ok &= memcmp(seq + s.needle_pos + 1, seq + s.answer_pos - nc.key_len, nc.key_len * sizeof(int)) == 0;
+        int markers = 0;
+        for (int i = 0; i < n; i++) { markers += seq[i] == v.needle_mark || seq[i] == v.query_mark; }
+        ok &= markers == 2;
+        snprintf(where + strlen(where), sizeof(where) - strlen(where), "%s%d", d ? "," : "", s.needle_pos);
+    }
+    check(ok, "eval needle placement by depth", "n=200, depths 0..1 -> needle at %s, question and answer at the end", where);
+}
+
+static void test_text_needle(void) {
+    Vocab v = vocab_make(256, 8);
+    NeedleConfig nc = needle_config_default();
+    nc.kind = NEEDLE_TEXT;
+    Rng r;
+    rng_init(&r, 1);
+    Needle nd = needle_make(&nc, &v, &r, NULL, 0);
+    char s[NEEDLE_MAX + 1], q[NEEDLE_MAX + 1], a[NEEDLE_MAX + 1];
+    for (int i = 0; i < nd.needle_len; i++) { s[i] = (char)nd.needle[i]; }
+    for (int i = 0; i < nd.query_len; i++) { q[i] = (char)nd.query[i]; }
+    for (int i = 0; i < nd.answer_len; i++) { a[i] = (char)nd.answer[i]; }
+    s[nd.needle_len] = q[nd.query_len] = a[nd.answer_len] = '\0';
+    int ok = strncmp(s, "The magic number of ", 20) == 0 && strncmp(q, "What is the magic number of ", 28) == 0;
+    ok &= strncmp(s + 20, q + 28, 5) == 0 && strncmp(s + nd.value_off, a, 6) == 0 && nd.answer_len == 6;
+    check(ok, "text needle spelling", "\"%s\" ... \"%s%s\"", s, q, a);
+}
+
+// ----------------------------------------------------------------------------
+// command line
+
+static void parse_args(void* argv_) {
+    char** argv = (char**)argv_;
+    int argc = 0;
+    while (argv[argc]) { argc++; }
+    TrainArgs a;
+    memset(&a, 0, sizeof(a));
+    a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window = 4; a.B = 1; a.T = 8; a.accum = 1;
+    a.opt = opt_config_default(10); a.data = data_config_default(); a.val_batches = 1; a.log_path = "";
+    FlagSpec f[64];
+    int n = train_flags(&a, f);
+    flags_parse(f, n, argc, argv);
+    train_args_resolve(&a);
+    config_make(100, 128, a.L, a.C, a.H, a.F, a.pattern, a.window, a.pos_full, a.pos_swa, a.mixer);
+}
+
+static void test_cli(void) {
+    char* unknown[] = {"prog", "--frobnicate", "3", NULL};
+    char* letters[] = {"prog", "-p", "SSXF", NULL};
+    char* window[] = {"prog", "-w", "0", NULL};
+    char* heads[] = {"prog", "-C", "30", "-H", "4", NULL};
+    char* number[] = {"prog", "-T", "12x", NULL};
+    char* choice[] = {"prog", "--pos-full", "alibi", NULL};
+    char* missing[] = {"prog", "-n", NULL};
+    char* frac[] = {"prog", "--needle-frac", "1.5", NULL};
+    expect_die("cli unknown flag", parse_args, unknown, "unknown flag '--frobnicate'");
+    expect_die("cli bad pattern letter", parse_args, letters, "-p SSXF: layer pattern has 'X'");
+    expect_die("cli window 0", parse_args, window, "-w 0: window must be >= 1");
+    expect_die("cli heads do not divide C", parse_args, heads, "-C 30 -H 4");
+    expect_die("cli non-integer", parse_args, number, "flag -T: '12x' is not an integer");
+    expect_die("cli bad choice", parse_args, choice, "expected one of rope|nope");
+    expect_die("cli missing value", parse_args, missing, "flag -n needs a value");
+    expect_die("cli needle fraction", parse_args, frac, "--needle-frac 1.5");
+}
+
+// ----------------------------------------------------------------------------
+// end to end: an SRF hybrid (all three layer types) learns the built-in text
+
+static void test_training(void) {
+    DataConfig dc = data_config_default();
+    dc.needle_frac = 0.0f;
+    dc.n_symbols = 16;
+    const int B = 8, T = 64, steps = 300;
+    DataLoader train, val;
+    dataloader_init(&train, &dc, 0, B, T, 1);
+    dataloader_init(&val, &dc, 1, B, T, 1);
+    Config c = config_make(train.vocab.vocab, train.vocab.padded, 3, 32, 2, 0, "SRF", 16, POS_ROPE, POS_ROPE, MIXER_GDN);
+    Model m;
+    model_build(&m, &c, 1);
+    OptConfig o = opt_config_default(steps);
+    o.lr = 1e-2;
+    o.warmup = 15;
+    double baseline = data_unigram_entropy(&dc, B, T, 1, 64);
+    double first = 0.0;
+    clock_t t0 = clock();
+    for (int step = 0; step < steps; step++) {
+        dataloader_next_batch(&train);
+        double loss = model_forward(&m, train.inputs, train.targets, B, T);
+        if (step == 0) { first = loss; }
+        model_zero_grad(&m);
+        model_backward(&m, 1.0);
+        model_update(&m, &o, lr_at(&o, step), step + 1, model_grad_norm(&m));
+    }
+    double vl = 0.0;
+    for (int i = 0; i < 8; i++) { dataloader_next_batch(&val); vl += model_forward(&m, val.inputs, val.targets, B, T) / 8; }
+    check(vl < 0.75 * baseline && first > baseline, "training beats the unigram baseline",
+          "SRF C=32, %d steps: loss %.3f -> val %.3f, unigram %.3f, bar %.3f (%.0f s cpu)",
+          steps, first, vl, baseline, 0.75 * baseline, (double)(clock() - t0) / CLOCKS_PER_SEC);
+    model_free(&m);
+    dataloader_free(&train);
+    dataloader_free(&val);
+}
+
+int main(void) {
+    test_layout();
+    test_adamw();
+    test_schedule();
+    test_shard_roundtrip(2);
+    test_shard_roundtrip(4);
+    test_bad_shards();
+    test_bytes_split();
+    test_builtin_stream();
+    test_batches();
+    test_needles_train();
+    test_needles_eval();
+    test_text_needle();
+    test_cli();
+    test_training();
+    return test_summary();
+}
