@@ -15,11 +15,28 @@ else
   $(info ✗ OpenMP not found: CPU loops run on one thread)
 endif
 
+# nvcc: from PATH, else $(CUDA_HOME)/bin. The CUDA programs build without a GPU present; their GPU
+# tests then skip. GPU_ARCH targets Hopper (H100/H200) by default; override for other GPUs.
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc; })
+GPU_ARCH ?= -gencode=arch=compute_90a,code=sm_90a
+NVCCFLAGS = -O3 -std=c++17 $(GPU_ARCH) -Xcompiler "-Wall -Wno-unused-function" --expt-relaxed-constexpr
+ifeq ($(OPENMP),yes)
+  NVCCFLAGS += -Xcompiler -fopenmp
+  NVCC_LDLIBS = -lgomp
+endif
+ifneq ($(NVCC),)
+  $(info ✓ nvcc found: $(NVCC))
+  GPU_TESTS = test/test_gpu
+else
+  $(info ✗ nvcc not found (set CUDA_HOME): CUDA programs and GPU tests are not built)
+endif
+
 CPU_PROGRAMS = train_cpu
 CPU_TESTS = test/test_grad test/test_cpu
 
 .PHONY: all test clean
-all: $(CPU_PROGRAMS) $(CPU_TESTS)
+all: $(CPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
 
 train_cpu: dev/train_cpu.c hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -31,8 +48,11 @@ test/test_grad: test/test_grad.c test/test_common.h hybrid_cpu.h dataloader.h
 test/test_cpu: test/test_cpu.c test/test_common.h hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-test: $(CPU_TESTS)
-	@bash test/run.sh $(CPU_TESTS)
+test/test_gpu: test/test_gpu.cu test/test_common.h full_attn.cuh attention_swa.cuh hybrid_cpu.h dataloader.h
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
+
+test: $(CPU_TESTS) $(GPU_TESTS)
+	@bash test/run.sh $(CPU_TESTS) $(GPU_TESTS)
 
 clean:
-	rm -f $(CPU_PROGRAMS) $(CPU_TESTS)
+	rm -f $(CPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)

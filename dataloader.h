@@ -1,7 +1,7 @@
 /*
 dataloader.h — where tokens come from, for the trainer, the CPU reference and eval_needle.c.
 
-defines: error helpers (*_check with file:line), Rng, Vocab, TextGen (built-in synthetic text),
+defines: error helpers (*_check with file:line, cudaCheck under nvcc), Rng, Vocab, TextGen (built-in synthetic text),
          Needle / NeedleConfig (symbol and text needle tasks), TokenStream (shards, bytes, built-in),
          DataLoader (B×T batches, train/val split, needle mixture)
 
@@ -64,6 +64,14 @@ static void* calloc_check_at(size_t n, size_t size, const char* file, int line) 
     return p;
 }
 #define calloc_check(n, size) calloc_check_at(n, size, __FILE__, __LINE__)
+
+#ifdef __CUDACC__
+// CUDA calls, checked the same way: one line with the CUDA error and the file:line of the call
+static void cuda_check_at(cudaError_t err, const char* file, int line) {
+    if (err != cudaSuccess) { die_at(file, line, "CUDA: %s", cudaGetErrorString(err)); }
+}
+#define cudaCheck(err) cuda_check_at((err), __FILE__, __LINE__)
+#endif
 
 // ----------------------------------------------------------------------------
 // Rng: splitmix64. Small, seedable, and its state is one integer (easy to checkpoint).

@@ -16,6 +16,7 @@ gradient accumulation is plain repetition, and zero_grad clears params' and acti
 #ifndef HYBRID_CPU_H
 #define HYBRID_CPU_H
 
+#include <assert.h>  // static_assert in C11 and C++
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
@@ -212,7 +213,7 @@ typedef struct {
 
 // model-level parameters' slots in Layout.global_off
 enum { PG_WTE, PG_LNF };
-_Static_assert((int)NUM_LAYER_PARAMS <= (int)NUM_LAYER_ACTS && 2 <= (int)NUM_GLOBAL_ACTS, "Layout index arrays fit both tables");
+static_assert((int)NUM_LAYER_PARAMS <= (int)NUM_LAYER_ACTS && 2 <= (int)NUM_GLOBAL_ACTS, "Layout index arrays fit both tables");
 
 // One layout = one allocation: every tensor's offset and size, plus an index for O(1) access.
 typedef struct {

@@ -1,0 +1,107 @@
+/*
+test_gpu.cu — GPU kernels against the CPU reference (hybrid_cpu.h, float build).
+Without a CUDA GPU every check is skipped with the reason, and the program exits 0.
+
+  attention (full_attn.cuh, attention_swa.cuh), forward out and lse, backward dq, dk, dv, on odd
+  shapes: T not a multiple of the 32-row tile, W = 1, W < T, W > T, several heads, batch > 1,
+  head dims 32 and 64.
+Tolerances (fp32, norm-wise relative error ||gpu - cpu|| / ||cpu||): 1e-5 for out and lse,
+1e-4 for the gradients. The two sides sum in different orders (the CPU in double), so fp32
+rounding alone gives ~1e-7..1e-6; a masking or indexing error gives O(1e-2..1).
+*/
+#include "../hybrid_cpu.h"
+#include "../attention_swa.cuh"
+#include "test_common.h"
+
+static double rel_err_f(const float* gpu, const float* cpu, size_t n) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) { d += ((double)gpu[i] - cpu[i]) * ((double)gpu[i] - cpu[i]); r += (double)cpu[i] * cpu[i]; }
+    return r == 0.0 ? sqrt(d) : sqrt(d / r);
+}
+
+static float* to_gpu(const float* h, size_t n) {
+    float* d;
+    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
+    cudaCheck(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+}
+static float* from_gpu(const float* d, size_t n) {
+    float* h = (float*)malloc_check(n * sizeof(float));
+    cudaCheck(cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+static void test_attention(int B, int T, int H, int D, int window) {
+    int C = H * D;
+    size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, nrow = (size_t)B * T * H;
+    Rng r;
+    rng_init(&r, (uint64_t)(T * 131 + window));
+    float* qkvr = (float*)malloc_check(nqkv * sizeof(float));
+    float* dout = (float*)malloc_check(nout * sizeof(float));
+    for (size_t i = 0; i < nqkv; i++) { qkvr[i] = (float)rng_normal(&r); }
+    for (size_t i = 0; i < nout; i++) { dout[i] = (float)rng_normal(&r); }
+    float* out = (float*)calloc_check(nout, sizeof(float));
+    float* lse = (float*)calloc_check(nrow, sizeof(float));
+    float* dqkvr = (float*)calloc_check(nqkv, sizeof(float));
+    attention_forward(out, lse, qkvr, B, T, C, H, window);
+    attention_backward(dqkvr, dout, out, lse, qkvr, B, T, C, H, window);
+
+    float *d_qkvr = to_gpu(qkvr, nqkv), *d_dout = to_gpu(dout, nout);
+    float *d_out, *d_lse, *d_dqkvr, *d_delta;
+    cudaCheck(cudaMalloc(&d_out, nout * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_lse, nrow * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_delta, nrow * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_dqkvr, nqkv * sizeof(float)));
+    cudaCheck(cudaMemset(d_dqkvr, 0xFF, nqkv * sizeof(float)));  // NaN: every element must be written
+    if (window > 0) {
+        swa_forward_gpu(d_out, d_lse, d_qkvr, B, T, C, H, window, 0);
+        swa_backward_gpu(d_dqkvr, d_delta, d_dout, d_out, d_lse, d_qkvr, B, T, C, H, window, 0);
+    } else {
+        attention_forward_gpu(d_out, d_lse, d_qkvr, B, T, C, H, 0, 0);
+        attention_backward_gpu(d_dqkvr, d_delta, d_dout, d_out, d_lse, d_qkvr, B, T, C, H, 0, 0);
+    }
+    cudaCheck(cudaDeviceSynchronize());
+    float *g_out = from_gpu(d_out, nout), *g_lse = from_gpu(d_lse, nrow), *g_dqkvr = from_gpu(d_dqkvr, nqkv);
+    // split the gradient into its q, k, v thirds
+    float* parts[2][3];
+    for (int p = 0; p < 3; p++) {
+        parts[0][p] = (float*)malloc_check(nout * sizeof(float));
+        parts[1][p] = (float*)malloc_check(nout * sizeof(float));
+        for (size_t n = 0; n < (size_t)B * T; n++) {
+            memcpy(parts[0][p] + n * C, g_dqkvr + n * 3 * C + p * C, C * sizeof(float));
+            memcpy(parts[1][p] + n * C, dqkvr + n * 3 * C + p * C, C * sizeof(float));
+        }
+    }
+    double e_out = rel_err_f(g_out, out, nout), e_lse = rel_err_f(g_lse, lse, nrow);
+    double e_dq = rel_err_f(parts[0][0], parts[1][0], nout), e_dk = rel_err_f(parts[0][1], parts[1][1], nout);
+    double e_dv = rel_err_f(parts[0][2], parts[1][2], nout);
+    char name[96];
+    char win[32] = "full";
+    if (window > 0) { snprintf(win, sizeof(win), "W=%d", window); }
+    snprintf(name, sizeof(name), "gpu attention B=%d T=%d H=%d D=%d %s", B, T, H, D, win);
+    check(e_out < 1e-5 && e_lse < 1e-5 && e_dq < 1e-4 && e_dk < 1e-4 && e_dv < 1e-4, name,
+          "rel err out %.1e lse %.1e (tol 1e-5), dq %.1e dk %.1e dv %.1e (tol 1e-4)", e_out, e_lse, e_dq, e_dk, e_dv);
+    for (int p = 0; p < 3; p++) { free(parts[0][p]); free(parts[1][p]); }
+    free(qkvr); free(dout); free(out); free(lse); free(dqkvr); free(g_out); free(g_lse); free(g_dqkvr);
+    cudaFree(d_qkvr); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_lse); cudaFree(d_delta); cudaFree(d_dqkvr);
+}
+
+int main(void) {
+    int n_gpu = 0;
+    cudaError_t err = cudaGetDeviceCount(&n_gpu);
+    const char* names[] = {"gpu attention full", "gpu attention W=1", "gpu attention W<T", "gpu attention W>T",
+                           "gpu attention D=32", "gpu attention T=1"};
+    if (err != cudaSuccess || n_gpu == 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "no CUDA GPU on this machine (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+        for (int i = 0; i < 6; i++) { skip(names[i], why); }
+        return test_summary();
+    }
+    test_attention(2, 67, 3, 64, 0);    // T not a multiple of the tile
+    test_attention(2, 67, 3, 64, 1);    // each query sees only itself
+    test_attention(2, 100, 2, 64, 17);  // band narrower than T, not tile-aligned
+    test_attention(1, 45, 2, 64, 300);  // window beyond T = full attention
+    test_attention(3, 130, 4, 32, 40);  // D = 32
+    test_attention(2, 1, 2, 64, 0);     // a single token
+    return test_summary();
+}
