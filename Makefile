@@ -48,7 +48,7 @@ test/test_grad: test/test_grad.c test/test_common.h hybrid_cpu.h dataloader.h
 test/test_cpu: test/test_cpu.c test/test_common.h hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-test/test_gpu: test/test_gpu.cu test/test_common.h full_attn.cuh attention_swa.cuh hybrid_cpu.h dataloader.h
+test/test_gpu: test/test_gpu.cu test/test_common.h full_attn.cuh attention_swa.cuh recurrent_mixer.cuh hybrid_cpu.h dataloader.h
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
 
 test: $(CPU_TESTS) $(GPU_TESTS)

@@ -5,12 +5,17 @@ Without a CUDA GPU every check is skipped with the reason, and the program exits
   attention (full_attn.cuh, attention_swa.cuh), forward out and lse, backward dq, dk, dv, on odd
   shapes: T not a multiple of the 32-row tile, W = 1, W < T, W > T, several heads, batch > 1,
   head dims 32 and 64.
-Tolerances (fp32, norm-wise relative error ||gpu - cpu|| / ||cpu||): 1e-5 for out and lse,
-1e-4 for the gradients. The two sides sum in different orders (the CPU in double), so fp32
-rounding alone gives ~1e-7..1e-6; a masking or indexing error gives O(1e-2..1).
+  recurrent mixer (recurrent_mixer.cuh), chunked form vs the CPU's token-by-token recurrence, gdn
+  and gla: o, and dq, dk, dv, dbeta, dgate; T = 1, 64 (one full chunk), 67 and 130 (partial last
+  chunk), several heads, batch > 1, head dims 32 and 64.
+Tolerances (fp32, norm-wise relative error ||gpu - cpu|| / ||cpu||): attention 1e-5 for out and lse,
+1e-4 for the gradients; recurrent mixer 1e-4 for o and the gradients (the chunked form reorders
+the sums of the recurrence). Both sides round in fp32 differently, which alone gives ~1e-7..1e-5;
+a masking, indexing or missed-term error gives O(1e-2..1).
 */
 #include "../hybrid_cpu.h"
 #include "../attention_swa.cuh"
+#include "../recurrent_mixer.cuh"
 #include "test_common.h"
 
 static double rel_err_f(const float* gpu, const float* cpu, size_t n) {
@@ -86,15 +91,73 @@ static void test_attention(int B, int T, int H, int D, int window) {
     cudaFree(d_qkvr); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_lse); cudaFree(d_delta); cudaFree(d_dqkvr);
 }
 
+// q, k L2-normalised (q also scaled by 1/sqrt(D)) and β in (0,1), α in (0.6, 1): the model's ranges
+static void test_delta_rule(int B, int T, int H, int D, int mixer) {
+    int C = H * D;
+    size_t nC = (size_t)B * T * C, n3C = 3 * nC, nH = (size_t)B * T * H;
+    Rng r;
+    rng_init(&r, (uint64_t)(T * 7 + mixer));
+    float *q = (float*)malloc_check(nC * sizeof(float)), *k = (float*)malloc_check(nC * sizeof(float));
+    float *qkva = (float*)malloc_check(n3C * sizeof(float)), *dout = (float*)malloc_check(nC * sizeof(float));
+    float *beta = (float*)malloc_check(nH * sizeof(float)), *gate = (float*)malloc_check(nH * sizeof(float));
+    for (size_t i = 0; i < n3C; i++) { qkva[i] = (float)rng_normal(&r); }
+    for (size_t i = 0; i < nC; i++) { dout[i] = (float)rng_normal(&r); }
+    for (size_t i = 0; i < nH; i++) { beta[i] = (float)sigmoid(rng_normal(&r)); gate[i] = (float)(-0.5 * rng_uniform(&r)); }
+    l2norm_forward(q, qkva, 3 * C, B * T, C, H, 1.0 / sqrt((double)D));
+    l2norm_forward(k, qkva + C, 3 * C, B * T, C, H, 1.0);
+    const float* v = qkva + 2 * C;
+    float* o = (float*)calloc_check(nC, sizeof(float));
+    float* states = (float*)calloc_check(nH * D * D, sizeof(float));
+    float *dq = (float*)calloc_check(nC, sizeof(float)), *dk = (float*)calloc_check(nC, sizeof(float));
+    float *dqkva = (float*)calloc_check(n3C, sizeof(float));
+    float *dbeta = (float*)calloc_check(nH, sizeof(float)), *dgate = (float*)calloc_check(nH, sizeof(float));
+    int gdn = mixer == MIXER_GDN;
+    delta_rule_forward(o, states, q, k, v, 3 * C, beta, gate, B, T, C, H, mixer);
+    delta_rule_backward(dq, dk, dqkva + 2 * C, dbeta, dgate, dout, states, q, k, v, 3 * C, beta, gate, B, T, C, H, mixer);
+
+    float *d_q = to_gpu(q, nC), *d_k = to_gpu(k, nC), *d_qkva = to_gpu(qkva, n3C), *d_dout = to_gpu(dout, nC);
+    float *d_beta = to_gpu(beta, nH), *d_gate = to_gpu(gate, nH);
+    float *d_o, *d_states, *d_dq, *d_dk, *d_dqkva, *d_dbeta, *d_dgate;
+    cudaCheck(cudaMalloc(&d_o, nC * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_states, delta_rule_state_floats(B, T, C, H) * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_dq, nC * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_dk, nC * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_dqkva, n3C * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_dbeta, nH * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_dgate, nH * sizeof(float)));
+    cudaCheck(cudaMemset(d_dqkva, 0, n3C * sizeof(float)));  // only the v third is written
+    delta_rule_forward_gpu(d_o, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, 0);
+    delta_rule_backward_gpu(d_dq, d_dk, d_dqkva + 2 * C, gdn ? d_dbeta : NULL, d_dgate, d_dout, d_states, d_q, d_k,
+                            d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    float *g_o = from_gpu(d_o, nC), *g_dq = from_gpu(d_dq, nC), *g_dk = from_gpu(d_dk, nC);
+    float *g_dqkva = from_gpu(d_dqkva, n3C), *g_dbeta = from_gpu(d_dbeta, nH), *g_dgate = from_gpu(d_dgate, nH);
+    double e_o = rel_err_f(g_o, o, nC), e_dq = rel_err_f(g_dq, dq, nC), e_dk = rel_err_f(g_dk, dk, nC);
+    double e_dv = rel_err_f(g_dqkva, dqkva, n3C), e_dg = rel_err_f(g_dgate, dgate, nH);
+    double e_db = gdn ? rel_err_f(g_dbeta, dbeta, nH) : 0.0;
+    char name[96];
+    snprintf(name, sizeof(name), "gpu delta rule %s B=%d T=%d H=%d D=%d", gdn ? "gdn" : "gla", B, T, H, D);
+    double tol = 1e-4;
+    check(e_o < tol && e_dq < tol && e_dk < tol && e_dv < tol && e_db < tol && e_dg < tol, name,
+          "rel err o %.1e dq %.1e dk %.1e dv %.1e dbeta %.1e dgate %.1e (tol %.0e)", e_o, e_dq, e_dk, e_dv, e_db, e_dg, tol);
+    free(q); free(k); free(qkva); free(dout); free(beta); free(gate); free(o); free(states);
+    free(dq); free(dk); free(dqkva); free(dbeta); free(dgate);
+    free(g_o); free(g_dq); free(g_dk); free(g_dqkva); free(g_dbeta); free(g_dgate);
+    cudaFree(d_q); cudaFree(d_k); cudaFree(d_qkva); cudaFree(d_dout); cudaFree(d_beta); cudaFree(d_gate);
+    cudaFree(d_o); cudaFree(d_states); cudaFree(d_dq); cudaFree(d_dk); cudaFree(d_dqkva); cudaFree(d_dbeta); cudaFree(d_dgate);
+}
+
 int main(void) {
     int n_gpu = 0;
     cudaError_t err = cudaGetDeviceCount(&n_gpu);
     const char* names[] = {"gpu attention full", "gpu attention W=1", "gpu attention W<T", "gpu attention W>T",
-                           "gpu attention D=32", "gpu attention T=1"};
+                           "gpu attention D=32", "gpu attention T=1", "gpu delta rule gdn T=67", "gpu delta rule gla T=67",
+                           "gpu delta rule gdn T=130 D=32", "gpu delta rule gla T=130 D=32", "gpu delta rule gdn T=64",
+                           "gpu delta rule gdn T=1"};
     if (err != cudaSuccess || n_gpu == 0) {
         char why[160];
         snprintf(why, sizeof(why), "no CUDA GPU on this machine (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
-        for (int i = 0; i < 6; i++) { skip(names[i], why); }
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) { skip(names[i], why); }
         return test_summary();
     }
     test_attention(2, 67, 3, 64, 0);    // T not a multiple of the tile
@@ -103,5 +166,11 @@ int main(void) {
     test_attention(1, 45, 2, 64, 300);  // window beyond T = full attention
     test_attention(3, 130, 4, 32, 40);  // D = 32
     test_attention(2, 1, 2, 64, 0);     // a single token
+    test_delta_rule(2, 67, 3, 64, MIXER_GDN);   // a full chunk and a partial one
+    test_delta_rule(2, 67, 3, 64, MIXER_GLA);
+    test_delta_rule(3, 130, 2, 32, MIXER_GDN);  // three chunks, D = 32
+    test_delta_rule(3, 130, 2, 32, MIXER_GLA);
+    test_delta_rule(1, 64, 2, 64, MIXER_GDN);   // exactly one chunk
+    test_delta_rule(2, 1, 2, 64, MIXER_GDN);    // a single token
     return test_summary();
 }
