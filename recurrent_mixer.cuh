@@ -2,8 +2,14 @@
 recurrent_mixer.cuh — the Gated DeltaNet recurrence (and its gla mode) in chunked-parallel form,
 forward and backward, fp32 state.
 
-defines: delta_chunk_forward_kernel, delta_chunk_backward_kernel,
-         launchers delta_rule_forward_gpu / delta_rule_backward_gpu, delta_rule_state_floats
+defines: the R layer's small kernels (causal conv + SiLU, L2 norm, gates) and their launchers
+         conv_silu_forward_gpu / conv_silu_backward_gpu, l2norm_forward_gpu / l2norm_backward_gpu,
+         gates_forward_gpu / gates_backward_gpu; the recurrence delta_chunk_forward_kernel,
+         delta_chunk_backward_kernel, launchers delta_rule_forward_gpu / delta_rule_backward_gpu,
+         delta_rule_state_floats
+
+Gradient rule for the whole file: activation gradients are written (=), parameter gradients
+(conv_w, A_log, dt_bias) are accumulated (+=) by deterministic per-channel reductions, no atomics.
 
 The recurrence of the CPU reference (hybrid_cpu.h, delta_rule_forward), per (b, h):
     gdn: S_t = α_t S_{t-1} (I - β_t k_t k_tᵀ) + β_t v_t k_tᵀ      gla: S_t = α_t S_{t-1} + v_t k_tᵀ
@@ -36,6 +42,191 @@ gradient and the chunk's tiles).
 #define RECURRENT_MIXER_CUH
 
 #include <cuda_runtime.h>
+
+#define REDUCE_THREADS 256
+
+// ----------------------------------------------------------------------------
+// The R layer's small kernels; layouts and math as in hybrid_cpu.h (conv_forward, silu_forward,
+// l2norm_forward, gates_forward and their backwards).
+
+__device__ static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ static inline float softplusf_(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
+
+// Sums v over the block; every thread gets the total (fixed order, so deterministic).
+__device__ static float block_sum(float v) {
+    __shared__ float partial[32];
+    for (int off = 16; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
+    if (threadIdx.x % 32 == 0) { partial[threadIdx.x / 32] = v; }
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x / 32); w++) { total += partial[w]; }
+    __syncthreads();
+    return total;
+}
+
+// conv (N, CH) = causal depthwise conv of inp (N, CH) with w (CH, K); act = silu(conv). One thread per element.
+__global__ void conv_silu_forward_kernel(float* conv, float* act, const float* inp, const float* w, int B, int T, int CH) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * T * CH) { return; }
+    int c = (int)(idx % CH), t = (int)((idx / CH) % T);
+    float acc = 0.0f;
+    for (int k = 0; k < CONV_K; k++) {
+        int ts = t - (CONV_K - 1) + k;
+        if (ts >= 0) { acc += w[c * CONV_K + k] * inp[idx - (size_t)(t - ts) * CH]; }
+    }
+    conv[idx] = acc;
+    act[idx] = acc * sigmoidf_(acc);
+}
+
+// dconv = dact silu'(conv), written in place of dact; one thread per element
+__global__ void silu_backward_inplace_kernel(float* dact, const float* conv, size_t n) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n) { return; }
+    float x = conv[idx], s = sigmoidf_(x);
+    dact[idx] *= s * (1.0f + x * (1.0f - s));
+}
+
+// dinp[t, c] = Σ_k dconv[t + (K-1) - k, c] w[c, k]; one thread per element
+__global__ void conv_backward_input_kernel(float* dinp, const float* dconv, const float* w, int B, int T, int CH) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * T * CH) { return; }
+    int c = (int)(idx % CH), t = (int)((idx / CH) % T);
+    float acc = 0.0f;
+    for (int k = 0; k < CONV_K; k++) {
+        int td = t + (CONV_K - 1) - k;
+        if (td < T) { acc += dconv[idx + (size_t)(td - t) * CH] * w[c * CONV_K + k]; }
+    }
+    dinp[idx] = acc;
+}
+
+// dw[c, k] += Σ_{b,t} dconv[b,t,c] inp[b,t-(K-1)+k,c]; one block per channel c
+__global__ void conv_backward_weight_kernel(float* dw, const float* dconv, const float* inp, int B, int T, int CH) {
+    int c = blockIdx.x;
+    float acc[CONV_K] = {0};
+    for (int n = threadIdx.x; n < B * T; n += blockDim.x) {
+        int t = n % T;
+        float d = dconv[(size_t)n * CH + c];
+        for (int k = 0; k < CONV_K; k++) {
+            int ts = t - (CONV_K - 1) + k;
+            if (ts >= 0) { acc[k] += d * inp[(size_t)(n - (t - ts)) * CH + c]; }
+        }
+    }
+    for (int k = 0; k < CONV_K; k++) {
+        float total = block_sum(acc[k]);
+        if (threadIdx.x == 0) { dw[c * CONV_K + k] += total; }
+    }
+}
+
+// out (N, C) = scale x / sqrt(|x|^2 + eps) per head; x rows have stride in_stride. One thread per (n, h).
+__global__ void l2norm_forward_kernel(float* out, const float* inp, int in_stride, int N, int C, int H, float scale) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * H) { return; }
+    int n = idx / H, h = idx % H, D = C / H;
+    const float* x = inp + (size_t)n * in_stride + h * D;
+    float ss = 0.0f;
+    for (int i = 0; i < D; i++) { ss += x[i] * x[i]; }
+    float r = scale * rsqrtf(ss + (float)L2NORM_EPS);
+    for (int i = 0; i < D; i++) { out[(size_t)n * C + h * D + i] = x[i] * r; }
+}
+
+// dx = scale (dy - y (y·dy)) / |x|, y = x/|x|; writes (=) the rows of dinp it owns
+__global__ void l2norm_backward_kernel(float* dinp, const float* dout, const float* inp, int in_stride, int N, int C, int H, float scale) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * H) { return; }
+    int n = idx / H, h = idx % H, D = C / H;
+    const float* x = inp + (size_t)n * in_stride + h * D;
+    const float* dy = dout + (size_t)n * C + h * D;
+    float ss = 0.0f, ydy = 0.0f;
+    for (int i = 0; i < D; i++) { ss += x[i] * x[i]; }
+    float inv = rsqrtf(ss + (float)L2NORM_EPS);
+    for (int i = 0; i < D; i++) { ydy += x[i] * inv * dy[i]; }
+    for (int i = 0; i < D; i++) { dinp[(size_t)n * in_stride + h * D + i] = scale * (dy[i] - x[i] * inv * ydy) * inv; }
+}
+
+// beta = sigmoid(bpre) (gdn), gate = -exp(A_log) softplus(apre + dt_bias); one thread per (n, h)
+__global__ void gates_forward_kernel(float* beta, float* gate, const float* bpre, const float* apre, const float* A_log,
+                                     const float* dt_bias, int N, int H) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * H) { return; }
+    int h = idx % H;
+    if (beta) { beta[idx] = sigmoidf_(bpre[idx]); }
+    gate[idx] = -expf(A_log[h]) * softplusf_(apre[idx] + dt_bias[h]);
+}
+
+// dbpre, dapre (=) per (n, h); one thread per (n, h)
+__global__ void gates_backward_kernel(float* dbpre, float* dapre, const float* dbeta, const float* dgate, const float* beta,
+                                      const float* apre, const float* A_log, const float* dt_bias, int N, int H) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * H) { return; }
+    int h = idx % H;
+    if (dbpre) { dbpre[idx] = dbeta[idx] * beta[idx] * (1.0f - beta[idx]); }
+    dapre[idx] = dgate[idx] * -expf(A_log[h]) * sigmoidf_(apre[idx] + dt_bias[h]);
+}
+
+// dA_log[h] += Σ_n dgate gate;  ddt_bias[h] += Σ_n dapre. One block per head.
+__global__ void gates_backward_params_kernel(float* dA_log, float* ddt_bias, const float* dgate, const float* gate,
+                                             const float* dapre, int N, int H) {
+    int h = blockIdx.x;
+    float a = 0.0f, d = 0.0f;
+    for (int n = threadIdx.x; n < N; n += blockDim.x) {
+        a += dgate[(size_t)n * H + h] * gate[(size_t)n * H + h];
+        d += dapre[(size_t)n * H + h];
+    }
+    a = block_sum(a);
+    d = block_sum(d);
+    if (threadIdx.x == 0) { dA_log[h] += a; ddt_bias[h] += d; }
+}
+
+static int blocks_for(size_t n, int threads) { return (int)((n + threads - 1) / threads); }
+
+static void conv_silu_forward_gpu(float* conv, float* act, const float* inp, const float* w, int B, int T, int CH, cudaStream_t stream) {
+    size_t n = (size_t)B * T * CH;
+    conv_silu_forward_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(conv, act, inp, w, B, T, CH);
+    cudaCheck(cudaGetLastError());
+}
+
+// dinp (=) and dw (+=) from dact; dact is overwritten with dconv
+static void conv_silu_backward_gpu(float* dinp, float* dw, float* dact, const float* conv, const float* inp, const float* w,
+                                   int B, int T, int CH, cudaStream_t stream) {
+    size_t n = (size_t)B * T * CH;
+    silu_backward_inplace_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dact, conv, n);
+    cudaCheck(cudaGetLastError());
+    conv_backward_input_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dinp, dact, w, B, T, CH);
+    cudaCheck(cudaGetLastError());
+    conv_backward_weight_kernel<<<CH, REDUCE_THREADS, 0, stream>>>(dw, dact, inp, B, T, CH);
+    cudaCheck(cudaGetLastError());
+}
+
+static void l2norm_forward_gpu(float* out, const float* inp, int in_stride, int N, int C, int H, float scale, cudaStream_t stream) {
+    l2norm_forward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(out, inp, in_stride, N, C, H, scale);
+    cudaCheck(cudaGetLastError());
+}
+
+static void l2norm_backward_gpu(float* dinp, const float* dout, const float* inp, int in_stride, int N, int C, int H, float scale,
+                                cudaStream_t stream) {
+    l2norm_backward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(dinp, dout, inp, in_stride, N, C, H, scale);
+    cudaCheck(cudaGetLastError());
+}
+
+// beta (gdn; NULL for gla) and gate (N, H)
+static void gates_forward_gpu(float* beta, float* gate, const float* bpre, const float* apre, const float* A_log,
+                              const float* dt_bias, int N, int H, cudaStream_t stream) {
+    gates_forward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(beta, gate, bpre, apre, A_log, dt_bias, N, H);
+    cudaCheck(cudaGetLastError());
+}
+
+// dbpre (gdn; NULL for gla), dapre (=); dA_log, ddt_bias (+=)
+static void gates_backward_gpu(float* dbpre, float* dapre, float* dA_log, float* ddt_bias, const float* dbeta, const float* dgate,
+                               const float* beta, const float* gate, const float* apre, const float* A_log, const float* dt_bias,
+                               int N, int H, cudaStream_t stream) {
+    gates_backward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(dbpre, dapre, dbeta, dgate, beta, apre, A_log, dt_bias, N, H);
+    cudaCheck(cudaGetLastError());
+    gates_backward_params_kernel<<<H, REDUCE_THREADS, 0, stream>>>(dA_log, ddt_bias, dgate, gate, dapre, N, H);
+    cudaCheck(cudaGetLastError());
+}
+
+// ----------------------------------------------------------------------------
+// The recurrence
 
 #define DELTA_CHUNK 64
 #define DELTA_THREADS 256

@@ -5,6 +5,8 @@ Without a CUDA GPU every check is skipped with the reason, and the program exits
   attention (full_attn.cuh, attention_swa.cuh), forward out and lse, backward dq, dk, dv, on odd
   shapes: T not a multiple of the 32-row tile, W = 1, W < T, W > T, several heads, batch > 1,
   head dims 32 and 64.
+  R layer's small kernels: causal conv + SiLU, L2 norm (row stride 3C), gates (gdn, gla), forward
+  and backward including the parameter-gradient reductions; tolerance 1e-5.
   recurrent mixer (recurrent_mixer.cuh), chunked form vs the CPU's token-by-token recurrence, gdn
   and gla: o, and dq, dk, dv, dbeta, dgate; T = 1, 64 (one full chunk), 67 and 130 (partial last
   chunk), several heads, batch > 1, head dims 32 and 64.
@@ -91,6 +93,93 @@ static void test_attention(int B, int T, int H, int D, int window) {
     cudaFree(d_qkvr); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_lse); cudaFree(d_delta); cudaFree(d_dqkvr);
 }
 
+static float* rand_host(size_t n, Rng* r, double scale) {
+    float* x = (float*)malloc_check(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) { x[i] = (float)(scale * rng_normal(r)); }
+    return x;
+}
+static float* gpu_zeros(size_t n) {
+    float* d;
+    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
+    cudaCheck(cudaMemset(d, 0, n * sizeof(float)));
+    return d;
+}
+// relative error of a device buffer against a host reference
+static double rel_err_dev(const float* d, const float* ref, size_t n) {
+    float* h = from_gpu(d, n);
+    double e = rel_err_f(h, ref, n);
+    free(h);
+    return e;
+}
+
+static void test_rec_small_kernels(int B, int T, int H, int D) {
+    int C = H * D, N = B * T, CH = 3 * C;
+    size_t n3 = (size_t)N * CH, nC = (size_t)N * C, nH = (size_t)N * H;
+    Rng r;
+    rng_init(&r, 77);
+    // conv + silu
+    float *inp = rand_host(n3, &r, 1.0), *w = rand_host((size_t)CH * CONV_K, &r, 0.5), *dact = rand_host(n3, &r, 1.0);
+    float *conv = (float*)calloc_check(n3, sizeof(float)), *act = (float*)calloc_check(n3, sizeof(float));
+    float *dconv = (float*)calloc_check(n3, sizeof(float)), *dinp = (float*)calloc_check(n3, sizeof(float));
+    float *dw = (float*)calloc_check((size_t)CH * CONV_K, sizeof(float));
+    conv_forward(conv, inp, w, B, T, CH);
+    silu_forward(act, conv, n3);
+    silu_backward(dconv, dact, conv, n3);
+    conv_backward(dinp, dw, dconv, inp, w, B, T, CH);
+    float *d_inp = to_gpu(inp, n3), *d_w = to_gpu(w, (size_t)CH * CONV_K), *d_dact = to_gpu(dact, n3);
+    float *d_conv = gpu_zeros(n3), *d_act = gpu_zeros(n3), *d_dinp = gpu_zeros(n3), *d_dw = gpu_zeros((size_t)CH * CONV_K);
+    conv_silu_forward_gpu(d_conv, d_act, d_inp, d_w, B, T, CH, 0);
+    conv_silu_backward_gpu(d_dinp, d_dw, d_dact, d_conv, d_inp, d_w, B, T, CH, 0);
+    double e[4] = {rel_err_dev(d_conv, conv, n3), rel_err_dev(d_act, act, n3), rel_err_dev(d_dinp, dinp, n3),
+                   rel_err_dev(d_dw, dw, (size_t)CH * CONV_K)};
+    char name[96];
+    snprintf(name, sizeof(name), "gpu conv+silu B=%d T=%d C=%d", B, T, CH);
+    check(e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5 && e[3] < 1e-5, name,
+          "rel err conv %.1e act %.1e dinp %.1e dw %.1e (tol 1e-5)", e[0], e[1], e[2], e[3]);
+    // L2 norm of the k third (row stride 3C), scale 0.7
+    float *y = (float*)calloc_check(nC, sizeof(float)), *dy = rand_host(nC, &r, 1.0), *dx = (float*)calloc_check(n3, sizeof(float));
+    l2norm_forward(y, inp + C, CH, N, C, H, 0.7);
+    l2norm_backward(dx + C, dy, inp + C, CH, N, C, H, 0.7);
+    float *d_y = gpu_zeros(nC), *d_dy = to_gpu(dy, nC), *d_dx = gpu_zeros(n3);
+    l2norm_forward_gpu(d_y, d_inp + C, CH, N, C, H, 0.7f, 0);
+    l2norm_backward_gpu(d_dx + C, d_dy, d_inp + C, CH, N, C, H, 0.7f, 0);
+    double ey = rel_err_dev(d_y, y, nC), edx = rel_err_dev(d_dx, dx, n3);
+    snprintf(name, sizeof(name), "gpu l2norm B=%d T=%d H=%d D=%d", B, T, H, D);
+    check(ey < 1e-5 && edx < 1e-5, name, "rel err y %.1e dx %.1e (tol 1e-5)", ey, edx);
+    // gates
+    for (int mixer = 0; mixer < 2; mixer++) {
+        int gdn = mixer == MIXER_GDN;
+        float *bpre = rand_host(nH, &r, 1.0), *apre = rand_host(nH, &r, 1.0), *A_log = rand_host(H, &r, 1.0), *dt = rand_host(H, &r, 1.0);
+        float *dbeta = rand_host(nH, &r, 1.0), *dgate = rand_host(nH, &r, 1.0);
+        float *beta = (float*)calloc_check(nH, sizeof(float)), *gate = (float*)calloc_check(nH, sizeof(float));
+        float *dbpre = (float*)calloc_check(nH, sizeof(float)), *dapre = (float*)calloc_check(nH, sizeof(float));
+        float *dA = (float*)calloc_check(H, sizeof(float)), *ddt = (float*)calloc_check(H, sizeof(float));
+        gates_forward(beta, gate, bpre, apre, A_log, dt, N, H, mixer);
+        gates_backward(dbpre, dapre, dA, ddt, dbeta, dgate, beta, gate, apre, A_log, dt, N, H, mixer);
+        float *d_bpre = to_gpu(bpre, nH), *d_apre = to_gpu(apre, nH), *d_A = to_gpu(A_log, H), *d_dt = to_gpu(dt, H);
+        float *d_dbeta = to_gpu(dbeta, nH), *d_dgate = to_gpu(dgate, nH);
+        float *d_beta = gpu_zeros(nH), *d_gate = gpu_zeros(nH), *d_dbpre = gpu_zeros(nH), *d_dapre = gpu_zeros(nH);
+        float *d_dA = gpu_zeros(H), *d_ddt = gpu_zeros(H);
+        gates_forward_gpu(gdn ? d_beta : NULL, d_gate, d_bpre, d_apre, d_A, d_dt, N, H, 0);
+        gates_backward_gpu(gdn ? d_dbpre : NULL, d_dapre, d_dA, d_ddt, d_dbeta, d_dgate, d_beta, d_gate, d_apre, d_A, d_dt, N, H, 0);
+        double eg[6] = {gdn ? rel_err_dev(d_beta, beta, nH) : 0.0, rel_err_dev(d_gate, gate, nH),
+                        gdn ? rel_err_dev(d_dbpre, dbpre, nH) : 0.0, rel_err_dev(d_dapre, dapre, nH),
+                        rel_err_dev(d_dA, dA, H), rel_err_dev(d_ddt, ddt, H)};
+        double worst = 0.0;
+        for (int i = 0; i < 6; i++) { worst = fmax(worst, eg[i]); }
+        snprintf(name, sizeof(name), "gpu gates %s N=%d H=%d", gdn ? "gdn" : "gla", N, H);
+        check(worst < 1e-5, name, "rel err beta %.1e gate %.1e dbpre %.1e dapre %.1e dA_log %.1e ddt_bias %.1e (tol 1e-5)",
+              eg[0], eg[1], eg[2], eg[3], eg[4], eg[5]);
+        free(bpre); free(apre); free(A_log); free(dt); free(dbeta); free(dgate); free(beta); free(gate);
+        free(dbpre); free(dapre); free(dA); free(ddt);
+        cudaFree(d_bpre); cudaFree(d_apre); cudaFree(d_A); cudaFree(d_dt); cudaFree(d_dbeta); cudaFree(d_dgate);
+        cudaFree(d_beta); cudaFree(d_gate); cudaFree(d_dbpre); cudaFree(d_dapre); cudaFree(d_dA); cudaFree(d_ddt);
+    }
+    free(inp); free(w); free(dact); free(conv); free(act); free(dconv); free(dinp); free(dw); free(y); free(dy); free(dx);
+    cudaFree(d_inp); cudaFree(d_w); cudaFree(d_dact); cudaFree(d_conv); cudaFree(d_act); cudaFree(d_dinp); cudaFree(d_dw);
+    cudaFree(d_y); cudaFree(d_dy); cudaFree(d_dx);
+}
+
 // q, k L2-normalised (q also scaled by 1/sqrt(D)) and β in (0,1), α in (0.6, 1): the model's ranges
 static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     int C = H * D;
@@ -153,7 +242,7 @@ int main(void) {
     const char* names[] = {"gpu attention full", "gpu attention W=1", "gpu attention W<T", "gpu attention W>T",
                            "gpu attention D=32", "gpu attention T=1", "gpu delta rule gdn T=67", "gpu delta rule gla T=67",
                            "gpu delta rule gdn T=130 D=32", "gpu delta rule gla T=130 D=32", "gpu delta rule gdn T=64",
-                           "gpu delta rule gdn T=1"};
+                           "gpu delta rule gdn T=1", "gpu conv+silu", "gpu l2norm", "gpu gates gdn", "gpu gates gla"};
     if (err != cudaSuccess || n_gpu == 0) {
         char why[160];
         snprintf(why, sizeof(why), "no CUDA GPU on this machine (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
@@ -166,6 +255,7 @@ int main(void) {
     test_attention(1, 45, 2, 64, 300);  // window beyond T = full attention
     test_attention(3, 130, 4, 32, 40);  // D = 32
     test_attention(2, 1, 2, 64, 0);     // a single token
+    test_rec_small_kernels(2, 67, 3, 64);
     test_delta_rule(2, 67, 3, 64, MIXER_GDN);   // a full chunk and a partial one
     test_delta_rule(2, 67, 3, 64, MIXER_GLA);
     test_delta_rule(3, 130, 2, 32, MIXER_GDN);  // three chunks, D = 32
