@@ -57,6 +57,15 @@ __device__ static void load_tile(float (*tile)[HD + 1], const float* base, int r
     }
 }
 
+// The K and V rows k0..k0+TILE-1 of one head, for every thread of the block (syncs around the load)
+template <int HD>
+__device__ static void load_kv_tiles(float (*Ks)[HD + 1], float (*Vs)[HD + 1], const float* base, int k0, int T, int C) {
+    __syncthreads();
+    load_tile<HD>(Ks, base + C, k0, T, 3 * C);
+    load_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
+    __syncthreads();
+}
+
 __device__ static inline float dot_row(const float* a, const float* b, int n) {
     float s = 0.0f;
     for (int i = 0; i < n; i++) { s += a[i] * b[i]; }
@@ -80,10 +89,7 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* qk
     int first, last;
     attn_key_tiles(q0, T, window, &first, &last);
     for (int k0 = first; k0 <= last; k0 += ATTN_TILE) {
-        __syncthreads();
-        load_tile<HD>(Ks, base + C, k0, T, 3 * C);
-        load_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
-        __syncthreads();
+        load_kv_tiles<HD>(Ks, Vs, base, k0, T, C);
         if (t >= T) { continue; }
         for (int jj = 0; jj < ATTN_TILE; jj++) {
             if (!attn_visible(t, k0 + jj, window)) { continue; }
@@ -138,10 +144,7 @@ __global__ void attention_backward_dq_kernel(float* dqkvr, const float* dout, co
     int first, last;
     attn_key_tiles(q0, T, window, &first, &last);
     for (int k0 = first; k0 <= last; k0 += ATTN_TILE) {
-        __syncthreads();
-        load_tile<HD>(Ks, base + C, k0, T, 3 * C);
-        load_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
-        __syncthreads();
+        load_kv_tiles<HD>(Ks, Vs, base, k0, T, C);
         if (t >= T) { continue; }
         for (int jj = 0; jj < ATTN_TILE; jj++) {
             if (!attn_visible(t, k0 + jj, window)) { continue; }

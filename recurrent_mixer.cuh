@@ -250,6 +250,15 @@ struct DeltaChunk {
     float *beta;           // (c)
 };
 
+// Carves q, k, v, u (c, D) each out of shared memory at `at`; returns the first float past them.
+__device__ static float* delta_chunk_carve(DeltaChunk* ch, float* at, int D) {
+    ch->q = at;
+    ch->k = ch->q + DELTA_CHUNK * D;
+    ch->v = ch->k + DELTA_CHUNK * D;
+    ch->u = ch->v + DELTA_CHUNK * D;
+    return ch->u + DELTA_CHUNK * D;
+}
+
 __device__ static void delta_load_chunk(DeltaChunk ch, const float* q, const float* k, const float* v, int vstride,
                                         const float* beta, const float* gate, int b, int h, int t0, int n,
                                         int T, int C, int H, int D) {
@@ -331,11 +340,7 @@ __global__ void delta_chunk_forward_kernel(float* o, float* states, const float*
     int b = blockIdx.x / H, h = blockIdx.x % H, D = C / H;
     float* S = smem;                                   // (D, D)
     DeltaChunk ch;
-    ch.q = S + D * D;
-    ch.k = ch.q + DELTA_CHUNK * D;
-    ch.v = ch.k + DELTA_CHUNK * D;
-    ch.u = ch.v + DELTA_CHUNK * D;
-    float* A = ch.u + DELTA_CHUNK * D;                 // (c, c)
+    float* A = delta_chunk_carve(&ch, S + D * D, D);   // (c, c)
     float* P = A + DELTA_CHUNK * DELTA_CHUNK;          // (c, c)
     ch.g = P + DELTA_CHUNK * DELTA_CHUNK;
     ch.beta = ch.g + DELTA_CHUNK;
@@ -383,11 +388,7 @@ __global__ void delta_chunk_backward_kernel(float* dq, float* dk, float* dv, flo
     float* dS = S0 + D * D;                            // (D, D) dL/dS_end, then dL/dS0 for the chunk before
     float* dS0 = dS + D * D;                           // (D, D)
     DeltaChunk ch;
-    ch.q = dS0 + D * D;
-    ch.k = ch.q + DELTA_CHUNK * D;
-    ch.v = ch.k + DELTA_CHUNK * D;
-    ch.u = ch.v + DELTA_CHUNK * D;
-    float* dO = ch.u + DELTA_CHUNK * D;                // (c, D)
+    float* dO = delta_chunk_carve(&ch, dS0 + D * D, D); // (c, D)
     float* dU = dO + DELTA_CHUNK * D;                  // (c, D): dU, then dR (gdn) in place
     float* dKc = dU + DELTA_CHUNK * D;                 // (c, D) dk of the chunk
     float* A = dKc + DELTA_CHUNK * D;                  // (c, c)
