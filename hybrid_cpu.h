@@ -1021,6 +1021,7 @@ typedef struct {
     const char* log_path;    // JSONL log ("" = none)
 } TrainArgs;
 
+#define MAX_FLAGS 64  // room in a FlagSpec table: the shared flags plus a trainer's own
 enum { FLAG_INT, FLAG_LONG, FLAG_DOUBLE, FLAG_FLOAT, FLAG_STR, FLAG_BOOL, FLAG_CHOICE };
 typedef struct {
     const char* flag;     // "-p", "--pos-full"
@@ -1030,7 +1031,7 @@ typedef struct {
     const char* help;
 } FlagSpec;
 
-// The flags both trainers take; returns how many were written to out (room for 64).
+// The flags both trainers take; returns how many were written to out (MAX_FLAGS entries).
 static int train_flags(TrainArgs* a, FlagSpec* out) {
     FlagSpec f[] = {
         {"-i", FLAG_STR, &a->data.train, NULL, "train data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
@@ -1069,6 +1070,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"-o", FLAG_STR, &a->log_path, NULL, "JSONL log file (\"\" = none)"},
     };
     int n = (int)(sizeof(f) / sizeof(f[0]));
+    static_assert(sizeof(f) / sizeof(f[0]) <= MAX_FLAGS, "MAX_FLAGS holds the shared flags");
     memcpy(out, f, sizeof(f));
     return n;
 }

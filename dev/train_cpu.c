@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     a.seed = 1337;
     a.val_every = 50; a.val_batches = 4;
     a.log_path = "";
-    FlagSpec flags[64];
+    FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     flags_parse(flags, n_flags, argc, argv);
     train_args_resolve(&a);

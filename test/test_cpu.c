@@ -296,7 +296,7 @@ static void parse_args(void* argv_) {
     memset(&a, 0, sizeof(a));
     a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window = 4; a.B = 1; a.T = 8; a.accum = 1;
     a.opt = opt_config_default(10); a.data = data_config_default(); a.val_batches = 1; a.log_path = "";
-    FlagSpec f[64];
+    FlagSpec f[MAX_FLAGS];
     int n = train_flags(&a, f);
     flags_parse(f, n, argc, argv);
     train_args_resolve(&a);

@@ -38,15 +38,32 @@ static float* from_gpu(const float* d, size_t n) {
     return h;
 }
 
+static float* rand_host(size_t n, Rng* r, double scale) {
+    float* x = (float*)malloc_check(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) { x[i] = (float)(scale * rng_normal(r)); }
+    return x;
+}
+static float* gpu_zeros(size_t n) {
+    float* d;
+    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
+    cudaCheck(cudaMemset(d, 0, n * sizeof(float)));
+    return d;
+}
+// relative error of a device buffer against a host reference
+static double rel_err_dev(const float* d, const float* ref, size_t n) {
+    float* h = from_gpu(d, n);
+    double e = rel_err_f(h, ref, n);
+    free(h);
+    return e;
+}
+
 static void test_attention(int B, int T, int H, int D, int window) {
     int C = H * D;
     size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, nrow = (size_t)B * T * H;
     Rng r;
     rng_init(&r, (uint64_t)(T * 131 + window));
-    float* qkvr = (float*)malloc_check(nqkv * sizeof(float));
-    float* dout = (float*)malloc_check(nout * sizeof(float));
-    for (size_t i = 0; i < nqkv; i++) { qkvr[i] = (float)rng_normal(&r); }
-    for (size_t i = 0; i < nout; i++) { dout[i] = (float)rng_normal(&r); }
+    float* qkvr = rand_host(nqkv, &r, 1.0);
+    float* dout = rand_host(nout, &r, 1.0);
     float* out = (float*)calloc_check(nout, sizeof(float));
     float* lse = (float*)calloc_check(nrow, sizeof(float));
     float* dqkvr = (float*)calloc_check(nqkv, sizeof(float));
@@ -91,25 +108,6 @@ static void test_attention(int B, int T, int H, int D, int window) {
     for (int p = 0; p < 3; p++) { free(parts[0][p]); free(parts[1][p]); }
     free(qkvr); free(dout); free(out); free(lse); free(dqkvr); free(g_out); free(g_lse); free(g_dqkvr);
     cudaFree(d_qkvr); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_lse); cudaFree(d_delta); cudaFree(d_dqkvr);
-}
-
-static float* rand_host(size_t n, Rng* r, double scale) {
-    float* x = (float*)malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) { x[i] = (float)(scale * rng_normal(r)); }
-    return x;
-}
-static float* gpu_zeros(size_t n) {
-    float* d;
-    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
-    cudaCheck(cudaMemset(d, 0, n * sizeof(float)));
-    return d;
-}
-// relative error of a device buffer against a host reference
-static double rel_err_dev(const float* d, const float* ref, size_t n) {
-    float* h = from_gpu(d, n);
-    double e = rel_err_f(h, ref, n);
-    free(h);
-    return e;
 }
 
 static void test_rec_small_kernels(int B, int T, int H, int D) {
@@ -187,10 +185,8 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     Rng r;
     rng_init(&r, (uint64_t)(T * 7 + mixer));
     float *q = (float*)malloc_check(nC * sizeof(float)), *k = (float*)malloc_check(nC * sizeof(float));
-    float *qkva = (float*)malloc_check(n3C * sizeof(float)), *dout = (float*)malloc_check(nC * sizeof(float));
+    float *qkva = rand_host(n3C, &r, 1.0), *dout = rand_host(nC, &r, 1.0);
     float *beta = (float*)malloc_check(nH * sizeof(float)), *gate = (float*)malloc_check(nH * sizeof(float));
-    for (size_t i = 0; i < n3C; i++) { qkva[i] = (float)rng_normal(&r); }
-    for (size_t i = 0; i < nC; i++) { dout[i] = (float)rng_normal(&r); }
     for (size_t i = 0; i < nH; i++) { beta[i] = (float)sigmoid(rng_normal(&r)); gate[i] = (float)(-0.5 * rng_uniform(&r)); }
     l2norm_forward(q, qkva, 3 * C, B * T, C, H, 1.0 / sqrt((double)D));
     l2norm_forward(k, qkva + C, 3 * C, B * T, C, H, 1.0);
