@@ -24,6 +24,8 @@ gradient accumulation is plain repetition, and zero_grad clears params' and acti
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>  // fsync
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -156,7 +158,7 @@ static const TensorKind LAYER_ACTS[NUM_LAYER_ACTS] = {
     [A_APRE]   = {"apre",   "R",   DIM_1, DIM_H},   // ln1 · waᵀ
     [A_BETA]   = {"beta",   "R",   DIM_1, DIM_H, 1},// sigmoid(bpre)
     [A_GATE]   = {"gate",   "R",   DIM_1, DIM_H},   // log alpha = -exp(A_log) softplus(apre + dt_bias)
-    [A_STATE]  = {"state",  "R",   DIM_1, DIM_HDD}, // S_t after token t, (H, D, D), S[i][j]: i value dim, j key dim
+    [A_STATE]  = {"state",  "R",   DIM_1, DIM_HDD}, // S (H, D, D), S[i][j]: i value dim, j key dim; see act_layout
     [A_O]      = {"o",      "R",   DIM_1, DIM_C},   // S_t q_t
     [A_ORSTD]  = {"orstd",  "R",   DIM_1, DIM_H},   // per-head 1/rms of o
     [A_ON]     = {"on",     "R",   DIM_1, DIM_C},   // RMSNorm_head(o)
@@ -253,15 +255,19 @@ static Layout param_layout(const Config* c) {
     return lo;
 }
 
-// Activations for a (B,T) batch: for each layer its LAYER_ACTS, then GLOBAL_ACTS.
-static Layout act_layout(const Config* c, int B, int T) {
+// Activations for a (B,T) batch: for each layer its LAYER_ACTS, then GLOBAL_ACTS. Every tensor has
+// one row per token, except the recurrent state, which is saved every `state_every` tokens: the CPU
+// keeps all of them (1), the GPU's chunked recurrence only those entering a chunk (DELTA_CHUNK), so
+// its state takes B·ceil(T/64)·H·D·D floats instead of B·T·H·D·D.
+static Layout act_layout(const Config* c, int B, int T, int state_every) {
     Layout lo;
     memset(&lo, 0, sizeof(lo));
     size_t N = (size_t)B * T;
     for (int l = 0; l < c->n_layer; l++) {
         for (int k = 0; k < NUM_LAYER_ACTS; k++) {
+            size_t rows = k == A_STATE ? (size_t)B * ((T + state_every - 1) / state_every) : N;
             lo.layer_off[l][k] = lo.total;
-            layout_add(&lo, &LAYER_ACTS[k], l, N * tensor_numel(c, &LAYER_ACTS[k], c->pattern[l]));
+            layout_add(&lo, &LAYER_ACTS[k], l, rows * tensor_numel(c, &LAYER_ACTS[k], c->pattern[l]));
         }
     }
     for (int k = 0; k < NUM_GLOBAL_ACTS; k++) {
@@ -741,15 +747,15 @@ static real* ggrad(const Model* m, int k) { return m->grads + m->pl.global_off[k
 static real* gact(const Model* m, int k) { return m->acts + m->al.global_off[k]; }
 static real* gdact(const Model* m, int k) { return m->dacts + m->al.global_off[k]; }
 
-// Draws every parameter from rng in layout order (DESIGN.md §1 init). Padded wte rows stay 0.
-static void model_init_params(Model* m, uint64_t seed) {
-    const Config* c = &m->cfg;
+// Draws every parameter of layout pl from rng in layout order (DESIGN.md §1 init). Padded wte rows
+// stay 0. The GPU trainer fills its host copy with this too, so a seed gives both the same model.
+static void params_init(real* params, const Layout* pl, const Config* c, uint64_t seed) {
     Rng rng;
     rng_init(&rng, seed);
     double out_std = 0.02 / sqrt(2.0 * c->n_layer);
-    for (int s = 0; s < m->pl.n; s++) {
-        const TensorSpec* sp = &m->pl.spec[s];
-        real* p = m->params + sp->offset;
+    for (int s = 0; s < pl->n; s++) {
+        const TensorSpec* sp = &pl->spec[s];
+        real* p = params + sp->offset;
         for (size_t i = 0; i < sp->numel; i++) {
             double x = 0.0;
             switch (sp->kind->init) {
@@ -781,7 +787,7 @@ static void model_build(Model* m, const Config* c, uint64_t seed) {
     m->m = (float*)calloc_check(m->pl.total, sizeof(float));
     m->v = (float*)calloc_check(m->pl.total, sizeof(float));
     m->mean_loss = -1.0;
-    model_init_params(m, seed);
+    params_init(m->params, &m->pl, c, seed);
 }
 
 static void model_free(Model* m) {
@@ -793,7 +799,7 @@ static void model_size_acts(Model* m, int B, int T) {
     if (m->B == B && m->T == T) { return; }
     free(m->acts);
     free(m->dacts);
-    m->al = act_layout(&m->cfg, B, T);
+    m->al = act_layout(&m->cfg, B, T, 1);
     m->acts = (real*)calloc_check(m->al.total, sizeof(real));
     m->dacts = (real*)calloc_check(m->al.total, sizeof(real));
     m->B = B;
@@ -1003,6 +1009,142 @@ static void model_update(Model* m, const OptConfig* o, double lr, int t, double 
 }
 
 // ----------------------------------------------------------------------------
+// Checkpoints, shared by the trainers and eval_needle.c. One file:
+//   header int32[256]: [0] magic, [1] version, [2..12] the Config (vocab, padded_vocab, L, C, H, ffn,
+//                      window, pos_full, pos_swa, mixer, rope_theta), [13] 1 if the optimizer state
+//                      follows, [14] optimizer steps taken, [15] parameter count (low 31 bits),
+//                      [16] (high bits), bytes 128..191 the layer pattern (NUL-padded)
+//   float32 params[n] in param_layout order; then, if [13] = 1, AdamW m[n] and v[n].
+// Written to PATH.tmp, flushed to disk, then renamed over PATH, so a crash never leaves a partial file
+// under the real name.
+
+#define CKPT_MAGIC 20260615
+#define CKPT_VERSION 1
+#define CKPT_HEADER_INTS 256
+#define CKPT_PATTERN_BYTE 128
+
+typedef struct {
+    Config cfg;
+    size_t n_params;
+    float* params;   // (n_params)
+    float* m;        // (n_params) AdamW moments, NULL if the file has none
+    float* v;
+    int step;        // optimizer steps taken
+} Checkpoint;
+
+static void fwrite_check(const void* p, size_t size, size_t n, FILE* f, const char* path) {
+    if (fwrite(p, size, n, f) != n) { die("%s: write failed (disk full?)", path); }
+}
+
+static void checkpoint_write(const char* path, const Config* c, const float* params, const float* m, const float* v,
+                             size_t n, int step) {
+    int32_t h[CKPT_HEADER_INTS];
+    memset(h, 0, sizeof(h));
+    int32_t fields[] = {CKPT_MAGIC, CKPT_VERSION, c->vocab, c->padded_vocab, c->n_layer, c->n_embd, c->n_head, c->ffn,
+                        c->window, c->pos_full, c->pos_swa, c->mixer, (int32_t)c->rope_theta, m != NULL, step,
+                        (int32_t)(n & 0x7fffffff), (int32_t)(n >> 31)};
+    memcpy(h, fields, sizeof(fields));
+    memcpy((char*)h + CKPT_PATTERN_BYTE, c->pattern, strlen(c->pattern));
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE* f = fopen_check(tmp, "wb");
+    fwrite_check(h, sizeof(int32_t), CKPT_HEADER_INTS, f, tmp);
+    fwrite_check(params, sizeof(float), n, f, tmp);
+    if (m != NULL) {
+        fwrite_check(m, sizeof(float), n, f, tmp);
+        fwrite_check(v, sizeof(float), n, f, tmp);
+    }
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) { die("%s: flush to disk failed", tmp); }
+    fclose(f);
+    if (rename(tmp, path) != 0) { die("%s: cannot rename to %s", tmp, path); }
+}
+
+// Reads and validates a checkpoint: magic, version, config, and the file size the header implies.
+static Checkpoint checkpoint_read(const char* path) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[CKPT_HEADER_INTS];
+    if (fread(h, sizeof(int32_t), CKPT_HEADER_INTS, f) != CKPT_HEADER_INTS) {
+        die("%s: not a checkpoint (shorter than its %d-byte header)", path, (int)sizeof(h));
+    }
+    if (h[0] != CKPT_MAGIC) { die("%s: bad magic %d, expected %d (not a hybrid.cu checkpoint)", path, h[0], CKPT_MAGIC); }
+    if (h[1] != CKPT_VERSION) { die("%s: checkpoint version %d, this build reads version %d", path, h[1], CKPT_VERSION); }
+    char pattern[MAX_LAYERS + 1];
+    memcpy(pattern, (char*)h + CKPT_PATTERN_BYTE, MAX_LAYERS);
+    pattern[MAX_LAYERS] = '\0';
+    if (h[9] < 0 || h[9] > 1 || h[10] < 0 || h[10] > 1 || h[11] < 0 || h[11] > 1 || h[2] < 1 || h[3] < h[2] || h[12] < 1) {
+        die("%s: corrupt checkpoint header (vocab %d/%d, pos %d/%d, mixer %d, theta %d)", path, h[2], h[3], h[9], h[10], h[11], h[12]);
+    }
+    Checkpoint ck;
+    memset(&ck, 0, sizeof(ck));
+    ck.cfg = config_make(h[2], h[3], h[4], h[5], h[6], h[7], pattern, h[8], h[9], h[10], h[11]);
+    ck.cfg.rope_theta = h[12];
+    if (strcmp(ck.cfg.pattern, pattern) != 0) { die("%s: corrupt checkpoint header (pattern '%s' for %d layers)", path, pattern, h[4]); }
+    ck.n_params = (size_t)(uint32_t)h[15] | ((size_t)(uint32_t)h[16] << 31);
+    ck.step = h[14];
+    size_t expect = param_layout(&ck.cfg).total;
+    if (ck.n_params != expect) { die("%s: header says %zu parameters, its config has %zu", path, ck.n_params, expect); }
+    int has_opt = h[13] == 1;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    long want = (long)(sizeof(h) + (has_opt ? 3 : 1) * ck.n_params * sizeof(float));
+    if (size != want) { die("%s: %ld bytes, expected %ld for its header (truncated or corrupt)", path, size, want); }
+    fseek(f, sizeof(h), SEEK_SET);
+    ck.params = (float*)malloc_check(ck.n_params * sizeof(float));
+    if (fread(ck.params, sizeof(float), ck.n_params, f) != ck.n_params) { die("%s: read failed", path); }
+    if (has_opt) {
+        ck.m = (float*)malloc_check(ck.n_params * sizeof(float));
+        ck.v = (float*)malloc_check(ck.n_params * sizeof(float));
+        if (fread(ck.m, sizeof(float), ck.n_params, f) != ck.n_params || fread(ck.v, sizeof(float), ck.n_params, f) != ck.n_params) {
+            die("%s: read failed", path);
+        }
+    }
+    fclose(f);
+    return ck;
+}
+
+static void checkpoint_free(Checkpoint* ck) { free(ck->params); free(ck->m); free(ck->v); }
+
+// ----------------------------------------------------------------------------
+// Run reporting shared by the trainers: model FLOPs for MFU, the config table, a clock.
+
+// Model FLOPs per trained token (forward + backward = 3 × forward), at sequence length T:
+//   matmuls: 2 FLOPs per weight per token (every projection, and the tied LM head Vp·C)
+//   attention: QKᵀ and PV, 4·C FLOPs per key a query sees: (T+1)/2 on average for F, min(W, that) for S
+//   recurrence: per head 4 D×D products per token (S'k, u kᵀ, S q, the decay), 8·C·D FLOPs
+// The embedding lookup, norms and elementwise work are not counted (as in llm.c / PaLM's MFU).
+static double model_flops_per_token(const Config* c, int T) {
+    int C = c->n_embd, D = C / c->n_head;
+    double fwd = 2.0 * c->padded_vocab * C, keys_full = (T + 1) / 2.0;
+    for (int l = 0; l < c->n_layer; l++) {
+        char type = c->pattern[l];
+        for (int k = 0; k < NUM_LAYER_PARAMS; k++) {
+            const TensorKind* tk = &LAYER_PARAMS[k];
+            if (tk->decay) { fwd += 2.0 * tensor_numel(c, tk, type); }  // the matrices are the decayed tensors
+        }
+        if (type == 'F') { fwd += 4.0 * C * keys_full; }
+        if (type == 'S') { fwd += 4.0 * C * (c->window < keys_full ? c->window : keys_full); }
+        if (type == 'R') { fwd += 8.0 * C * D; }
+    }
+    return 3.0 * fwd;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// one row of the config table
+static void table_row(const char* label, const char* fmt, ...) {
+    char value[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof(value), fmt, ap);
+    va_end(ap);
+    printf("| %-21s | %-40s |\n", label, value);
+}
+
+// ----------------------------------------------------------------------------
 // Command line shared by the trainers. One table of flags drives parsing, the help text and
 // its defaults, so they cannot disagree.
 
@@ -1173,6 +1315,25 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->data.needles.per_1k < 0 || a->data.needles.queries < 0) { die("--needle-density and --needle-queries must be >= 0"); }
     if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
     if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
+}
+
+// The run's configuration as a table, printed by both trainers before the first step.
+static void print_config_table(const Config* c, const TrainArgs* a, size_t n_params, const char* device) {
+    const char* pos[2] = {"rope", "nope"};
+    const char* rule = "+-----------------------+------------------------------------------+\n";
+    printf("%s", rule);
+    table_row("device", "%s", device);
+    table_row("model", "%s", c->pattern);
+    table_row("L, C, H, D, F", "%d, %d, %d, %d, %d", c->n_layer, c->n_embd, c->n_head, c->n_embd / c->n_head, c->ffn);
+    table_row("window, pos F/S", "%d, %s/%s", c->window, pos[c->pos_full], pos[c->pos_swa]);
+    table_row("mixer (R layers)", "%s", c->mixer == MIXER_GDN ? "gdn (Gated DeltaNet)" : "gla");
+    table_row("vocab V / padded Vp", "%d / %d", c->vocab, c->padded_vocab);
+    table_row("parameters", "%zu", n_params);
+    table_row("B, T, accum", "%d, %d, %d", a->B, a->T, a->accum);
+    table_row("steps, lr, warmup", "%d, %g, %d", a->opt.steps, a->opt.lr, a->opt.warmup);
+    table_row("data", "%s", a->data.train ? a->data.train : "built-in synthetic text");
+    table_row("needle fraction", "%g", a->data.needle_frac);
+    printf("%s", rule);
 }
 
 #endif // HYBRID_CPU_H

@@ -9,24 +9,7 @@ so the model can be studied, stepped through and diffed without a GPU.
 Prints loss, lr, grad norm, ms and tok/s per step, val loss every -v steps, and writes one JSON
 line per step (and per val) to -o.
 */
-#include <time.h>
 #include "../hybrid_cpu.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// one row of the config table
-static void table_row(const char* label, const char* fmt, ...) {
-    char value[128];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(value, sizeof(value), fmt, ap);
-    va_end(ap);
-    printf("| %-21s | %-40s |\n", label, value);
-}
 
 static double val_loss(Model* m, DataLoader* val, int batches) {
     double sum = 0.0;
@@ -65,20 +48,7 @@ int main(int argc, char** argv) {
     model_build(&model, &cfg, (uint64_t)a.seed);
     FILE* log = a.log_path[0] ? fopen_check(a.log_path, "w") : NULL;
 
-    const char* pos[2] = {"rope", "nope"};
-    const char* rule = "+-----------------------+------------------------------------------+\n";
-    printf("%s", rule);
-    table_row("model", "%s", cfg.pattern);
-    table_row("L, C, H, D, F", "%d, %d, %d, %d, %d", cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_embd / cfg.n_head, cfg.ffn);
-    table_row("window, pos F/S", "%d, %s/%s", cfg.window, pos[cfg.pos_full], pos[cfg.pos_swa]);
-    table_row("mixer (R layers)", "%s", cfg.mixer == MIXER_GDN ? "gdn (Gated DeltaNet)" : "gla");
-    table_row("vocab V / padded Vp", "%d / %d", cfg.vocab, cfg.padded_vocab);
-    table_row("parameters", "%zu", model.pl.total);
-    table_row("B, T, accum", "%d, %d, %d", a.B, a.T, a.accum);
-    table_row("steps, lr, warmup", "%d, %g, %d", a.opt.steps, a.opt.lr, a.opt.warmup);
-    table_row("data", "%s", a.data.train ? a.data.train : "built-in synthetic text");
-    table_row("needle fraction", "%g", a.data.needle_frac);
-    printf("%s", rule);
+    print_config_table(&cfg, &a, model.pl.total, "CPU (fp32 reference)");
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
 

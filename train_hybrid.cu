@@ -1,0 +1,852 @@
+/*
+train_hybrid.cu — trains a hybrid of full attention (F), sliding-window attention (S) and Gated
+DeltaNet (R) layers on one GPU. The model is hybrid_cpu.h's (../shared/DESIGN.md §1), layer by
+layer: the same tensor tables and layouts, the same forward/backward lists, so a GPU run can be
+diffed against the CPU reference tensor by tensor (test/test_model_gpu.cu does).
+
+    make train_hybrid && ./train_hybrid               # built-in data, the default SSSF hybrid
+    ./train_hybrid -p SRF -w 128 --pos-full nope      # any pattern, window, positional encoding
+    ./train_hybrid -h                                  # every flag with its default
+
+Memory, all on the GPU, one allocation each (offsets from hybrid_cpu.h's param_layout/act_layout):
+    params, grads, adam_m, adam_v   (P)   wte (Vp,C), then per layer its LAYER_PARAMS, then lnf_w (C)
+    acts                            (A)   per layer its LAYER_ACTS for (B,T) — the recurrent state only
+                                          at chunk entries (act_layout's state_every = DELTA_CHUNK) —
+                                          then residf, lnf, logits (B,T,Vp), lse, losses
+    dlayer                                gradients of one layer's activations, reused by every layer:
+                                          the gradient of tensor k of layer l sits at the offset k has
+                                          inside layer l's block of acts
+    dresid                          (B,T,C) dL/d(residual stream), carried down through the layers
+The logits' gradient overwrites the logits. Activation gradients are written (=) by the one kernel
+that produces them (in an R layer, the gradient of ln1 sums four matmuls: the first writes, the
+others add); parameter gradients are accumulated (+=), so gradient accumulation is repetition.
+Every reduction runs in a fixed order: the same seed gives the same losses, bit for bit.
+
+defines: floatX, GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, crossentropy, adamw,
+         sum of squares) with their launchers, cuBLAS matmuls, GpuModel (build, forward, zero_grad,
+         backward, grad_norm, update, save), the training loop (main, unless TESTING)
+*/
+#include <cublas_v2.h>
+#include "hybrid_cpu.h"         // defines: Config, tensor tables, layouts, params_init, OptConfig, lr_at, flags, checkpoints (and dataloader.h)
+#include "attention_swa.cuh"    // defines: swa_forward_gpu/backward (and full_attn.cuh: attention_forward_gpu/backward)
+#include "recurrent_mixer.cuh"  // defines: conv_silu, l2norm, gates, delta_rule forward/backward on the GPU
+
+// ----------------------------------------------------------------------------
+// Precision (compile time, llm.c style: make PRECISION=...). FP32 is the build the tests diff
+// against the CPU reference; the bf16 path (bf16 matmul inputs, fp32 master weights and statistics)
+// joins with the speed work.
+
+#if defined(PRECISION_FP32)
+typedef float floatX;
+#define PRECISION_NAME "fp32"
+#else
+#error "define PRECISION_FP32 (make PRECISION=FP32); it is the only precision built so far"
+#endif
+
+// The two handles every launch needs, passed down explicitly (no hidden globals).
+typedef struct {
+    cublasHandle_t blas;
+    cudaStream_t stream;
+} GpuContext;
+
+static void cublas_check_at(cublasStatus_t s, const char* file, int line) {
+    if (s != CUBLAS_STATUS_SUCCESS) { die_at(file, line, "cuBLAS error %d", (int)s); }
+}
+#define cublasCheck(s) cublas_check_at((s), __FILE__, __LINE__)
+
+// ----------------------------------------------------------------------------
+// CUDA kernels. Math and layouts as in hybrid_cpu.h; each kernel's launcher follows it.
+
+#define WARPS_PER_BLOCK 8
+
+__device__ static inline float warp_sum(float v) {
+    for (int off = 16; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
+    return v;
+}
+
+// Maximum over the block; every thread gets it.
+__device__ static float block_max(float v) {
+    __shared__ float partial[32];
+    for (int off = 16; off > 0; off /= 2) { v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, off)); }
+    if (threadIdx.x % 32 == 0) { partial[threadIdx.x / 32] = v; }
+    __syncthreads();
+    float m = -FLT_MAX;
+    for (int w = 0; w < (int)(blockDim.x / 32); w++) { m = fmaxf(m, partial[w]); }
+    __syncthreads();
+    return m;
+}
+
+// out[n, :] = wte[tokens[n], :]; one thread per element
+__global__ void encoder_forward_kernel(floatX* out, const int* tokens, const floatX* wte, int N, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)N * C) { return; }
+    size_t n = idx / C;
+    out[idx] = wte[(size_t)tokens[n] * C + idx % C];
+}
+static void encoder_forward_gpu(const GpuContext* g, floatX* out, const int* tokens, const floatX* wte, int N, int C) {
+    encoder_forward_kernel<<<blocks_for((size_t)N * C, 256), 256, 0, g->stream>>>(out, tokens, wte, N, C);
+    cudaCheck(cudaGetLastError());
+}
+
+// dwte[token, :] += Σ dout[n, :] over the rows n holding that token. The host groups the rows by
+// token (encoder_index): bucket b covers rows order[start[b] .. start[b+1]-1], all of token tok[b],
+// in increasing n. One block per (bucket, 128 channels): no atomics, a fixed summation order.
+__global__ void encoder_backward_kernel(floatX* dwte, const floatX* dout, const int* order, const int* start,
+                                        const int* tok, int C) {
+    int b = blockIdx.x, i = blockIdx.y * blockDim.x + threadIdx.x;
+    if (i >= C) { return; }
+    float acc = 0.0f;
+    for (int p = start[b]; p < start[b + 1]; p++) { acc += dout[(size_t)order[p] * C + i]; }
+    dwte[(size_t)tok[b] * C + i] += acc;
+}
+static void encoder_backward_gpu(const GpuContext* g, floatX* dwte, const floatX* dout, const int* index, int n_buckets,
+                                 int N, int C) {
+    const int* order = index;         // (N)
+    const int* start = index + N;     // (N+1)
+    const int* tok = index + 2 * N + 1; // (N)
+    dim3 grid(n_buckets, (C + 127) / 128);
+    encoder_backward_kernel<<<grid, 128, 0, g->stream>>>(dwte, dout, order, start, tok, C);
+    cudaCheck(cudaGetLastError());
+}
+
+// out = x rstd w, rstd = 1/sqrt(mean(x^2) + eps) over rows of C; one warp per row
+__global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int C) {
+    int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) { return; }
+    const floatX* x = inp + (size_t)row * C;
+    float ss = 0.0f;
+    for (int i = lane; i < C; i += 32) { ss += (float)x[i] * (float)x[i]; }
+    float r = rsqrtf(warp_sum(ss) / C + NORM_EPS);
+    for (int i = lane; i < C; i += 32) { out[(size_t)row * C + i] = (floatX)((float)x[i] * r * (float)w[i]); }
+    if (lane == 0) { rstd[row] = r; }
+}
+static void rmsnorm_forward_gpu(const GpuContext* g, floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int C) {
+    rmsnorm_forward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(out, rstd, inp, w, N, C);
+    cudaCheck(cudaGetLastError());
+}
+
+// dx = r (dy w - x r^2 mean(dy w x)); written (=) or added (+=, the residual stream) to dinp
+__global__ void rmsnorm_backward_kernel(floatX* dinp, const floatX* dout, const floatX* inp, const floatX* w,
+                                       const float* rstd, int N, int C, int accumulate) {
+    int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) { return; }
+    const floatX* x = inp + (size_t)row * C;
+    const floatX* dy = dout + (size_t)row * C;
+    float gx = 0.0f;
+    for (int i = lane; i < C; i += 32) { gx += (float)dy[i] * (float)w[i] * (float)x[i]; }
+    gx = warp_sum(gx) / C;
+    float r = rstd[row];
+    for (int i = lane; i < C; i += 32) {
+        float d = r * ((float)dy[i] * (float)w[i] - (float)x[i] * r * r * gx);
+        size_t idx = (size_t)row * C + i;
+        dinp[idx] = (floatX)(accumulate ? (float)dinp[idx] + d : d);
+    }
+}
+
+// dw = Σ_n dy x rstd, in two fixed-order passes: partial[s, i] sums the rows of slice s (grid
+// (ceil(C/32), slices), block 32×8), then one thread per channel adds the slices in order.
+#define NORM_SLICES 128
+__global__ void rmsnorm_weight_partial_kernel(float* partial, const floatX* dout, const floatX* inp, const float* rstd,
+                                              int N, int C) {
+    __shared__ float part[8][33];
+    int i = blockIdx.x * 32 + threadIdx.x, rows_per_slice = (N + gridDim.y - 1) / gridDim.y;
+    int n0 = blockIdx.y * rows_per_slice, n1 = min(N, n0 + rows_per_slice);
+    float acc = 0.0f;
+    if (i < C) {
+        for (int n = n0 + threadIdx.y; n < n1; n += 8) {
+            acc += (float)dout[(size_t)n * C + i] * (float)inp[(size_t)n * C + i] * rstd[n];
+        }
+    }
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && i < C) {
+        float s = 0.0f;
+        for (int y = 0; y < 8; y++) { s += part[y][threadIdx.x]; }
+        partial[(size_t)blockIdx.y * C + i] = s;
+    }
+}
+__global__ void sum_slices_kernel(floatX* dw, const float* partial, int slices, int C) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= C) { return; }
+    float s = 0.0f;
+    for (int k = 0; k < slices; k++) { s += partial[(size_t)k * C + i]; }
+    dw[i] = (floatX)((float)dw[i] + s);
+}
+
+// dinp (= or +=) and dw (+=); scratch holds NORM_SLICES * C floats
+static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, floatX* dw, float* scratch, const floatX* dout,
+                                 const floatX* inp, const floatX* w, const float* rstd, int N, int C, int accumulate) {
+    rmsnorm_backward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(dinp, dout, inp, w, rstd, N, C, accumulate);
+    cudaCheck(cudaGetLastError());
+    dim3 grid((C + 31) / 32, NORM_SLICES);
+    rmsnorm_weight_partial_kernel<<<grid, dim3(32, 8), 0, g->stream>>>(scratch, dout, inp, rstd, N, C);
+    cudaCheck(cudaGetLastError());
+    sum_slices_kernel<<<blocks_for(C, 256), 256, 0, g->stream>>>(dw, scratch, NORM_SLICES, C);
+    cudaCheck(cudaGetLastError());
+}
+
+// RoPE, rotate-half, on the q and k thirds of qkv (N, 3C); v (and q, k with rope = 0) copied.
+// cos/sin tables (T, D/2) hold the angles t·θ^(-2i/D) (rope_tables). One thread per element.
+__global__ void rope_forward_kernel(floatX* out, const floatX* qkv, const float* cosb, const float* sinb,
+                                    int N, int T, int C, int H, int rope) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)N * 3 * C) { return; }
+    int j = (int)(idx % (3 * C)), t = (int)(idx / (3 * C) % T), D = C / H, half = D / 2, i = j % D;
+    if (!rope || j >= 2 * C) { out[idx] = qkv[idx]; return; }
+    if (i < half) {
+        float c = cosb[t * half + i], s = sinb[t * half + i];
+        out[idx] = (floatX)((float)qkv[idx] * c - (float)qkv[idx + half] * s);
+    } else {
+        float c = cosb[t * half + i - half], s = sinb[t * half + i - half];
+        out[idx] = (floatX)((float)qkv[idx] * c + (float)qkv[idx - half] * s);
+    }
+}
+// the transposed rotation (angle -a); dqkv written (=)
+__global__ void rope_backward_kernel(floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb,
+                                     int N, int T, int C, int H, int rope) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)N * 3 * C) { return; }
+    int j = (int)(idx % (3 * C)), t = (int)(idx / (3 * C) % T), D = C / H, half = D / 2, i = j % D;
+    if (!rope || j >= 2 * C) { dqkv[idx] = dout[idx]; return; }
+    if (i < half) {
+        float c = cosb[t * half + i], s = sinb[t * half + i];
+        dqkv[idx] = (floatX)((float)dout[idx] * c + (float)dout[idx + half] * s);
+    } else {
+        float c = cosb[t * half + i - half], s = sinb[t * half + i - half];
+        dqkv[idx] = (floatX)((float)dout[idx] * c - (float)dout[idx - half] * s);
+    }
+}
+static void rope_forward_gpu(const GpuContext* g, floatX* out, const floatX* qkv, const float* cosb, const float* sinb,
+                             int B, int T, int C, int H, int rope) {
+    size_t n = (size_t)B * T * 3 * C;
+    rope_forward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(out, qkv, cosb, sinb, B * T, T, C, H, rope);
+    cudaCheck(cudaGetLastError());
+}
+static void rope_backward_gpu(const GpuContext* g, floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb,
+                              int B, int T, int C, int H, int rope) {
+    size_t n = (size_t)B * T * 3 * C;
+    rope_backward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(dqkv, dout, cosb, sinb, B * T, T, C, H, rope);
+    cudaCheck(cudaGetLastError());
+}
+
+// out = silu(a) b (SwiGLU; also the R mixer's output gate); one thread per element
+__global__ void swiglu_forward_kernel(floatX* out, const floatX* a, const floatX* b, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) { return; }
+    float x = (float)a[i];
+    out[i] = (floatX)(x * sigmoidf_(x) * (float)b[i]);
+}
+// da = dout b silu'(a), db = dout silu(a), both written (=)
+__global__ void swiglu_backward_kernel(floatX* da, floatX* db, const floatX* dout, const floatX* a, const floatX* b, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) { return; }
+    float x = (float)a[i], s = sigmoidf_(x), d = (float)dout[i];
+    da[i] = (floatX)(d * (float)b[i] * s * (1.0f + x * (1.0f - s)));
+    db[i] = (floatX)(d * x * s);
+}
+static void swiglu_forward_gpu(const GpuContext* g, floatX* out, const floatX* a, const floatX* b, size_t n) {
+    swiglu_forward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(out, a, b, n);
+    cudaCheck(cudaGetLastError());
+}
+static void swiglu_backward_gpu(const GpuContext* g, floatX* da, floatX* db, const floatX* dout, const floatX* a, const floatX* b, size_t n) {
+    swiglu_backward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(da, db, dout, a, b, n);
+    cudaCheck(cudaGetLastError());
+}
+
+// Per row n: lse over the V real logits, loss = lse - logit[target] (0 where target < 0).
+// One block per row.
+__global__ void crossentropy_forward_kernel(float* losses, float* lse, const floatX* logits, const int* targets, int V, int Vp) {
+    const floatX* x = logits + (size_t)blockIdx.x * Vp;
+    float m = -FLT_MAX;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) { m = fmaxf(m, (float)x[v]); }
+    m = block_max(m);
+    float s = 0.0f;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) { s += expf((float)x[v] - m); }
+    s = block_sum(s);
+    if (threadIdx.x == 0) {
+        float L = m + logf(s);
+        int t = targets[blockIdx.x];
+        lse[blockIdx.x] = L;
+        losses[blockIdx.x] = t < 0 ? 0.0f : L - (float)x[t];
+    }
+}
+// dlogits = dloss (softmax - onehot(target)) over the V real columns, 0 on padding and masked rows;
+// written over the logits (they are not needed after this). One block per row.
+__global__ void crossentropy_backward_kernel(floatX* logits, const float* lse, const int* targets, float dloss, int V, int Vp) {
+    floatX* x = logits + (size_t)blockIdx.x * Vp;
+    int t = targets[blockIdx.x];
+    float L = lse[blockIdx.x];
+    for (int v = threadIdx.x; v < Vp; v += blockDim.x) {
+        float d = 0.0f;
+        if (t >= 0 && v < V) { d = dloss * (expf((float)x[v] - L) - (v == t ? 1.0f : 0.0f)); }
+        x[v] = (floatX)d;
+    }
+}
+static void crossentropy_forward_gpu(const GpuContext* g, float* losses, float* lse, const floatX* logits, const int* targets,
+                                     int N, int V, int Vp) {
+    crossentropy_forward_kernel<<<N, REDUCE_THREADS, 0, g->stream>>>(losses, lse, logits, targets, V, Vp);
+    cudaCheck(cudaGetLastError());
+}
+static void crossentropy_backward_gpu(const GpuContext* g, floatX* logits, const float* lse, const int* targets, float dloss,
+                                      int N, int V, int Vp) {
+    crossentropy_backward_kernel<<<N, REDUCE_THREADS, 0, g->stream>>>(logits, lse, targets, dloss, V, Vp);
+    cudaCheck(cudaGetLastError());
+}
+
+// AdamW on one tensor (hybrid_cpu.h model_update): g scaled by the clip factor, decoupled decay wd
+__global__ void adamw_kernel(float* p, const float* grad, float* m, float* v, size_t n, float lr, float beta1, float beta2,
+                             float c1, float c2, float eps, float wd, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) { return; }
+    float g = grad[i] * scale;
+    float mi = beta1 * m[i] + (1.0f - beta1) * g;
+    float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= lr * ((mi / c1) / (sqrtf(vi / c2) + eps) + wd * p[i]);
+}
+
+// partial[b] = Σ x_i^2 over the elements block b visits (grid-stride, fixed grid); the host adds
+// the partials in order
+#define SUMSQ_BLOCKS 1024
+__global__ void sumsq_kernel(float* partial, const float* x, size_t n) {
+    float s = 0.0f;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) { s += x[i] * x[i]; }
+    s = block_sum(s);
+    if (threadIdx.x == 0) { partial[blockIdx.x] = s; }
+}
+
+// ----------------------------------------------------------------------------
+// Matmuls on cuBLAS. Row-major (N, IC) · (OC, IC)ᵀ is, read column-major, W(IC,OC)ᵀ · X(IC,N).
+
+// out (N,OC) = inp (N,IC) · w (OC,IC)ᵀ, plus the old out when accumulate (the residual add)
+static void matmul_forward_gpu(const GpuContext* g, floatX* out, const floatX* inp, const floatX* w, int N, int IC, int OC,
+                               int accumulate) {
+    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    cublasCheck(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, w, IC, inp, IC, &beta, out, OC));
+}
+// dinp (N,IC) = (or += with dinp_accumulate) dout (N,OC) · w;  dw (OC,IC) += doutᵀ · inp
+static void matmul_backward_gpu(const GpuContext* g, floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp,
+                                const floatX* w, int N, int IC, int OC, int dinp_accumulate) {
+    float one = 1.0f, beta = dinp_accumulate ? 1.0f : 0.0f;
+    cublasCheck(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, &one, w, IC, dout, OC, &beta, dinp, IC));
+    cublasCheck(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one, inp, IC, dout, OC, &one, dw, IC));
+}
+
+// ----------------------------------------------------------------------------
+// The model on the GPU
+
+typedef struct {
+    Config cfg;
+    GpuContext ctx;
+    Layout pl;             // parameters; grads, adam_m, adam_v share it
+    floatX* params;        // (pl.total) each, on the GPU
+    floatX* grads;
+    float* adam_m;
+    float* adam_v;
+    Layout al;             // activations for the current (B,T), recurrent state at chunk entries
+    floatX* acts;          // (al.total)
+    floatX* dlayer;        // gradients of one layer's activations (the largest layer's block of al)
+    floatX* dresid;        // (B,T,C)
+    float* scratch;        // norm weight-gradient slices (NORM_SLICES * max(C, D)) and sum-of-squares partials
+    int* inputs;           // (B,T) on the GPU
+    int* targets;          // (B,T)
+    int* enc_index;        // encoder backward: order (N), start (N+1), tok (N)
+    int enc_buckets;
+    float* rope_cos;       // (T, D/2)
+    float* rope_sin;
+    float* losses_host;    // (B,T) per-token losses copied back
+    int* inputs_host;      // (B,T) copies of the last forward's tokens
+    int* targets_host;
+    int* index_host;       // (3N+1) encoder index built on the host
+    int* bucket_count;     // (Vp) host scratch of encoder_index
+    int B, T;              // activation shape; 0 until the first forward
+    double mean_loss;      // of the last forward; -1 without targets
+    size_t device_bytes;   // GPU memory allocated for the model
+} GpuModel;
+
+// Views into the allocations: the same names as the CPU Model's (hybrid_cpu.h), overloaded on GpuModel.
+static floatX* param(const GpuModel* m, int l, int k) { return m->params + m->pl.layer_off[l][k]; }
+static floatX* grad(const GpuModel* m, int l, int k) { return m->grads + m->pl.layer_off[l][k]; }
+static floatX* act(const GpuModel* m, int l, int k) { return m->acts + m->al.layer_off[l][k]; }
+static floatX* dact(const GpuModel* m, int l, int k) { return m->dlayer + (m->al.layer_off[l][k] - m->al.layer_off[l][0]); }
+static floatX* gparam(const GpuModel* m, int k) { return m->params + m->pl.global_off[k]; }
+static floatX* ggrad(const GpuModel* m, int k) { return m->grads + m->pl.global_off[k]; }
+static floatX* gact(const GpuModel* m, int k) { return m->acts + m->al.global_off[k]; }
+
+static void* gpu_malloc(GpuModel* m, size_t bytes, const char* what) {
+    void* p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        die("out of GPU memory: %s needs %.2f GiB, %.2f GiB free of %.2f (model so far %.2f GiB); lower -B or -T",
+            what, bytes / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0, m->device_bytes / 1073741824.0);
+    }
+    m->device_bytes += bytes;
+    return p;
+}
+
+// The model's config must fit the kernels: attention head dims with a kernel, the chunked
+// recurrence's head dim limit.
+static void gpu_check_config(const Config* c) {
+    int D = c->n_embd / c->n_head;
+    int has_attn = strchr(c->pattern, 'F') || strchr(c->pattern, 'S'), has_rec = strchr(c->pattern, 'R') != NULL;
+    if (has_attn && !attention_supports_head_dim(D)) { die("-C %d -H %d: head dim %d, the GPU attention takes 32, 64 or 128", c->n_embd, c->n_head, D); }
+    if (has_rec && D > DELTA_MAX_D) { die("-C %d -H %d: head dim %d, the GPU recurrent mixer takes at most %d", c->n_embd, c->n_head, D, DELTA_MAX_D); }
+}
+
+// Allocates params, grads and AdamW state, and uploads the parameters: from host_params when given
+// (a checkpoint, or a CPU model in the tests), else drawn with params_init from seed.
+static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx, const float* host_params, uint64_t seed) {
+    memset(m, 0, sizeof(*m));
+    gpu_check_config(c);
+    m->cfg = *c;
+    m->ctx = *ctx;
+    m->pl = param_layout(c);
+    size_t n = m->pl.total;
+    m->params = (floatX*)gpu_malloc(m, n * sizeof(floatX), "parameters");
+    m->grads = (floatX*)gpu_malloc(m, n * sizeof(floatX), "gradients");
+    m->adam_m = (float*)gpu_malloc(m, n * sizeof(float), "AdamW m");
+    m->adam_v = (float*)gpu_malloc(m, n * sizeof(float), "AdamW v");
+    float* init = NULL;
+    if (host_params == NULL) {
+        init = (float*)malloc_check(n * sizeof(float));
+        params_init(init, &m->pl, c, seed);
+        host_params = init;
+    }
+    cudaCheck(cudaMemcpy(m->params, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(floatX)));
+    cudaCheck(cudaMemset(m->adam_m, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m->adam_v, 0, n * sizeof(float)));
+    free(init);
+    size_t scratch = (size_t)NORM_SLICES * c->n_embd;
+    m->scratch = (float*)gpu_malloc(m, (scratch > SUMSQ_BLOCKS ? scratch : SUMSQ_BLOCKS) * sizeof(float), "scratch");
+    m->bucket_count = (int*)malloc_check((size_t)c->padded_vocab * sizeof(int));
+    m->mean_loss = -1.0;
+}
+
+static void gpu_model_free_acts(GpuModel* m) {
+    cudaFree(m->acts); cudaFree(m->dlayer); cudaFree(m->dresid); cudaFree(m->inputs); cudaFree(m->targets);
+    cudaFree(m->enc_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin);
+    free(m->losses_host); free(m->inputs_host); free(m->targets_host); free(m->index_host);
+}
+
+static void gpu_model_free(GpuModel* m) {
+    gpu_model_free_acts(m);
+    cudaFree(m->params); cudaFree(m->grads); cudaFree(m->adam_m); cudaFree(m->adam_v); cudaFree(m->scratch);
+    free(m->bucket_count);
+}
+
+// (Re)allocates everything sized by (B,T): activations, the layer gradient block, the residual
+// gradient, token buffers, RoPE tables. Done by the first forward and whenever B or T change.
+static void gpu_model_size_acts(GpuModel* m, int B, int T) {
+    if (m->B == B && m->T == T) { return; }
+    const Config* c = &m->cfg;
+    if (m->B != 0) { gpu_model_free_acts(m); }
+    size_t N = (size_t)B * T, params_bytes = m->pl.total * (2 * sizeof(floatX) + 2 * sizeof(float));
+    m->device_bytes = params_bytes + (size_t)NORM_SLICES * c->n_embd * sizeof(float);
+    m->al = act_layout(c, B, T, DELTA_CHUNK);
+    size_t layer_max = 0;  // the largest layer block of the layout
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t end = l + 1 < c->n_layer ? m->al.layer_off[l + 1][0] : m->al.global_off[0];
+        if (end - m->al.layer_off[l][0] > layer_max) { layer_max = end - m->al.layer_off[l][0]; }
+    }
+    m->acts = (floatX*)gpu_malloc(m, m->al.total * sizeof(floatX), "activations");
+    m->dlayer = (floatX*)gpu_malloc(m, layer_max * sizeof(floatX), "layer gradients");
+    m->dresid = (floatX*)gpu_malloc(m, N * c->n_embd * sizeof(floatX), "residual gradient");
+    m->inputs = (int*)gpu_malloc(m, N * sizeof(int), "inputs");
+    m->targets = (int*)gpu_malloc(m, N * sizeof(int), "targets");
+    m->enc_index = (int*)gpu_malloc(m, (3 * N + 1) * sizeof(int), "encoder index");
+    int half = c->n_embd / c->n_head / 2;
+    float* cs = (float*)malloc_check((size_t)T * half * 2 * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < half; i++) {
+            double co, si;
+            rope_angle(&co, &si, t, i, 2 * half, c->rope_theta);
+            cs[(size_t)t * half + i] = (float)co;
+            cs[(size_t)T * half + (size_t)t * half + i] = (float)si;
+        }
+    }
+    m->rope_cos = (float*)gpu_malloc(m, (size_t)T * half * sizeof(float), "rope tables");
+    m->rope_sin = (float*)gpu_malloc(m, (size_t)T * half * sizeof(float), "rope tables");
+    cudaCheck(cudaMemcpy(m->rope_cos, cs, (size_t)T * half * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->rope_sin, cs + (size_t)T * half, (size_t)T * half * sizeof(float), cudaMemcpyHostToDevice));
+    free(cs);
+    m->losses_host = (float*)malloc_check(N * sizeof(float));
+    m->inputs_host = (int*)malloc_check(N * sizeof(int));
+    m->targets_host = (int*)malloc_check(N * sizeof(int));
+    m->index_host = (int*)malloc_check((3 * N + 1) * sizeof(int));
+    m->B = B;
+    m->T = T;
+}
+
+// Groups the rows of a batch by token for encoder_backward_kernel (a counting sort, stable in n).
+static int encoder_index(int* index, int* count, const int* tokens, int N, int Vp) {
+    int *order = index, *start = index + N, *tok = index + 2 * N + 1;
+    memset(count, 0, (size_t)Vp * sizeof(int));
+    for (int n = 0; n < N; n++) { count[tokens[n]]++; }
+    int buckets = 0, pos = 0;
+    for (int v = 0; v < Vp; v++) {
+        if (count[v] == 0) { continue; }
+        tok[buckets] = v;
+        start[buckets++] = pos;
+        int c = count[v];
+        count[v] = pos;  // now the next free slot of token v
+        pos += c;
+    }
+    start[buckets] = pos;
+    for (int n = 0; n < N; n++) { order[count[tokens[n]]++] = n; }
+    return buckets;
+}
+
+static int layer_rope(const Config* c, int l) { return layer_pos(c, l) == POS_ROPE; }
+
+// Attention mixer (F or S): ln1 -> qkv -> rope -> attention -> atty
+static void attn_mixer_forward(GpuModel* m, int l) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
+    matmul_forward_gpu(g, act(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, 0);
+    rope_forward_gpu(g, act(m, l, A_QKVR), act(m, l, A_QKV), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
+    if (c->pattern[l] == 'S') {
+        swa_forward_gpu(act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, c->window, g->stream);
+    } else {
+        attention_forward_gpu(act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
+    }
+}
+// The attention backward's row scratch dout·out (B,T,H) lives in the lse slot of dlayer: lse has
+// no gradient of its own.
+static void attn_mixer_backward(GpuModel* m, int l) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
+    float* delta = dact(m, l, A_LSE);
+    if (c->pattern[l] == 'S') {
+        swa_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR),
+                         B, T, C, H, c->window, g->stream);
+    } else {
+        attention_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act(m, l, A_LSE),
+                               act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
+    }
+    rope_backward_gpu(g, dact(m, l, A_QKV), dact(m, l, A_QKVR), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV),
+                        N, C, 3 * C, 0);
+}
+
+// Recurrent mixer (R): ln1 -> qkv, g, beta, a -> conv+silu -> L2 norms, gates -> chunked recurrence
+//                      -> per-head RMSNorm -> silu(g) gate -> atty
+static void rec_mixer_forward(GpuModel* m, int l) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, D = C / H, N = B * T, gdn = c->mixer == MIXER_GDN;
+    const floatX* ln1 = act(m, l, A_LN1);
+    matmul_forward_gpu(g, act(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, 0);
+    matmul_forward_gpu(g, act(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, 0);
+    if (gdn) { matmul_forward_gpu(g, act(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, 0); }
+    matmul_forward_gpu(g, act(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, 0);
+    conv_silu_forward_gpu(act(m, l, A_CONV), act(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T, 3 * C, g->stream);
+    l2norm_forward_gpu(act(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
+    l2norm_forward_gpu(act(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
+    gates_forward_gpu(gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE), gdn ? act(m, l, A_BPRE) : NULL, act(m, l, A_APRE),
+                      param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
+    delta_rule_forward_gpu(act(m, l, A_O), act(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN), act(m, l, A_QKVA) + 2 * C,
+                           3 * C, gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE), B, T, C, H, c->mixer, g->stream);
+    rmsnorm_forward_gpu(g, act(m, l, A_ON), act(m, l, A_ORSTD), act(m, l, A_O), param(m, l, P_ONORM), N * H, D);
+    swiglu_forward_gpu(g, act(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
+}
+static void rec_mixer_backward(GpuModel* m, int l) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, D = C / H, N = B * T, gdn = c->mixer == MIXER_GDN;
+    const floatX* ln1 = act(m, l, A_LN1);
+    swiglu_backward_gpu(g, dact(m, l, A_GPRE), dact(m, l, A_ON), dact(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
+    rmsnorm_backward_gpu(g, dact(m, l, A_O), grad(m, l, P_ONORM), m->scratch, dact(m, l, A_ON), act(m, l, A_O),
+                         param(m, l, P_ONORM), act(m, l, A_ORSTD), N * H, D, 0);
+    delta_rule_backward_gpu(dact(m, l, A_QN), dact(m, l, A_KN), dact(m, l, A_QKVA) + 2 * C, gdn ? dact(m, l, A_BETA) : NULL,
+                            dact(m, l, A_GATE), dact(m, l, A_O), act(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN),
+                            act(m, l, A_QKVA) + 2 * C, 3 * C, gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE), B, T, C, H,
+                            c->mixer, g->stream);
+    gates_backward_gpu(gdn ? dact(m, l, A_BPRE) : NULL, dact(m, l, A_APRE), grad(m, l, P_ALOG), grad(m, l, P_DTBIAS),
+                       gdn ? dact(m, l, A_BETA) : NULL, dact(m, l, A_GATE), gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE),
+                       act(m, l, A_APRE), param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
+    l2norm_backward_gpu(dact(m, l, A_QKVA), dact(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
+    l2norm_backward_gpu(dact(m, l, A_QKVA) + C, dact(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
+    conv_silu_backward_gpu(dact(m, l, A_QKV), grad(m, l, P_CONV), dact(m, l, A_QKVA), act(m, l, A_CONV), act(m, l, A_QKV),
+                           param(m, l, P_CONV), B, T, 3 * C, g->stream);
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, 0);
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WG), dact(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, 1);
+    if (gdn) { matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WBETA), dact(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, 1); }
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WA), dact(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, 1);
+}
+
+// Forward over inputs (B,T) on the host. With targets (B,T) (entries < 0 masked) it also computes
+// the loss; returns the mean over unmasked targets, or -1 without targets. Logits stay in
+// gact(m, G_LOGITS) until the next backward.
+static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targets, int B, int T) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int C = c->n_embd, F = c->ffn, L = c->n_layer, N = B * T;
+    for (int n = 0; n < N; n++) {
+        if (inputs[n] < 0 || inputs[n] >= c->vocab) { die("gpu_model_forward: input token %d at %d outside the vocabulary [0, %d)", inputs[n], n, c->vocab); }
+        if (targets && targets[n] >= c->vocab) { die("gpu_model_forward: target token %d at %d outside the vocabulary [0, %d)", targets[n], n, c->vocab); }
+    }
+    gpu_model_size_acts(m, B, T);
+    memcpy(m->inputs_host, inputs, (size_t)N * sizeof(int));
+    cudaCheck(cudaMemcpyAsync(m->inputs, inputs, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
+    encoder_forward_gpu(g, act(m, 0, A_RESID), m->inputs, gparam(m, PG_WTE), N, C);
+    for (int l = 0; l < L; l++) {
+        floatX* out = l + 1 < L ? act(m, l + 1, A_RESID) : gact(m, G_RESID);  // next block's input
+        rmsnorm_forward_gpu(g, act(m, l, A_LN1), act(m, l, A_RSTD1), act(m, l, A_RESID), param(m, l, P_LN1), N, C);
+        if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
+        cudaCheck(cudaMemcpyAsync(act(m, l, A_RESID2), act(m, l, A_RESID), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
+        matmul_forward_gpu(g, act(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, 1);  // x + mixer
+        rmsnorm_forward_gpu(g, act(m, l, A_LN2), act(m, l, A_RSTD2), act(m, l, A_RESID2), param(m, l, P_LN2), N, C);
+        matmul_forward_gpu(g, act(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, 0);
+        matmul_forward_gpu(g, act(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, 0);
+        swiglu_forward_gpu(g, act(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
+        cudaCheck(cudaMemcpyAsync(out, act(m, l, A_RESID2), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
+        matmul_forward_gpu(g, out, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, 1);  // resid2 + mlp
+    }
+    rmsnorm_forward_gpu(g, gact(m, G_LNF), gact(m, G_RSTDF), gact(m, G_RESID), gparam(m, PG_LNF), N, C);
+    matmul_forward_gpu(g, gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, 0);
+    m->mean_loss = -1.0;
+    if (targets == NULL) { return m->mean_loss; }
+    memcpy(m->targets_host, targets, (size_t)N * sizeof(int));
+    cudaCheck(cudaMemcpyAsync(m->targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
+    crossentropy_forward_gpu(g, gact(m, G_LOSSES), gact(m, G_LSE), gact(m, G_LOGITS), m->targets, N, c->vocab, c->padded_vocab);
+    cudaCheck(cudaMemcpyAsync(m->losses_host, gact(m, G_LOSSES), (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
+    cudaCheck(cudaStreamSynchronize(g->stream));
+    double sum = 0.0;  // summed like the CPU reference: in order, in double
+    int valid = 0;
+    for (int n = 0; n < N; n++) { if (targets[n] >= 0) { sum += m->losses_host[n]; valid++; } }
+    m->mean_loss = valid > 0 ? sum / valid : 0.0;
+    return m->mean_loss;
+}
+
+// Clears the parameter gradients (once per optimizer step, before the micro-batches).
+static void gpu_model_zero_grad(GpuModel* m) {
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->pl.total * sizeof(floatX), m->ctx.stream));
+}
+
+// Adds the gradient of loss_scale * mean_loss of the last forward into m->grads.
+static void gpu_model_backward(GpuModel* m, double loss_scale) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int B = m->B, T = m->T, C = c->n_embd, F = c->ffn, L = c->n_layer, N = B * T;
+    if (m->mean_loss < 0) { die("gpu_model_backward: the last forward had no targets"); }
+    int valid = 0;
+    for (int n = 0; n < N; n++) { valid += m->targets_host[n] >= 0; }
+    if (valid == 0) { return; }
+    m->enc_buckets = encoder_index(m->index_host, m->bucket_count, m->inputs_host, N, c->padded_vocab);
+    cudaCheck(cudaMemcpyAsync(m->enc_index, m->index_host, (3 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice, g->stream));
+    // the logits' gradient overwrites the logits; dlnf borrows the (now idle) layer gradient block
+    floatX* dlnf = m->dlayer;
+    crossentropy_backward_gpu(g, gact(m, G_LOGITS), gact(m, G_LSE), m->targets, (float)(loss_scale / valid), N, c->vocab, c->padded_vocab);
+    matmul_backward_gpu(g, dlnf, ggrad(m, PG_WTE), gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, 0);
+    rmsnorm_backward_gpu(g, m->dresid, ggrad(m, PG_LNF), m->scratch, dlnf, gact(m, G_RESID), gparam(m, PG_LNF), gact(m, G_RSTDF), N, C, 0);
+    for (int l = L - 1; l >= 0; l--) {
+        // here m->dresid = dL/d(output of block l)
+        matmul_backward_gpu(g, dact(m, l, A_HMID), grad(m, l, P_W2), m->dresid, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, 0);
+        swiglu_backward_gpu(g, dact(m, l, A_H1), dact(m, l, A_H3), dact(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
+        matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W3), dact(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, 0);
+        matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W1), dact(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, 1);
+        rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN2), m->scratch, dact(m, l, A_LN2), act(m, l, A_RESID2), param(m, l, P_LN2),
+                             act(m, l, A_RSTD2), N, C, 1);  // now dL/d(resid2)
+        matmul_backward_gpu(g, dact(m, l, A_ATTY), grad(m, l, P_WO), m->dresid, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, 0);
+        if (c->pattern[l] == 'R') { rec_mixer_backward(m, l); } else { attn_mixer_backward(m, l); }
+        rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN1), m->scratch, dact(m, l, A_LN1), act(m, l, A_RESID), param(m, l, P_LN1),
+                             act(m, l, A_RSTD1), N, C, 1);  // now dL/d(block input)
+    }
+    encoder_backward_gpu(g, ggrad(m, PG_WTE), m->dresid, m->enc_index, m->enc_buckets, N, C);
+}
+
+// Global L2 norm of the gradients: fixed-grid partial sums, added on the host in order.
+static double gpu_model_grad_norm(GpuModel* m) {
+    float partial[SUMSQ_BLOCKS];
+    sumsq_kernel<<<SUMSQ_BLOCKS, REDUCE_THREADS, 0, m->ctx.stream>>>(m->scratch, m->grads, m->pl.total);
+    cudaCheck(cudaGetLastError());
+    cudaCheck(cudaMemcpyAsync(partial, m->scratch, sizeof(partial), cudaMemcpyDeviceToHost, m->ctx.stream));
+    cudaCheck(cudaStreamSynchronize(m->ctx.stream));
+    double ss = 0.0;
+    for (int b = 0; b < SUMSQ_BLOCKS; b++) { ss += partial[b]; }
+    return sqrt(ss);
+}
+
+// One AdamW step t (1-based) at learning rate lr, one launch per tensor (its weight decay comes
+// from its table row), gradients scaled by min(1, clip/grad_norm).
+static void gpu_model_update(GpuModel* m, const OptConfig* o, double lr, int t, double grad_norm) {
+    double scale = (o->grad_clip > 0 && grad_norm > o->grad_clip) ? o->grad_clip / grad_norm : 1.0;
+    float c1 = (float)(1.0 - pow(o->beta1, t)), c2 = (float)(1.0 - pow(o->beta2, t));
+    for (int s = 0; s < m->pl.n; s++) {
+        const TensorSpec* sp = &m->pl.spec[s];
+        float wd = sp->kind->decay ? (float)o->weight_decay : 0.0f;
+        size_t off = sp->offset;
+        adamw_kernel<<<blocks_for(sp->numel, 256), 256, 0, m->ctx.stream>>>(m->params + off, m->grads + off, m->adam_m + off,
+            m->adam_v + off, sp->numel, (float)lr, (float)o->beta1, (float)o->beta2, c1, c2, (float)o->eps, wd, (float)scale);
+        cudaCheck(cudaGetLastError());
+    }
+}
+
+// Parameters (and the AdamW state, when with_opt) copied to the host and written as a checkpoint.
+static void gpu_model_save(const GpuModel* m, const char* path, int step, int with_opt) {
+    size_t n = m->pl.total;
+    float* host = (float*)malloc_check((with_opt ? 3 : 1) * n * sizeof(float));
+    cudaCheck(cudaStreamSynchronize(m->ctx.stream));
+    cudaCheck(cudaMemcpy(host, m->params, n * sizeof(float), cudaMemcpyDeviceToHost));
+    if (with_opt) {
+        cudaCheck(cudaMemcpy(host + n, m->adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(host + 2 * n, m->adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    checkpoint_write(path, &m->cfg, host, with_opt ? host + n : NULL, with_opt ? host + 2 * n : NULL, n, step);
+    free(host);
+}
+
+// Restores the AdamW state of a checkpoint (its parameters went in through gpu_model_build).
+static void gpu_model_load_opt(GpuModel* m, const Checkpoint* ck) {
+    if (ck->m == NULL) { return; }
+    cudaCheck(cudaMemcpy(m->adam_m, ck->m, ck->n_params * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->adam_v, ck->v, ck->n_params * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+static GpuContext gpu_context_create(void) {
+    GpuContext g;
+    cudaCheck(cudaStreamCreate(&g.stream));
+    cublasCheck(cublasCreate(&g.blas));
+    cublasCheck(cublasSetStream(g.blas, g.stream));
+    // plain fp32 GEMMs (no TF32): the FP32 build is the one diffed against the CPU reference
+    cublasCheck(cublasSetMathMode(g.blas, CUBLAS_PEDANTIC_MATH));
+    return g;
+}
+static void gpu_context_destroy(GpuContext* g) {
+    cublasDestroy(g->blas);
+    cudaStreamDestroy(g->stream);
+}
+
+static double gpu_val_loss(GpuModel* m, DataLoader* val, int batches) {
+    double sum = 0.0;
+    for (int i = 0; i < batches; i++) {
+        dataloader_next_batch(val);
+        sum += gpu_model_forward(m, val->inputs, val->targets, val->B, val->T);
+    }
+    return sum / batches;
+}
+
+// ----------------------------------------------------------------------------
+// main: the training loop
+
+#ifndef TESTING
+#define H100_BF16_PEAK 989e12  // dense bf16 tensor-core FLOP/s of an H100 SXM: the MFU denominator
+
+int main(int argc, char** argv) {
+    TrainArgs a;
+    memset(&a, 0, sizeof(a));
+    a.L = 8; a.C = 256; a.H = 4; a.F = 0;
+    a.pattern = "SSSF"; a.window = 64;
+    a.pos_full = POS_ROPE; a.pos_swa = POS_ROPE; a.mixer = MIXER_GDN;
+    a.B = 16; a.T = 512; a.accum = 1;
+    a.opt = opt_config_default(1000);
+    a.opt.lr = 2e-3;
+    a.data = data_config_default();
+    a.seed = 1337;
+    a.val_every = 100; a.val_batches = 8;
+    a.log_path = "train_hybrid.jsonl";
+    const char* ckpt_out = "train_hybrid.ckpt";
+    const char* resume = "";
+    int ckpt_every = 0, ckpt_opt = 1;
+    FlagSpec flags[MAX_FLAGS];
+    int n_flags = train_flags(&a, flags);
+    FlagSpec own[] = {
+        {"-c", FLAG_STR, &ckpt_out, NULL, "checkpoint written at the end (and every --ckpt-every steps); \"\" = none"},
+        {"--ckpt-every", FLAG_INT, &ckpt_every, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
+        {"--ckpt-opt", FLAG_INT, &ckpt_opt, NULL, "1: the checkpoint carries the AdamW state (3x the size), 0: parameters only"},
+        {"-r", FLAG_STR, &resume, NULL, "start from this checkpoint: its model (flags of the model are ignored), AdamW state and step"},
+    };
+    memcpy(flags + n_flags, own, sizeof(own));
+    n_flags += (int)(sizeof(own) / sizeof(own[0]));
+    flags_parse(flags, n_flags, argc, argv);
+    train_args_resolve(&a);
+    if (ckpt_every < 0) { die("--ckpt-every %d: expected >= 0", ckpt_every); }
+
+    int n_gpu = 0;
+    if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found (train_cpu trains on the CPU)"); }
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    GpuContext ctx = gpu_context_create();
+
+    DataLoader train, val;
+    dataloader_init(&train, &a.data, 0, a.B, a.T, (uint64_t)a.seed);
+    dataloader_init(&val, &a.data, 1, a.B, a.T, (uint64_t)a.seed);
+    GpuModel model;
+    int step0 = 0;
+    if (resume[0]) {
+        Checkpoint ck = checkpoint_read(resume);
+        if (ck.cfg.vocab != train.vocab.vocab) {
+            die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", resume, ck.cfg.vocab, train.vocab.vocab);
+        }
+        gpu_model_build(&model, &ck.cfg, &ctx, ck.params, 0);
+        gpu_model_load_opt(&model, &ck);
+        step0 = ck.m ? ck.step : 0;
+        checkpoint_free(&ck);
+    } else {
+        Config cfg = config_make(train.vocab.vocab, train.vocab.padded, a.L, a.C, a.H, a.F, a.pattern, a.window,
+                                 a.pos_full, a.pos_swa, a.mixer);
+        gpu_model_build(&model, &cfg, &ctx, NULL, (uint64_t)a.seed);
+    }
+    const Config* cfg = &model.cfg;
+    FILE* log = a.log_path[0] ? fopen_check(a.log_path, "w") : NULL;
+
+    char device[300];
+    snprintf(device, sizeof(device), "%s, %s", prop.name, PRECISION_NAME);
+    print_config_table(cfg, &a, model.pl.total, device);
+    if (step0 > 0) { printf("resumed from %s at step %d\n", resume, step0); }
+    printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
+           data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
+    double flops_per_token = model_flops_per_token(cfg, a.T);
+
+    double tok_s_sum = 0.0;
+    int tok_s_n = 0;
+    for (int step = step0; step <= a.opt.steps; step++) {
+        int last = step == a.opt.steps;
+        if (a.val_every > 0 && (step % a.val_every == 0 || last)) {
+            double vl = gpu_val_loss(&model, &val, a.val_batches);
+            printf("step %5d | val loss %.4f\n", step, vl);
+            if (log) { fprintf(log, "{\"step\": %d, \"val_loss\": %.6f}\n", step, vl); fflush(log); }
+        }
+        if (ckpt_out[0] && step > step0 && (last || (ckpt_every > 0 && step % ckpt_every == 0))) {
+            gpu_model_save(&model, ckpt_out, step, ckpt_opt);
+        }
+        if (last) { break; }
+        double t0 = now_s(), loss = 0.0;
+        gpu_model_zero_grad(&model);
+        for (int micro = 0; micro < a.accum; micro++) {
+            dataloader_next_batch(&train);
+            loss += gpu_model_forward(&model, train.inputs, train.targets, a.B, a.T) / a.accum;
+            gpu_model_backward(&model, 1.0 / a.accum);
+        }
+        double norm = gpu_model_grad_norm(&model);
+        double lr = lr_at(&a.opt, step);
+        gpu_model_update(&model, &a.opt, lr, step + 1, norm);
+        cudaCheck(cudaStreamSynchronize(ctx.stream));
+        double ms = (now_s() - t0) * 1e3;
+        double tok_s = (double)a.B * a.T * a.accum / (ms / 1e3);
+        double mfu = flops_per_token * tok_s / H100_BF16_PEAK;
+        if (step > step0) { tok_s_sum += tok_s; tok_s_n++; }  // the first step includes allocation and warm-up
+        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | MFU %.1f%%\n",
+               step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, 100.0 * mfu);
+        if (log) {
+            fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f, \"mfu\": %.5f, \"ms\": %.3f}\n",
+                    step + 1, loss, lr, norm, tok_s, mfu, ms);
+            fflush(log);
+        }
+    }
+    if (tok_s_n > 0) { printf("mean %.0f tok/s over %d steps, %.2f GiB of GPU memory for the model\n", tok_s_sum / tok_s_n, tok_s_n, model.device_bytes / 1073741824.0); }
+    if (ckpt_out[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", ckpt_out); }
+    if (log) { fclose(log); }
+    gpu_model_free(&model);
+    gpu_context_destroy(&ctx);
+    dataloader_free(&train);
+    dataloader_free(&val);
+    return 0;
+}
+#endif // TESTING
