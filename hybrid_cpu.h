@@ -1071,8 +1071,13 @@ static Checkpoint checkpoint_read(const char* path) {
     char pattern[MAX_LAYERS + 1];
     memcpy(pattern, (char*)h + CKPT_PATTERN_BYTE, MAX_LAYERS);
     pattern[MAX_LAYERS] = '\0';
-    if (h[9] < 0 || h[9] > 1 || h[10] < 0 || h[10] > 1 || h[11] < 0 || h[11] > 1 || h[2] < 1 || h[3] < h[2] || h[12] < 1) {
-        die("%s: corrupt checkpoint header (vocab %d/%d, pos %d/%d, mixer %d, theta %d)", path, h[2], h[3], h[9], h[10], h[11], h[12]);
+    // config_make's own errors name command-line flags; a bad header should name the file
+    int bad = h[9] < 0 || h[9] > 1 || h[10] < 0 || h[10] > 1 || h[11] < 0 || h[11] > 1 || h[2] < 1 || h[3] < h[2] || h[12] < 1;
+    bad |= h[4] < 1 || h[4] > MAX_LAYERS || h[6] < 1 || h[5] < h[6] || h[5] % h[6] != 0 || h[7] < 1 || h[8] < 1;
+    bad |= pattern[0] == '\0' || strspn(pattern, "FSR") != strlen(pattern);
+    if (bad) {
+        die("%s: corrupt checkpoint header (pattern '%s', L %d, C %d, H %d, F %d, W %d, vocab %d/%d, pos %d/%d, mixer %d, theta %d)",
+            path, pattern, h[4], h[5], h[6], h[7], h[8], h[2], h[3], h[9], h[10], h[11], h[12]);
     }
     Checkpoint ck;
     memset(&ck, 0, sizeof(ck));

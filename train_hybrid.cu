@@ -760,7 +760,7 @@ int main(int argc, char** argv) {
         {"-c", FLAG_STR, &ckpt_out, NULL, "checkpoint written at the end (and every --ckpt-every steps); \"\" = none"},
         {"--ckpt-every", FLAG_INT, &ckpt_every, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
         {"--ckpt-opt", FLAG_INT, &ckpt_opt, NULL, "1: the checkpoint carries the AdamW state (3x the size), 0: parameters only"},
-        {"-r", FLAG_STR, &resume, NULL, "start from this checkpoint: its model (flags of the model are ignored), AdamW state and step"},
+        {"-r", FLAG_STR, &resume, NULL, "start from this checkpoint: its model (model flags are ignored), AdamW state and step; pass the run's data and schedule flags again"},
     };
     memcpy(flags + n_flags, own, sizeof(own));
     n_flags += (int)(sizeof(own) / sizeof(own[0]));
@@ -799,7 +799,10 @@ int main(int argc, char** argv) {
     char device[300];
     snprintf(device, sizeof(device), "%s, %s", prop.name, PRECISION_NAME);
     print_config_table(cfg, &a, model.pl.total, device);
-    if (step0 > 0) { printf("resumed from %s at step %d\n", resume, step0); }
+    if (step0 > 0) {  // the data stream picks up where the saved run was (it is deterministic from the seed)
+        for (long i = 0; i < (long)step0 * a.accum; i++) { dataloader_next_batch(&train); }
+        printf("resumed from %s at step %d\n", resume, step0);
+    }
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
     double flops_per_token = model_flops_per_token(cfg, a.T);

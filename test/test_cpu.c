@@ -10,6 +10,8 @@ command-line errors, and a tiny end-to-end training run.
   needles:   every training query's answer is its needle's value; eval placement at each depth;
              text needles spelled as documented
   cli:       bad flags and values -> one clear line and exit 1
+  checkpoint: round trip of config, params and AdamW state (and without it); truncated, short,
+             bad magic, bad version, bad pattern, missing -> one clear line and exit 1
   training:  SRF hybrid, 300 steps on built-in data; val loss < 0.75 x unigram baseline
 */
 #include <time.h>
@@ -22,6 +24,73 @@ static const char* tmp_path(const char* name) {
     k = (k + 1) % 8;
     snprintf(buf[k], sizeof(buf[k]), "/tmp/hybrid_test_%d_%s", (int)getpid(), name);
     return buf[k];
+}
+
+static void write_raw(const char* path, const void* data, size_t n) {
+    FILE* f = fopen_check(path, "wb");
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+// ----------------------------------------------------------------------------
+// checkpoints
+
+static void read_ckpt(void* path) { Checkpoint ck = checkpoint_read((const char*)path); checkpoint_free(&ck); }
+
+static void test_checkpoint(void) {
+    Config c = config_make(300, 384, 3, 32, 2, 0, "SRF", 5, POS_NOPE, POS_ROPE, MIXER_GLA);
+    Model m;
+    model_build(&m, &c, 9);
+    size_t n = m.pl.total;
+    for (size_t i = 0; i < n; i++) { m.m[i] = (float)i; m.v[i] = (float)(2 * i); }
+    const char* path = tmp_path("ck.bin");
+    checkpoint_write(path, &c, m.params, m.m, m.v, n, 17);
+    Checkpoint ck = checkpoint_read(path);
+    int same_cfg = memcmp(&ck.cfg, &c, sizeof(c)) == 0;
+    int same = ck.n_params == n && memcmp(ck.params, m.params, n * sizeof(float)) == 0 && memcmp(ck.m, m.m, n * sizeof(float)) == 0 &&
+               memcmp(ck.v, m.v, n * sizeof(float)) == 0 && ck.step == 17;
+    FILE* tmp = fopen(tmp_path("ck.bin.tmp"), "rb");  // the temp file was renamed away
+    check(same_cfg && same && tmp == NULL, "checkpoint round trip with AdamW state", "SRF gla nope/rope, %zu params, step %d, config %s",
+          n, ck.step, same_cfg ? "identical" : "differs");
+    if (tmp) { fclose(tmp); }
+    checkpoint_free(&ck);
+    const char* bare = tmp_path("bare.bin");
+    checkpoint_write(bare, &c, m.params, NULL, NULL, n, 3);
+    ck = checkpoint_read(bare);
+    check(ck.m == NULL && ck.v == NULL && memcmp(ck.params, m.params, n * sizeof(float)) == 0, "checkpoint without optimizer state",
+          "params only, %zu floats", n);
+    checkpoint_free(&ck);
+    // bad files: each one clear line
+    FILE* f = fopen_check(path, "rb");
+    size_t bytes = 1024 + 3 * n * sizeof(float);
+    unsigned char* buf = (unsigned char*)malloc_check(bytes);
+    size_t got = fread(buf, 1, bytes, f);
+    fclose(f);
+    const char* trunc = tmp_path("ck_trunc.bin");
+    write_raw(trunc, buf, got - 5);
+    expect_die("truncated checkpoint -> error", read_ckpt, (void*)trunc, "truncated or corrupt");
+    const char* hdr = tmp_path("ck_hdr.bin");
+    write_raw(hdr, buf, 100);
+    expect_die("checkpoint shorter than its header -> error", read_ckpt, (void*)hdr, "shorter than its 1024-byte header");
+    const char* magic = tmp_path("ck_magic.bin");
+    memcpy(buf, "\x01\x02\x03\x04", 4);
+    write_raw(magic, buf, got);
+    expect_die("checkpoint bad magic -> error", read_ckpt, (void*)magic, "bad magic");
+    int32_t* h = (int32_t*)buf;
+    h[0] = CKPT_MAGIC;
+    h[1] = 99;
+    const char* version = tmp_path("ck_version.bin");
+    write_raw(version, buf, got);
+    expect_die("checkpoint bad version -> error", read_ckpt, (void*)version, "checkpoint version 99");
+    h[1] = CKPT_VERSION;
+    memcpy((char*)buf + CKPT_PATTERN_BYTE, "SXF", 3);
+    const char* pat = tmp_path("ck_pattern.bin");
+    write_raw(pat, buf, got);
+    expect_die("checkpoint bad pattern -> error", read_ckpt, (void*)pat, "corrupt checkpoint header (pattern 'SXF'");
+    expect_die("missing checkpoint -> error", read_ckpt, (void*)tmp_path("none.bin"), "cannot open");
+    free(buf);
+    model_free(&m);
+    remove(path); remove(bare); remove(trunc); remove(hdr); remove(magic); remove(version); remove(pat);
 }
 
 // ----------------------------------------------------------------------------
@@ -126,11 +195,6 @@ static void test_shard_roundtrip(int token_bytes) {
           "%d tokens written, read back and wrapped, vocab %d", n, vocab);
 }
 
-static void write_raw(const char* path, const void* data, size_t n) {
-    FILE* f = fopen_check(path, "wb");
-    fwrite(data, 1, n, f);
-    fclose(f);
-}
 static void open_shards(void* pattern) { TokenStream s; stream_init_shards(&s, (const char*)pattern); }
 static void load_shard(void* path) { ShardInfo info; shard_load((const char*)path, &info); }
 
@@ -374,6 +438,7 @@ int main(void) {
     test_needles_eval();
     test_text_needle();
     test_cli();
+    test_checkpoint();
     test_training();
     return test_summary();
 }
