@@ -57,14 +57,14 @@ test/test_grad: test/test_grad.c test/test_common.h hybrid_cpu.h dataloader.h
 test/test_cpu: test/test_cpu.c test/test_common.h hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-test/test_gpu: test/test_gpu.cu test/test_common.h $(GPU_HEADERS)
+test/test_gpu: test/test_gpu.cu test/test_common.h test/test_gpu_common.cuh $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
 
 train_hybrid: train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING
-test/test_model_gpu: test/test_model_gpu.cu test/test_common.h train_hybrid.cu $(GPU_HEADERS)
+test/test_model_gpu: test/test_model_gpu.cu test/test_common.h test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 test: $(CPU_TESTS) $(GPU_TESTS)

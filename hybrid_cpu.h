@@ -1322,6 +1322,25 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
 }
 
+// One val evaluation: a line on stdout and a JSON line in the log (when there is one).
+static void report_val(FILE* log, int step, double val_loss) {
+    printf("step %5d | val loss %.4f\n", step, val_loss);
+    if (log) { fprintf(log, "{\"step\": %d, \"val_loss\": %.6f}\n", step, val_loss); fflush(log); }
+}
+
+// One optimizer step (1-based): a line on stdout and a JSON line in the log. mfu < 0: not reported.
+static void report_step(FILE* log, int step, int steps, double loss, double lr, double norm, double ms, double tok_s, double mfu) {
+    printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step, steps, loss, lr, norm, ms, tok_s);
+    if (mfu >= 0) { printf(" | MFU %.1f%%", 100.0 * mfu); }
+    printf("\n");
+    if (log) {
+        fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f", step, loss, lr, norm, tok_s);
+        if (mfu >= 0) { fprintf(log, ", \"mfu\": %.5f", mfu); }
+        fprintf(log, ", \"ms\": %.3f}\n", ms);
+        fflush(log);
+    }
+}
+
 // The run's configuration as a table, printed by both trainers before the first step.
 static void print_config_table(const Config* c, const TrainArgs* a, size_t n_params, const char* device) {
     const char* pos[2] = {"rope", "nope"};

@@ -812,9 +812,7 @@ int main(int argc, char** argv) {
     for (int step = step0; step <= a.opt.steps; step++) {
         int last = step == a.opt.steps;
         if (a.val_every > 0 && (step % a.val_every == 0 || last)) {
-            double vl = gpu_val_loss(&model, &val, a.val_batches);
-            printf("step %5d | val loss %.4f\n", step, vl);
-            if (log) { fprintf(log, "{\"step\": %d, \"val_loss\": %.6f}\n", step, vl); fflush(log); }
+            report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
         if (ckpt_out[0] && step > step0 && (last || (ckpt_every > 0 && step % ckpt_every == 0))) {
             gpu_model_save(&model, ckpt_out, step, ckpt_opt);
@@ -835,13 +833,7 @@ int main(int argc, char** argv) {
         double tok_s = (double)a.B * a.T * a.accum / (ms / 1e3);
         double mfu = flops_per_token * tok_s / H100_BF16_PEAK;
         if (step > step0) { tok_s_sum += tok_s; tok_s_n++; }  // the first step includes allocation and warm-up
-        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | MFU %.1f%%\n",
-               step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, 100.0 * mfu);
-        if (log) {
-            fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f, \"mfu\": %.5f, \"ms\": %.3f}\n",
-                    step + 1, loss, lr, norm, tok_s, mfu, ms);
-            fflush(log);
-        }
+        report_step(log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, mfu);
     }
     if (tok_s_n > 0) { printf("mean %.0f tok/s over %d steps, %.2f GiB of GPU memory for the model\n", tok_s_sum / tok_s_n, tok_s_n, model.device_bytes / 1073741824.0); }
     if (ckpt_out[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", ckpt_out); }

@@ -55,9 +55,7 @@ int main(int argc, char** argv) {
     for (int step = 0; step <= a.opt.steps; step++) {
         int last = step == a.opt.steps;
         if (a.val_every > 0 && (step % a.val_every == 0 || last)) {
-            double vl = val_loss(&model, &val, a.val_batches);
-            printf("step %4d | val loss %.4f\n", step, vl);
-            if (log) { fprintf(log, "{\"step\": %d, \"val_loss\": %.6f}\n", step, vl); fflush(log); }
+            report_val(log, step, val_loss(&model, &val, a.val_batches));
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
@@ -72,12 +70,7 @@ int main(int argc, char** argv) {
         model_update(&model, &a.opt, lr, step + 1, norm);
         double ms = (now_s() - t0) * 1e3;
         double tok_s = (double)a.B * a.T * a.accum / (ms / 1e3);
-        printf("step %4d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n", step + 1, a.opt.steps, loss, lr, norm, ms, tok_s);
-        if (log) {
-            fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f, \"ms\": %.3f}\n",
-                    step + 1, loss, lr, norm, tok_s, ms);
-            fflush(log);
-        }
+        report_step(log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, -1.0);
     }
     if (log) { fclose(log); }
     model_free(&model);

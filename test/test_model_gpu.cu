@@ -20,34 +20,7 @@ gives ~1e-7..1e-5; a wrong index, mask or missed term gives 1e-2 or more.
 #define TESTING
 #include "../train_hybrid.cu"
 #include "test_common.h"
-
-static double rel_err_f(const float* gpu, const float* cpu, size_t n) {
-    double d = 0.0, r = 0.0;
-    for (size_t i = 0; i < n; i++) { d += ((double)gpu[i] - cpu[i]) * ((double)gpu[i] - cpu[i]); r += (double)cpu[i] * cpu[i]; }
-    return r == 0.0 ? sqrt(d) : sqrt(d / r);
-}
-static float* from_gpu(const float* d, size_t n) {
-    float* h = (float*)malloc_check(n * sizeof(float));
-    cudaCheck(cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost));
-    return h;
-}
-static float* to_gpu(const float* h, size_t n) {
-    float* d;
-    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
-}
-static double rel_err_dev(const float* d, const float* ref, size_t n) {
-    float* h = from_gpu(d, n);
-    double e = rel_err_f(h, ref, n);
-    free(h);
-    return e;
-}
-static float* rand_host(size_t n, Rng* r, double scale) {
-    float* x = (float*)malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) { x[i] = (float)(scale * rng_normal(r)); }
-    return x;
-}
+#include "test_gpu_common.cuh"  // defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros, rel_err_dev
 
 // ----------------------------------------------------------------------------
 // the trainer's own small kernels
