@@ -67,7 +67,7 @@ train_hybrid: train_hybrid.cu $(GPU_HEADERS)
 test/test_model_gpu: test/test_model_gpu.cu test/test_common.h test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
-test: $(CPU_TESTS) $(GPU_TESTS)
+test: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
 	@bash test/run.sh $(CPU_TESTS) $(GPU_TESTS)
 
 clean:
