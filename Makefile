@@ -40,7 +40,7 @@ else
   $(info ✗ nvcc not found (set CUDA_HOME): CUDA programs and GPU tests are not built)
 endif
 
-CPU_PROGRAMS = train_cpu
+CPU_PROGRAMS = train_cpu eval_needle
 GPU_HEADERS = full_attn.cuh attention_swa.cuh recurrent_mixer.cuh hybrid_cpu.h dataloader.h
 CPU_TESTS = test/test_grad test/test_cpu
 
@@ -48,6 +48,9 @@ CPU_TESTS = test/test_grad test/test_cpu
 all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
 
 train_cpu: dev/train_cpu.c hybrid_cpu.h dataloader.h
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+eval_needle: eval_needle.c hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # the gradient checks build the reference with real = double

@@ -570,18 +570,24 @@ static DataConfig data_config_default(void) {
     return d;
 }
 
-// split 0 = train, 1 = val
-static void dataloader_init(DataLoader* dl, const DataConfig* dc, int split, int B, int T, uint64_t seed) {
-    memset(dl, 0, sizeof(*dl));
+// The haystack stream of a split (0 = train, 1 = val) of the configured source. The built-in text
+// takes its seed from `seed`; bytes and shards start at the beginning of the split.
+static void stream_open(TokenStream* s, const DataConfig* dc, int split, uint64_t seed, size_t min_len) {
     if (dc->train == NULL) {
-        stream_init_builtin(&dl->stream, split == 0 ? seed : seed + 0x5EEDull * 1000003ull);
+        stream_init_builtin(s, split == 0 ? seed : seed + 0x5EEDull * 1000003ull);
     } else if (dc->bytes) {
-        stream_init_bytes(&dl->stream, dc->train, split, (size_t)T + 1);
+        stream_init_bytes(s, dc->train, split, min_len);
     } else {
         const char* pattern = split == 0 ? dc->train : dc->val;
         if (pattern == NULL) { die("shards: no val glob given (-j)"); }
-        stream_init_shards(&dl->stream, pattern);
+        stream_init_shards(s, pattern);
     }
+}
+
+// split 0 = train, 1 = val
+static void dataloader_init(DataLoader* dl, const DataConfig* dc, int split, int B, int T, uint64_t seed) {
+    memset(dl, 0, sizeof(*dl));
+    stream_open(&dl->stream, dc, split, seed, (size_t)T + 1);
     dl->vocab = vocab_make(dl->stream.data_vocab, dc->n_symbols);
     dl->needles = dc->needles;
     if (dl->needles.kind == NEEDLE_TEXT && dl->vocab.data_vocab != 256) {
@@ -614,6 +620,71 @@ static void dataloader_free(DataLoader* dl) {
     free(dl->inputs);
     free(dl->targets);
 }
+
+// ----------------------------------------------------------------------------
+// The needle eval grid (DESIGN.md §4): lengths × depths × samples. Every sample is fixed by the
+// grid's seed and the val haystack (its own stream, read from the start), so every run and every
+// model, on the GPU or the CPU, sees the same samples.
+
+#define GRID_MAX 16
+
+typedef struct {
+    int n_lengths, n_depths, samples;
+    int lengths[GRID_MAX];      // tokens per sample
+    double depths[GRID_MAX];    // needle position: 0 = start of the haystack, 1 = just before the question
+    int retrieval_len;          // retrieval scores are measured on the samples of this length (the training T)
+    uint64_t seed;
+    int* tokens;                // every sample, cell after cell: sample i at tokens + offset[i]
+    size_t* offset;             // (n_lengths * n_depths * samples)
+    NeedleSample* meta;         // (n_lengths * n_depths * samples)
+} NeedleGrid;
+
+// sample s of cell (length li, depth di); the samples of one length are contiguous
+static int grid_index(const NeedleGrid* g, int li, int di, int s) { return (li * g->n_depths + di) * g->samples + s; }
+
+// DESIGN.md's grid around training length T: lengths T/4, T/2, T, 2T, 4T; depths 0, .25, .5, .75, 1.
+static void needle_grid_default(NeedleGrid* g, int T, int samples, uint64_t seed) {
+    memset(g, 0, sizeof(*g));
+    const double mult[5] = {0.25, 0.5, 1.0, 2.0, 4.0};
+    g->n_lengths = 5;
+    g->n_depths = 5;
+    for (int i = 0; i < 5; i++) {
+        g->lengths[i] = (int)(mult[i] * T);
+        g->depths[i] = 0.25 * i;
+    }
+    g->samples = samples;
+    g->retrieval_len = T;
+    g->seed = seed;
+}
+
+// Draws every sample: n haystack tokens of the val stream, then needle_fill_eval at the cell's depth.
+static void needle_grid_build(NeedleGrid* g, const DataConfig* dc, const Vocab* v) {
+    if (g->samples < 1 || g->n_lengths < 1 || g->n_depths < 1) { die("needle grid: %d samples, %d lengths, %d depths; each must be >= 1", g->samples, g->n_lengths, g->n_depths); }
+    int n_samples = g->n_lengths * g->n_depths * g->samples, max_len = 0;
+    size_t total = 0;
+    g->offset = (size_t*)malloc_check(n_samples * sizeof(size_t));
+    g->meta = (NeedleSample*)malloc_check(n_samples * sizeof(NeedleSample));
+    for (int i = 0; i < n_samples; i++) {
+        int len = g->lengths[i / (g->n_depths * g->samples)];
+        g->offset[i] = total;
+        total += len;
+        if (len > max_len) { max_len = len; }
+    }
+    g->tokens = (int*)malloc_check(total * sizeof(int));
+    TokenStream hay;
+    stream_open(&hay, dc, 1, g->seed, (size_t)max_len);
+    Rng rng;
+    rng_init(&rng, g->seed);
+    for (int i = 0; i < n_samples; i++) {
+        int li = i / (g->n_depths * g->samples), di = i / g->samples % g->n_depths;
+        int* seq = g->tokens + g->offset[i];
+        for (int t = 0; t < g->lengths[li]; t++) { seq[t] = stream_next(&hay); }
+        g->meta[i] = needle_fill_eval(seq, g->lengths[li], g->depths[di], &dc->needles, v, &rng);
+    }
+    stream_free(&hay);
+}
+
+static void needle_grid_free(NeedleGrid* g) { free(g->tokens); free(g->offset); free(g->meta); }
 
 // Entropy (nats) of the unigram distribution of the training targets over n_batches batches:
 // the loss of a model that learned token frequencies only, the bar a model must get well below.

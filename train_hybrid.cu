@@ -360,6 +360,8 @@ typedef struct {
     int* targets_host;
     int* index_host;       // (3N+1) encoder index built on the host
     int* bucket_count;     // (Vp) host scratch of encoder_index
+    size_t acts_cap, dlayer_cap, n_cap; // allocated sizes (elements, rows); they only grow
+    int t_cap;
     int B, T;              // activation shape; 0 until the first forward
     double mean_loss;      // of the last forward; -1 without targets
     size_t device_bytes;   // GPU memory allocated for the model
@@ -438,45 +440,59 @@ static void gpu_model_free(GpuModel* m) {
     free(m->bucket_count);
 }
 
-// (Re)allocates everything sized by (B,T): activations, the layer gradient block, the residual
-// gradient, token buffers, RoPE tables. Done by the first forward and whenever B or T change.
-static void gpu_model_size_acts(GpuModel* m, int B, int T) {
-    if (m->B == B && m->T == T) { return; }
+// Allocates everything sized by the batch: activations (acts_cap elements), the layer gradient block
+// (dlayer_cap), the residual gradient and token buffers (n_cap rows), RoPE tables (t_cap positions).
+static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap, size_t n_cap, int t_cap) {
     const Config* c = &m->cfg;
-    if (m->B != 0) { gpu_model_free_acts(m); }
-    size_t N = (size_t)B * T, params_bytes = m->pl.total * (2 * sizeof(floatX) + 2 * sizeof(float));
-    m->device_bytes = params_bytes + (size_t)NORM_SLICES * c->n_embd * sizeof(float);
-    m->al = act_layout(c, B, T, DELTA_CHUNK);
-    size_t layer_max = 0;  // the largest layer block of the layout
-    for (int l = 0; l < c->n_layer; l++) {
-        size_t end = l + 1 < c->n_layer ? m->al.layer_off[l + 1][0] : m->al.global_off[0];
-        if (end - m->al.layer_off[l][0] > layer_max) { layer_max = end - m->al.layer_off[l][0]; }
-    }
-    m->acts = (floatX*)gpu_malloc(m, m->al.total * sizeof(floatX), "activations");
-    m->dlayer = (floatX*)gpu_malloc(m, layer_max * sizeof(floatX), "layer gradients");
-    m->dresid = (floatX*)gpu_malloc(m, N * c->n_embd * sizeof(floatX), "residual gradient");
-    m->inputs = (int*)gpu_malloc(m, N * sizeof(int), "inputs");
-    m->targets = (int*)gpu_malloc(m, N * sizeof(int), "targets");
-    m->enc_index = (int*)gpu_malloc(m, (3 * N + 1) * sizeof(int), "encoder index");
-    int half = c->n_embd / c->n_head / 2;
-    float* cs = (float*)malloc_check((size_t)T * half * 2 * sizeof(float));
-    for (int t = 0; t < T; t++) {
+    m->device_bytes = m->pl.total * (2 * sizeof(floatX) + 2 * sizeof(float)) + (size_t)NORM_SLICES * c->n_embd * sizeof(float);
+    m->acts = (floatX*)gpu_malloc(m, acts_cap * sizeof(floatX), "activations");
+    m->dlayer = (floatX*)gpu_malloc(m, dlayer_cap * sizeof(floatX), "layer gradients");
+    m->dresid = (floatX*)gpu_malloc(m, n_cap * c->n_embd * sizeof(floatX), "residual gradient");
+    m->inputs = (int*)gpu_malloc(m, n_cap * sizeof(int), "inputs");
+    m->targets = (int*)gpu_malloc(m, n_cap * sizeof(int), "targets");
+    m->enc_index = (int*)gpu_malloc(m, (3 * n_cap + 1) * sizeof(int), "encoder index");
+    int half = c->n_embd / c->n_head / 2;  // rope tables (t_cap, D/2): row t serves every T > t
+    float* cs = (float*)malloc_check((size_t)t_cap * half * 2 * sizeof(float));
+    for (int t = 0; t < t_cap; t++) {
         for (int i = 0; i < half; i++) {
             double co, si;
             rope_angle(&co, &si, t, i, 2 * half, c->rope_theta);
             cs[(size_t)t * half + i] = (float)co;
-            cs[(size_t)T * half + (size_t)t * half + i] = (float)si;
+            cs[(size_t)t_cap * half + (size_t)t * half + i] = (float)si;
         }
     }
-    m->rope_cos = (float*)gpu_malloc(m, (size_t)T * half * sizeof(float), "rope tables");
-    m->rope_sin = (float*)gpu_malloc(m, (size_t)T * half * sizeof(float), "rope tables");
-    cudaCheck(cudaMemcpy(m->rope_cos, cs, (size_t)T * half * sizeof(float), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->rope_sin, cs + (size_t)T * half, (size_t)T * half * sizeof(float), cudaMemcpyHostToDevice));
+    m->rope_cos = (float*)gpu_malloc(m, (size_t)t_cap * half * sizeof(float), "rope tables");
+    m->rope_sin = (float*)gpu_malloc(m, (size_t)t_cap * half * sizeof(float), "rope tables");
+    cudaCheck(cudaMemcpy(m->rope_cos, cs, (size_t)t_cap * half * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->rope_sin, cs + (size_t)t_cap * half, (size_t)t_cap * half * sizeof(float), cudaMemcpyHostToDevice));
     free(cs);
-    m->losses_host = (float*)malloc_check(N * sizeof(float));
-    m->inputs_host = (int*)malloc_check(N * sizeof(int));
-    m->targets_host = (int*)malloc_check(N * sizeof(int));
-    m->index_host = (int*)malloc_check((3 * N + 1) * sizeof(int));
+    m->losses_host = (float*)malloc_check(n_cap * sizeof(float));
+    m->inputs_host = (int*)malloc_check(n_cap * sizeof(int));
+    m->targets_host = (int*)malloc_check(n_cap * sizeof(int));
+    m->index_host = (int*)malloc_check((3 * n_cap + 1) * sizeof(int));
+    m->acts_cap = acts_cap;
+    m->dlayer_cap = dlayer_cap;
+    m->n_cap = n_cap;
+    m->t_cap = t_cap;
+}
+
+// Lays the activations out for a (B,T) batch. The buffers only grow: training batches and the
+// needle eval's (fewer, longer) batches share them, so switching between them allocates nothing.
+static void gpu_model_size_acts(GpuModel* m, int B, int T) {
+    if (m->B == B && m->T == T) { return; }
+    const Config* c = &m->cfg;
+    Layout al = act_layout(c, B, T, DELTA_CHUNK);
+    size_t layer_max = 0, N = (size_t)B * T;  // the largest layer block of the layout
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t end = l + 1 < c->n_layer ? al.layer_off[l + 1][0] : al.global_off[0];
+        if (end - al.layer_off[l][0] > layer_max) { layer_max = end - al.layer_off[l][0]; }
+    }
+    if (al.total > m->acts_cap || layer_max > m->dlayer_cap || N > m->n_cap || T > m->t_cap) {
+        if (m->acts_cap > 0) { gpu_model_free_acts(m); }
+        gpu_model_alloc_acts(m, al.total > m->acts_cap ? al.total : m->acts_cap, layer_max > m->dlayer_cap ? layer_max : m->dlayer_cap,
+                             N > m->n_cap ? N : m->n_cap, T > m->t_cap ? T : m->t_cap);
+    }
+    m->al = al;
     m->B = B;
     m->T = T;
 }
@@ -689,7 +705,7 @@ static void gpu_model_update(GpuModel* m, const OptConfig* o, double lr, int t, 
 }
 
 // Parameters (and the AdamW state, when with_opt) copied to the host and written as a checkpoint.
-static void gpu_model_save(const GpuModel* m, const char* path, int step, int with_opt) {
+static void gpu_model_save(const GpuModel* m, const char* path, int step, int seq_len, int with_opt) {
     size_t n = m->pl.total;
     float* host = (float*)malloc_check((with_opt ? 3 : 1) * n * sizeof(float));
     cudaCheck(cudaStreamSynchronize(m->ctx.stream));
@@ -698,7 +714,7 @@ static void gpu_model_save(const GpuModel* m, const char* path, int step, int wi
         cudaCheck(cudaMemcpy(host + n, m->adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
         cudaCheck(cudaMemcpy(host + 2 * n, m->adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
     }
-    checkpoint_write(path, &m->cfg, host, with_opt ? host + n : NULL, with_opt ? host + 2 * n : NULL, n, step);
+    checkpoint_write(path, &m->cfg, host, with_opt ? host + n : NULL, with_opt ? host + 2 * n : NULL, n, step, seq_len);
     free(host);
 }
 
@@ -733,6 +749,115 @@ static double gpu_val_loss(GpuModel* m, DataLoader* val, int batches) {
 }
 
 // ----------------------------------------------------------------------------
+// Needle eval on the GPU: the grid of hybrid_cpu.h's needle evaluation, many samples per forward.
+
+// Attention statistics of one query row of one head (hybrid_cpu.h attention_row_stats): the visible
+// key of highest q·k (ties: the earliest) and the softmax mass on keys [span0, span1).
+// One block per (query a, head h); query a = (sequence b, row t, span0, span1).
+__global__ void retrieval_stats_kernel(int* argmax, float* mass, const floatX* qkvr, const float* lse, const int4* queries,
+                                       int T, int C, int H, int window) {
+    __shared__ float best_s[REDUCE_THREADS];
+    __shared__ int best_j[REDUCE_THREADS];
+    int a = blockIdx.x, h = blockIdx.y, D = C / H;
+    int4 q = queries[a];  // x = b, y = t, z = span0, w = span1
+    const floatX* qrow = qkvr + ((size_t)q.x * T + q.y) * 3 * C + (size_t)h * D;
+    float L = lse[((size_t)q.x * T + q.y) * H + h], scale = rsqrtf((float)D);
+    float best = -FLT_MAX, m = 0.0f;
+    int bj = INT_MAX;
+    int j0 = window > 0 && q.y - window + 1 > 0 ? q.y - window + 1 : 0;
+    for (int j = j0 + threadIdx.x; j <= q.y; j += blockDim.x) {  // j rises: '>' keeps the earliest of equals
+        const floatX* k = qkvr + ((size_t)q.x * T + j) * 3 * C + C + (size_t)h * D;
+        float sc = 0.0f;
+        for (int i = 0; i < D; i++) { sc += (float)qrow[i] * (float)k[i]; }
+        if (sc > best) { best = sc; bj = j; }
+        if (j >= q.z && j < q.w) { m += expf(sc * scale - L); }
+    }
+    m = block_sum(m);
+    best_s[threadIdx.x] = best;
+    best_j[threadIdx.x] = bj;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) {
+            float os = best_s[threadIdx.x + stride];
+            int oj = best_j[threadIdx.x + stride];
+            if (os > best_s[threadIdx.x] || (os == best_s[threadIdx.x] && oj < best_j[threadIdx.x])) {
+                best_s[threadIdx.x] = os;
+                best_j[threadIdx.x] = oj;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        argmax[a * H + h] = best_j[0];
+        mass[a * H + h] = m;
+    }
+}
+
+// Runs the grid: the samples of one length go through the model in batches of at most max_tokens
+// tokens (so the eval fits wherever training fits); answers are scored on the host from the copied
+// logits rows, and at retrieval_len every attention head's stats are taken on the GPU.
+static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens, NeedleResult* r) {
+    const Config* c = &m->cfg;
+    const GpuContext* gc = &m->ctx;
+    int C = c->n_embd, H = c->n_head, Vp = c->padded_vocab, per_length = g->n_depths * g->samples, max_answer = 0;
+    for (int i = 0; i < g->n_lengths * per_length; i++) { max_answer = g->meta[i].answer_len > max_answer ? g->meta[i].answer_len : max_answer; }
+    size_t n_queries = (size_t)per_length * max_answer;
+    float* rows = (float*)malloc_check(n_queries * Vp * sizeof(float));      // (sample, answer token, Vp)
+    int4* queries = (int4*)malloc_check(n_queries * sizeof(int4));
+    int* argmax = (int*)malloc_check(n_queries * H * sizeof(int));
+    float* mass = (float*)malloc_check(n_queries * H * sizeof(float));
+    int4* d_queries;
+    int* d_argmax;
+    float* d_mass;
+    cudaCheck(cudaMalloc(&d_queries, n_queries * sizeof(int4)));
+    cudaCheck(cudaMalloc(&d_argmax, n_queries * H * sizeof(int)));
+    cudaCheck(cudaMalloc(&d_mass, n_queries * H * sizeof(float)));
+    needle_result_init(r, g, c);
+    for (int li = 0; li < g->n_lengths; li++) {
+        int len = g->lengths[li];
+        int nb = (int)(max_tokens / len) < 1 ? 1 : (int)(max_tokens / len) > per_length ? per_length : (int)(max_tokens / len);
+        for (int i0 = 0; i0 < per_length; i0 += nb) {
+            int b = per_length - i0 < nb ? per_length - i0 : nb, idx0 = li * per_length + i0, na = 0;
+            gpu_model_forward(m, g->tokens + g->offset[idx0], NULL, b, len);  // the samples of one length are contiguous
+            for (int k = 0; k < b; k++) {
+                const NeedleSample* s = &g->meta[idx0 + k];
+                for (int j = 0; j < s->answer_len; j++) {
+                    cudaCheck(cudaMemcpyAsync(rows + ((size_t)k * max_answer + j) * Vp, gact(m, G_LOGITS) + ((size_t)k * len + s->answer_pos - 1 + j) * Vp,
+                                              Vp * sizeof(float), cudaMemcpyDeviceToHost, gc->stream));
+                    queries[na++] = make_int4(k, s->answer_pos - 1 + j, s->needle_pos, s->value_pos + s->answer_len);
+                }
+            }
+            cudaCheck(cudaStreamSynchronize(gc->stream));
+            for (int k = 0; k < b; k++) { needle_score_answer(r, g, idx0 + k, rows + (size_t)k * max_answer * Vp, c->vocab, Vp); }
+            if (len != g->retrieval_len) { continue; }
+            cudaCheck(cudaMemcpyAsync(d_queries, queries, na * sizeof(int4), cudaMemcpyHostToDevice, gc->stream));
+            for (int l = 0; l < c->n_layer; l++) {
+                if (c->pattern[l] == 'R') { continue; }
+                int window = c->pattern[l] == 'S' ? c->window : 0;
+                retrieval_stats_kernel<<<dim3(na, H), REDUCE_THREADS, 0, gc->stream>>>(d_argmax, d_mass, act(m, l, A_QKVR), act(m, l, A_LSE),
+                                                                                         d_queries, len, C, H, window);
+                cudaCheck(cudaGetLastError());
+                cudaCheck(cudaMemcpyAsync(argmax, d_argmax, na * H * sizeof(int), cudaMemcpyDeviceToHost, gc->stream));
+                cudaCheck(cudaMemcpyAsync(mass, d_mass, na * H * sizeof(float), cudaMemcpyDeviceToHost, gc->stream));
+                cudaCheck(cudaStreamSynchronize(gc->stream));
+                for (int a = 0; a < na; a++) {
+                    const NeedleSample* s = &g->meta[idx0 + queries[a].x];
+                    int copied = s->value_pos + (queries[a].y - (s->answer_pos - 1));  // value token j for answer token j
+                    for (int h = 0; h < H; h++) {
+                        r->score[l * H + h] += argmax[a * H + h] == copied;
+                        r->mass[l * H + h] += mass[a * H + h];
+                    }
+                }
+            }
+            r->n_answer += na;
+        }
+    }
+    needle_result_finish(r, c);
+    free(rows); free(queries); free(argmax); free(mass);
+    cudaFree(d_queries); cudaFree(d_argmax); cudaFree(d_mass);
+}
+
+// ----------------------------------------------------------------------------
 // main: the training loop
 
 #ifndef TESTING
@@ -753,13 +878,17 @@ int main(int argc, char** argv) {
     a.log_path = "train_hybrid.jsonl";
     const char* ckpt_out = "train_hybrid.ckpt";
     const char* resume = "";
-    int ckpt_every = 0, ckpt_opt = 1;
+    int ckpt_every = 0, ckpt_opt = 1, eval_every = 100, eval_samples = 16;
+    long eval_seed = 20260615;
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     FlagSpec own[] = {
         {"-c", FLAG_STR, &ckpt_out, NULL, "checkpoint written at the end (and every --ckpt-every steps); \"\" = none"},
         {"--ckpt-every", FLAG_INT, &ckpt_every, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
         {"--ckpt-opt", FLAG_INT, &ckpt_opt, NULL, "1: the checkpoint carries the AdamW state (3x the size), 0: parameters only"},
+        {"--eval-every", FLAG_INT, &eval_every, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
+        {"--eval-samples", FLAG_INT, &eval_samples, NULL, "needle samples per (length, depth) cell"},
+        {"--eval-seed", FLAG_LONG, &eval_seed, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
         {"-r", FLAG_STR, &resume, NULL, "start from this checkpoint: its model (model flags are ignored), AdamW state and step; pass the run's data and schedule flags again"},
     };
     memcpy(flags + n_flags, own, sizeof(own));
@@ -767,6 +896,7 @@ int main(int argc, char** argv) {
     flags_parse(flags, n_flags, argc, argv);
     train_args_resolve(&a);
     if (ckpt_every < 0) { die("--ckpt-every %d: expected >= 0", ckpt_every); }
+    if (eval_every < 0 || eval_samples < 1) { die("--eval-every %d --eval-samples %d: expected >= 0 and >= 1", eval_every, eval_samples); }
 
     int n_gpu = 0;
     if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found (train_cpu trains on the CPU)"); }
@@ -806,6 +936,9 @@ int main(int argc, char** argv) {
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
     double flops_per_token = model_flops_per_token(cfg, a.T);
+    NeedleGrid grid;
+    needle_grid_default(&grid, a.T, eval_samples, (uint64_t)eval_seed);
+    if (eval_every > 0) { needle_grid_build(&grid, &a.data, &train.vocab); }
 
     double tok_s_sum = 0.0;
     int tok_s_n = 0;
@@ -814,8 +947,20 @@ int main(int argc, char** argv) {
         if (a.val_every > 0 && (step % a.val_every == 0 || last)) {
             report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
+        if (eval_every > 0 && (step % eval_every == 0 || last)) {
+            NeedleResult res;
+            gpu_needle_eval(&model, &grid, (size_t)a.B * a.T, &res);
+            needle_result_summary(&res, &grid, cfg, step);
+            if (log) {
+                fprintf(log, "{\"step\": %d, \"needle\": ", step);
+                needle_result_json(log, &res, &grid, cfg);
+                fprintf(log, "}\n");
+                fflush(log);
+            }
+            needle_result_free(&res);
+        }
         if (ckpt_out[0] && step > step0 && (last || (ckpt_every > 0 && step % ckpt_every == 0))) {
-            gpu_model_save(&model, ckpt_out, step, ckpt_opt);
+            gpu_model_save(&model, ckpt_out, step, a.T, ckpt_opt);
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
@@ -838,6 +983,7 @@ int main(int argc, char** argv) {
     if (tok_s_n > 0) { printf("mean %.0f tok/s over %d steps, %.2f GiB of GPU memory for the model\n", tok_s_sum / tok_s_n, tok_s_n, model.device_bytes / 1073741824.0); }
     if (ckpt_out[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", ckpt_out); }
     if (log) { fclose(log); }
+    if (eval_every > 0) { needle_grid_free(&grid); }
     gpu_model_free(&model);
     gpu_context_destroy(&ctx);
     dataloader_free(&train);

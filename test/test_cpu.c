@@ -44,18 +44,18 @@ static void test_checkpoint(void) {
     size_t n = m.pl.total;
     for (size_t i = 0; i < n; i++) { m.m[i] = (float)i; m.v[i] = (float)(2 * i); }
     const char* path = tmp_path("ck.bin");
-    checkpoint_write(path, &c, m.params, m.m, m.v, n, 17);
+    checkpoint_write(path, &c, m.params, m.m, m.v, n, 17, 64);
     Checkpoint ck = checkpoint_read(path);
     int same_cfg = memcmp(&ck.cfg, &c, sizeof(c)) == 0;
     int same = ck.n_params == n && memcmp(ck.params, m.params, n * sizeof(float)) == 0 && memcmp(ck.m, m.m, n * sizeof(float)) == 0 &&
-               memcmp(ck.v, m.v, n * sizeof(float)) == 0 && ck.step == 17;
+               memcmp(ck.v, m.v, n * sizeof(float)) == 0 && ck.step == 17 && ck.seq_len == 64;
     FILE* tmp = fopen(tmp_path("ck.bin.tmp"), "rb");  // the temp file was renamed away
     check(same_cfg && same && tmp == NULL, "checkpoint round trip with AdamW state", "SRF gla nope/rope, %zu params, step %d, config %s",
           n, ck.step, same_cfg ? "identical" : "differs");
     if (tmp) { fclose(tmp); }
     checkpoint_free(&ck);
     const char* bare = tmp_path("bare.bin");
-    checkpoint_write(bare, &c, m.params, NULL, NULL, n, 3);
+    checkpoint_write(bare, &c, m.params, NULL, NULL, n, 3, 0);
     ck = checkpoint_read(bare);
     check(ck.m == NULL && ck.v == NULL && memcmp(ck.params, m.params, n * sizeof(float)) == 0, "checkpoint without optimizer state",
           "params only, %zu floats", n);

@@ -1,0 +1,112 @@
+/*
+eval_needle.c — the needle-in-a-haystack grid and the retrieval heads of a checkpoint, on the CPU
+with the reference implementation (hybrid_cpu.h): the same samples and scoring as the evaluation
+train_hybrid runs while it trains (DESIGN.md §4), so the two can be checked against each other.
+
+    make eval_needle && ./eval_needle -c train_hybrid.ckpt      # grid T/4..4T around the training T
+    ./eval_needle -c run.ckpt --lengths 256,512,2048 --depths 0,0.5,1 -N 32 --json
+
+Prints the exact-match accuracy per (length, depth) and, per head of every attention layer, the
+retrieval score and the attention mass on the needle at the training length; --json prints the
+same as one JSON object. The data flags must name the data the checkpoint was trained on (the
+haystack comes from its val split, and the vocabulary must match).
+*/
+#include "hybrid_cpu.h"
+
+// "a,b,c" -> values (ints or doubles); returns the count. Exits with a clear line on a bad list.
+static int parse_list(const char* flag, const char* s, double* out, int max) {
+    int n = 0;
+    const char* p = s;
+    while (*p) {
+        char* end = NULL;
+        double x = strtod(p, &end);
+        if (end == p || (*end != ',' && *end != '\0')) { die("%s '%s': expected numbers separated by commas", flag, s); }
+        if (n == max) { die("%s '%s': at most %d values", flag, s, max); }
+        out[n++] = x;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) { die("%s: empty list", flag); }
+    return n;
+}
+
+int main(int argc, char** argv) {
+    const char* ckpt_path = "";
+    const char* lengths = "";
+    const char* depths = "";
+    int T = 0, samples = 16, json = 0;
+    long seed = 20260615;
+    DataConfig data = data_config_default();
+    FlagSpec flags[] = {
+        {"-c", FLAG_STR, &ckpt_path, NULL, "checkpoint to evaluate (required)"},
+        {"-T", FLAG_INT, &T, NULL, "base length: grid lengths T/4, T/2, T, 2T, 4T, retrieval heads at T (0 = the checkpoint's training T)"},
+        {"--lengths", FLAG_STR, &lengths, NULL, "comma-separated lengths instead of T/4..4T"},
+        {"--depths", FLAG_STR, &depths, NULL, "comma-separated needle depths in [0,1] instead of 0,0.25,0.5,0.75,1"},
+        {"-N", FLAG_INT, &samples, NULL, "samples per (length, depth) cell"},
+        {"-s", FLAG_LONG, &seed, NULL, "seed of the grid (train_hybrid's --eval-seed)"},
+        {"--json", FLAG_BOOL, &json, NULL, "print one JSON object instead of tables"},
+        {"-i", FLAG_STR, &data.train, NULL, "the training data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
+        {"-j", FLAG_STR, &data.val, NULL, "val shards (with -i): the haystack"},
+        {"--bytes", FLAG_BOOL, &data.bytes, NULL, "-i names plain files read as bytes (the last 10% is the haystack)"},
+        {"--needle-kind", FLAG_CHOICE, &data.needles.kind, "symbol|text", "needle kind"},
+        {"--needle-key", FLAG_INT, &data.needles.key_len, NULL, "symbols per needle key"},
+        {"--needle-val", FLAG_INT, &data.needles.val_len, NULL, "symbols per needle value"},
+        {"--needle-symbols", FLAG_INT, &data.n_symbols, NULL, "needle symbols appended to the vocabulary"},
+    };
+    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv);
+    if (ckpt_path[0] == '\0') { die("-c: which checkpoint? (eval_needle -c FILE, -h lists the flags)"); }
+    if (samples < 1) { die("-N %d: expected >= 1", samples); }
+    if (data.needles.key_len < 1 || data.needles.val_len < 1 || data.needles.key_len + data.needles.val_len > NEEDLE_MAX - 2) {
+        die("--needle-key %d --needle-val %d: each >= 1, together at most %d", data.needles.key_len, data.needles.val_len, NEEDLE_MAX - 2);
+    }
+
+    Checkpoint ck = checkpoint_read(ckpt_path);
+    if (T == 0) { T = ck.seq_len; }
+    if (T < 1) { die("-T: %s does not record its training length; give -T", ckpt_path); }
+    TokenStream probe;  // the data's vocabulary must be the checkpoint's
+    stream_open(&probe, &data, 1, (uint64_t)seed, 1);
+    Vocab vocab = vocab_make(probe.data_vocab, data.n_symbols);
+    stream_free(&probe);
+    if (vocab.vocab != ck.cfg.vocab) {
+        die("%s: vocabulary %d, the data gives %d (same -i and --needle-symbols as in training?)", ckpt_path, ck.cfg.vocab, vocab.vocab);
+    }
+
+    NeedleGrid grid;
+    needle_grid_default(&grid, T, samples, (uint64_t)seed);
+    if (lengths[0]) {
+        double x[GRID_MAX];
+        grid.n_lengths = parse_list("--lengths", lengths, x, GRID_MAX);
+        for (int i = 0; i < grid.n_lengths; i++) {
+            if (x[i] < 1 || x[i] != (int)x[i]) { die("--lengths: %g is not a positive integer", x[i]); }
+            grid.lengths[i] = (int)x[i];
+        }
+    }
+    if (depths[0]) {
+        grid.n_depths = parse_list("--depths", depths, grid.depths, GRID_MAX);
+        for (int i = 0; i < grid.n_depths; i++) {
+            if (grid.depths[i] < 0 || grid.depths[i] > 1) { die("--depths: %g is outside [0, 1]", grid.depths[i]); }
+        }
+    }
+    needle_grid_build(&grid, &data, &vocab);
+
+    Model m;
+    model_build(&m, &ck.cfg, 0);
+    memcpy(m.params, ck.params, ck.n_params * sizeof(float));
+    NeedleResult r;
+    double t0 = now_s();
+    cpu_needle_eval(&m, &grid, &r);
+    if (json) {
+        needle_result_json(stdout, &r, &grid, &ck.cfg);
+        printf("\n");
+    } else {
+        printf("%s: %s, L %d, C %d, H %d, W %d, F %s / S %s, trained %d steps at T %d; %d samples in %.1f s\n", ckpt_path,
+               ck.cfg.pattern, ck.cfg.n_layer, ck.cfg.n_embd, ck.cfg.n_head, ck.cfg.window, ck.cfg.pos_full == POS_ROPE ? "rope" : "nope",
+               ck.cfg.pos_swa == POS_ROPE ? "rope" : "nope", ck.step, ck.seq_len, grid.n_lengths * grid.n_depths * grid.samples,
+               now_s() - t0);
+        needle_result_print(&r, &grid, &ck.cfg);
+    }
+    needle_result_free(&r);
+    needle_grid_free(&grid);
+    model_free(&m);
+    checkpoint_free(&ck);
+    return 0;
+}
