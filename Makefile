@@ -57,7 +57,8 @@ eval_needle: eval_needle.c hybrid_cpu.h dataloader.h
 test/test_grad: test/test_grad.c test/test_common.h hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-test/test_cpu: test/test_cpu.c test/test_common.h hybrid_cpu.h dataloader.h
+# test_cpu also runs ./eval_needle
+test/test_cpu: test/test_cpu.c test/test_common.h hybrid_cpu.h dataloader.h eval_needle
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 test/test_gpu: test/test_gpu.cu test/test_common.h test/test_gpu_common.cuh $(GPU_HEADERS)

@@ -99,7 +99,7 @@ static double rng_normal(Rng* r) {
 // ----------------------------------------------------------------------------
 // Vocab: data tokens, then the needle block
 
-#define NEEDLE_SYMBOLS_DEFAULT 512
+#define NEEDLE_SYMBOLS_DEFAULT 64
 #define VOCAB_PAD 128  // wte rows are rounded up to this (tensor-core friendly, like llm.c's 50304)
 
 typedef struct {
@@ -417,7 +417,7 @@ typedef struct {
 } Needle;
 
 static NeedleConfig needle_config_default(void) {
-    NeedleConfig c = {NEEDLE_SYMBOL, 1, 2, 32, 4};
+    NeedleConfig c = {NEEDLE_SYMBOL, 1, 2, 64, 16};  // dense: the retrieval signal the default run learns from
     return c;
 }
 
@@ -566,7 +566,7 @@ typedef struct {
 } DataLoader;
 
 static DataConfig data_config_default(void) {
-    DataConfig d = {NULL, NULL, 0, NEEDLE_SYMBOLS_DEFAULT, 0.5f, needle_config_default()};
+    DataConfig d = {NULL, NULL, 0, NEEDLE_SYMBOLS_DEFAULT, 1.0f, needle_config_default()};
     return d;
 }
 

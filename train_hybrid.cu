@@ -867,14 +867,14 @@ int main(int argc, char** argv) {
     TrainArgs a;
     memset(&a, 0, sizeof(a));
     a.L = 8; a.C = 256; a.H = 4; a.F = 0;
-    a.pattern = "SSSF"; a.window = 64;
+    a.pattern = "SSSF"; a.window = 16;
     a.pos_full = POS_ROPE; a.pos_swa = POS_ROPE; a.mixer = MIXER_GDN;
-    a.B = 16; a.T = 512; a.accum = 1;
-    a.opt = opt_config_default(1000);
+    a.B = 64; a.T = 128; a.accum = 1;
+    a.opt = opt_config_default(6000);
     a.opt.lr = 2e-3;
     a.data = data_config_default();
     a.seed = 1337;
-    a.val_every = 100; a.val_batches = 8;
+    a.val_every = 250; a.val_batches = 8;
     a.log_path = "train_hybrid.jsonl";
     const char* ckpt_out = "train_hybrid.ckpt";
     const char* resume = "";

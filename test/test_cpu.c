@@ -10,6 +10,8 @@ command-line errors, and a tiny end-to-end training run.
   needles:   every training query's answer is its needle's value; eval placement at each depth;
              text needles spelled as documented
   cli:       bad flags and values -> one clear line and exit 1
+  needle eval: grid determinism and placement at every depth, the scorer on hand-made logits,
+             retrieval statistics on a hand-made attention map, eval_needle's JSON = in-process
   checkpoint: round trip of config, params and AdamW state (and without it); truncated, short,
              bad magic, bad version, bad pattern, missing -> one clear line and exit 1
   training:  SRF hybrid, 300 steps on built-in data; val loss < 0.75 x unigram baseline
@@ -30,6 +32,125 @@ static void write_raw(const char* path, const void* data, size_t n) {
     FILE* f = fopen_check(path, "wb");
     fwrite(data, 1, n, f);
     fclose(f);
+}
+
+// ----------------------------------------------------------------------------
+// needle eval: grid, scorer, retrieval statistics, eval_needle
+
+// The grid is fixed by its seed; every sample has its needle at the cell's depth and the answer
+// (the needle's value) at the very end, after ⟨Q⟩ key.
+static void test_needle_grid(void) {
+    DataConfig dc = data_config_default();
+    Vocab v = vocab_make(256, dc.n_symbols);
+    NeedleGrid a, b, c;
+    needle_grid_default(&a, 64, 3, 99);
+    needle_grid_default(&b, 64, 3, 99);
+    needle_grid_default(&c, 64, 3, 100);
+    needle_grid_build(&a, &dc, &v);
+    needle_grid_build(&b, &dc, &v);
+    needle_grid_build(&c, &dc, &v);
+    int n = a.n_lengths * a.n_depths * a.samples;
+    size_t total = a.offset[n - 1] + a.lengths[a.n_lengths - 1];
+    int same = memcmp(a.tokens, b.tokens, total * sizeof(int)) == 0 && memcmp(a.meta, b.meta, n * sizeof(NeedleSample)) == 0;
+    int differ = memcmp(a.tokens, c.tokens, total * sizeof(int)) != 0;
+    check(same && differ && total == (size_t)3 * 5 * (16 + 32 + 64 + 128 + 256), "needle grid deterministic",
+          "lengths 16..256 x 5 depths x 3 samples = %zu tokens; same seed same grid, other seed other grid", total);
+    int placed = 1, answered = 1;
+    for (int i = 0; i < n; i++) {
+        int li = i / (a.n_depths * a.samples), di = i / a.samples % a.n_depths, len = a.lengths[li];
+        const NeedleSample* s = &a.meta[i];
+        const int* seq = a.tokens + a.offset[i];
+        int needle_len = 1 + dc.needles.key_len + dc.needles.val_len, tail = 1 + dc.needles.key_len + s->answer_len;
+        int filler = len - needle_len - tail;
+        placed &= s->needle_pos == (int)floor(a.depths[di] * filler + 0.5) && seq[s->needle_pos] == v.needle_mark;
+        placed &= s->value_pos == s->needle_pos + 1 + dc.needles.key_len && s->answer_pos == len - s->answer_len;
+        answered &= seq[len - tail] == v.query_mark && memcmp(seq + len - tail + 1, seq + s->needle_pos + 1, dc.needles.key_len * sizeof(int)) == 0;
+        answered &= memcmp(seq + s->answer_pos, seq + s->value_pos, s->answer_len * sizeof(int)) == 0;
+    }
+    check(placed && answered, "needle grid placement at each depth",
+          "needle at round(depth x filler), value after its key, ⟨Q⟩ key and the value at the end, in all %d samples", n);
+    needle_grid_free(&a); needle_grid_free(&b); needle_grid_free(&c);
+}
+
+// Exact match and token accuracy from hand-made logits rows; ties go to the lowest id; padded
+// columns (>= V) never count.
+static void test_needle_scorer(void) {
+    NeedleGrid g;
+    memset(&g, 0, sizeof(g));
+    int tokens[2 * 8];
+    size_t offset[2] = {0, 8};
+    NeedleSample meta[2] = {{1, 3, 6, 2}, {1, 3, 6, 2}};  // answers at 6, 7
+    for (int i = 0; i < 16; i++) { tokens[i] = 0; }
+    tokens[6] = 2; tokens[7] = 4;         // sample 0 answers 2, 4
+    tokens[8 + 6] = 1; tokens[8 + 7] = 3; // sample 1 answers 1, 3
+    g.n_lengths = 1; g.n_depths = 1; g.samples = 2; g.lengths[0] = 8; g.tokens = tokens; g.offset = offset; g.meta = meta;
+    Config c = config_make(5, 6, 1, 8, 2, 0, "F", 4, POS_ROPE, POS_ROPE, MIXER_GDN);
+    NeedleResult r;
+    needle_result_init(&r, &g, &c);
+    float rows0[2 * 6] = {0, 0, 9, 0, 0, 99,   1, 1, 1, 1, 1, 0};  // argmax 2 (99 is padding); tie -> 0, wrong
+    float rows1[2 * 6] = {0, 7, 0, 0, 0, 0,    0, 0, 0, 5, 5, 0};  // argmax 1; tie 3/4 -> 3, right
+    needle_score_answer(&r, &g, 0, rows0, 5, 6);
+    needle_score_answer(&r, &g, 1, rows1, 5, 6);
+    check(fabs(r.acc[0] - 0.5) < 1e-12 && fabs(r.tok_acc[0] - 0.75) < 1e-12, "needle scorer on hand-made logits",
+          "exact match %.2f (expect 0.50), token accuracy %.2f (expect 0.75)", r.acc[0], r.tok_acc[0]);
+    needle_result_free(&r);
+}
+
+// One head, D = 2, T = 6: query 5 points at key 2; the window hides it.
+static void test_retrieval_stats(void) {
+    int T = 6, C = 2, H = 1;
+    real qkvr[6 * 6] = {0};
+    real keys[6][2] = {{0, 1}, {1, 0}, {3, 3}, {-1, 0}, {1, 1}, {0, 0}};
+    for (int t = 0; t < T; t++) { qkvr[t * 6 + 2] = keys[t][0]; qkvr[t * 6 + 3] = keys[t][1]; }
+    qkvr[5 * 6 + 0] = 1; qkvr[5 * 6 + 1] = 2;  // q5 = (1, 2): scores 2, 1, 9, -1, 3, 0
+    real out[6 * 2], lse[6];
+    attention_forward(out, lse, qkvr, 1, T, C, H, 0);
+    int am, am_w;
+    double mass, mass_w;
+    attention_row_stats(&am, &mass, qkvr, lse, T, C, H, 0, 5, 0, 1, 3);  // mass on keys 1, 2
+    double s = 1.0 / sqrt(2.0), z = exp(2 * s) + exp(1 * s) + exp(9 * s) + exp(-1 * s) + exp(3 * s) + 1.0;
+    double want = (exp(1 * s) + exp(9 * s)) / z;
+    real lse_w[6], out_w[12];
+    attention_forward(out_w, lse_w, qkvr, 1, T, C, H, 2);
+    attention_row_stats(&am_w, &mass_w, qkvr, lse_w, T, C, H, 2, 5, 0, 1, 3);  // keys 4, 5 only
+    check(am == 2 && fabs(mass - want) < 1e-6 && am_w == 4 && mass_w == 0.0, "retrieval stats on a hand-made attention map",
+          "argmax %d (expect 2), mass %.6f (expect %.6f); window 2: argmax %d (expect 4), mass %.1f (expect 0)", am, mass, want, am_w, mass_w);
+}
+
+// eval_needle on a checkpoint prints the same JSON as the in-process evaluation.
+static void test_eval_needle_cli(void) {
+    DataConfig dc = data_config_default();
+    Vocab v = vocab_make(256, dc.n_symbols);
+    Config c = config_make(v.vocab, v.padded, 2, 32, 2, 0, "SF", 8, POS_NOPE, POS_ROPE, MIXER_GDN);
+    Model m;
+    model_build(&m, &c, 3);
+    const char* ck = tmp_path("eval.ckpt");
+    checkpoint_write(ck, &c, m.params, NULL, NULL, m.pl.total, 0, 32);
+    NeedleGrid g;
+    needle_grid_default(&g, 32, 2, 77);
+    needle_grid_build(&g, &dc, &v);
+    NeedleResult r;
+    cpu_needle_eval(&m, &g, &r);
+    const char* mine = tmp_path("eval_mine.json");
+    FILE* f = fopen_check(mine, "w");
+    needle_result_json(f, &r, &g, &c);
+    fprintf(f, "\n");
+    fclose(f);
+    char cmd[1024], a[65536] = {0}, b[65536] = {0};
+    const char* theirs = tmp_path("eval_cli.json");
+    snprintf(cmd, sizeof(cmd), "./eval_needle -c %s -N 2 -s 77 --json > %s 2>&1", ck, theirs);
+    int rc = system(cmd);
+    FILE* fa = fopen_check(mine, "r");
+    FILE* fb = fopen_check(theirs, "r");
+    size_t na = fread(a, 1, sizeof(a) - 1, fa), nb = fread(b, 1, sizeof(b) - 1, fb);
+    fclose(fa); fclose(fb);
+    char* nl = strchr(b, '\n');
+    check(rc == 0 && na == nb && strcmp(a, b) == 0 && r.n_answer == 5 * 2 * 2, "eval_needle --json = in-process evaluation",
+          "rc %d, %zu vs %zu bytes, %d answer tokens at T=32: %.*s...", rc, na, nb, r.n_answer, (int)(nl ? (nl - b < 90 ? nl - b : 90) : 90), b);
+    needle_result_free(&r);
+    needle_grid_free(&g);
+    model_free(&m);
+    remove(ck); remove(mine); remove(theirs);
 }
 
 // ----------------------------------------------------------------------------
@@ -439,6 +560,10 @@ int main(void) {
     test_text_needle();
     test_cli();
     test_checkpoint();
+    test_needle_grid();
+    test_needle_scorer();
+    test_retrieval_stats();
+    test_eval_needle_cli();
     test_training();
     return test_summary();
 }

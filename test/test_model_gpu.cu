@@ -11,6 +11,8 @@ CPU reference (hybrid_cpu.h, float build). Without a CUDA GPU every check is ski
   ten AdamW steps of an SRF hybrid: loss and gradient norm of every step against the CPU run
   determinism: two GPU runs of the same steps give bit-identical losses
   checkpoint: save with AdamW state, reload, and the next step gives bit-identical losses
+  needle eval: on that checkpoint, the trainer's batched GPU evaluation and eval_needle's CPU one
+  give the same accuracies, retrieval scores (up to argmax ties) and attention masses
 
 Tolerances, fp32 on both sides, norm-wise relative error ||gpu - cpu|| / ||cpu||: logits and loss
 1e-5, each parameter gradient 1e-3, small kernels 1e-5; the ten-step losses and norms 1e-4 (rounding
@@ -278,6 +280,39 @@ static void test_training(const GpuContext* g) {
     gpu_train(&loaded, &dl3, &o, ck.step, 3, lb, nb);
     check(ck.step == STEPS && memcmp(la, lb, sizeof(la)) == 0 && memcmp(na, nb, sizeof(na)) == 0, "gpu checkpoint round trip",
           "step %d, 3 more steps: loss %.9f vs %.9f (bit-identical expected)", ck.step, la[2], lb[2]);
+
+    // needle eval: the trainer's (GPU, batched, at most 2 sequences of T per forward) = eval_needle's (CPU)
+    DataConfig dc_eval = data_config_default();
+    NeedleGrid grid;
+    needle_grid_default(&grid, TT, 3, 5);
+    needle_grid_build(&grid, &dc_eval, &dl_cpu.vocab);
+    Model ref;
+    model_build(&ref, &ck.cfg, 0);
+    memcpy(ref.params, ck.params, ck.n_params * sizeof(float));
+    NeedleResult rc, rg;
+    cpu_needle_eval(&ref, &grid, &rc);
+    GpuModel fresh;  // the checkpoint's parameters (gpu and loaded have trained on since)
+    gpu_model_build(&fresh, &ck.cfg, g, ck.params, 0);
+    gpu_needle_eval(&fresh, &grid, 2 * TT, &rg);
+    int cells = grid.n_lengths * grid.n_depths, acc_same = 1;
+    for (int i = 0; i < cells; i++) { acc_same &= rc.acc[i] == rg.acc[i] && rc.tok_acc[i] == rg.tok_acc[i]; }
+    double worst_score = 0.0, mass_d = 0.0, mass_n = 0.0, tok = 0.0;
+    for (int i = 0; i < rc.L * rc.H; i++) {
+        worst_score = fmax(worst_score, fabs(rc.score[i] - rg.score[i]));
+        mass_d += (rc.mass[i] - rg.mass[i]) * (rc.mass[i] - rg.mass[i]);
+        mass_n += rc.mass[i] * rc.mass[i];
+    }
+    for (int i = 0; i < cells; i++) { tok += rc.tok_acc[i] / cells; }
+    double mass_e = sqrt(mass_d / mass_n);
+    check(acc_same && rc.n_answer == rg.n_answer && worst_score <= 2.0 / rc.n_answer && mass_e < 1e-4, "gpu needle eval = cpu needle eval",
+          "T=%d grid, %d samples: accuracies identical (mean token acc %.3f), %d answer tokens, worst retrieval score diff %.3f "
+          "(tol 2 answer tokens: argmax ties), attention mass rel err %.1e (tol 1e-4)",
+          TT, cells * grid.samples, tok, rc.n_answer, worst_score, mass_e);
+    needle_result_free(&rc);
+    needle_result_free(&rg);
+    needle_grid_free(&grid);
+    model_free(&ref);
+    gpu_model_free(&fresh);
     checkpoint_free(&ck);
     remove(path);
     gpu_model_free(&loaded);
@@ -311,7 +346,8 @@ int main(void) {
         char why[160];
         snprintf(why, sizeof(why), "no CUDA GPU on this machine (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
         const char* others[] = {"gpu rmsnorm (rows of C)", "gpu rmsnorm (per head)", "gpu rope", "gpu swiglu", "gpu crossentropy",
-                                "gpu encoder", "gpu 10 training steps SRF vs cpu", "gpu determinism", "gpu checkpoint round trip"};
+                                "gpu encoder", "gpu 10 training steps SRF vs cpu", "gpu determinism", "gpu checkpoint round trip",
+                                "gpu needle eval = cpu needle eval"};
         for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) { skip(others[i], why); }
         for (int i = 0; i < n_cases; i++) {
             char what[64], name[96];

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""plot.py — PNG plots of train_hybrid's JSONL logs (matplotlib; Debian: apt-get install python3-matplotlib).
+
+    python3 dev/plot.py train_hybrid.jsonl                       # -> plots/*.png
+    python3 dev/plot.py w16.jsonl w64.jsonl --labels W16,W64 -o plots --step 500
+
+Writes, into -o (default plots/):
+    loss.png             train loss (smoothed) and val loss vs step, one colour per log
+    needle_acc.png       needle exact-match accuracy (mean over depths) vs step, one panel per length
+    needle_grid.png      accuracy heatmap, length x depth, at --step (default: the last eval), per log
+    retrieval_heads.png  retrieval score of every head of every attention layer (layer x head) at up
+                         to six eval steps of the first log
+    retrieval_best.png   the best F-layer and S-layer retrieval score vs step, per log
+"""
+import argparse
+import json
+import os
+import sys
+
+import matplotlib
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+
+def read_log(path):
+    """(train steps, val steps, needle evals) of one JSONL log."""
+    train, val, evals = [], [], []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                sys.exit(f"error: {path}:{n}: not JSON ({e})")
+            if "needle" in rec:
+                evals.append((rec["step"], rec["needle"]))
+            elif "val_loss" in rec:
+                val.append((rec["step"], rec["val_loss"]))
+            elif "loss" in rec:
+                train.append((rec["step"], rec["loss"]))
+    return train, val, evals
+
+
+def smooth(ys, k):
+    """running mean over the last k points"""
+    out, acc = [], 0.0
+    for i, y in enumerate(ys):
+        acc += y
+        if i >= k:
+            acc -= ys[i - k]
+        out.append(acc / min(i + 1, k))
+    return out
+
+
+def mean_over_depths(needle):
+    return [sum(row) / len(row) for row in needle["acc"]]
+
+
+def plot_loss(logs, labels, out):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, ((train, val, _), label) in enumerate(zip(logs, labels)):
+        c = f"C{i}"
+        if train:
+            xs, ys = zip(*train)
+            ax.plot(xs, smooth(list(ys), 20), color=c, alpha=0.5, label=f"{label} train (mean of 20)")
+        if val:
+            xs, ys = zip(*val)
+            ax.plot(xs, ys, "o-", color=c, label=f"{label} val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_needle_acc(logs, labels, out):
+    first = next((ev for _, _, ev in logs if ev), None)
+    if first is None:
+        return False
+    lengths = first[0][1]["lengths"]
+    fig, axes = plt.subplots(1, len(lengths), figsize=(3.2 * len(lengths), 3.4), sharey=True, squeeze=False)
+    for j, length in enumerate(lengths):
+        ax = axes[0][j]
+        for i, ((_, _, evals), label) in enumerate(zip(logs, labels)):
+            pts = [(s, mean_over_depths(n)[n["lengths"].index(length)]) for s, n in evals if length in n["lengths"]]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, "o-", ms=3, color=f"C{i}", label=label)
+        rl = first[0][1]["retrieval_len"]
+        ax.set_title(f"length {length}" + (" (= T)" if length == rl else f" ({length / rl:g} T)"), fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("needle exact match (mean over depths)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def eval_at(evals, step):
+    """the eval at step (default: the last one)"""
+    if step is None:
+        return evals[-1]
+    for s, n in evals:
+        if s == step:
+            return s, n
+    sys.exit(f"error: --step {step}: no needle eval at that step (have {[s for s, _ in evals]})")
+
+
+def plot_needle_grid(logs, labels, step, out):
+    panels = [(label, eval_at(ev, step)) for (_, _, ev), label in zip(logs, labels) if ev]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (label, (s, n)) in zip(axes[0], panels):
+        im = ax.imshow(n["acc"], vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(n["depths"])), [f"{d:g}" for d in n["depths"]])
+        ax.set_yticks(range(len(n["lengths"])), [str(x) for x in n["lengths"]])
+        for li, row in enumerate(n["acc"]):
+            for di, a in enumerate(row):
+                ax.text(di, li, f"{a:.2f}", ha="center", va="center", fontsize=7, color="w" if a < 0.5 else "k")
+        ax.set_xlabel("needle depth")
+        ax.set_ylabel("length")
+        ax.set_title(f"{label}, step {s}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), label="exact match")
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def plot_retrieval_heads(evals, label, out):
+    if not evals:
+        return False
+    picks = sorted({round(i * (len(evals) - 1) / 5) for i in range(6)})
+    chosen = [evals[i] for i in picks]
+    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 3.6), squeeze=False)
+    for k, (ax, (s, n)) in enumerate(zip(axes[0], chosen)):
+        layers = n["attn_layers"]
+        im = ax.imshow([a["score"] for a in layers], vmin=0, vmax=1, cmap="magma", aspect="auto")
+        ax.set_yticks(range(len(layers)), [f"l{a['layer']} {a['type']}" for a in layers] if k == 0 else [], fontsize=7)
+        ax.set_xticks(range(len(layers[0]["score"])), [f"h{h}" for h in range(len(layers[0]["score"]))], fontsize=7)
+        ax.set_title(f"step {s}", fontsize=9)
+    fig.suptitle(f"{label}: retrieval score per head (length {chosen[0][1]['retrieval_len']})", fontsize=10)
+    fig.colorbar(im, ax=axes[0].tolist(), label="retrieval score")
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def plot_retrieval_best(logs, labels, out):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for i, ((_, _, evals), label) in enumerate(zip(logs, labels)):
+        for kind, style in (("F", "o-"), ("S", "x--")):
+            pts = [(s, max((max(a["score"]) for a in n["attn_layers"] if a["type"] == kind), default=None)) for s, n in evals]
+            pts = [(s, b) for s, b in pts if b is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, style, ms=3, color=f"C{i}", label=f"{label} best {kind} head")
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("step")
+    ax.set_ylabel("retrieval score")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main():
+    p = argparse.ArgumentParser(description="PNG plots of train_hybrid JSONL logs")
+    p.add_argument("logs", nargs="+", help="JSONL logs (train_hybrid -o)")
+    p.add_argument("-o", "--out", default="plots", help="output folder (default plots/)")
+    p.add_argument("--labels", help="comma-separated names of the logs (default: file names)")
+    p.add_argument("--step", type=int, help="eval step of the length x depth heatmap (default: the last eval)")
+    a = p.parse_args()
+    labels = a.labels.split(",") if a.labels else [os.path.splitext(os.path.basename(x))[0] for x in a.logs]
+    if len(labels) != len(a.logs):
+        sys.exit(f"error: --labels has {len(labels)} names for {len(a.logs)} logs")
+    for path in a.logs:
+        if not os.path.isfile(path):
+            sys.exit(f"error: {path}: no such log file")
+    logs = [read_log(x) for x in a.logs]
+    os.makedirs(a.out, exist_ok=True)
+    written = []
+    plot_loss(logs, labels, os.path.join(a.out, "loss.png"))
+    written.append("loss.png")
+    if plot_needle_acc(logs, labels, os.path.join(a.out, "needle_acc.png")):
+        written.append("needle_acc.png")
+    if plot_needle_grid(logs, labels, a.step, os.path.join(a.out, "needle_grid.png")):
+        written.append("needle_grid.png")
+    if plot_retrieval_heads(logs[0][2], labels[0], os.path.join(a.out, "retrieval_heads.png")):
+        written.append("retrieval_heads.png")
+    if plot_retrieval_best(logs, labels, os.path.join(a.out, "retrieval_best.png")):
+        written.append("retrieval_best.png")
+    print(f"wrote {', '.join(written)} to {a.out}/")
+
+
+if __name__ == "__main__":
+    main()
