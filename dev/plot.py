@@ -9,10 +9,11 @@ Writes, into -o (default plots/):
     needle_acc.png       needle exact-match accuracy (mean over depths) vs step, one panel per length
     needle_grid.png      accuracy heatmap, length x depth, at --step (default: the last eval), per log
     retrieval_heads.png  retrieval score of every head of every attention layer (layer x head) at up
-                         to six eval steps of the first log
+                         to six eval steps of the first log, those around the emergence included
     retrieval_best.png   the best F-layer and S-layer retrieval score vs step, per log
 """
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -23,9 +24,9 @@ import matplotlib.pyplot as plt
 
 
 def read_log(path):
-    """(train steps, val steps, needle evals) of one JSONL log."""
+    """(train steps, val steps, needle evals) of one JSONL log (optionally .gz)."""
     train, val, evals = [], [], []
-    with open(path) as f:
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -138,7 +139,16 @@ def plot_needle_grid(logs, labels, step, out):
 def plot_retrieval_heads(evals, label, out):
     if not evals:
         return False
-    picks = sorted({round(i * (len(evals) - 1) / 5) for i in range(6)})
+    # the evals around the first one whose best head scores > 0.5 (the emergence), then evenly spaced
+    best = [max((max(a["score"]) for a in n["attn_layers"]), default=0) for _, n in evals]
+    cross = next((i for i, b in enumerate(best) if b > 0.5), None)
+    picks = {0, len(evals) - 1}
+    if cross is not None:
+        picks |= {max(cross - 1, 0), cross, min(cross + 1, len(evals) - 1)}
+    for i in range(1, 6):
+        if len(picks) < 6:
+            picks.add(round(i * (len(evals) - 1) / 5))
+    picks = sorted(picks)
     chosen = [evals[i] for i in picks]
     fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 3.6), squeeze=False)
     for k, (ax, (s, n)) in enumerate(zip(axes[0], chosen)):
@@ -182,12 +192,12 @@ def plot_retrieval_best(logs, labels, out):
 
 def main():
     p = argparse.ArgumentParser(description="PNG plots of train_hybrid JSONL logs")
-    p.add_argument("logs", nargs="+", help="JSONL logs (train_hybrid -o)")
+    p.add_argument("logs", nargs="+", help="JSONL logs (train_hybrid -o), plain or .gz")
     p.add_argument("-o", "--out", default="plots", help="output folder (default plots/)")
     p.add_argument("--labels", help="comma-separated names of the logs (default: file names)")
     p.add_argument("--step", type=int, help="eval step of the length x depth heatmap (default: the last eval)")
     a = p.parse_args()
-    labels = a.labels.split(",") if a.labels else [os.path.splitext(os.path.basename(x))[0] for x in a.logs]
+    labels = a.labels.split(",") if a.labels else [os.path.basename(x).split(".")[0] for x in a.logs]
     if len(labels) != len(a.logs):
         sys.exit(f"error: --labels has {len(labels)} names for {len(a.logs)} logs")
     for path in a.logs:
