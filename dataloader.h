@@ -657,6 +657,21 @@ static void needle_grid_default(NeedleGrid* g, int T, int samples, uint64_t seed
     g->seed = seed;
 }
 
+// Tokens of one needle's statement, question and answer under config c (fixed per config).
+static int needle_task_len(const NeedleConfig* c, const Vocab* v) {
+    Rng r;
+    rng_init(&r, 1);
+    Needle nd = needle_make(c, v, &r, NULL, 0);
+    return nd.needle_len + nd.query_len + nd.answer_len;
+}
+
+// Drops the lengths shorter than min_len (text needles need longer samples than symbol needles).
+static void needle_grid_drop_short(NeedleGrid* g, int min_len) {
+    int kept = 0;
+    for (int i = 0; i < g->n_lengths; i++) { if (g->lengths[i] >= min_len) { g->lengths[kept++] = g->lengths[i]; } }
+    g->n_lengths = kept;
+}
+
 // Draws every sample: n haystack tokens of the val stream, then needle_fill_eval at the cell's depth.
 static void needle_grid_build(NeedleGrid* g, const DataConfig* dc, const Vocab* v) {
     if (g->samples < 1 || g->n_lengths < 1 || g->n_depths < 1) { die("needle grid: %d samples, %d lengths, %d depths; each must be >= 1", g->samples, g->n_lengths, g->n_depths); }

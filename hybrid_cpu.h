@@ -1131,8 +1131,8 @@ static double needle_best_head(const NeedleResult* r, const Config* c, char type
 }
 
 // One line: exact-match accuracy per length (mean over depths), the best F and S retrieval heads.
-static void needle_result_summary(const NeedleResult* r, const NeedleGrid* g, const Config* c, int step) {
-    printf("step %5d | needle acc", step);
+static void needle_result_summary(const NeedleResult* r, const NeedleGrid* g, const Config* c, int step, const char* what) {
+    printf("step %5d | %s acc", step, what);
     for (int li = 0; li < g->n_lengths; li++) {
         double a = 0.0;
         for (int di = 0; di < g->n_depths; di++) { a += r->acc[li * g->n_depths + di] / g->n_depths; }
@@ -1142,7 +1142,7 @@ static void needle_result_summary(const NeedleResult* r, const NeedleGrid* g, co
     for (int k = 0; k < 2; k++) {
         int l = 0, h = 0;
         double best = needle_best_head(r, c, types[k], &l, &h);
-        if (best >= 0) { printf(" | best %c head l%d.h%d %.2f (mass %.2f)", types[k], l, h, best, r->mass[l * r->H + h]); }
+        if (best >= 0 && r->n_answer > 0) { printf(" | best %c head l%d.h%d %.2f (mass %.2f)", types[k], l, h, best, r->mass[l * r->H + h]); }
     }
     printf("\n");
 }
@@ -1176,8 +1176,9 @@ static void json_array(FILE* f, const double* x, int n) {
     fprintf(f, "]");
 }
 
-// One JSON object (no newline): lengths, depths, acc and token_acc (length × depth), and for the
-// attention layers their index, type, retrieval score and mass per head.
+// One JSON object (no newline): lengths, depths, acc and token_acc (length × depth), the answer
+// tokens behind the retrieval scores, and for the attention layers their index, type, retrieval
+// score and mass per head.
 static void needle_result_json(FILE* f, const NeedleResult* r, const NeedleGrid* g, const Config* c) {
     fprintf(f, "{\"lengths\": [");
     for (int li = 0; li < g->n_lengths; li++) { fprintf(f, li ? ", %d" : "%d", g->lengths[li]); }
@@ -1187,7 +1188,7 @@ static void needle_result_json(FILE* f, const NeedleResult* r, const NeedleGrid*
     for (int li = 0; li < g->n_lengths; li++) { if (li) { fprintf(f, ", "); } json_array(f, r->acc + li * g->n_depths, g->n_depths); }
     fprintf(f, "], \"token_acc\": [");
     for (int li = 0; li < g->n_lengths; li++) { if (li) { fprintf(f, ", "); } json_array(f, r->tok_acc + li * g->n_depths, g->n_depths); }
-    fprintf(f, "], \"retrieval_len\": %d, \"attn_layers\": [", g->retrieval_len);
+    fprintf(f, "], \"retrieval_len\": %d, \"retrieval_tokens\": %d, \"attn_layers\": [", g->retrieval_len, r->n_answer);
     int first = 1;
     for (int l = 0; l < r->L; l++) {
         if (c->pattern[l] == 'R') { continue; }

@@ -936,9 +936,17 @@ int main(int argc, char** argv) {
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
     double flops_per_token = model_flops_per_token(cfg, a.T);
-    NeedleGrid grid;
+    NeedleGrid grid, text_grid;
     needle_grid_default(&grid, a.T, eval_samples, (uint64_t)eval_seed);
     if (eval_every > 0) { needle_grid_build(&grid, &a.data, &train.vocab); }
+    // byte-level data trained on symbol needles: text needles are reported next to them (DESIGN.md §3),
+    // at the lengths whose haystack is at least as long as the text needle's statement and question
+    DataConfig text_data = a.data;
+    text_data.needles.kind = NEEDLE_TEXT;
+    needle_grid_default(&text_grid, a.T, eval_samples, (uint64_t)eval_seed);
+    needle_grid_drop_short(&text_grid, 2 * needle_task_len(&text_data.needles, &train.vocab));
+    int text_eval = eval_every > 0 && a.data.needles.kind == NEEDLE_SYMBOL && train.vocab.data_vocab == 256 && text_grid.n_lengths > 0;
+    if (text_eval) { needle_grid_build(&text_grid, &text_data, &train.vocab); }
 
     double tok_s_sum = 0.0;
     int tok_s_n = 0;
@@ -948,16 +956,25 @@ int main(int argc, char** argv) {
             report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
         if (eval_every > 0 && (step % eval_every == 0 || last)) {
-            NeedleResult res;
+            NeedleResult res, text_res;
             gpu_needle_eval(&model, &grid, (size_t)a.B * a.T, &res);
-            needle_result_summary(&res, &grid, cfg, step);
+            needle_result_summary(&res, &grid, cfg, step, "needle");
+            if (text_eval) {
+                gpu_needle_eval(&model, &text_grid, (size_t)a.B * a.T, &text_res);
+                needle_result_summary(&text_res, &text_grid, cfg, step, "text needle");
+            }
             if (log) {
                 fprintf(log, "{\"step\": %d, \"needle\": ", step);
                 needle_result_json(log, &res, &grid, cfg);
+                if (text_eval) {
+                    fprintf(log, ", \"text_needle\": ");
+                    needle_result_json(log, &text_res, &text_grid, cfg);
+                }
                 fprintf(log, "}\n");
                 fflush(log);
             }
             needle_result_free(&res);
+            if (text_eval) { needle_result_free(&text_res); }
         }
         if (ckpt_out[0] && step > step0 && (last || (ckpt_every > 0 && step % ckpt_every == 0))) {
             gpu_model_save(&model, ckpt_out, step, a.T, ckpt_opt);
@@ -984,6 +1001,7 @@ int main(int argc, char** argv) {
     if (ckpt_out[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", ckpt_out); }
     if (log) { fclose(log); }
     if (eval_every > 0) { needle_grid_free(&grid); }
+    if (text_eval) { needle_grid_free(&text_grid); }
     gpu_model_free(&model);
     gpu_context_destroy(&ctx);
     dataloader_free(&train);

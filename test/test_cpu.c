@@ -16,6 +16,7 @@ command-line errors, and a tiny end-to-end training run.
              bad magic, bad version, bad pattern, missing -> one clear line and exit 1
   training:  SRF hybrid, 300 steps on built-in data; val loss < 0.75 x unigram baseline
 */
+#include <ctype.h>
 #include <time.h>
 #include "../hybrid_cpu.h"
 #include "test_common.h"
@@ -69,6 +70,23 @@ static void test_needle_grid(void) {
     }
     check(placed && answered, "needle grid placement at each depth",
           "needle at round(depth x filler), value after its key, ⟨Q⟩ key and the value at the end, in all %d samples", n);
+    // text needles: only the lengths with room for twice the task (78 bytes) stay; answers are the digits
+    DataConfig tc = dc;
+    tc.needles.kind = NEEDLE_TEXT;
+    NeedleGrid t;
+    needle_grid_default(&t, 128, 2, 99);
+    int task = needle_task_len(&tc.needles, &v);
+    needle_grid_drop_short(&t, 2 * task);
+    needle_grid_build(&t, &tc, &v);
+    int digits = 1;
+    for (int i = 0; i < t.n_lengths * t.n_depths * t.samples; i++) {
+        const NeedleSample* ts = &t.meta[i];
+        const int* seq = t.tokens + t.offset[i];
+        for (int j = 0; j < ts->answer_len; j++) { digits &= seq[ts->answer_pos + j] == seq[ts->value_pos + j] && isdigit(seq[ts->answer_pos + j]); }
+    }
+    check(task == 78 && t.n_lengths == 2 && t.lengths[0] == 256 && digits && t.meta[0].answer_len == 6, "text needle grid",
+          "task %d bytes, lengths kept %d (%d, %d), every answer = the needle's 6 digits", task, t.n_lengths, t.lengths[0], t.lengths[1]);
+    needle_grid_free(&t);
     needle_grid_free(&a); needle_grid_free(&b); needle_grid_free(&c);
 }
 
