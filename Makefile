@@ -72,7 +72,7 @@ test/test_model_gpu: test/test_model_gpu.cu test/test_common.h test/test_gpu_com
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 test: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
-	@bash test/run.sh $(CPU_TESTS) $(GPU_TESTS)
+	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh $(GPU_TESTS)
 
 clean:
 	rm -f $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)

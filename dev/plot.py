@@ -115,6 +115,13 @@ def eval_at(evals, step):
     sys.exit(f"error: --step {step}: no needle eval at that step (have {[s for s, _ in evals]})")
 
 
+def save_heatmaps(fig, axes, im, what, out):
+    """one colour bar for a row of heatmap panels, then the file"""
+    fig.colorbar(im, ax=axes[0].tolist(), label=what)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_needle_grid(logs, labels, step, out):
     panels = [(label, eval_at(ev, step)) for (_, _, ev), label in zip(logs, labels) if ev]
     if not panels:
@@ -130,9 +137,7 @@ def plot_needle_grid(logs, labels, step, out):
         ax.set_xlabel("needle depth")
         ax.set_ylabel("length")
         ax.set_title(f"{label}, step {s}", fontsize=9)
-    fig.colorbar(im, ax=axes[0].tolist(), label="exact match")
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_heatmaps(fig, axes, im, "exact match", out)
     return True
 
 
@@ -158,9 +163,7 @@ def plot_retrieval_heads(evals, label, out):
         ax.set_xticks(range(len(layers[0]["score"])), [f"h{h}" for h in range(len(layers[0]["score"]))], fontsize=7)
         ax.set_title(f"step {s}", fontsize=9)
     fig.suptitle(f"{label}: retrieval score per head (length {chosen[0][1]['retrieval_len']})", fontsize=10)
-    fig.colorbar(im, ax=axes[0].tolist(), label="retrieval score")
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_heatmaps(fig, axes, im, "retrieval score", out)
     return True
 
 
