@@ -1018,17 +1018,15 @@ static void model_update(Model* m, const OptConfig* o, double lr, int t, double 
 //   attention mass: the mean softmax weight the head puts on the needle (marker, key, value) there.
 
 typedef struct {
-    int n_lengths, n_depths, L, H;
-    double* acc;      // (n_lengths, n_depths) exact-match fraction
-    double* tok_acc;  // (n_lengths, n_depths) answer-token accuracy
+    int L, H;
+    double* acc;      // (grid lengths, grid depths) exact-match fraction
+    double* tok_acc;  // (grid lengths, grid depths) answer-token accuracy
     double* score;    // (L, H) retrieval score; -1 for R layers
     double* mass;     // (L, H) attention mass on the needle; -1 for R layers
     int n_answer;     // answer tokens behind score and mass
 } NeedleResult;
 
 static void needle_result_init(NeedleResult* r, const NeedleGrid* g, const Config* c) {
-    r->n_lengths = g->n_lengths;
-    r->n_depths = g->n_depths;
     r->L = c->n_layer;
     r->H = c->n_head;
     r->acc = (double*)calloc_check((size_t)g->n_lengths * g->n_depths, sizeof(double));
