@@ -34,7 +34,7 @@ endif
 NVCCFLAGS += -DPRECISION_$(PRECISION)
 ifneq ($(NVCC),)
   $(info ✓ nvcc found: $(NVCC))
-  GPU_PROGRAMS = train_hybrid
+  GPU_PROGRAMS = train_hybrid dev/bench/bench_step
   GPU_TESTS = test/test_gpu test/test_model_gpu
 else
   $(info ✗ nvcc not found (set CUDA_HOME): CUDA programs and GPU tests are not built)
@@ -65,6 +65,10 @@ test/test_gpu: test/test_gpu.cu test/test_common.h test/test_gpu_common.cuh $(GP
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
 
 train_hybrid: train_hybrid.cu $(GPU_HEADERS)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
+
+# step and kernel speed against DESIGN.md §5's targets; includes train_hybrid.cu with TESTING
+dev/bench/bench_step: dev/bench/bench_step.cu train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING

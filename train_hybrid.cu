@@ -860,8 +860,9 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
 // ----------------------------------------------------------------------------
 // main: the training loop
 
-#ifndef TESTING
 #define H100_BF16_PEAK 989e12  // dense bf16 tensor-core FLOP/s of an H100 SXM: the MFU denominator
+
+#ifndef TESTING
 
 int main(int argc, char** argv) {
     TrainArgs a;

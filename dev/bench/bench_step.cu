@@ -1,0 +1,221 @@
+/*
+bench_step.cu — speed of train_hybrid's training step and of its mixer kernels, printed next to the
+targets of ../shared/DESIGN.md §5 (H100, peers: PyTorch 2.11 + torch.compile on the same model).
+
+    make dev/bench/bench_step && ./dev/bench/bench_step          # every config and kernel
+    ./dev/bench/bench_step -c F -n 5                              # one config, 5 timed steps
+    ./dev/bench/bench_step -k                                      # kernels only
+
+Step configs (model gpt2s: V 50257 padded 50304, tied, C 768, L 12, H 12, D 64, SwiGLU 2048,
+B 8, T 4096, AdamW, forward + backward + update, random tokens):
+    F     all full attention, RoPE
+    SSSF  W 512
+    RRRF  Gated DeltaNet
+Reported: ms/step (median of the timed steps, after one warm-up step), tok/s, MFU (hybrid_cpu.h's
+model_flops_per_token over 989 TFLOP/s), and the GPU memory the process holds at the end (GiB).
+Kernels (B 8, T 4096, H 12, D 64, forward + backward, median of 5 after a warm-up): causal full
+attention, SWA W 64 / 512 / 2048, Gated DeltaNet and gla on random inputs in the model's ranges.
+*/
+#define TESTING
+#include "../../train_hybrid.cu"
+
+typedef struct {
+    const char* name;
+    const char* pattern;
+    int window, mixer;
+    double peer_tok_s, peer_ms, peer_gib;  // PyTorch + torch.compile, 0 = not measured
+    double target_tok_s, target_gib;       // 0 = no target
+} StepCase;
+
+static const StepCase STEP_CASES[] = {
+    {"F", "F", 512, MIXER_GDN, 370e3, 88.6, 16.8, 480e3, 16.8},
+    {"SSSF", "SSSF", 512, MIXER_GDN, 412e3, 79.6, 0, 535e3, 0},
+    {"RRRF", "RRRF", 512, MIXER_GDN, 231e3, 141.6, 33.8, 450e3, 16.0},
+};
+
+static int cmp_double(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double* x, int n) {
+    qsort(x, n, sizeof(double), cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+static double gpu_used_gib(void) {
+    size_t free_b, total_b;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    return (total_b - free_b) / 1073741824.0;
+}
+
+static void bench_step(const StepCase* sc, int steps) {
+    enum { V = 50257, VP = 50304, B = 8, T = 4096 };
+    Config c = config_make(V, VP, 12, 768, 12, 2048, sc->pattern, sc->window, POS_ROPE, POS_ROPE, sc->mixer);
+    GpuContext ctx = gpu_context_create();
+    double base_gib = gpu_used_gib();
+    GpuModel m;
+    gpu_model_build(&m, &c, &ctx, NULL, 1);
+    OptConfig o = opt_config_default(steps + 1);
+    Rng r;
+    rng_init(&r, 3);
+    int* tokens = (int*)malloc_check((size_t)B * (T + 1) * sizeof(int));
+    int* targets = (int*)malloc_check((size_t)B * T * sizeof(int));
+    for (int i = 0; i < B * (T + 1); i++) { tokens[i] = rng_int(&r, V); }
+    for (int b = 0; b < B; b++) { memcpy(targets + b * T, tokens + b * (T + 1) + 1, T * sizeof(int)); }
+    double* ms = (double*)malloc_check((size_t)(steps + 1) * sizeof(double));
+    double loss = 0.0;
+    for (int s = 0; s <= steps; s++) {  // step 0 warms up (allocations, cuBLAS heuristics)
+        cudaCheck(cudaStreamSynchronize(ctx.stream));
+        double t0 = now_s();
+        gpu_model_zero_grad(&m);
+        loss = gpu_model_forward(&m, tokens, targets, B, T);
+        gpu_model_backward(&m, 1.0);
+        double norm = gpu_model_grad_norm(&m);
+        gpu_model_update(&m, &o, lr_at(&o, s), s + 1, norm);
+        cudaCheck(cudaStreamSynchronize(ctx.stream));
+        ms[s] = (now_s() - t0) * 1e3;
+    }
+    double step_ms = median(ms + 1, steps), tok_s = B * T / (step_ms / 1e3);
+    double mfu = model_flops_per_token(&c, T) * tok_s / H100_BF16_PEAK;
+    double gib = gpu_used_gib() - base_gib;
+    char target[64] = "-", peer[64] = "-";
+    if (sc->target_tok_s > 0) { snprintf(target, sizeof(target), ">= %.0fk", sc->target_tok_s / 1e3); }
+    if (sc->target_gib > 0) { snprintf(target + strlen(target), sizeof(target) - strlen(target), ", <= %.1f GiB", sc->target_gib); }
+    if (sc->peer_tok_s > 0) { snprintf(peer, sizeof(peer), "%.0fk, %.1f ms", sc->peer_tok_s / 1e3, sc->peer_ms); }
+    if (sc->peer_gib > 0) { snprintf(peer + strlen(peer), sizeof(peer) - strlen(peer), ", %.1f GiB", sc->peer_gib); }
+    printf("| gpt2s %-5s | %9.1f | %7.1fk | %5.1f%% | %6.1f | %-24s | %-25s | %-4s | loss %.3f\n", sc->name, step_ms, tok_s / 1e3,
+           100.0 * mfu, gib, target, peer, tok_s >= sc->target_tok_s && (sc->target_gib == 0 || gib <= sc->target_gib) ? "met" : "gap",
+           loss);
+    fflush(stdout);
+    free(tokens); free(targets); free(ms);
+    gpu_model_free(&m);
+    gpu_context_destroy(&ctx);
+}
+
+// ----------------------------------------------------------------------------
+// kernels
+
+static float* dev_random(size_t n, Rng* r, double scale) {
+    float* h = (float*)malloc_check(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) { h[i] = (float)(scale * rng_normal(r)); }
+    float* d;
+    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
+    cudaCheck(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+enum { K_ATTN, K_GDN, K_GLA };
+typedef struct {
+    const char* name;
+    int kind, window;
+    double target_ms, peer_ms;
+    const char* peer;
+} KernelCase;
+
+static const KernelCase KERNEL_CASES[] = {
+    {"attention full", K_ATTN, 0, 2.1, 2.13, "SDPA"},
+    {"SWA W 64", K_ATTN, 64, 0.3, 1.23, "FlexAttention"},
+    {"SWA W 512", K_ATTN, 512, 0.7, 1.36, "FlexAttention"},
+    {"SWA W 2048", K_ATTN, 2048, 2.0, 2.31, "FlexAttention"},
+    {"Gated DeltaNet", K_GDN, 0, 1.3, 2.61, "fla"},
+    {"gla", K_GLA, 0, 0.9, 1.31, "fla simple_gla"},
+};
+
+static void bench_kernel(const KernelCase* kc) {
+    enum { B = 8, T = 4096, H = 12, D = 64, C = H * D, REPS = 5 };
+    size_t N = (size_t)B * T;
+    Rng r;
+    rng_init(&r, 7);
+    cudaStream_t st;
+    cudaCheck(cudaStreamCreate(&st));
+    float *qkv = dev_random(N * 3 * C, &r, 1.0), *dout = dev_random(N * C, &r, 1.0), *out, *lse, *delta, *dqkv;
+    cudaCheck(cudaMalloc(&out, N * C * sizeof(float)));
+    cudaCheck(cudaMalloc(&lse, N * H * sizeof(float)));
+    cudaCheck(cudaMalloc(&delta, N * H * sizeof(float)));
+    cudaCheck(cudaMalloc(&dqkv, N * 3 * C * sizeof(float)));
+    // recurrent mixer inputs: normalised q, k; beta in (0,1); gate = log alpha in (-0.5, 0)
+    float *q = NULL, *k = NULL, *beta = NULL, *gate = NULL, *states = NULL, *dbeta = NULL, *dgate = NULL;
+    if (kc->kind != K_ATTN) {
+        cudaCheck(cudaMalloc(&q, N * C * sizeof(float)));
+        cudaCheck(cudaMalloc(&k, N * C * sizeof(float)));
+        l2norm_forward_gpu(q, qkv, 3 * C, (int)N, C, H, 1.0f / sqrtf((float)D), st);
+        l2norm_forward_gpu(k, qkv + C, 3 * C, (int)N, C, H, 1.0f, st);
+        float* h = (float*)malloc_check(N * H * 2 * sizeof(float));
+        for (size_t i = 0; i < N * H; i++) { h[i] = (float)sigmoid(rng_normal(&r)); h[N * H + i] = (float)(-0.5 * rng_uniform(&r)); }
+        cudaCheck(cudaMalloc(&beta, N * H * sizeof(float)));
+        cudaCheck(cudaMalloc(&gate, N * H * sizeof(float)));
+        cudaCheck(cudaMemcpy(beta, h, N * H * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(gate, h + N * H, N * H * sizeof(float), cudaMemcpyHostToDevice));
+        free(h);
+        cudaCheck(cudaMalloc(&states, delta_rule_state_floats(B, T, C, H) * sizeof(float)));
+        cudaCheck(cudaMalloc(&dbeta, N * H * sizeof(float)));
+        cudaCheck(cudaMalloc(&dgate, N * H * sizeof(float)));
+    }
+    double ms[REPS + 1];
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    for (int rep = 0; rep <= REPS; rep++) {
+        cudaCheck(cudaEventRecord(e0, st));
+        if (kc->kind == K_ATTN) {
+            attention_forward_gpu(out, lse, qkv, B, T, C, H, kc->window, st);
+            attention_backward_gpu(dqkv, delta, dout, out, lse, qkv, B, T, C, H, kc->window, st);
+        } else {
+            int mixer = kc->kind == K_GDN ? MIXER_GDN : MIXER_GLA;
+            float* b = mixer == MIXER_GDN ? beta : NULL;
+            delta_rule_forward_gpu(out, states, q, k, qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, st);
+            delta_rule_backward_gpu(dqkv, dqkv + N * C, dqkv + 2 * N * C, mixer == MIXER_GDN ? dbeta : NULL, dgate, dout, states, q, k,
+                                    qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, st);
+        }
+        cudaCheck(cudaEventRecord(e1, st));
+        cudaCheck(cudaEventSynchronize(e1));
+        float t;
+        cudaCheck(cudaEventElapsedTime(&t, e0, e1));
+        ms[rep] = t;
+    }
+    double m = median(ms + 1, REPS);
+    printf("| %-16s | %9.2f | <= %-6.2g | %5.2f %-15s | %-4s |\n", kc->name, m, kc->target_ms, kc->peer_ms, kc->peer,
+           m <= kc->target_ms ? "met" : "gap");
+    fflush(stdout);
+    cudaFree(qkv); cudaFree(dout); cudaFree(out); cudaFree(lse); cudaFree(delta); cudaFree(dqkv);
+    cudaFree(q); cudaFree(k); cudaFree(beta); cudaFree(gate); cudaFree(states); cudaFree(dbeta); cudaFree(dgate);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaStreamDestroy(st);
+}
+
+int main(int argc, char** argv) {
+    const char* only = "";
+    int steps = 3, kernels_only = 0;
+    FlagSpec flags[] = {
+        {"-c", FLAG_STR, &only, NULL, "only this step config: F, SSSF or RRRF (\"\" = all)"},
+        {"-n", FLAG_INT, &steps, NULL, "timed steps per config (after one warm-up)"},
+        {"-k", FLAG_BOOL, &kernels_only, NULL, "kernels only"},
+    };
+    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv);
+    if (steps < 1) { die("-n %d: expected >= 1", steps); }
+    int n_gpu = 0;
+    if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found: the benchmark needs one"); }
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s, precision %s; targets: DESIGN.md §5 (H100, bf16)\n\n", prop.name, PRECISION_NAME);
+    if (!kernels_only) {
+        printf("| config      |  ms/step  |  tok/s   |  MFU   |  GiB   | target                   | peer (torch.compile)      |      |\n");
+        printf("|-------------|-----------|----------|--------|--------|--------------------------|---------------------------|------|\n");
+        int ran = 0;
+        for (size_t i = 0; i < sizeof(STEP_CASES) / sizeof(STEP_CASES[0]); i++) {
+            if (only[0] && strcmp(only, STEP_CASES[i].name) != 0) { continue; }
+            bench_step(&STEP_CASES[i], steps);
+            ran++;
+        }
+        if (ran == 0) { die("-c %s: expected F, SSSF or RRRF", only); }
+        printf("\n");
+    }
+    if (only[0] == '\0' || kernels_only) {
+        printf("| kernel, B8 T4096 | ms fwd+bwd | target   | peer (ms)             |      |\n");
+        printf("|------------------|-----------|----------|-----------------------|------|\n");
+        for (size_t i = 0; i < sizeof(KERNEL_CASES) / sizeof(KERNEL_CASES[0]); i++) { bench_kernel(&KERNEL_CASES[i]); }
+    }
+    return 0;
+}
