@@ -365,6 +365,7 @@ typedef struct {
     int B, T;              // activation shape; 0 until the first forward
     double mean_loss;      // of the last forward; -1 without targets
     size_t device_bytes;   // GPU memory allocated for the model
+    size_t fixed_bytes;    // ... of it, what does not depend on the batch (parameters, optimizer, scratch)
 } GpuModel;
 
 // Views into the allocations: the same names as the CPU Model's (hybrid_cpu.h), overloaded on GpuModel.
@@ -426,6 +427,7 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
     m->scratch = (float*)gpu_malloc(m, (scratch > SUMSQ_BLOCKS ? scratch : SUMSQ_BLOCKS) * sizeof(float), "scratch");
     m->bucket_count = (int*)malloc_check((size_t)c->padded_vocab * sizeof(int));
     m->mean_loss = -1.0;
+    m->fixed_bytes = m->device_bytes;
 }
 
 static void gpu_model_free_acts(GpuModel* m) {
@@ -444,7 +446,7 @@ static void gpu_model_free(GpuModel* m) {
 // (dlayer_cap), the residual gradient and token buffers (n_cap rows), RoPE tables (t_cap positions).
 static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap, size_t n_cap, int t_cap) {
     const Config* c = &m->cfg;
-    m->device_bytes = m->pl.total * (2 * sizeof(floatX) + 2 * sizeof(float)) + (size_t)NORM_SLICES * c->n_embd * sizeof(float);
+    m->device_bytes = m->fixed_bytes;
     m->acts = (floatX*)gpu_malloc(m, acts_cap * sizeof(floatX), "activations");
     m->dlayer = (floatX*)gpu_malloc(m, dlayer_cap * sizeof(floatX), "layer gradients");
     m->dresid = (floatX*)gpu_malloc(m, n_cap * c->n_embd * sizeof(floatX), "residual gradient");
