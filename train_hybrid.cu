@@ -817,7 +817,9 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
     needle_result_init(r, g, c);
     for (int li = 0; li < g->n_lengths; li++) {
         int len = g->lengths[li];
-        int nb = (int)(max_tokens / len) < 1 ? 1 : (int)(max_tokens / len) > per_length ? per_length : (int)(max_tokens / len);
+        int nb = (int)(max_tokens / len);  // samples per forward: 1 .. per_length
+        if (nb < 1) { nb = 1; }
+        if (nb > per_length) { nb = per_length; }
         for (int i0 = 0; i0 < per_length; i0 += nb) {
             int b = per_length - i0 < nb ? per_length - i0 : nb, idx0 = li * per_length + i0, na = 0;
             gpu_model_forward(m, g->tokens + g->offset[idx0], NULL, b, len);  // the samples of one length are contiguous
