@@ -68,7 +68,7 @@ train_hybrid: train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 # step and kernel speed against DESIGN.md §5's targets; includes train_hybrid.cu with TESTING
-dev/bench/bench_step: dev/bench/bench_step.cu train_hybrid.cu $(GPU_HEADERS)
+dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING

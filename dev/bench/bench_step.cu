@@ -18,6 +18,7 @@ attention, SWA W 64 / 512 / 2048, Gated DeltaNet and gla on random inputs in the
 */
 #define TESTING
 #include "../../train_hybrid.cu"
+#include "../../test/test_gpu_common.cuh"  // defines: rand_host, to_gpu
 
 typedef struct {
     const char* name;
@@ -95,12 +96,10 @@ static void bench_step(const StepCase* sc, int steps) {
 // ----------------------------------------------------------------------------
 // kernels
 
+// a device array of n normal(0, scale) floats
 static float* dev_random(size_t n, Rng* r, double scale) {
-    float* h = (float*)malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) { h[i] = (float)(scale * rng_normal(r)); }
-    float* d;
-    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    float* h = rand_host(n, r, scale);
+    float* d = to_gpu(h, n);
     free(h);
     return d;
 }
@@ -143,10 +142,8 @@ static void bench_kernel(const KernelCase* kc) {
         l2norm_forward_gpu(k, qkv + C, 3 * C, (int)N, C, H, 1.0f, st);
         float* h = (float*)malloc_check(N * H * 2 * sizeof(float));
         for (size_t i = 0; i < N * H; i++) { h[i] = (float)sigmoid(rng_normal(&r)); h[N * H + i] = (float)(-0.5 * rng_uniform(&r)); }
-        cudaCheck(cudaMalloc(&beta, N * H * sizeof(float)));
-        cudaCheck(cudaMalloc(&gate, N * H * sizeof(float)));
-        cudaCheck(cudaMemcpy(beta, h, N * H * sizeof(float), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(gate, h + N * H, N * H * sizeof(float), cudaMemcpyHostToDevice));
+        beta = to_gpu(h, N * H);
+        gate = to_gpu(h + N * H, N * H);
         free(h);
         cudaCheck(cudaMalloc(&states, delta_rule_state_floats(B, T, C, H) * sizeof(float)));
         cudaCheck(cudaMalloc(&dbeta, N * H * sizeof(float)));
