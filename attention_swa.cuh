@@ -4,7 +4,7 @@ attention_swa.cuh — sliding-window causal attention: query i sees keys j with 
 defines: swa_forward_gpu, swa_backward_gpu
 
 The kernels are full_attn.cuh's: they take the window and visit only the tiles inside the band
-(attn_key_tiles / attn_query_tiles), so a query tile reads at most ceil((W + TILE - 1)/TILE) + 1 key
+(attn_key_range / attn_query_range), so a query tile reads at most ceil((W + TILE - 1)/TILE) + 1 key
 tiles and the work grows with T·W, not T². With W >= T the band covers every causal tile and the
 result equals full attention.
 */
@@ -14,15 +14,15 @@ result equals full attention.
 #include "full_attn.cuh"
 
 // out (B,T,C), lse (B,T,H) from qkvr (B,T,3C), window W >= 1
-static void swa_forward_gpu(float* out, float* lse, const float* qkvr, int B, int T, int C, int H, int window,
+static void swa_forward_gpu(floatX* out, float* lse, const floatX* qkvr, int B, int T, int C, int H, int window,
                             cudaStream_t stream) {
     if (window < 1) { die("sliding-window attention: window %d, expected >= 1", window); }
     attention_forward_gpu(out, lse, qkvr, B, T, C, H, window, stream);
 }
 
 // dqkvr (B,T,3C) from dout (B,T,C); delta (B,T,H) is scratch
-static void swa_backward_gpu(float* dqkvr, float* delta, const float* dout, const float* out, const float* lse,
-                             const float* qkvr, int B, int T, int C, int H, int window, cudaStream_t stream) {
+static void swa_backward_gpu(floatX* dqkvr, float* delta, const floatX* dout, const floatX* out, const float* lse,
+                             const floatX* qkvr, int B, int T, int C, int H, int window, cudaStream_t stream) {
     if (window < 1) { die("sliding-window attention: window %d, expected >= 1", window); }
     attention_backward_gpu(dqkvr, delta, dout, out, lse, qkvr, B, T, C, H, window, stream);
 }

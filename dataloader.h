@@ -71,6 +71,21 @@ static void cuda_check_at(cudaError_t err, const char* file, int line) {
     if (err != cudaSuccess) { die_at(file, line, "CUDA: %s", cudaGetErrorString(err)); }
 }
 #define cudaCheck(err) cuda_check_at((err), __FILE__, __LINE__)
+
+// Precision of the GPU build (compile time, llm.c style: make PRECISION=BF16|FP32). floatX is the
+// type of activations, the parameters the kernels read, and matmul inputs/outputs; statistics (rstd,
+// lse, recurrent state, gates), parameter gradients, master weights and AdamW state are fp32 in
+// every build. FP32 is the build the tests diff against the CPU reference at fp32 tolerances.
+#if defined(PRECISION_BF16)
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 floatX;
+#define PRECISION_NAME "bf16"
+#elif defined(PRECISION_FP32)
+typedef float floatX;
+#define PRECISION_NAME "fp32"
+#else
+#error "define PRECISION_BF16 or PRECISION_FP32 (make PRECISION=BF16|FP32)"
+#endif
 #endif
 
 // ----------------------------------------------------------------------------

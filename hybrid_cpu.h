@@ -112,6 +112,7 @@ typedef struct {
     int gdn_only;       // only with the delta rule (beta)
     int decay;          // AdamW weight decay applies
     int init;
+    int fp32;           // activations: a statistic kept in fp32 in every GPU build (see act_layout)
 } TensorKind;
 
 // per-layer parameters, in memory order. In an R layer wqkv, wg, wbeta, wa are adjacent, so they
@@ -135,50 +136,50 @@ static const TensorKind LAYER_PARAMS[NUM_LAYER_PARAMS] = {
     [P_W2]     = {"w2",      "FSR", DIM_C,  DIM_F, 0, 1, INIT_NORMAL_OUT}, // (C, F)
 };
 // model-level parameters: wte first, lnf_w after the layers
-static const TensorKind PARAM_WTE = {"wte", "", DIM_VP, DIM_C, 0, 1, INIT_NORMAL}; // (Vp, C), tied LM head
-static const TensorKind PARAM_LNF = {"lnf_w", "", DIM_1, DIM_C, 0, 0, INIT_ONES};  // (C)
+static const TensorKind PARAM_WTE = {"wte", "", DIM_VP, DIM_C, 0, 1, INIT_NORMAL, 0}; // (Vp, C), tied LM head
+static const TensorKind PARAM_LNF = {"lnf_w", "", DIM_1, DIM_C, 0, 0, INIT_ONES, 0}; // (C)
 
-// per-layer activations, each (B, T, dim0, dim1)
+// per-layer activations, each (B, T, dim0, dim1). Columns: name, types, dims, gdn_only, -, -, fp32.
 enum { A_RESID, A_LN1, A_RSTD1, A_QKV, A_QKVR, A_LSE, A_CONV, A_QKVA, A_QN, A_KN, A_GPRE, A_BPRE,
        A_APRE, A_BETA, A_GATE, A_STATE, A_O, A_ORSTD, A_ON, A_ATTY, A_RESID2, A_LN2, A_RSTD2,
        A_H1, A_H3, A_HMID, NUM_LAYER_ACTS };
 static const TensorKind LAYER_ACTS[NUM_LAYER_ACTS] = {
-    [A_RESID]  = {"resid",  "FSR", DIM_1, DIM_C},   // block input x
-    [A_LN1]    = {"ln1",    "FSR", DIM_1, DIM_C},   // RMSNorm(x)
-    [A_RSTD1]  = {"rstd1",  "FSR", DIM_1, DIM_1},   // its 1/rms
-    [A_QKV]    = {"qkv",    "FSR", DIM_1, DIM_3C},  // ln1 · wqkvᵀ, q|k|v
-    [A_QKVR]   = {"qkvr",   "FS",  DIM_1, DIM_3C},  // q,k rotated (or copied, NoPE), v copied
-    [A_LSE]    = {"lse",    "FS",  DIM_1, DIM_H},   // softmax log-sum-exp per (b,t,h)
-    [A_CONV]   = {"conv",   "R",   DIM_1, DIM_3C},  // causal conv of qkv
-    [A_QKVA]   = {"qkva",   "R",   DIM_1, DIM_3C},  // silu(conv)
-    [A_QN]     = {"qn",     "R",   DIM_1, DIM_C},   // L2-normalised q, times 1/sqrt(D)
-    [A_KN]     = {"kn",     "R",   DIM_1, DIM_C},   // L2-normalised k
-    [A_GPRE]   = {"gpre",   "R",   DIM_1, DIM_C},   // ln1 · wgᵀ (output gate before silu)
-    [A_BPRE]   = {"bpre",   "R",   DIM_1, DIM_H, 1},// ln1 · wbetaᵀ
-    [A_APRE]   = {"apre",   "R",   DIM_1, DIM_H},   // ln1 · waᵀ
-    [A_BETA]   = {"beta",   "R",   DIM_1, DIM_H, 1},// sigmoid(bpre)
-    [A_GATE]   = {"gate",   "R",   DIM_1, DIM_H},   // log alpha = -exp(A_log) softplus(apre + dt_bias)
-    [A_STATE]  = {"state",  "R",   DIM_1, DIM_HDD}, // S (H, D, D), S[i][j]: i value dim, j key dim; see act_layout
-    [A_O]      = {"o",      "R",   DIM_1, DIM_C},   // S_t q_t
-    [A_ORSTD]  = {"orstd",  "R",   DIM_1, DIM_H},   // per-head 1/rms of o
-    [A_ON]     = {"on",     "R",   DIM_1, DIM_C},   // RMSNorm_head(o)
-    [A_ATTY]   = {"atty",   "FSR", DIM_1, DIM_C},   // mixer output before wo
-    [A_RESID2] = {"resid2", "FSR", DIM_1, DIM_C},   // x + mixer
-    [A_LN2]    = {"ln2",    "FSR", DIM_1, DIM_C},
-    [A_RSTD2]  = {"rstd2",  "FSR", DIM_1, DIM_1},
-    [A_H1]     = {"h1",     "FSR", DIM_1, DIM_F},   // ln2 · w1ᵀ
-    [A_H3]     = {"h3",     "FSR", DIM_1, DIM_F},   // ln2 · w3ᵀ
-    [A_HMID]   = {"hmid",   "FSR", DIM_1, DIM_F},   // silu(h1) * h3
+    [A_RESID]  = {"resid",  "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // block input x
+    [A_LN1]    = {"ln1",    "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // RMSNorm(x)
+    [A_RSTD1]  = {"rstd1",  "FSR", DIM_1, DIM_1,  0, 0, 0, 1}, // its 1/rms
+    [A_QKV]    = {"qkv",    "FSR", DIM_1, DIM_3C, 0, 0, 0, 0}, // ln1 · wqkvᵀ, q|k|v
+    [A_QKVR]   = {"qkvr",   "FS",  DIM_1, DIM_3C, 0, 0, 0, 0}, // q,k rotated (or copied, NoPE), v copied
+    [A_LSE]    = {"lse",    "FS",  DIM_1, DIM_H,  0, 0, 0, 1}, // softmax log-sum-exp per (b,t,h)
+    [A_CONV]   = {"conv",   "R",   DIM_1, DIM_3C, 0, 0, 0, 0}, // causal conv of qkv
+    [A_QKVA]   = {"qkva",   "R",   DIM_1, DIM_3C, 0, 0, 0, 0}, // silu(conv)
+    [A_QN]     = {"qn",     "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // L2-normalised q, times 1/sqrt(D)
+    [A_KN]     = {"kn",     "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // L2-normalised k
+    [A_GPRE]   = {"gpre",   "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // ln1 · wgᵀ (output gate before silu)
+    [A_BPRE]   = {"bpre",   "R",   DIM_1, DIM_H,  1, 0, 0, 0}, // ln1 · wbetaᵀ
+    [A_APRE]   = {"apre",   "R",   DIM_1, DIM_H,  0, 0, 0, 0}, // ln1 · waᵀ
+    [A_BETA]   = {"beta",   "R",   DIM_1, DIM_H,  1, 0, 0, 1}, // sigmoid(bpre)
+    [A_GATE]   = {"gate",   "R",   DIM_1, DIM_H,  0, 0, 0, 1}, // log alpha = -exp(A_log) softplus(apre + dt_bias)
+    [A_STATE]  = {"state",  "R",   DIM_1, DIM_HDD,0, 0, 0, 1}, // S (H, D, D), S[i][j]: i value dim, j key dim; see act_layout
+    [A_O]      = {"o",      "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // S_t q_t
+    [A_ORSTD]  = {"orstd",  "R",   DIM_1, DIM_H,  0, 0, 0, 1}, // per-head 1/rms of o
+    [A_ON]     = {"on",     "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // RMSNorm_head(o)
+    [A_ATTY]   = {"atty",   "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // mixer output before wo
+    [A_RESID2] = {"resid2", "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // x + mixer
+    [A_LN2]    = {"ln2",    "FSR", DIM_1, DIM_C,  0, 0, 0, 0},
+    [A_RSTD2]  = {"rstd2",  "FSR", DIM_1, DIM_1,  0, 0, 0, 1},
+    [A_H1]     = {"h1",     "FSR", DIM_1, DIM_F,  0, 0, 0, 0}, // ln2 · w1ᵀ
+    [A_H3]     = {"h3",     "FSR", DIM_1, DIM_F,  0, 0, 0, 0}, // ln2 · w3ᵀ
+    [A_HMID]   = {"hmid",   "FSR", DIM_1, DIM_F,  0, 0, 0, 0}, // silu(h1) * h3
 };
 // model-level activations, after the layers
 enum { G_RESID, G_LNF, G_RSTDF, G_LOGITS, G_LSE, G_LOSSES, NUM_GLOBAL_ACTS };
 static const TensorKind GLOBAL_ACTS[NUM_GLOBAL_ACTS] = {
-    [G_RESID]  = {"residf", "", DIM_1, DIM_C},  // output of the last block
-    [G_LNF]    = {"lnf",    "", DIM_1, DIM_C},
-    [G_RSTDF]  = {"rstdf",  "", DIM_1, DIM_1},
-    [G_LOGITS] = {"logits", "", DIM_1, DIM_VP},
-    [G_LSE]    = {"lse",    "", DIM_1, DIM_1},  // log-sum-exp over the V real logits
-    [G_LOSSES] = {"losses", "", DIM_1, DIM_1},  // per-token loss, 0 where the target is masked
+    [G_RESID]  = {"residf", "",    DIM_1, DIM_C,  0, 0, 0, 0}, // output of the last block
+    [G_LNF]    = {"lnf",    "",    DIM_1, DIM_C,  0, 0, 0, 0},
+    [G_RSTDF]  = {"rstdf",  "",    DIM_1, DIM_1,  0, 0, 0, 1},
+    [G_LOGITS] = {"logits", "",    DIM_1, DIM_VP, 0, 0, 0, 0},
+    [G_LSE]    = {"lse",    "",    DIM_1, DIM_1,  0, 0, 0, 1}, // log-sum-exp over the V real logits
+    [G_LOSSES] = {"losses", "",    DIM_1, DIM_1,  0, 0, 0, 1}, // per-token loss, 0 where the target is masked
 };
 
 static size_t config_dim(const Config* c, int dim) {
@@ -226,32 +227,33 @@ typedef struct {
     size_t total;
 } Layout;
 
-static void layout_add(Layout* lo, const TensorKind* k, int layer, size_t numel) {
-    if (numel == 0) { return; }
+// Appends one tensor of numel elements, each `units` layout units wide, at the next multiple of
+// `align` units; returns its offset (in units).
+static size_t layout_add(Layout* lo, const TensorKind* k, int layer, size_t numel, size_t units, size_t align) {
+    size_t offset = (lo->total + align - 1) / align * align;
+    if (numel == 0) { return offset; }
     TensorSpec* s = &lo->spec[lo->n++];
     s->kind = k;
     s->layer = layer;
-    s->offset = lo->total;
+    s->offset = offset;
     s->numel = numel;
     if (layer >= 0) { snprintf(s->name, sizeof(s->name), "l%d.%s", layer, k->name); }
     else { snprintf(s->name, sizeof(s->name), "%s", k->name); }
-    lo->total += numel;
+    lo->total = offset + numel * units;
+    return offset;
 }
 
 // Parameters: wte (Vp,C); for each layer its LAYER_PARAMS in table order; lnf_w (C).
 static Layout param_layout(const Config* c) {
     Layout lo;
     memset(&lo, 0, sizeof(lo));
-    lo.global_off[PG_WTE] = lo.total;
-    layout_add(&lo, &PARAM_WTE, -1, tensor_numel(c, &PARAM_WTE, 0));
+    lo.global_off[PG_WTE] = layout_add(&lo, &PARAM_WTE, -1, tensor_numel(c, &PARAM_WTE, 0), 1, 1);
     for (int l = 0; l < c->n_layer; l++) {
         for (int k = 0; k < NUM_LAYER_PARAMS; k++) {
-            lo.layer_off[l][k] = lo.total;
-            layout_add(&lo, &LAYER_PARAMS[k], l, tensor_numel(c, &LAYER_PARAMS[k], c->pattern[l]));
+            lo.layer_off[l][k] = layout_add(&lo, &LAYER_PARAMS[k], l, tensor_numel(c, &LAYER_PARAMS[k], c->pattern[l]), 1, 1);
         }
     }
-    lo.global_off[PG_LNF] = lo.total;
-    layout_add(&lo, &PARAM_LNF, -1, tensor_numel(c, &PARAM_LNF, 0));
+    lo.global_off[PG_LNF] = layout_add(&lo, &PARAM_LNF, -1, tensor_numel(c, &PARAM_LNF, 0), 1, 1);
     return lo;
 }
 
@@ -259,20 +261,23 @@ static Layout param_layout(const Config* c) {
 // one row per token, except the recurrent state, which is saved every `state_every` tokens: the CPU
 // keeps all of them (1), the GPU's chunked recurrence only those entering a chunk (DELTA_CHUNK), so
 // its state takes B·ceil(T/64)·H·D·D floats instead of B·T·H·D·D.
-static Layout act_layout(const Config* c, int B, int T, int state_every) {
+// Offsets count units of the storage type: the CPU stores everything as `real` (fp32_units = 1,
+// align = 1); a bf16 GPU build stores the fp32 statistics as 2 units each and starts every tensor
+// on a 16-byte boundary (align = 8 units), so one allocation holds both types.
+static Layout act_layout(const Config* c, int B, int T, int state_every, size_t fp32_units, size_t align) {
     Layout lo;
     memset(&lo, 0, sizeof(lo));
     size_t N = (size_t)B * T;
     for (int l = 0; l < c->n_layer; l++) {
         for (int k = 0; k < NUM_LAYER_ACTS; k++) {
+            const TensorKind* kind = &LAYER_ACTS[k];
             size_t rows = k == A_STATE ? (size_t)B * ((T + state_every - 1) / state_every) : N;
-            lo.layer_off[l][k] = lo.total;
-            layout_add(&lo, &LAYER_ACTS[k], l, rows * tensor_numel(c, &LAYER_ACTS[k], c->pattern[l]));
+            lo.layer_off[l][k] = layout_add(&lo, kind, l, rows * tensor_numel(c, kind, c->pattern[l]), kind->fp32 ? fp32_units : 1, align);
         }
     }
     for (int k = 0; k < NUM_GLOBAL_ACTS; k++) {
-        lo.global_off[k] = lo.total;
-        layout_add(&lo, &GLOBAL_ACTS[k], -1, N * tensor_numel(c, &GLOBAL_ACTS[k], 0));
+        const TensorKind* kind = &GLOBAL_ACTS[k];
+        lo.global_off[k] = layout_add(&lo, kind, -1, N * tensor_numel(c, kind, 0), kind->fp32 ? fp32_units : 1, align);
     }
     return lo;
 }
@@ -799,7 +804,7 @@ static void model_size_acts(Model* m, int B, int T) {
     if (m->B == B && m->T == T) { return; }
     free(m->acts);
     free(m->dacts);
-    m->al = act_layout(&m->cfg, B, T, 1);
+    m->al = act_layout(&m->cfg, B, T, 1, 1, 1);
     m->acts = (real*)calloc_check(m->al.total, sizeof(real));
     m->dacts = (real*)calloc_check(m->al.total, sizeof(real));
     m->B = B;

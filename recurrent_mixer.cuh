@@ -65,50 +65,50 @@ __device__ static float block_sum(float v) {
 }
 
 // conv (N, CH) = causal depthwise conv of inp (N, CH) with w (CH, K); act = silu(conv). One thread per element.
-__global__ void conv_silu_forward_kernel(float* conv, float* act, const float* inp, const float* w, int B, int T, int CH) {
+__global__ void conv_silu_forward_kernel(floatX* conv, floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * T * CH) { return; }
     int c = (int)(idx % CH), t = (int)((idx / CH) % T);
     float acc = 0.0f;
     for (int k = 0; k < CONV_K; k++) {
         int ts = t - (CONV_K - 1) + k;
-        if (ts >= 0) { acc += w[c * CONV_K + k] * inp[idx - (size_t)(t - ts) * CH]; }
+        if (ts >= 0) { acc += (float)w[c * CONV_K + k] * (float)inp[idx - (size_t)(t - ts) * CH]; }
     }
-    conv[idx] = acc;
-    act[idx] = acc * sigmoidf_(acc);
+    conv[idx] = (floatX)acc;
+    act[idx] = (floatX)(acc * sigmoidf_(acc));
 }
 
 // dconv = dact silu'(conv), written in place of dact; one thread per element
-__global__ void silu_backward_inplace_kernel(float* dact, const float* conv, size_t n) {
+__global__ void silu_backward_inplace_kernel(floatX* dact, const floatX* conv, size_t n) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= n) { return; }
-    float x = conv[idx], s = sigmoidf_(x);
-    dact[idx] *= s * (1.0f + x * (1.0f - s));
+    float x = (float)conv[idx], s = sigmoidf_(x);
+    dact[idx] = (floatX)((float)dact[idx] * s * (1.0f + x * (1.0f - s)));
 }
 
 // dinp[t, c] = Σ_k dconv[t + (K-1) - k, c] w[c, k]; one thread per element
-__global__ void conv_backward_input_kernel(float* dinp, const float* dconv, const float* w, int B, int T, int CH) {
+__global__ void conv_backward_input_kernel(floatX* dinp, const floatX* dconv, const floatX* w, int B, int T, int CH) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * T * CH) { return; }
     int c = (int)(idx % CH), t = (int)((idx / CH) % T);
     float acc = 0.0f;
     for (int k = 0; k < CONV_K; k++) {
         int td = t + (CONV_K - 1) - k;
-        if (td < T) { acc += dconv[idx + (size_t)(td - t) * CH] * w[c * CONV_K + k]; }
+        if (td < T) { acc += (float)dconv[idx + (size_t)(td - t) * CH] * (float)w[c * CONV_K + k]; }
     }
-    dinp[idx] = acc;
+    dinp[idx] = (floatX)acc;
 }
 
 // dw[c, k] += Σ_{b,t} dconv[b,t,c] inp[b,t-(K-1)+k,c]; one block per channel c
-__global__ void conv_backward_weight_kernel(float* dw, const float* dconv, const float* inp, int B, int T, int CH) {
+__global__ void conv_backward_weight_kernel(float* dw, const floatX* dconv, const floatX* inp, int B, int T, int CH) {
     int c = blockIdx.x;
     float acc[CONV_K] = {0};
     for (int n = threadIdx.x; n < B * T; n += blockDim.x) {
         int t = n % T;
-        float d = dconv[(size_t)n * CH + c];
+        float d = (float)dconv[(size_t)n * CH + c];
         for (int k = 0; k < CONV_K; k++) {
             int ts = t - (CONV_K - 1) + k;
-            if (ts >= 0) { acc[k] += d * inp[(size_t)(n - (t - ts)) * CH + c]; }
+            if (ts >= 0) { acc[k] += d * (float)inp[(size_t)(n - (t - ts)) * CH + c]; }
         }
     }
     for (int k = 0; k < CONV_K; k++) {
@@ -118,59 +118,59 @@ __global__ void conv_backward_weight_kernel(float* dw, const float* dconv, const
 }
 
 // out (N, C) = scale x / sqrt(|x|^2 + eps) per head; x rows have stride in_stride. One thread per (n, h).
-__global__ void l2norm_forward_kernel(float* out, const float* inp, int in_stride, int N, int C, int H, float scale) {
+__global__ void l2norm_forward_kernel(floatX* out, const floatX* inp, int in_stride, int N, int C, int H, float scale) {
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= N * H) { return; }
     int n = idx / H, h = idx % H, D = C / H;
-    const float* x = inp + (size_t)n * in_stride + h * D;
+    const floatX* x = inp + (size_t)n * in_stride + h * D;
     float ss = 0.0f;
-    for (int i = 0; i < D; i++) { ss += x[i] * x[i]; }
+    for (int i = 0; i < D; i++) { ss += (float)x[i] * (float)x[i]; }
     float r = scale * rsqrtf(ss + (float)L2NORM_EPS);
-    for (int i = 0; i < D; i++) { out[(size_t)n * C + h * D + i] = x[i] * r; }
+    for (int i = 0; i < D; i++) { out[(size_t)n * C + h * D + i] = (floatX)((float)x[i] * r); }
 }
 
 // dx = scale (dy - y (y·dy)) / |x|, y = x/|x|; writes (=) the rows of dinp it owns
-__global__ void l2norm_backward_kernel(float* dinp, const float* dout, const float* inp, int in_stride, int N, int C, int H, float scale) {
+__global__ void l2norm_backward_kernel(floatX* dinp, const floatX* dout, const floatX* inp, int in_stride, int N, int C, int H, float scale) {
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= N * H) { return; }
     int n = idx / H, h = idx % H, D = C / H;
-    const float* x = inp + (size_t)n * in_stride + h * D;
-    const float* dy = dout + (size_t)n * C + h * D;
+    const floatX* x = inp + (size_t)n * in_stride + h * D;
+    const floatX* dy = dout + (size_t)n * C + h * D;
     float ss = 0.0f, ydy = 0.0f;
-    for (int i = 0; i < D; i++) { ss += x[i] * x[i]; }
+    for (int i = 0; i < D; i++) { ss += (float)x[i] * (float)x[i]; }
     float inv = rsqrtf(ss + (float)L2NORM_EPS);
-    for (int i = 0; i < D; i++) { ydy += x[i] * inv * dy[i]; }
-    for (int i = 0; i < D; i++) { dinp[(size_t)n * in_stride + h * D + i] = scale * (dy[i] - x[i] * inv * ydy) * inv; }
+    for (int i = 0; i < D; i++) { ydy += (float)x[i] * inv * (float)dy[i]; }
+    for (int i = 0; i < D; i++) { dinp[(size_t)n * in_stride + h * D + i] = (floatX)(scale * ((float)dy[i] - (float)x[i] * inv * ydy) * inv); }
 }
 
 // beta = sigmoid(bpre) (gdn), gate = -exp(A_log) softplus(apre + dt_bias); one thread per (n, h)
-__global__ void gates_forward_kernel(float* beta, float* gate, const float* bpre, const float* apre, const float* A_log,
-                                     const float* dt_bias, int N, int H) {
+__global__ void gates_forward_kernel(float* beta, float* gate, const floatX* bpre, const floatX* apre, const floatX* A_log,
+                                     const floatX* dt_bias, int N, int H) {
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= N * H) { return; }
     int h = idx % H;
-    if (beta) { beta[idx] = sigmoidf_(bpre[idx]); }
-    gate[idx] = -expf(A_log[h]) * softplusf_(apre[idx] + dt_bias[h]);
+    if (beta) { beta[idx] = sigmoidf_((float)bpre[idx]); }
+    gate[idx] = -expf((float)A_log[h]) * softplusf_((float)apre[idx] + (float)dt_bias[h]);
 }
 
 // dbpre, dapre (=) per (n, h); one thread per (n, h)
-__global__ void gates_backward_kernel(float* dbpre, float* dapre, const float* dbeta, const float* dgate, const float* beta,
-                                      const float* apre, const float* A_log, const float* dt_bias, int N, int H) {
+__global__ void gates_backward_kernel(floatX* dbpre, floatX* dapre, const float* dbeta, const float* dgate, const float* beta,
+                                      const floatX* apre, const floatX* A_log, const floatX* dt_bias, int N, int H) {
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= N * H) { return; }
     int h = idx % H;
-    if (dbpre) { dbpre[idx] = dbeta[idx] * beta[idx] * (1.0f - beta[idx]); }
-    dapre[idx] = dgate[idx] * -expf(A_log[h]) * sigmoidf_(apre[idx] + dt_bias[h]);
+    if (dbpre) { dbpre[idx] = (floatX)(dbeta[idx] * beta[idx] * (1.0f - beta[idx])); }
+    dapre[idx] = (floatX)(dgate[idx] * -expf((float)A_log[h]) * sigmoidf_((float)apre[idx] + (float)dt_bias[h]));
 }
 
 // dA_log[h] += Σ_n dgate gate;  ddt_bias[h] += Σ_n dapre. One block per head.
 __global__ void gates_backward_params_kernel(float* dA_log, float* ddt_bias, const float* dgate, const float* gate,
-                                             const float* dapre, int N, int H) {
+                                             const floatX* dapre, int N, int H) {
     int h = blockIdx.x;
     float a = 0.0f, d = 0.0f;
     for (int n = threadIdx.x; n < N; n += blockDim.x) {
         a += dgate[(size_t)n * H + h] * gate[(size_t)n * H + h];
-        d += dapre[(size_t)n * H + h];
+        d += (float)dapre[(size_t)n * H + h];
     }
     a = block_sum(a);
     d = block_sum(d);
@@ -179,14 +179,14 @@ __global__ void gates_backward_params_kernel(float* dA_log, float* ddt_bias, con
 
 static int blocks_for(size_t n, int threads) { return (int)((n + threads - 1) / threads); }
 
-static void conv_silu_forward_gpu(float* conv, float* act, const float* inp, const float* w, int B, int T, int CH, cudaStream_t stream) {
+static void conv_silu_forward_gpu(floatX* conv, floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH, cudaStream_t stream) {
     size_t n = (size_t)B * T * CH;
     conv_silu_forward_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(conv, act, inp, w, B, T, CH);
     cudaCheck(cudaGetLastError());
 }
 
 // dinp (=) and dw (+=) from dact; dact is overwritten with dconv
-static void conv_silu_backward_gpu(float* dinp, float* dw, float* dact, const float* conv, const float* inp, const float* w,
+static void conv_silu_backward_gpu(floatX* dinp, float* dw, floatX* dact, const floatX* conv, const floatX* inp, const floatX* w,
                                    int B, int T, int CH, cudaStream_t stream) {
     size_t n = (size_t)B * T * CH;
     silu_backward_inplace_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dact, conv, n);
@@ -197,27 +197,27 @@ static void conv_silu_backward_gpu(float* dinp, float* dw, float* dact, const fl
     cudaCheck(cudaGetLastError());
 }
 
-static void l2norm_forward_gpu(float* out, const float* inp, int in_stride, int N, int C, int H, float scale, cudaStream_t stream) {
+static void l2norm_forward_gpu(floatX* out, const floatX* inp, int in_stride, int N, int C, int H, float scale, cudaStream_t stream) {
     l2norm_forward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(out, inp, in_stride, N, C, H, scale);
     cudaCheck(cudaGetLastError());
 }
 
-static void l2norm_backward_gpu(float* dinp, const float* dout, const float* inp, int in_stride, int N, int C, int H, float scale,
+static void l2norm_backward_gpu(floatX* dinp, const floatX* dout, const floatX* inp, int in_stride, int N, int C, int H, float scale,
                                 cudaStream_t stream) {
     l2norm_backward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(dinp, dout, inp, in_stride, N, C, H, scale);
     cudaCheck(cudaGetLastError());
 }
 
 // beta (gdn; NULL for gla) and gate (N, H)
-static void gates_forward_gpu(float* beta, float* gate, const float* bpre, const float* apre, const float* A_log,
-                              const float* dt_bias, int N, int H, cudaStream_t stream) {
+static void gates_forward_gpu(float* beta, float* gate, const floatX* bpre, const floatX* apre, const floatX* A_log,
+                              const floatX* dt_bias, int N, int H, cudaStream_t stream) {
     gates_forward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(beta, gate, bpre, apre, A_log, dt_bias, N, H);
     cudaCheck(cudaGetLastError());
 }
 
 // dbpre (gdn; NULL for gla), dapre (=); dA_log, ddt_bias (+=)
-static void gates_backward_gpu(float* dbpre, float* dapre, float* dA_log, float* ddt_bias, const float* dbeta, const float* dgate,
-                               const float* beta, const float* gate, const float* apre, const float* A_log, const float* dt_bias,
+static void gates_backward_gpu(floatX* dbpre, floatX* dapre, float* dA_log, float* ddt_bias, const float* dbeta, const float* dgate,
+                               const float* beta, const float* gate, const floatX* apre, const floatX* A_log, const floatX* dt_bias,
                                int N, int H, cudaStream_t stream) {
     gates_backward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(dbpre, dapre, dbeta, dgate, beta, apre, A_log, dt_bias, N, H);
     cudaCheck(cudaGetLastError());
@@ -259,16 +259,16 @@ __device__ static float* delta_chunk_carve(DeltaChunk* ch, float* at, int D) {
     return ch->u + DELTA_CHUNK * D;
 }
 
-__device__ static void delta_load_chunk(DeltaChunk ch, const float* q, const float* k, const float* v, int vstride,
+__device__ static void delta_load_chunk(DeltaChunk ch, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                         const float* beta, const float* gate, int b, int h, int t0, int n,
                                         int T, int C, int H, int D) {
     BLOCK_LOOP(idx, DELTA_CHUNK * D) {
         int t = idx / D, i = idx % D;
         size_t row = (size_t)b * T + t0 + t;
         int in = t < n;
-        ch.q[idx] = in ? q[row * C + h * D + i] : 0.0f;
-        ch.k[idx] = in ? k[row * C + h * D + i] : 0.0f;
-        ch.v[idx] = in ? v[row * vstride + h * D + i] : 0.0f;
+        ch.q[idx] = in ? (float)q[row * C + h * D + i] : 0.0f;
+        ch.k[idx] = in ? (float)k[row * C + h * D + i] : 0.0f;
+        ch.v[idx] = in ? (float)v[row * vstride + h * D + i] : 0.0f;
     }
     BLOCK_LOOP(t, DELTA_CHUNK) {
         size_t row = (size_t)b * T + t0 + t;
@@ -334,7 +334,7 @@ static size_t delta_forward_smem(int D) {
 // CUDA kernels
 
 // grid B*H, block DELTA_THREADS: one (b, h), chunk after chunk
-__global__ void delta_chunk_forward_kernel(float* o, float* states, const float* q, const float* k, const float* v, int vstride,
+__global__ void delta_chunk_forward_kernel(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                            const float* beta, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
     int b = blockIdx.x / H, h = blockIdx.x % H, D = C / H;
@@ -359,7 +359,7 @@ __global__ void delta_chunk_forward_kernel(float* o, float* states, const float*
             int t = idx / D, i = idx % D;
             float acc = expf(ch.g[t]) * dotd(S + i * D, ch.q + t * D, D);
             for (int s = 0; s <= t; s++) { acc += P[t * DELTA_CHUNK + s] * ch.u[s * D + i]; }
-            o[((size_t)b * T + t0 + t) * C + h * D + i] = acc;
+            o[((size_t)b * T + t0 + t) * C + h * D + i] = (floatX)acc;
         }
         __syncthreads();
         // S_end[i][j] = b_last S0[i][j] + Σ_s w_s u_s[i] k_s[j]
@@ -379,8 +379,8 @@ static size_t delta_backward_smem(int D) {
 }
 
 // grid B*H, block DELTA_THREADS: one (b, h), chunks in reverse, carrying dS = dL/dS_end
-__global__ void delta_chunk_backward_kernel(float* dq, float* dk, float* dv, float* dbeta, float* dgate, const float* dout,
-                                            const float* states, const float* q, const float* k, const float* v, int vstride,
+__global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
+                                            const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                             const float* beta, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
     int b = blockIdx.x / H, h = blockIdx.x % H, D = C / H;
@@ -407,7 +407,7 @@ __global__ void delta_chunk_backward_kernel(float* dq, float* dk, float* dv, flo
         BLOCK_LOOP(idx, D * D) { S0[idx] = saved[idx]; }
         BLOCK_LOOP(idx, DELTA_CHUNK * D) {
             int t = idx / D, i = idx % D;
-            dO[idx] = t < n ? dout[((size_t)b * T + t0 + t) * C + h * D + i] : 0.0f;
+            dO[idx] = t < n ? (float)dout[((size_t)b * T + t0 + t) * C + h * D + i] : 0.0f;
         }
         delta_load_chunk(ch, q, k, v, vstride, beta, gate, b, h, t0, n, T, C, H, D);  // syncs
         delta_chunk_u(ch, A, S0, D, mixer);  // recompute U (and A)
@@ -438,7 +438,7 @@ __global__ void delta_chunk_backward_kernel(float* dq, float* dk, float* dv, flo
             for (int i = 0; i < D; i++) { acc += S0[i * D + j] * dO[t * D + i]; }
             acc *= expf(ch.g[t]);
             for (int s = 0; s <= t; s++) { acc += dP[t * DELTA_CHUNK + s] * expf(ch.g[t] - ch.g[s]) * ch.k[s * D + j]; }
-            if (t < n) { dq[((size_t)b * T + t0 + t) * C + h * D + j] = acc; }
+            if (t < n) { dq[((size_t)b * T + t0 + t) * C + h * D + j] = (floatX)acc; }
         }
         BLOCK_LOOP(idx, DELTA_CHUNK * D) {  // dk_s[j] from P and from S_end
             int s = idx / D, j = idx % D;
@@ -536,8 +536,8 @@ __global__ void delta_chunk_backward_kernel(float* dq, float* dk, float* dv, flo
         BLOCK_LOOP(idx, n * D) {
             int t = idx / D, i = idx % D;
             size_t row = (size_t)b * T + t0 + t;
-            dk[row * C + h * D + i] = dKc[idx];
-            dv[row * vstride + h * D + i] = mixer == MIXER_GDN ? ch.beta[t] * dU[idx] : dU[idx];
+            dk[row * C + h * D + i] = (floatX)dKc[idx];
+            dv[row * vstride + h * D + i] = (floatX)(mixer == MIXER_GDN ? ch.beta[t] * dU[idx] : dU[idx]);
         }
         BLOCK_LOOP(t, n) {
             size_t row = (size_t)b * T + t0 + t;
@@ -559,7 +559,7 @@ static void delta_rule_check_dims(int C, int H) {
 }
 
 // o (B,T,C) and the chunk-entry states (delta_rule_state_floats) from q, k, v, beta, gate
-static void delta_rule_forward_gpu(float* o, float* states, const float* q, const float* k, const float* v, int vstride,
+static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                    const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                    cudaStream_t stream) {
     delta_rule_check_dims(C, H);
@@ -570,8 +570,8 @@ static void delta_rule_forward_gpu(float* o, float* states, const float* q, cons
 }
 
 // dq, dk (B,T,C), dv (inside dqkva, stride vstride), dbeta (gdn), dgate (B,T,H) from dout (B,T,C)
-static void delta_rule_backward_gpu(float* dq, float* dk, float* dv, float* dbeta, float* dgate, const float* dout,
-                                    const float* states, const float* q, const float* k, const float* v, int vstride,
+static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
+                                    const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                     const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                     cudaStream_t stream) {
     delta_rule_check_dims(C, H);

@@ -31,18 +31,6 @@ defines: floatX, GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, cros
 #include "attention_swa.cuh"    // defines: swa_forward_gpu/backward (and full_attn.cuh: attention_forward_gpu/backward)
 #include "recurrent_mixer.cuh"  // defines: conv_silu, l2norm, gates, delta_rule forward/backward on the GPU
 
-// ----------------------------------------------------------------------------
-// Precision (compile time, llm.c style: make PRECISION=...). FP32 is the build the tests diff
-// against the CPU reference; the bf16 path (bf16 matmul inputs, fp32 master weights and statistics)
-// joins with the speed work.
-
-#if defined(PRECISION_FP32)
-typedef float floatX;
-#define PRECISION_NAME "fp32"
-#else
-#error "define PRECISION_FP32 (make PRECISION=FP32); it is the only precision built so far"
-#endif
-
 // The two handles every launch needs, passed down explicitly (no hidden globals).
 typedef struct {
     cublasHandle_t blas;
@@ -91,15 +79,15 @@ static void encoder_forward_gpu(const GpuContext* g, floatX* out, const int* tok
 // dwte[token, :] += Σ dout[n, :] over the rows n holding that token. The host groups the rows by
 // token (encoder_index): bucket b covers rows order[start[b] .. start[b+1]-1], all of token tok[b],
 // in increasing n. One block per (bucket, 128 channels): no atomics, a fixed summation order.
-__global__ void encoder_backward_kernel(floatX* dwte, const floatX* dout, const int* order, const int* start,
+__global__ void encoder_backward_kernel(float* dwte, const floatX* dout, const int* order, const int* start,
                                         const int* tok, int C) {
     int b = blockIdx.x, i = blockIdx.y * blockDim.x + threadIdx.x;
     if (i >= C) { return; }
     float acc = 0.0f;
-    for (int p = start[b]; p < start[b + 1]; p++) { acc += dout[(size_t)order[p] * C + i]; }
+    for (int p = start[b]; p < start[b + 1]; p++) { acc += (float)dout[(size_t)order[p] * C + i]; }
     dwte[(size_t)tok[b] * C + i] += acc;
 }
-static void encoder_backward_gpu(const GpuContext* g, floatX* dwte, const floatX* dout, const int* index, int n_buckets,
+static void encoder_backward_gpu(const GpuContext* g, float* dwte, const floatX* dout, const int* index, int n_buckets,
                                  int N, int C) {
     const int* order = index;         // (N)
     const int* start = index + N;     // (N+1)
@@ -165,16 +153,16 @@ __global__ void rmsnorm_weight_partial_kernel(float* partial, const floatX* dout
         partial[(size_t)blockIdx.y * C + i] = s;
     }
 }
-__global__ void sum_slices_kernel(floatX* dw, const float* partial, int slices, int C) {
+__global__ void sum_slices_kernel(float* dw, const float* partial, int slices, int C) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= C) { return; }
     float s = 0.0f;
     for (int k = 0; k < slices; k++) { s += partial[(size_t)k * C + i]; }
-    dw[i] = (floatX)((float)dw[i] + s);
+    dw[i] += s;
 }
 
 // dinp (= or +=) and dw (+=); scratch holds NORM_SLICES * C floats
-static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, floatX* dw, float* scratch, const floatX* dout,
+static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, float* scratch, const floatX* dout,
                                  const floatX* inp, const floatX* w, const float* rstd, int N, int C, int accumulate) {
     rmsnorm_backward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(dinp, dout, inp, w, rstd, N, C, accumulate);
     cudaCheck(cudaGetLastError());
@@ -293,9 +281,11 @@ static void crossentropy_backward_gpu(const GpuContext* g, floatX* logits, const
     cudaCheck(cudaGetLastError());
 }
 
-// AdamW on one tensor (hybrid_cpu.h model_update): g scaled by the clip factor, decoupled decay wd
-__global__ void adamw_kernel(float* p, const float* grad, float* m, float* v, size_t n, float lr, float beta1, float beta2,
-                             float c1, float c2, float eps, float wd, float scale) {
+// AdamW on one tensor (hybrid_cpu.h model_update): g scaled by the clip factor, decoupled decay wd.
+// Updates the fp32 master weights and writes the floatX copy the kernels read (the same array in
+// the FP32 build).
+__global__ void adamw_kernel(float* master, floatX* params, const float* grad, float* m, float* v, size_t n, float lr,
+                             float beta1, float beta2, float c1, float c2, float eps, float wd, float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) { return; }
     float g = grad[i] * scale;
@@ -303,7 +293,15 @@ __global__ void adamw_kernel(float* p, const float* grad, float* m, float* v, si
     float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
     m[i] = mi;
     v[i] = vi;
-    p[i] -= lr * ((mi / c1) / (sqrtf(vi / c2) + eps) + wd * p[i]);
+    float p = master[i] - lr * ((mi / c1) / (sqrtf(vi / c2) + eps) + wd * master[i]);
+    master[i] = p;
+    params[i] = (floatX)p;
+}
+
+// out = (floatX) in; one thread per element
+__global__ void to_floatX_kernel(floatX* out, const float* in, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { out[i] = (floatX)in[i]; }
 }
 
 // partial[b] = Σ x_i^2 over the elements block b visits (grid-stride, fixed grid); the host adds
@@ -318,19 +316,35 @@ __global__ void sumsq_kernel(float* partial, const float* x, size_t n) {
 
 // ----------------------------------------------------------------------------
 // Matmuls on cuBLAS. Row-major (N, IC) · (OC, IC)ᵀ is, read column-major, W(IC,OC)ᵀ · X(IC,N).
+// Inputs are floatX, accumulation fp32; the FP32 build asks for pedantic fp32 (no TF32), so it can
+// be diffed against the CPU reference. Weight gradients are fp32 in every build.
+
+#if defined(PRECISION_BF16)
+#define CUDA_R_X CUDA_R_16BF
+#define BLAS_COMPUTE CUBLAS_COMPUTE_32F
+#else
+#define CUDA_R_X CUDA_R_32F
+#define BLAS_COMPUTE CUBLAS_COMPUTE_32F_PEDANTIC
+#endif
+
+// column-major C (m,n) = alpha op(A) op(B) + beta C, A and B floatX, C of type ctype
+static void gemm(const GpuContext* g, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const floatX* A, int lda,
+                 const floatX* B, int ldb, float beta, void* Cm, cudaDataType ctype, int ldc) {
+    float one = 1.0f;
+    cublasCheck(cublasGemmEx(g->blas, ta, tb, m, n, k, &one, A, CUDA_R_X, lda, B, CUDA_R_X, ldb, &beta, Cm, ctype, ldc,
+                             BLAS_COMPUTE, CUBLAS_GEMM_DEFAULT));
+}
 
 // out (N,OC) = inp (N,IC) · w (OC,IC)ᵀ, plus the old out when accumulate (the residual add)
 static void matmul_forward_gpu(const GpuContext* g, floatX* out, const floatX* inp, const floatX* w, int N, int IC, int OC,
                                int accumulate) {
-    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    cublasCheck(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, w, IC, inp, IC, &beta, out, OC));
+    gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, inp, IC, accumulate ? 1.0f : 0.0f, out, CUDA_R_X, OC);
 }
-// dinp (N,IC) = (or += with dinp_accumulate) dout (N,OC) · w;  dw (OC,IC) += doutᵀ · inp
-static void matmul_backward_gpu(const GpuContext* g, floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp,
+// dinp (N,IC) = (or += with dinp_accumulate) dout (N,OC) · w;  dw (OC,IC) += doutᵀ · inp (fp32)
+static void matmul_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, const floatX* dout, const floatX* inp,
                                 const floatX* w, int N, int IC, int OC, int dinp_accumulate) {
-    float one = 1.0f, beta = dinp_accumulate ? 1.0f : 0.0f;
-    cublasCheck(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, &one, w, IC, dout, OC, &beta, dinp, IC));
-    cublasCheck(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one, inp, IC, dout, OC, &one, dw, IC));
+    gemm(g, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w, IC, dout, OC, dinp_accumulate ? 1.0f : 0.0f, dinp, CUDA_R_X, IC);
+    gemm(g, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dw, CUDA_R_32F, IC);
 }
 
 // ----------------------------------------------------------------------------
@@ -339,13 +353,14 @@ static void matmul_backward_gpu(const GpuContext* g, floatX* dinp, floatX* dw, c
 typedef struct {
     Config cfg;
     GpuContext ctx;
-    Layout pl;             // parameters; grads, adam_m, adam_v share it
-    floatX* params;        // (pl.total) each, on the GPU
-    floatX* grads;
+    Layout pl;             // parameters; master, grads, adam_m, adam_v share it
+    floatX* params;        // (pl.total) each, on the GPU: what the kernels read
+    float* master;         // fp32 master weights AdamW updates (= params in the FP32 build)
+    float* grads;
     float* adam_m;
     float* adam_v;
     Layout al;             // activations for the current (B,T), recurrent state at chunk entries
-    floatX* acts;          // (al.total)
+    floatX* acts;          // (al.total units: fp32 statistics take sizeof(float)/sizeof(floatX) each)
     floatX* dlayer;        // gradients of one layer's activations (the largest layer's block of al)
     floatX* dresid;        // (B,T,C)
     float* scratch;        // norm weight-gradient slices (NORM_SLICES * max(C, D)) and sum-of-squares partials
@@ -370,12 +385,16 @@ typedef struct {
 
 // Views into the allocations: the same names as the CPU Model's (hybrid_cpu.h), overloaded on GpuModel.
 static floatX* param(const GpuModel* m, int l, int k) { return m->params + m->pl.layer_off[l][k]; }
-static floatX* grad(const GpuModel* m, int l, int k) { return m->grads + m->pl.layer_off[l][k]; }
+static float* grad(const GpuModel* m, int l, int k) { return m->grads + m->pl.layer_off[l][k]; }
 static floatX* act(const GpuModel* m, int l, int k) { return m->acts + m->al.layer_off[l][k]; }
 static floatX* dact(const GpuModel* m, int l, int k) { return m->dlayer + (m->al.layer_off[l][k] - m->al.layer_off[l][0]); }
 static floatX* gparam(const GpuModel* m, int k) { return m->params + m->pl.global_off[k]; }
-static floatX* ggrad(const GpuModel* m, int k) { return m->grads + m->pl.global_off[k]; }
+static float* ggrad(const GpuModel* m, int k) { return m->grads + m->pl.global_off[k]; }
 static floatX* gact(const GpuModel* m, int k) { return m->acts + m->al.global_off[k]; }
+// the fp32 statistics (TensorKind.fp32) of the same allocations
+static float* act32(const GpuModel* m, int l, int k) { return (float*)act(m, l, k); }
+static float* dact32(const GpuModel* m, int l, int k) { return (float*)dact(m, l, k); }
+static float* gact32(const GpuModel* m, int k) { return (float*)gact(m, k); }
 
 static void* gpu_malloc(GpuModel* m, size_t bytes, const char* what) {
     void* p = NULL;
@@ -409,7 +428,12 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
     m->pl = param_layout(c);
     size_t n = m->pl.total;
     m->params = (floatX*)gpu_malloc(m, n * sizeof(floatX), "parameters");
-    m->grads = (floatX*)gpu_malloc(m, n * sizeof(floatX), "gradients");
+#if defined(PRECISION_BF16)
+    m->master = (float*)gpu_malloc(m, n * sizeof(float), "master weights");
+#else
+    m->master = m->params;
+#endif
+    m->grads = (float*)gpu_malloc(m, n * sizeof(float), "gradients");
     m->adam_m = (float*)gpu_malloc(m, n * sizeof(float), "AdamW m");
     m->adam_v = (float*)gpu_malloc(m, n * sizeof(float), "AdamW v");
     float* init = NULL;
@@ -418,8 +442,10 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
         params_init(init, &m->pl, c, seed);
         host_params = init;
     }
-    cudaCheck(cudaMemcpy(m->params, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(floatX)));
+    cudaCheck(cudaMemcpy(m->master, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
+    to_floatX_kernel<<<blocks_for(n, 256), 256>>>(m->params, m->master, n);
+    cudaCheck(cudaGetLastError());
+    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->adam_m, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->adam_v, 0, n * sizeof(float)));
     free(init);
@@ -438,6 +464,7 @@ static void gpu_model_free_acts(GpuModel* m) {
 
 static void gpu_model_free(GpuModel* m) {
     gpu_model_free_acts(m);
+    if ((void*)m->master != (void*)m->params) { cudaFree(m->master); }
     cudaFree(m->params); cudaFree(m->grads); cudaFree(m->adam_m); cudaFree(m->adam_v); cudaFree(m->scratch);
     free(m->bucket_count);
 }
@@ -483,7 +510,7 @@ static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap
 static void gpu_model_size_acts(GpuModel* m, int B, int T) {
     if (m->B == B && m->T == T) { return; }
     const Config* c = &m->cfg;
-    Layout al = act_layout(c, B, T, DELTA_CHUNK);
+    Layout al = act_layout(c, B, T, DELTA_CHUNK, sizeof(float) / sizeof(floatX), 16 / sizeof(floatX));
     size_t layer_max = 0, N = (size_t)B * T;  // the largest layer block of the layout
     for (int l = 0; l < c->n_layer; l++) {
         size_t end = l + 1 < c->n_layer ? al.layer_off[l + 1][0] : al.global_off[0];
@@ -528,9 +555,9 @@ static void attn_mixer_forward(GpuModel* m, int l) {
     matmul_forward_gpu(g, act(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, 0);
     rope_forward_gpu(g, act(m, l, A_QKVR), act(m, l, A_QKV), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
     if (c->pattern[l] == 'S') {
-        swa_forward_gpu(act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, c->window, g->stream);
+        swa_forward_gpu(act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, c->window, g->stream);
     } else {
-        attention_forward_gpu(act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
+        attention_forward_gpu(act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
     }
 }
 // The attention backward's row scratch dout·out (B,T,H) lives in the lse slot of dlayer: lse has
@@ -539,12 +566,12 @@ static void attn_mixer_backward(GpuModel* m, int l) {
     const Config* c = &m->cfg;
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
-    float* delta = dact(m, l, A_LSE);
+    float* delta = dact32(m, l, A_LSE);
     if (c->pattern[l] == 'S') {
-        swa_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR),
+        swa_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR),
                          B, T, C, H, c->window, g->stream);
     } else {
-        attention_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act(m, l, A_LSE),
+        attention_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act32(m, l, A_LSE),
                                act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
     }
     rope_backward_gpu(g, dact(m, l, A_QKV), dact(m, l, A_QKVR), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
@@ -566,11 +593,11 @@ static void rec_mixer_forward(GpuModel* m, int l) {
     conv_silu_forward_gpu(act(m, l, A_CONV), act(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T, 3 * C, g->stream);
     l2norm_forward_gpu(act(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
     l2norm_forward_gpu(act(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
-    gates_forward_gpu(gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE), gdn ? act(m, l, A_BPRE) : NULL, act(m, l, A_APRE),
+    gates_forward_gpu(gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), gdn ? act(m, l, A_BPRE) : NULL, act(m, l, A_APRE),
                       param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
-    delta_rule_forward_gpu(act(m, l, A_O), act(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN), act(m, l, A_QKVA) + 2 * C,
-                           3 * C, gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE), B, T, C, H, c->mixer, g->stream);
-    rmsnorm_forward_gpu(g, act(m, l, A_ON), act(m, l, A_ORSTD), act(m, l, A_O), param(m, l, P_ONORM), N * H, D);
+    delta_rule_forward_gpu(act(m, l, A_O), act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN), act(m, l, A_QKVA) + 2 * C,
+                           3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, g->stream);
+    rmsnorm_forward_gpu(g, act(m, l, A_ON), act32(m, l, A_ORSTD), act(m, l, A_O), param(m, l, P_ONORM), N * H, D);
     swiglu_forward_gpu(g, act(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
 }
 static void rec_mixer_backward(GpuModel* m, int l) {
@@ -580,13 +607,13 @@ static void rec_mixer_backward(GpuModel* m, int l) {
     const floatX* ln1 = act(m, l, A_LN1);
     swiglu_backward_gpu(g, dact(m, l, A_GPRE), dact(m, l, A_ON), dact(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
     rmsnorm_backward_gpu(g, dact(m, l, A_O), grad(m, l, P_ONORM), m->scratch, dact(m, l, A_ON), act(m, l, A_O),
-                         param(m, l, P_ONORM), act(m, l, A_ORSTD), N * H, D, 0);
-    delta_rule_backward_gpu(dact(m, l, A_QN), dact(m, l, A_KN), dact(m, l, A_QKVA) + 2 * C, gdn ? dact(m, l, A_BETA) : NULL,
-                            dact(m, l, A_GATE), dact(m, l, A_O), act(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN),
-                            act(m, l, A_QKVA) + 2 * C, 3 * C, gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE), B, T, C, H,
+                         param(m, l, P_ONORM), act32(m, l, A_ORSTD), N * H, D, 0);
+    delta_rule_backward_gpu(dact(m, l, A_QN), dact(m, l, A_KN), dact(m, l, A_QKVA) + 2 * C, gdn ? dact32(m, l, A_BETA) : NULL,
+                            dact32(m, l, A_GATE), dact(m, l, A_O), act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN),
+                            act(m, l, A_QKVA) + 2 * C, 3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H,
                             c->mixer, g->stream);
     gates_backward_gpu(gdn ? dact(m, l, A_BPRE) : NULL, dact(m, l, A_APRE), grad(m, l, P_ALOG), grad(m, l, P_DTBIAS),
-                       gdn ? dact(m, l, A_BETA) : NULL, dact(m, l, A_GATE), gdn ? act(m, l, A_BETA) : NULL, act(m, l, A_GATE),
+                       gdn ? dact32(m, l, A_BETA) : NULL, dact32(m, l, A_GATE), gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE),
                        act(m, l, A_APRE), param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
     l2norm_backward_gpu(dact(m, l, A_QKVA), dact(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
     l2norm_backward_gpu(dact(m, l, A_QKVA) + C, dact(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
@@ -615,25 +642,25 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
     encoder_forward_gpu(g, act(m, 0, A_RESID), m->inputs, gparam(m, PG_WTE), N, C);
     for (int l = 0; l < L; l++) {
         floatX* out = l + 1 < L ? act(m, l + 1, A_RESID) : gact(m, G_RESID);  // next block's input
-        rmsnorm_forward_gpu(g, act(m, l, A_LN1), act(m, l, A_RSTD1), act(m, l, A_RESID), param(m, l, P_LN1), N, C);
+        rmsnorm_forward_gpu(g, act(m, l, A_LN1), act32(m, l, A_RSTD1), act(m, l, A_RESID), param(m, l, P_LN1), N, C);
         if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
         cudaCheck(cudaMemcpyAsync(act(m, l, A_RESID2), act(m, l, A_RESID), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
         matmul_forward_gpu(g, act(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, 1);  // x + mixer
-        rmsnorm_forward_gpu(g, act(m, l, A_LN2), act(m, l, A_RSTD2), act(m, l, A_RESID2), param(m, l, P_LN2), N, C);
+        rmsnorm_forward_gpu(g, act(m, l, A_LN2), act32(m, l, A_RSTD2), act(m, l, A_RESID2), param(m, l, P_LN2), N, C);
         matmul_forward_gpu(g, act(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, 0);
         matmul_forward_gpu(g, act(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, 0);
         swiglu_forward_gpu(g, act(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
         cudaCheck(cudaMemcpyAsync(out, act(m, l, A_RESID2), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
         matmul_forward_gpu(g, out, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, 1);  // resid2 + mlp
     }
-    rmsnorm_forward_gpu(g, gact(m, G_LNF), gact(m, G_RSTDF), gact(m, G_RESID), gparam(m, PG_LNF), N, C);
+    rmsnorm_forward_gpu(g, gact(m, G_LNF), gact32(m, G_RSTDF), gact(m, G_RESID), gparam(m, PG_LNF), N, C);
     matmul_forward_gpu(g, gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, 0);
     m->mean_loss = -1.0;
     if (targets == NULL) { return m->mean_loss; }
     memcpy(m->targets_host, targets, (size_t)N * sizeof(int));
     cudaCheck(cudaMemcpyAsync(m->targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
-    crossentropy_forward_gpu(g, gact(m, G_LOSSES), gact(m, G_LSE), gact(m, G_LOGITS), m->targets, N, c->vocab, c->padded_vocab);
-    cudaCheck(cudaMemcpyAsync(m->losses_host, gact(m, G_LOSSES), (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
+    crossentropy_forward_gpu(g, gact32(m, G_LOSSES), gact32(m, G_LSE), gact(m, G_LOGITS), m->targets, N, c->vocab, c->padded_vocab);
+    cudaCheck(cudaMemcpyAsync(m->losses_host, gact32(m, G_LOSSES), (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
     cudaCheck(cudaStreamSynchronize(g->stream));
     double sum = 0.0;  // summed like the CPU reference: in order, in double
     int valid = 0;
@@ -644,7 +671,7 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
 
 // Clears the parameter gradients (once per optimizer step, before the micro-batches).
 static void gpu_model_zero_grad(GpuModel* m) {
-    cudaCheck(cudaMemsetAsync(m->grads, 0, m->pl.total * sizeof(floatX), m->ctx.stream));
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->pl.total * sizeof(float), m->ctx.stream));
 }
 
 // Adds the gradient of loss_scale * mean_loss of the last forward into m->grads.
@@ -660,9 +687,9 @@ static void gpu_model_backward(GpuModel* m, double loss_scale) {
     cudaCheck(cudaMemcpyAsync(m->enc_index, m->index_host, (3 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice, g->stream));
     // the logits' gradient overwrites the logits; dlnf borrows the (now idle) layer gradient block
     floatX* dlnf = m->dlayer;
-    crossentropy_backward_gpu(g, gact(m, G_LOGITS), gact(m, G_LSE), m->targets, (float)(loss_scale / valid), N, c->vocab, c->padded_vocab);
+    crossentropy_backward_gpu(g, gact(m, G_LOGITS), gact32(m, G_LSE), m->targets, (float)(loss_scale / valid), N, c->vocab, c->padded_vocab);
     matmul_backward_gpu(g, dlnf, ggrad(m, PG_WTE), gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, 0);
-    rmsnorm_backward_gpu(g, m->dresid, ggrad(m, PG_LNF), m->scratch, dlnf, gact(m, G_RESID), gparam(m, PG_LNF), gact(m, G_RSTDF), N, C, 0);
+    rmsnorm_backward_gpu(g, m->dresid, ggrad(m, PG_LNF), m->scratch, dlnf, gact(m, G_RESID), gparam(m, PG_LNF), gact32(m, G_RSTDF), N, C, 0);
     for (int l = L - 1; l >= 0; l--) {
         // here m->dresid = dL/d(output of block l)
         matmul_backward_gpu(g, dact(m, l, A_HMID), grad(m, l, P_W2), m->dresid, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, 0);
@@ -670,11 +697,11 @@ static void gpu_model_backward(GpuModel* m, double loss_scale) {
         matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W3), dact(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, 0);
         matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W1), dact(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, 1);
         rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN2), m->scratch, dact(m, l, A_LN2), act(m, l, A_RESID2), param(m, l, P_LN2),
-                             act(m, l, A_RSTD2), N, C, 1);  // now dL/d(resid2)
+                             act32(m, l, A_RSTD2), N, C, 1);  // now dL/d(resid2)
         matmul_backward_gpu(g, dact(m, l, A_ATTY), grad(m, l, P_WO), m->dresid, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, 0);
         if (c->pattern[l] == 'R') { rec_mixer_backward(m, l); } else { attn_mixer_backward(m, l); }
         rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN1), m->scratch, dact(m, l, A_LN1), act(m, l, A_RESID), param(m, l, P_LN1),
-                             act(m, l, A_RSTD1), N, C, 1);  // now dL/d(block input)
+                             act32(m, l, A_RSTD1), N, C, 1);  // now dL/d(block input)
     }
     encoder_backward_gpu(g, ggrad(m, PG_WTE), m->dresid, m->enc_index, m->enc_buckets, N, C);
 }
@@ -700,7 +727,7 @@ static void gpu_model_update(GpuModel* m, const OptConfig* o, double lr, int t, 
         const TensorSpec* sp = &m->pl.spec[s];
         float wd = sp->kind->decay ? (float)o->weight_decay : 0.0f;
         size_t off = sp->offset;
-        adamw_kernel<<<blocks_for(sp->numel, 256), 256, 0, m->ctx.stream>>>(m->params + off, m->grads + off, m->adam_m + off,
+        adamw_kernel<<<blocks_for(sp->numel, 256), 256, 0, m->ctx.stream>>>(m->master + off, m->params + off, m->grads + off, m->adam_m + off,
             m->adam_v + off, sp->numel, (float)lr, (float)o->beta1, (float)o->beta2, c1, c2, (float)o->eps, wd, (float)scale);
         cudaCheck(cudaGetLastError());
     }
@@ -711,7 +738,7 @@ static void gpu_model_save(const GpuModel* m, const char* path, int step, int se
     size_t n = m->pl.total;
     float* host = (float*)malloc_check((with_opt ? 3 : 1) * n * sizeof(float));
     cudaCheck(cudaStreamSynchronize(m->ctx.stream));
-    cudaCheck(cudaMemcpy(host, m->params, n * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(host, m->master, n * sizeof(float), cudaMemcpyDeviceToHost));
     if (with_opt) {
         cudaCheck(cudaMemcpy(host + n, m->adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
         cudaCheck(cudaMemcpy(host + 2 * n, m->adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
@@ -732,8 +759,6 @@ static GpuContext gpu_context_create(void) {
     cudaCheck(cudaStreamCreate(&g.stream));
     cublasCheck(cublasCreate(&g.blas));
     cublasCheck(cublasSetStream(g.blas, g.stream));
-    // plain fp32 GEMMs (no TF32): the FP32 build is the one diffed against the CPU reference
-    cublasCheck(cublasSetMathMode(g.blas, CUBLAS_PEDANTIC_MATH));
     return g;
 }
 static void gpu_context_destroy(GpuContext* g) {
@@ -804,7 +829,8 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
     int C = c->n_embd, H = c->n_head, Vp = c->padded_vocab, per_length = g->n_depths * g->samples, max_answer = 0;
     for (int i = 0; i < g->n_lengths * per_length; i++) { max_answer = g->meta[i].answer_len > max_answer ? g->meta[i].answer_len : max_answer; }
     size_t n_queries = (size_t)per_length * max_answer;
-    float* rows = (float*)malloc_check(n_queries * Vp * sizeof(float));      // (sample, answer token, Vp)
+    floatX* rows_x = (floatX*)malloc_check(n_queries * Vp * sizeof(floatX)); // (sample, answer token, Vp) as copied
+    float* rows = (float*)malloc_check(n_queries * Vp * sizeof(float));        // ... in fp32 for the scorer
     int4* queries = (int4*)malloc_check(n_queries * sizeof(int4));
     int* argmax = (int*)malloc_check(n_queries * H * sizeof(int));
     float* mass = (float*)malloc_check(n_queries * H * sizeof(float));
@@ -826,19 +852,20 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
             for (int k = 0; k < b; k++) {
                 const NeedleSample* s = &g->meta[idx0 + k];
                 for (int j = 0; j < s->answer_len; j++) {
-                    cudaCheck(cudaMemcpyAsync(rows + ((size_t)k * max_answer + j) * Vp, gact(m, G_LOGITS) + ((size_t)k * len + s->answer_pos - 1 + j) * Vp,
-                                              Vp * sizeof(float), cudaMemcpyDeviceToHost, gc->stream));
+                    cudaCheck(cudaMemcpyAsync(rows_x + ((size_t)k * max_answer + j) * Vp, gact(m, G_LOGITS) + ((size_t)k * len + s->answer_pos - 1 + j) * Vp,
+                                              Vp * sizeof(floatX), cudaMemcpyDeviceToHost, gc->stream));
                     queries[na++] = make_int4(k, s->answer_pos - 1 + j, s->needle_pos, s->value_pos + s->answer_len);
                 }
             }
             cudaCheck(cudaStreamSynchronize(gc->stream));
+            for (size_t i = 0; i < (size_t)b * max_answer * Vp; i++) { rows[i] = (float)rows_x[i]; }
             for (int k = 0; k < b; k++) { needle_score_answer(r, g, idx0 + k, rows + (size_t)k * max_answer * Vp, c->vocab, Vp); }
             if (len != g->retrieval_len) { continue; }
             cudaCheck(cudaMemcpyAsync(d_queries, queries, na * sizeof(int4), cudaMemcpyHostToDevice, gc->stream));
             for (int l = 0; l < c->n_layer; l++) {
                 if (c->pattern[l] == 'R') { continue; }
                 int window = c->pattern[l] == 'S' ? c->window : 0;
-                retrieval_stats_kernel<<<dim3(na, H), REDUCE_THREADS, 0, gc->stream>>>(d_argmax, d_mass, act(m, l, A_QKVR), act(m, l, A_LSE),
+                retrieval_stats_kernel<<<dim3(na, H), REDUCE_THREADS, 0, gc->stream>>>(d_argmax, d_mass, act(m, l, A_QKVR), act32(m, l, A_LSE),
                                                                                          d_queries, len, C, H, window);
                 cudaCheck(cudaGetLastError());
                 cudaCheck(cudaMemcpyAsync(argmax, d_argmax, na * H * sizeof(int), cudaMemcpyDeviceToHost, gc->stream));
@@ -857,7 +884,7 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
         }
     }
     needle_result_finish(r, c);
-    free(rows); free(queries); free(argmax); free(mass);
+    free(rows_x); free(rows); free(queries); free(argmax); free(mass);
     cudaFree(d_queries); cudaFree(d_argmax); cudaFree(d_mass);
 }
 

@@ -2,7 +2,8 @@
 test_gpu_common.cuh — host helpers of the GPU tests: device copies of host arrays, random inputs,
 and the norm-wise relative error ||gpu - cpu|| / ||cpu|| used by every GPU check.
 
-defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros, rel_err_dev
+defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros, rel_err_dev, and for buffers of the
+         build's floatX: TOL_X, round_x, to_gpu_x, from_gpu_x, gpu_zeros_x, rel_err_dev_x
 */
 #ifndef TEST_GPU_COMMON_CUH
 #define TEST_GPU_COMMON_CUH
@@ -42,6 +43,50 @@ static float* gpu_zeros(size_t n) {
 // relative error of a device buffer against a host reference
 static double rel_err_dev(const float* d, const float* ref, size_t n) {
     float* h = from_gpu(d, n);
+    double e = rel_err_f(h, ref, n);
+    free(h);
+    return e;
+}
+
+// Tolerance of a check whose GPU side runs in floatX. fp32 rounding in a different order gives
+// ~1e-7..1e-5; bf16 keeps 8 significant bits (relative rounding 2^-9 ≈ 2e-3 per value), so a
+// result built from rounded inputs, intermediates and outputs lands at ~2e-3..2e-2. A wrong index,
+// mask or missed term gives O(1e-1..1) in either build.
+#if defined(PRECISION_BF16)
+#define TOL_X(fp32_tol, bf16_tol) (bf16_tol)
+#else
+#define TOL_X(fp32_tol, bf16_tol) (fp32_tol)
+#endif
+
+// rounds host values to floatX, so the CPU reference sees exactly the GPU's inputs
+static void round_x(float* h, size_t n) {
+    for (size_t i = 0; i < n; i++) { h[i] = (float)(floatX)h[i]; }
+}
+static floatX* to_gpu_x(const float* h, size_t n) {
+    floatX* x = (floatX*)malloc_check(n * sizeof(floatX));
+    for (size_t i = 0; i < n; i++) { x[i] = (floatX)h[i]; }
+    floatX* d;
+    cudaCheck(cudaMalloc(&d, n * sizeof(floatX)));
+    cudaCheck(cudaMemcpy(d, x, n * sizeof(floatX), cudaMemcpyHostToDevice));
+    free(x);
+    return d;
+}
+static float* from_gpu_x(const floatX* d, size_t n) {
+    floatX* x = (floatX*)malloc_check(n * sizeof(floatX));
+    cudaCheck(cudaMemcpy(x, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
+    float* h = (float*)malloc_check(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) { h[i] = (float)x[i]; }
+    free(x);
+    return h;
+}
+static floatX* gpu_zeros_x(size_t n) {
+    floatX* d;
+    cudaCheck(cudaMalloc(&d, n * sizeof(floatX)));
+    cudaCheck(cudaMemset(d, 0, n * sizeof(floatX)));
+    return d;
+}
+static double rel_err_dev_x(const floatX* d, const float* ref, size_t n) {
+    float* h = from_gpu_x(d, n);
     double e = rel_err_f(h, ref, n);
     free(h);
     return e;

@@ -14,10 +14,14 @@ CPU reference (hybrid_cpu.h, float build). Without a CUDA GPU every check is ski
   needle eval: on that checkpoint, the trainer's batched GPU evaluation and eval_needle's CPU one
   give the same accuracies, retrieval scores (up to argmax ties) and attention masses
 
-Tolerances, fp32 on both sides, norm-wise relative error ||gpu - cpu|| / ||cpu||: logits and loss
-1e-5, each parameter gradient 1e-3, small kernels 1e-5; the ten-step losses and norms 1e-4 (rounding
-differences pass through ten updates). The two sides only sum in different orders, which alone
-gives ~1e-7..1e-5; a wrong index, mask or missed term gives 1e-2 or more.
+Built twice, like test_gpu: PRECISION_FP32 and PRECISION_BF16. Tolerances, norm-wise relative error
+||gpu - cpu|| / ||cpu||, fp32 | bf16: logits 1e-5 | 3e-2, loss 1e-5 | 1e-2, each parameter gradient
+1e-3 | 1.5e-1 (bf16 activations rounded through every layer, forward and back), small kernels
+1e-5 | 1e-2; the ten-step losses 1e-4 | 2e-2 and norms 1e-4 | 5e-2 (rounding passes through ten
+updates). In fp32 the two sides only sum in different orders (~1e-7..1e-5); a wrong index, mask or
+missed term gives 1e-1 or more in either build. In bf16 the CPU model gets the GPU's bf16-rounded
+weights. Determinism and the checkpoint round trip are bit-exact in both builds; the needle eval
+is identical in fp32 and within rounding of the bf16 forward in bf16 (see the check).
 */
 #define TESTING
 #include "../train_hybrid.cu"
@@ -33,28 +37,33 @@ static void test_small_kernels(const GpuContext* g) {
     Rng r;
     rng_init(&r, 5);
     char name[96];
+    double tol = TOL_X(1e-5, 1e-2);
     // RMSNorm over rows of C (accumulating into dinp) and per-head rows of D (writing)
     for (int per_head = 0; per_head < 2; per_head++) {
         int rows = per_head ? N * H : N, width = per_head ? D : C;
         float *x = rand_host(nC, &r, 1.0), *w = rand_host(width, &r, 1.0), *dy = rand_host(nC, &r, 1.0), *dx0 = rand_host(nC, &r, 1.0);
+        round_x(x, nC);
+        round_x(w, width);
+        round_x(dy, nC);
+        round_x(dx0, nC);
         float *y = (float*)calloc_check(nC, sizeof(float)), *rstd = (float*)calloc_check(rows, sizeof(float));
         float *dx = (float*)malloc_check(nC * sizeof(float)), *dw = (float*)calloc_check(width, sizeof(float));
         memcpy(dx, per_head ? y : dx0, nC * sizeof(float));  // per-head: written, so the reference starts at 0
         rmsnorm_forward(y, rstd, x, w, rows, width);
         rmsnorm_backward(dx, dw, dy, x, w, rstd, rows, width);
-        float *d_x = to_gpu(x, nC), *d_w = to_gpu(w, width), *d_dy = to_gpu(dy, nC), *d_dx = to_gpu(dx0, nC);
-        float *d_y = to_gpu(y, nC), *d_rstd = to_gpu(rstd, rows), *d_dw, *d_scratch;
+        floatX *d_x = to_gpu_x(x, nC), *d_w = to_gpu_x(w, width), *d_dy = to_gpu_x(dy, nC), *d_dx = to_gpu_x(dx0, nC);
+        floatX* d_y = gpu_zeros_x(nC);
+        float *d_rstd = gpu_zeros(rows), *d_dw, *d_scratch;
         cudaCheck(cudaMalloc(&d_dw, width * sizeof(float)));
         cudaCheck(cudaMemset(d_dw, 0, width * sizeof(float)));
         cudaCheck(cudaMalloc(&d_scratch, (size_t)NORM_SLICES * width * sizeof(float)));
-        cudaCheck(cudaMemset(d_y, 0, nC * sizeof(float)));
         rmsnorm_forward_gpu(g, d_y, d_rstd, d_x, d_w, rows, width);
         rmsnorm_backward_gpu(g, d_dx, d_dw, d_scratch, d_dy, d_x, d_w, d_rstd, rows, width, !per_head);
         cudaCheck(cudaDeviceSynchronize());
-        double e[4] = {rel_err_dev(d_y, y, nC), rel_err_dev(d_rstd, rstd, rows), rel_err_dev(d_dx, dx, nC), rel_err_dev(d_dw, dw, width)};
+        double e[4] = {rel_err_dev_x(d_y, y, nC), rel_err_dev(d_rstd, rstd, rows), rel_err_dev_x(d_dx, dx, nC), rel_err_dev(d_dw, dw, width)};
         snprintf(name, sizeof(name), "gpu rmsnorm rows=%d width=%d %s", rows, width, per_head ? "(dinp =)" : "(dinp +=)");
-        check(e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5 && e[3] < 1e-5, name, "rel err y %.1e rstd %.1e dx %.1e dw %.1e (tol 1e-5)",
-              e[0], e[1], e[2], e[3]);
+        check(e[0] < tol && e[1] < tol && e[2] < tol && e[3] < tol, name, "rel err y %.1e rstd %.1e dx %.1e dw %.1e (tol %.0e)",
+              e[0], e[1], e[2], e[3], tol);
         free(x); free(w); free(dy); free(dx0); free(y); free(rstd); free(dx); free(dw);
         cudaFree(d_x); cudaFree(d_w); cudaFree(d_dy); cudaFree(d_dx); cudaFree(d_y); cudaFree(d_rstd); cudaFree(d_dw); cudaFree(d_scratch);
     }
@@ -64,50 +73,59 @@ static void test_small_kernels(const GpuContext* g) {
     gpu_model_build(&m, &c, g, NULL, 1);
     gpu_model_size_acts(&m, B, T);
     float *qkv = rand_host(n3, &r, 1.0), *dout = rand_host(n3, &r, 1.0);
+    round_x(qkv, n3);
+    round_x(dout, n3);
     float *out = (float*)calloc_check(n3, sizeof(float)), *dqkv = (float*)calloc_check(n3, sizeof(float));
     rope_forward(out, qkv, B, T, C, H, 1, c.rope_theta);
     rope_backward(dqkv, dout, B, T, C, H, 1, c.rope_theta);
-    float *d_qkv = to_gpu(qkv, n3), *d_dout = to_gpu(dout, n3), *d_out = to_gpu(out, n3), *d_dqkv = to_gpu(out, n3);
+    floatX *d_qkv = to_gpu_x(qkv, n3), *d_dout = to_gpu_x(dout, n3), *d_out = gpu_zeros_x(n3), *d_dqkv = gpu_zeros_x(n3);
     rope_forward_gpu(g, d_out, d_qkv, m.rope_cos, m.rope_sin, B, T, C, H, 1);
     rope_backward_gpu(g, d_dqkv, d_dout, m.rope_cos, m.rope_sin, B, T, C, H, 1);
     cudaCheck(cudaDeviceSynchronize());
-    double er = rel_err_dev(d_out, out, n3), edr = rel_err_dev(d_dqkv, dqkv, n3);
-    check(er < 1e-5 && edr < 1e-5, "gpu rope B=2 T=37 H=3 D=32", "rel err out %.1e dqkv %.1e (tol 1e-5)", er, edr);
+    double er = rel_err_dev_x(d_out, out, n3), edr = rel_err_dev_x(d_dqkv, dqkv, n3);
+    check(er < tol && edr < tol, "gpu rope B=2 T=37 H=3 D=32", "rel err out %.1e dqkv %.1e (tol %.0e)", er, edr, tol);
     // SwiGLU
     float *a = rand_host(nC, &r, 2.0), *b = rand_host(nC, &r, 1.0), *sy = (float*)calloc_check(nC, sizeof(float));
+    round_x(a, nC);
+    round_x(b, nC);
     float *da = (float*)calloc_check(nC, sizeof(float)), *db = (float*)calloc_check(nC, sizeof(float));
     swiglu_forward(sy, a, b, nC);
     swiglu_backward(da, db, dout, a, b, nC);
-    float *d_a = to_gpu(a, nC), *d_b = to_gpu(b, nC), *d_sy = to_gpu(sy, nC), *d_da = to_gpu(sy, nC), *d_db = to_gpu(sy, nC);
+    floatX *d_a = to_gpu_x(a, nC), *d_b = to_gpu_x(b, nC), *d_sy = gpu_zeros_x(nC), *d_da = gpu_zeros_x(nC), *d_db = gpu_zeros_x(nC);
     swiglu_forward_gpu(g, d_sy, d_a, d_b, nC);
     swiglu_backward_gpu(g, d_da, d_db, d_dout, d_a, d_b, nC);
-    double es[3] = {rel_err_dev(d_sy, sy, nC), rel_err_dev(d_da, da, nC), rel_err_dev(d_db, db, nC)};
-    check(es[0] < 1e-5 && es[1] < 1e-5 && es[2] < 1e-5, "gpu swiglu n=7104", "rel err out %.1e da %.1e db %.1e (tol 1e-5)", es[0], es[1], es[2]);
+    double es[3] = {rel_err_dev_x(d_sy, sy, nC), rel_err_dev_x(d_da, da, nC), rel_err_dev_x(d_db, db, nC)};
+    check(es[0] < tol && es[1] < tol && es[2] < tol, "gpu swiglu n=7104", "rel err out %.1e da %.1e db %.1e (tol %.0e)", es[0], es[1], es[2], tol);
     // cross-entropy over V of Vp columns, two masked rows
     size_t nl = (size_t)N * Vp;
-    float *logits = rand_host(nl, &r, 3.0), *losses = (float*)calloc_check(N, sizeof(float)), *lse = (float*)calloc_check(N, sizeof(float));
+    float *logits = rand_host(nl, &r, 3.0);
+    round_x(logits, nl);
+    float *losses = (float*)calloc_check(N, sizeof(float)), *lse = (float*)calloc_check(N, sizeof(float));
     float* dlogits = (float*)calloc_check(nl, sizeof(float));
     int* targets = (int*)malloc_check(N * sizeof(int));
     for (int n = 0; n < N; n++) { targets[n] = n % 11 == 3 ? -1 : rng_int(&r, V); }
     crossentropy_forward(losses, lse, logits, targets, N, V, Vp);
     crossentropy_backward(dlogits, logits, lse, targets, 0.37, N, V, Vp);
-    float *d_logits = to_gpu(logits, nl), *d_losses = to_gpu(losses, N), *d_lse = to_gpu(lse, N);
+    floatX* d_logits = to_gpu_x(logits, nl);
+    float *d_losses = gpu_zeros(N), *d_lse = gpu_zeros(N);
     int* d_targets;
     cudaCheck(cudaMalloc(&d_targets, N * sizeof(int)));
     cudaCheck(cudaMemcpy(d_targets, targets, N * sizeof(int), cudaMemcpyHostToDevice));
     crossentropy_forward_gpu(g, d_losses, d_lse, d_logits, d_targets, N, V, Vp);
     double el[2] = {rel_err_dev(d_losses, losses, N), rel_err_dev(d_lse, lse, N)};
     crossentropy_backward_gpu(g, d_logits, d_lse, d_targets, 0.37f, N, V, Vp);
-    double edl = rel_err_dev(d_logits, dlogits, nl);
-    check(el[0] < 1e-5 && el[1] < 1e-5 && edl < 1e-5, "gpu crossentropy V=50 Vp=64 masked rows", "rel err losses %.1e lse %.1e dlogits %.1e (tol 1e-5)",
-          el[0], el[1], edl);
+    double edl = rel_err_dev_x(d_logits, dlogits, nl);
+    check(el[0] < tol && el[1] < tol && edl < tol, "gpu crossentropy V=50 Vp=64 masked rows", "rel err losses %.1e lse %.1e dlogits %.1e (tol %.0e)",
+          el[0], el[1], edl, tol);
     // encoder forward and backward, tokens repeating
     int* tokens = (int*)malloc_check(N * sizeof(int));
     for (int n = 0; n < N; n++) { tokens[n] = rng_int(&r, 7) * 7; }
     float *wte = rand_host((size_t)Vp * C, &r, 1.0), *emb = (float*)calloc_check(nC, sizeof(float));
+    round_x(wte, (size_t)Vp * C);
     float* dwte = rand_host((size_t)Vp * C, &r, 1.0);
     encoder_forward(emb, tokens, wte, N, C);
-    float *d_wte = to_gpu(wte, (size_t)Vp * C), *d_emb = to_gpu(emb, nC), *d_dwte = to_gpu(dwte, (size_t)Vp * C), *d_dy = to_gpu(dout, nC);
+    floatX *d_wte = to_gpu_x(wte, (size_t)Vp * C), *d_emb = gpu_zeros_x(nC), *d_dy = to_gpu_x(dout, nC);
+    float* d_dwte = to_gpu(dwte, (size_t)Vp * C);
     encoder_backward(dwte, dout, tokens, N, C);
     int *index = (int*)malloc_check((3 * (size_t)N + 1) * sizeof(int)), *count = (int*)malloc_check(Vp * sizeof(int)), *d_tokens, *d_index;
     int buckets = encoder_index(index, count, tokens, N, Vp);
@@ -117,8 +135,8 @@ static void test_small_kernels(const GpuContext* g) {
     cudaCheck(cudaMemcpy(d_index, index, (3 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice));
     encoder_forward_gpu(g, d_emb, d_tokens, d_wte, N, C);
     encoder_backward_gpu(g, d_dwte, d_dy, d_index, buckets, N, C);
-    double ee = rel_err_dev(d_emb, emb, nC), edw = rel_err_dev(d_dwte, dwte, (size_t)Vp * C);
-    check(ee < 1e-5 && edw < 1e-5 && buckets == 7, "gpu encoder N=74 C=96, 7 distinct tokens", "rel err out %.1e dwte (+=) %.1e, %d buckets",
+    double ee = rel_err_dev_x(d_emb, emb, nC), edw = rel_err_dev(d_dwte, dwte, (size_t)Vp * C);
+    check(ee < tol && edw < tol && buckets == 7, "gpu encoder N=74 C=96, 7 distinct tokens", "rel err out %.1e dwte (+=) %.1e, %d buckets",
           ee, edw, buckets);
     free(qkv); free(dout); free(out); free(dqkv); free(a); free(b); free(sy); free(da); free(db);
     free(logits); free(losses); free(lse); free(dlogits); free(targets); free(tokens); free(wte); free(emb); free(dwte);
@@ -163,6 +181,7 @@ static void test_model(const GpuContext* g, const ModelCase* mc) {
     Config c = config_make(dl.vocab.vocab, dl.vocab.padded, mc->L, TC, TH, 0, mc->pattern, mc->window, mc->pos_full, mc->pos_swa, mc->mixer);
     Model cpu;
     model_build(&cpu, &c, 42);
+    round_x(cpu.params, cpu.pl.total);  // the weights the GPU's kernels read
     GpuModel gpu;
     gpu_model_build(&gpu, &c, g, cpu.params, 0);
     int targets[TB * TT];
@@ -170,7 +189,7 @@ static void test_model(const GpuContext* g, const ModelCase* mc) {
     double loss_cpu = model_forward(&cpu, dl.inputs, targets, TB, TT);
     double loss_gpu = gpu_model_forward(&gpu, dl.inputs, targets, TB, TT);
     size_t nl = (size_t)TB * TT * c.padded_vocab;
-    double e_logits = rel_err_dev(gact(&gpu, G_LOGITS), gact(&cpu, G_LOGITS), nl);
+    double e_logits = rel_err_dev_x(gact(&gpu, G_LOGITS), gact(&cpu, G_LOGITS), nl);
     double e_loss = fabs(loss_gpu - loss_cpu) / fabs(loss_cpu);
     model_zero_grad(&cpu);
     gpu_model_zero_grad(&gpu);
@@ -191,9 +210,10 @@ static void test_model(const GpuContext* g, const ModelCase* mc) {
     char name[128], what[64];
     case_name(what, sizeof(what), mc);
     snprintf(name, sizeof(name), "gpu model %s", what);
-    check(e_logits < 1e-5 && e_loss < 1e-5 && worst < 1e-3 && zero == 0, name,
-          "loss %.6f vs cpu %.6f (rel %.1e), logits rel %.1e (tol 1e-5); worst of %d gradients %s %.1e (tol 1e-3), %d all-zero",
-          loss_gpu, loss_cpu, e_loss, e_logits, cpu.pl.n, worst_name, worst, zero);
+    double tol_logits = TOL_X(1e-5, 3e-2), tol_loss = TOL_X(1e-5, 1e-2), tol_grad = TOL_X(1e-3, 1.5e-1);
+    check(e_logits < tol_logits && e_loss < tol_loss && worst < tol_grad && zero == 0, name,
+          "loss %.6f vs cpu %.6f (rel %.1e, tol %.0e), logits rel %.1e (tol %.0e); worst of %d gradients %s %.1e (tol %.0e), %d all-zero",
+          loss_gpu, loss_cpu, e_loss, tol_loss, e_logits, tol_logits, cpu.pl.n, worst_name, worst, tol_grad, zero);
     free(grads);
     gpu_model_free(&gpu);
     model_free(&cpu);
@@ -250,9 +270,10 @@ static void test_training(const GpuContext* g) {
         worst_l = fmax(worst_l, fabs(lg[s] - lc[s]) / lc[s]);
         worst_n = fmax(worst_n, fabs(ng[s] - nc[s]) / nc[s]);
     }
-    check(worst_l < 1e-4 && worst_n < 1e-4 && lc[STEPS - 1] < lc[0] - 0.5, "gpu 10 training steps SRF vs cpu",
-          "loss %.5f -> %.5f (cpu %.5f -> %.5f), worst rel diff loss %.1e norm %.1e (tol 1e-4)",
-          lg[0], lg[STEPS - 1], lc[0], lc[STEPS - 1], worst_l, worst_n);
+    double tol_l = TOL_X(1e-4, 2e-2), tol_n = TOL_X(1e-4, 5e-2);
+    check(worst_l < tol_l && worst_n < tol_n && lc[STEPS - 1] < lc[0] - 0.5, "gpu 10 training steps SRF vs cpu",
+          "loss %.5f -> %.5f (cpu %.5f -> %.5f), worst rel diff loss %.1e (tol %.0e) norm %.1e (tol %.0e)",
+          lg[0], lg[STEPS - 1], lc[0], lc[STEPS - 1], worst_l, tol_l, worst_n, tol_n);
 
     // determinism: a second GPU run from the same seed, bit for bit
     DataLoader dl2;
@@ -294,8 +315,11 @@ static void test_training(const GpuContext* g) {
     GpuModel fresh;  // the checkpoint's parameters (gpu and loaded have trained on since)
     gpu_model_build(&fresh, &ck.cfg, g, ck.params, 0);
     gpu_needle_eval(&fresh, &grid, 2 * TT, &rg);
+    // fp32: identical accuracies; bf16: the forward's rounding may flip a near-tie argmax, so each
+    // cell's token accuracy may move by at most 1/samples
     int cells = grid.n_lengths * grid.n_depths, acc_same = 1;
-    for (int i = 0; i < cells; i++) { acc_same &= rc.acc[i] == rg.acc[i] && rc.tok_acc[i] == rg.tok_acc[i]; }
+    double acc_tol = TOL_X(0.0, 1.0 / grid.samples + 1e-9);
+    for (int i = 0; i < cells; i++) { acc_same &= fabs(rc.acc[i] - rg.acc[i]) <= acc_tol && fabs(rc.tok_acc[i] - rg.tok_acc[i]) <= acc_tol; }
     double worst_score = 0.0, mass_d = 0.0, mass_n = 0.0, tok = 0.0;
     for (int i = 0; i < rc.L * rc.H; i++) {
         worst_score = fmax(worst_score, fabs(rc.score[i] - rg.score[i]));
@@ -304,10 +328,11 @@ static void test_training(const GpuContext* g) {
     }
     for (int i = 0; i < cells; i++) { tok += rc.tok_acc[i] / cells; }
     double mass_e = sqrt(mass_d / mass_n);
-    check(acc_same && rc.n_answer == rg.n_answer && worst_score <= 2.0 / rc.n_answer && mass_e < 1e-4, "gpu needle eval = cpu needle eval",
-          "T=%d grid, %d samples: accuracies identical (mean token acc %.3f), %d answer tokens, worst retrieval score diff %.3f "
-          "(tol 2 answer tokens: argmax ties), attention mass rel err %.1e (tol 1e-4)",
-          TT, cells * grid.samples, tok, rc.n_answer, worst_score, mass_e);
+    double score_tol = TOL_X(2.0, 4.0) / rc.n_answer, mass_tol = TOL_X(1e-4, 5e-2);
+    check(acc_same && rc.n_answer == rg.n_answer && worst_score <= score_tol && mass_e < mass_tol, "gpu needle eval = cpu needle eval",
+          "T=%d grid, %d samples: accuracies within %.2f (mean token acc %.3f), %d answer tokens, worst retrieval score diff %.3f "
+          "(tol %.3f: argmax ties), attention mass rel err %.1e (tol %.0e)",
+          TT, cells * grid.samples, acc_tol, tok, rc.n_answer, worst_score, score_tol, mass_e, mass_tol);
     needle_result_free(&rc);
     needle_result_free(&rg);
     needle_grid_free(&grid);

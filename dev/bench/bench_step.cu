@@ -18,7 +18,7 @@ attention, SWA W 64 / 512 / 2048, Gated DeltaNet and gla on random inputs in the
 */
 #define TESTING
 #include "../../train_hybrid.cu"
-#include "../../test/test_gpu_common.cuh"  // defines: rand_host, to_gpu
+#include "../../test/test_gpu_common.cuh"  // defines: rand_host, to_gpu, to_gpu_x
 
 typedef struct {
     const char* name;
@@ -96,10 +96,10 @@ static void bench_step(const StepCase* sc, int steps) {
 // ----------------------------------------------------------------------------
 // kernels
 
-// a device array of n normal(0, scale) floats
-static float* dev_random(size_t n, Rng* r, double scale) {
+// a device array of n normal(0, scale) values in floatX
+static floatX* dev_random(size_t n, Rng* r, double scale) {
     float* h = rand_host(n, r, scale);
-    float* d = to_gpu(h, n);
+    floatX* d = to_gpu_x(h, n);
     free(h);
     return d;
 }
@@ -128,16 +128,19 @@ static void bench_kernel(const KernelCase* kc) {
     rng_init(&r, 7);
     cudaStream_t st;
     cudaCheck(cudaStreamCreate(&st));
-    float *qkv = dev_random(N * 3 * C, &r, 1.0), *dout = dev_random(N * C, &r, 1.0), *out, *lse, *delta, *dqkv;
-    cudaCheck(cudaMalloc(&out, N * C * sizeof(float)));
+    floatX *qkv = dev_random(N * 3 * C, &r, 1.0), *dout = dev_random(N * C, &r, 1.0), *out, *dqkv;
+    float *lse, *delta;
+    cudaCheck(cudaMalloc(&out, N * C * sizeof(floatX)));
     cudaCheck(cudaMalloc(&lse, N * H * sizeof(float)));
     cudaCheck(cudaMalloc(&delta, N * H * sizeof(float)));
-    cudaCheck(cudaMalloc(&dqkv, N * 3 * C * sizeof(float)));
+    cudaCheck(cudaMalloc(&dqkv, N * 3 * C * sizeof(floatX)));
     // recurrent mixer inputs: normalised q, k; beta in (0,1); gate = log alpha in (-0.5, 0)
-    float *q = NULL, *k = NULL, *beta = NULL, *gate = NULL, *states = NULL, *dbeta = NULL, *dgate = NULL;
+    floatX *q = NULL, *k = NULL, *dqk = NULL;
+    float *beta = NULL, *gate = NULL, *states = NULL, *dbeta = NULL, *dgate = NULL;
     if (kc->kind != K_ATTN) {
-        cudaCheck(cudaMalloc(&q, N * C * sizeof(float)));
-        cudaCheck(cudaMalloc(&k, N * C * sizeof(float)));
+        cudaCheck(cudaMalloc(&q, N * C * sizeof(floatX)));
+        cudaCheck(cudaMalloc(&k, N * C * sizeof(floatX)));
+        cudaCheck(cudaMalloc(&dqk, 2 * N * C * sizeof(floatX)));  // dq, dk; dv goes into dqkv's v third
         l2norm_forward_gpu(q, qkv, 3 * C, (int)N, C, H, 1.0f / sqrtf((float)D), st);
         l2norm_forward_gpu(k, qkv + C, 3 * C, (int)N, C, H, 1.0f, st);
         float* h = (float*)malloc_check(N * H * 2 * sizeof(float));
@@ -162,7 +165,7 @@ static void bench_kernel(const KernelCase* kc) {
             int mixer = kc->kind == K_GDN ? MIXER_GDN : MIXER_GLA;
             float* b = mixer == MIXER_GDN ? beta : NULL;
             delta_rule_forward_gpu(out, states, q, k, qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, st);
-            delta_rule_backward_gpu(dqkv, dqkv + N * C, dqkv + 2 * N * C, mixer == MIXER_GDN ? dbeta : NULL, dgate, dout, states, q, k,
+            delta_rule_backward_gpu(dqk, dqk + N * C, dqkv + 2 * C, mixer == MIXER_GDN ? dbeta : NULL, dgate, dout, states, q, k,
                                     qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, st);
         }
         cudaCheck(cudaEventRecord(e1, st));
@@ -176,7 +179,7 @@ static void bench_kernel(const KernelCase* kc) {
            m <= kc->target_ms ? "met" : "gap");
     fflush(stdout);
     cudaFree(qkv); cudaFree(dout); cudaFree(out); cudaFree(lse); cudaFree(delta); cudaFree(dqkv);
-    cudaFree(q); cudaFree(k); cudaFree(beta); cudaFree(gate); cudaFree(states); cudaFree(dbeta); cudaFree(dgate);
+    cudaFree(q); cudaFree(k); cudaFree(dqk); cudaFree(beta); cudaFree(gate); cudaFree(states); cudaFree(dbeta); cudaFree(dgate);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaStreamDestroy(st);
