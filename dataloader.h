@@ -86,6 +86,14 @@ typedef float floatX;
 #else
 #error "define PRECISION_BF16 or PRECISION_FP32 (make PRECISION=BF16|FP32)"
 #endif
+
+// 16 bytes of floatX (8 bf16 or 4 fp32): one load or store instruction per thread. Element-wise
+// kernels walk activation rows in these: rows (C, D, F, Vp) are multiples of 8 (gpu_check_config)
+// and every activation tensor starts on 16 bytes (act_layout's align); parameters need not.
+#define X128 (16 / (int)sizeof(floatX))
+typedef struct __align__(16) { floatX v[X128]; } x128;
+__device__ static inline x128 load128(const floatX* p) { return *(const x128*)p; }
+__device__ static inline void store128(floatX* p, x128 x) { *(x128*)p = x; }
 #endif
 
 // ----------------------------------------------------------------------------

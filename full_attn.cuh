@@ -52,7 +52,7 @@ __host__ __device__ static inline void attn_query_range(int k0, int nk, int T, i
 // may query q see key j?
 __host__ __device__ static inline int attn_visible(int q, int j, int window) { return j <= q && (window <= 0 || q - j < window); }
 
-// delta[b,t,h] = dout · out over the head's D columns; one thread per (b,t,h)
+// delta[b,t,h] = dout · out over the head's D columns; one thread per (b,t,h), 16-byte loads
 __global__ void attention_delta_kernel(float* delta, const floatX* dout, const floatX* out, int N, int C, int H) {
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= N * H) { return; }
@@ -60,7 +60,10 @@ __global__ void attention_delta_kernel(float* delta, const floatX* dout, const f
     const floatX* a = dout + (size_t)n * C + h * D;
     const floatX* b = out + (size_t)n * C + h * D;
     float s = 0.0f;
-    for (int i = 0; i < D; i++) { s += (float)a[i] * (float)b[i]; }
+    for (int i = 0; i < D; i += X128) {
+        x128 va = load128(a + i), vb = load128(b + i);
+        for (int k = 0; k < X128; k++) { s += (float)va.v[k] * (float)vb.v[k]; }
+    }
     delta[idx] = s;
 }
 

@@ -52,18 +52,6 @@ __device__ static inline float warp_sum(float v) {
     return v;
 }
 
-// Maximum over the block; every thread gets it.
-__device__ static float block_max(float v) {
-    __shared__ float partial[32];
-    for (int off = 16; off > 0; off /= 2) { v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, off)); }
-    if (threadIdx.x % 32 == 0) { partial[threadIdx.x / 32] = v; }
-    __syncthreads();
-    float m = -FLT_MAX;
-    for (int w = 0; w < (int)(blockDim.x / 32); w++) { m = fmaxf(m, partial[w]); }
-    __syncthreads();
-    return m;
-}
-
 // out[n, :] = wte[tokens[n], :]; one thread per element
 __global__ void encoder_forward_kernel(floatX* out, const int* tokens, const floatX* wte, int N, int C) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -97,15 +85,23 @@ static void encoder_backward_gpu(const GpuContext* g, float* dwte, const floatX*
     cudaCheck(cudaGetLastError());
 }
 
-// out = x rstd w, rstd = 1/sqrt(mean(x^2) + eps) over rows of C; one warp per row
+// out = x rstd w, rstd = 1/sqrt(mean(x^2) + eps) over rows of C; one warp per row, 16-byte accesses to
+// the activations (w, a parameter, need not start on 16 bytes: read element by element)
 __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int C) {
     int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) { return; }
     const floatX* x = inp + (size_t)row * C;
     float ss = 0.0f;
-    for (int i = lane; i < C; i += 32) { ss += (float)x[i] * (float)x[i]; }
+    for (int i = lane * X128; i < C; i += 32 * X128) {
+        x128 xv = load128(x + i);
+        for (int k = 0; k < X128; k++) { ss += (float)xv.v[k] * (float)xv.v[k]; }
+    }
     float r = rsqrtf(warp_sum(ss) / C + NORM_EPS);
-    for (int i = lane; i < C; i += 32) { out[(size_t)row * C + i] = (floatX)((float)x[i] * r * (float)w[i]); }
+    for (int i = lane * X128; i < C; i += 32 * X128) {
+        x128 xv = load128(x + i), o;
+        for (int k = 0; k < X128; k++) { o.v[k] = (floatX)((float)xv.v[k] * r * (float)w[i + k]); }
+        store128(out + (size_t)row * C + i, o);
+    }
     if (lane == 0) { rstd[row] = r; }
 }
 static void rmsnorm_forward_gpu(const GpuContext* g, floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int C) {
@@ -120,14 +116,21 @@ __global__ void rmsnorm_backward_kernel(floatX* dinp, const floatX* dout, const 
     if (row >= N) { return; }
     const floatX* x = inp + (size_t)row * C;
     const floatX* dy = dout + (size_t)row * C;
+    floatX* dx = dinp + (size_t)row * C;
     float gx = 0.0f;
-    for (int i = lane; i < C; i += 32) { gx += (float)dy[i] * (float)w[i] * (float)x[i]; }
+    for (int i = lane * X128; i < C; i += 32 * X128) {
+        x128 xv = load128(x + i), dv = load128(dy + i);
+        for (int k = 0; k < X128; k++) { gx += (float)dv.v[k] * (float)w[i + k] * (float)xv.v[k]; }
+    }
     gx = warp_sum(gx) / C;
     float r = rstd[row];
-    for (int i = lane; i < C; i += 32) {
-        float d = r * ((float)dy[i] * (float)w[i] - (float)x[i] * r * r * gx);
-        size_t idx = (size_t)row * C + i;
-        dinp[idx] = (floatX)(accumulate ? (float)dinp[idx] + d : d);
+    for (int i = lane * X128; i < C; i += 32 * X128) {
+        x128 xv = load128(x + i), dv = load128(dy + i), o = accumulate ? load128(dx + i) : xv;
+        for (int k = 0; k < X128; k++) {
+            float d = r * ((float)dv.v[k] * (float)w[i + k] - (float)xv.v[k] * r * r * gx);
+            o.v[k] = (floatX)(accumulate ? (float)o.v[k] + d : d);
+        }
+        store128(dx + i, o);
     }
 }
 
@@ -174,100 +177,128 @@ static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, f
 }
 
 // RoPE, rotate-half, on the q and k thirds of qkv (N, 3C); v (and q, k with rope = 0) copied.
-// cos/sin tables (T, D/2) hold the angles t·θ^(-2i/D) (rope_tables). One thread per element.
-__global__ void rope_forward_kernel(floatX* out, const floatX* qkv, const float* cosb, const float* sinb,
-                                    int N, int T, int C, int H, int rope) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+// cos/sin tables (T, D/2) hold the angles t·θ^(-2i/D) (rope_tables). One thread per 16-byte chunk:
+// a chunk in the first half of a q/k head rotates itself and its partner D/2 columns on (so D/2 is
+// a multiple of X128); a chunk in the second half is left to its partner.
+// forward: y[i] = x[i] c - x[i+D/2] s, y[i+D/2] = x[i+D/2] c + x[i] s; backward: the transpose (s -> -s)
+__device__ static void rope_chunk(floatX* out, const floatX* in, const float* cosb, const float* sinb,
+                                  int N, int T, int C, int H, int rope, float sign) {
+    size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
     if (idx >= (size_t)N * 3 * C) { return; }
     int j = (int)(idx % (3 * C)), t = (int)(idx / (3 * C) % T), D = C / H, half = D / 2, i = j % D;
-    if (!rope || j >= 2 * C) { out[idx] = qkv[idx]; return; }
-    if (i < half) {
-        float c = cosb[t * half + i], s = sinb[t * half + i];
-        out[idx] = (floatX)((float)qkv[idx] * c - (float)qkv[idx + half] * s);
-    } else {
-        float c = cosb[t * half + i - half], s = sinb[t * half + i - half];
-        out[idx] = (floatX)((float)qkv[idx] * c + (float)qkv[idx - half] * s);
+    if (!rope || j >= 2 * C) { store128(out + idx, load128(in + idx)); return; }
+    if (i >= half) { return; }
+    x128 a = load128(in + idx), b = load128(in + idx + half), ya, yb;
+    for (int k = 0; k < X128; k++) {
+        float c = cosb[t * half + i + k], s = sign * sinb[t * half + i + k];
+        ya.v[k] = (floatX)((float)a.v[k] * c - (float)b.v[k] * s);
+        yb.v[k] = (floatX)((float)b.v[k] * c + (float)a.v[k] * s);
     }
+    store128(out + idx, ya);
+    store128(out + idx + half, yb);
+}
+__global__ void rope_forward_kernel(floatX* out, const floatX* qkv, const float* cosb, const float* sinb, int N, int T, int C, int H, int rope) {
+    rope_chunk(out, qkv, cosb, sinb, N, T, C, H, rope, 1.0f);
 }
 // the transposed rotation (angle -a); dqkv written (=)
-__global__ void rope_backward_kernel(floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb,
-                                     int N, int T, int C, int H, int rope) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)N * 3 * C) { return; }
-    int j = (int)(idx % (3 * C)), t = (int)(idx / (3 * C) % T), D = C / H, half = D / 2, i = j % D;
-    if (!rope || j >= 2 * C) { dqkv[idx] = dout[idx]; return; }
-    if (i < half) {
-        float c = cosb[t * half + i], s = sinb[t * half + i];
-        dqkv[idx] = (floatX)((float)dout[idx] * c + (float)dout[idx + half] * s);
-    } else {
-        float c = cosb[t * half + i - half], s = sinb[t * half + i - half];
-        dqkv[idx] = (floatX)((float)dout[idx] * c - (float)dout[idx - half] * s);
-    }
+__global__ void rope_backward_kernel(floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb, int N, int T, int C, int H, int rope) {
+    rope_chunk(dqkv, dout, cosb, sinb, N, T, C, H, rope, -1.0f);
 }
 static void rope_forward_gpu(const GpuContext* g, floatX* out, const floatX* qkv, const float* cosb, const float* sinb,
                              int B, int T, int C, int H, int rope) {
-    size_t n = (size_t)B * T * 3 * C;
+    size_t n = (size_t)B * T * 3 * C / X128;
     rope_forward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(out, qkv, cosb, sinb, B * T, T, C, H, rope);
     cudaCheck(cudaGetLastError());
 }
 static void rope_backward_gpu(const GpuContext* g, floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb,
                               int B, int T, int C, int H, int rope) {
-    size_t n = (size_t)B * T * 3 * C;
+    size_t n = (size_t)B * T * 3 * C / X128;
     rope_backward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(dqkv, dout, cosb, sinb, B * T, T, C, H, rope);
     cudaCheck(cudaGetLastError());
 }
 
-// out = silu(a) b (SwiGLU; also the R mixer's output gate); one thread per element
+// out = silu(a) b (SwiGLU; also the R mixer's output gate); one thread per 16-byte chunk (n % X128 == 0)
 __global__ void swiglu_forward_kernel(floatX* out, const floatX* a, const floatX* b, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
     if (i >= n) { return; }
-    float x = (float)a[i];
-    out[i] = (floatX)(x * sigmoidf_(x) * (float)b[i]);
+    x128 av = load128(a + i), bv = load128(b + i), o;
+    for (int k = 0; k < X128; k++) {
+        float x = (float)av.v[k];
+        o.v[k] = (floatX)(x * sigmoidf_(x) * (float)bv.v[k]);
+    }
+    store128(out + i, o);
 }
 // da = dout b silu'(a), db = dout silu(a), both written (=)
 __global__ void swiglu_backward_kernel(floatX* da, floatX* db, const floatX* dout, const floatX* a, const floatX* b, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
     if (i >= n) { return; }
-    float x = (float)a[i], s = sigmoidf_(x), d = (float)dout[i];
-    da[i] = (floatX)(d * (float)b[i] * s * (1.0f + x * (1.0f - s)));
-    db[i] = (floatX)(d * x * s);
+    x128 av = load128(a + i), bv = load128(b + i), dv = load128(dout + i), dav, dbv;
+    for (int k = 0; k < X128; k++) {
+        float x = (float)av.v[k], s = sigmoidf_(x), d = (float)dv.v[k];
+        dav.v[k] = (floatX)(d * (float)bv.v[k] * s * (1.0f + x * (1.0f - s)));
+        dbv.v[k] = (floatX)(d * x * s);
+    }
+    store128(da + i, dav);
+    store128(db + i, dbv);
 }
 static void swiglu_forward_gpu(const GpuContext* g, floatX* out, const floatX* a, const floatX* b, size_t n) {
-    swiglu_forward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(out, a, b, n);
+    swiglu_forward_kernel<<<blocks_for(n / X128, 256), 256, 0, g->stream>>>(out, a, b, n);
     cudaCheck(cudaGetLastError());
 }
 static void swiglu_backward_gpu(const GpuContext* g, floatX* da, floatX* db, const floatX* dout, const floatX* a, const floatX* b, size_t n) {
-    swiglu_backward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(da, db, dout, a, b, n);
+    swiglu_backward_kernel<<<blocks_for(n / X128, 256), 256, 0, g->stream>>>(da, db, dout, a, b, n);
     cudaCheck(cudaGetLastError());
 }
 
+// Merges a running (max m, sum s of exp(x - m)) with another: the online softmax's combine step.
+__device__ static inline void lse_merge(float* m, float* s, float m2, float s2) {
+    float mm = fmaxf(*m, m2);
+    *s = *s * expf(*m - mm) + s2 * expf(m2 - mm);
+    *m = mm;
+}
+
 // Per row n: lse over the V real logits, loss = lse - logit[target] (0 where target < 0).
-// One block per row.
+// One block per row, one pass: each thread keeps a running (max, sum) over its 16-byte chunks,
+// then the pairs are merged across the warp and the block.
 __global__ void crossentropy_forward_kernel(float* losses, float* lse, const floatX* logits, const int* targets, int V, int Vp) {
+    __shared__ float pm[32], ps[32];
     const floatX* x = logits + (size_t)blockIdx.x * Vp;
-    float m = -FLT_MAX;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) { m = fmaxf(m, (float)x[v]); }
-    m = block_max(m);
-    float s = 0.0f;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) { s += expf((float)x[v] - m); }
-    s = block_sum(s);
+    float m = -FLT_MAX, s = 0.0f;
+    for (int v0 = threadIdx.x * X128; v0 < V; v0 += blockDim.x * X128) {
+        x128 xv = load128(x + v0);
+        int n = V - v0 < X128 ? V - v0 : X128;  // the chunk's real columns
+        float mc = -FLT_MAX, sc = 0.0f;
+        for (int k = 0; k < n; k++) { mc = fmaxf(mc, (float)xv.v[k]); }
+        for (int k = 0; k < n; k++) { sc += expf((float)xv.v[k] - mc); }
+        lse_merge(&m, &s, mc, sc);
+    }
+    for (int off = 16; off > 0; off /= 2) {
+        float m2 = __shfl_xor_sync(0xffffffff, m, off), s2 = __shfl_xor_sync(0xffffffff, s, off);
+        lse_merge(&m, &s, m2, s2);
+    }
+    if (threadIdx.x % 32 == 0) { pm[threadIdx.x / 32] = m; ps[threadIdx.x / 32] = s; }
+    __syncthreads();
     if (threadIdx.x == 0) {
-        float L = m + logf(s);
+        for (int w = 1; w < (int)(blockDim.x / 32); w++) { lse_merge(&pm[0], &ps[0], pm[w], ps[w]); }
+        float L = pm[0] + logf(ps[0]);
         int t = targets[blockIdx.x];
         lse[blockIdx.x] = L;
         losses[blockIdx.x] = t < 0 ? 0.0f : L - (float)x[t];
     }
 }
 // dlogits = dloss (softmax - onehot(target)) over the V real columns, 0 on padding and masked rows;
-// written over the logits (they are not needed after this). One block per row.
+// written over the logits (they are not needed after this). One block per row, 16-byte chunks.
 __global__ void crossentropy_backward_kernel(floatX* logits, const float* lse, const int* targets, float dloss, int V, int Vp) {
     floatX* x = logits + (size_t)blockIdx.x * Vp;
     int t = targets[blockIdx.x];
     float L = lse[blockIdx.x];
-    for (int v = threadIdx.x; v < Vp; v += blockDim.x) {
-        float d = 0.0f;
-        if (t >= 0 && v < V) { d = dloss * (expf((float)x[v] - L) - (v == t ? 1.0f : 0.0f)); }
-        x[v] = (floatX)d;
+    for (int v0 = threadIdx.x * X128; v0 < Vp; v0 += blockDim.x * X128) {
+        x128 xv = load128(x + v0), d;
+        for (int k = 0; k < X128; k++) {
+            int v = v0 + k;
+            d.v[k] = (floatX)((t >= 0 && v < V) ? dloss * (expf((float)xv.v[k] - L) - (v == t ? 1.0f : 0.0f)) : 0.0f);
+        }
+        store128(x + v0, d);
     }
 }
 static void crossentropy_forward_gpu(const GpuContext* g, float* losses, float* lse, const floatX* logits, const int* targets,
@@ -409,12 +440,17 @@ static void* gpu_malloc(GpuModel* m, size_t bytes, const char* what) {
     return p;
 }
 
-// The model's config must fit the kernels: attention head dims with a kernel, the chunked
-// recurrence's head dim limit.
+// The model's config must fit the kernels: 16-byte vectors along rows, attention head dims with a
+// kernel, the chunked recurrence's head dim limit.
 static void gpu_check_config(const Config* c) {
     int D = c->n_embd / c->n_head;
     int has_attn = strchr(c->pattern, 'F') || strchr(c->pattern, 'S'), has_rec = strchr(c->pattern, 'R') != NULL;
     if (has_attn && !attention_supports_head_dim(D)) { die("-C %d -H %d: head dim %d, the GPU attention takes 32, 64 or 128", c->n_embd, c->n_head, D); }
+    if (c->n_embd % 8 || c->ffn % 8 || D % 16 || c->padded_vocab % 8) {
+        die("-C %d -H %d: the GPU kernels take C, the FFN width and the padded vocab in multiples of 8 and the head dim in "
+            "multiples of 16 (16-byte vectors), got C %d, FFN %d, vocab %d, head dim %d", c->n_embd, c->n_head, c->n_embd, c->ffn,
+            c->padded_vocab, D);
+    }
     if (has_rec && D > DELTA_MAX_D) { die("-C %d -H %d: head dim %d, the GPU recurrent mixer takes at most %d", c->n_embd, c->n_head, D, DELTA_MAX_D); }
 }
 
