@@ -34,7 +34,7 @@ ifeq ($(filter $(PRECISION),BF16 FP32),)
 endif
 ifneq ($(NVCC),)
   $(info ✓ nvcc found: $(NVCC))
-  GPU_PROGRAMS = train_hybrid dev/bench/bench_step
+  GPU_PROGRAMS = train_hybrid dev/bench/bench_step dev/cuda/attention
   GPU_TESTS = test/test_gpu test/test_gpu_bf16 test/test_model_gpu test/test_model_gpu_bf16
 else
   $(info ✗ nvcc not found (set CUDA_HOME): CUDA programs and GPU tests are not built)
@@ -71,6 +71,10 @@ train_hybrid: train_hybrid.cu $(GPU_HEADERS)
 # step and kernel speed against DESIGN.md §5's targets; includes train_hybrid.cu with TESTING
 dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
+
+# standalone attention kernel versions (llm.c dev/cuda style): CPU check and timing
+dev/cuda/attention: dev/cuda/attention.cu $(GPU_HEADERS)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING
 test/test_model_gpu test/test_model_gpu_bf16: test/test_model_gpu.cu test/test_common.h test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)

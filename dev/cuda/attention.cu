@@ -1,0 +1,184 @@
+/*
+attention.cu — the attention kernels of full_attn.cuh on their own, llm.c dev/cuda style: each
+version checked against the CPU reference (hybrid_cpu.h) on a small shape, then timed forward and
+backward at the benchmark shape (B 8, T 4096, H 12, D 64) for full attention and SWA W 64/512/2048.
+
+    make dev/cuda/attention
+    ./dev/cuda/attention 2        # version 2 (default); 1 = version 1
+
+versions:
+    1  fp32 on CUDA cores: a thread per query (or key) row, tiles of 32 rows in shared memory
+    2  bf16 on tensor cores (mma.sync m16n8k16, fp32 accumulate): 4 warps x 16 rows, 64-row tiles
+       streamed through shared memory, scores and probabilities kept in registers
+Check: norm-wise relative error against the CPU (inputs rounded to the version's type first);
+tolerances as test/test_gpu.cu: fp32 1e-5 (out) / 1e-4 (gradients), bf16 1e-2 / 2e-2.
+Timing: median of 10 launches after a warm-up, CUDA events.
+*/
+#define PRECISION_BF16
+#include "../../hybrid_cpu.h"
+#include "../../attention_swa.cuh"
+
+static float* rand_floats(size_t n, Rng* r) {
+    float* x = (float*)malloc_check(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) { x[i] = (float)rng_normal(r); }
+    return x;
+}
+static double rel_err_host(const float* a, const float* b, size_t n) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) { d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); r += (double)b[i] * b[i]; }
+    return sqrt(d / r);
+}
+
+// One version's buffers: inputs and outputs in its element type (float for 1, bf16 for 2).
+typedef struct {
+    int version;
+    size_t esize;
+    void *qkv, *dout, *out, *dqkv;
+    float *lse, *delta;
+} Bufs;
+
+static void* upload(const float* h, size_t n, int version) {
+    size_t es = version == 1 ? sizeof(float) : sizeof(bf16);
+    void* host = malloc_check(n * es);
+    for (size_t i = 0; i < n; i++) {
+        if (version == 1) { ((float*)host)[i] = h[i]; } else { ((bf16*)host)[i] = __float2bfloat16(h[i]); }
+    }
+    void* d;
+    cudaCheck(cudaMalloc(&d, n * es));
+    cudaCheck(cudaMemcpy(d, host, n * es, cudaMemcpyHostToDevice));
+    free(host);
+    return d;
+}
+static float* download(const void* d, size_t n, int version) {
+    size_t es = version == 1 ? sizeof(float) : sizeof(bf16);
+    void* host = malloc_check(n * es);
+    cudaCheck(cudaMemcpy(host, d, n * es, cudaMemcpyDeviceToHost));
+    float* h = (float*)malloc_check(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) { h[i] = version == 1 ? ((float*)host)[i] : __bfloat162float(((bf16*)host)[i]); }
+    free(host);
+    return h;
+}
+
+static Bufs bufs_make(int version, const float* qkv, const float* dout, int B, int T, int C, int H) {
+    Bufs b;
+    size_t N = (size_t)B * T;
+    b.version = version;
+    b.esize = version == 1 ? sizeof(float) : sizeof(bf16);
+    b.qkv = upload(qkv, N * 3 * C, version);
+    b.dout = upload(dout, N * C, version);
+    cudaCheck(cudaMalloc(&b.out, N * C * b.esize));
+    cudaCheck(cudaMalloc(&b.dqkv, N * 3 * C * b.esize));
+    cudaCheck(cudaMalloc(&b.lse, N * H * sizeof(float)));
+    cudaCheck(cudaMalloc(&b.delta, N * H * sizeof(float)));
+    return b;
+}
+static void bufs_free(Bufs* b) {
+    cudaFree(b->qkv); cudaFree(b->dout); cudaFree(b->out); cudaFree(b->dqkv); cudaFree(b->lse); cudaFree(b->delta);
+}
+
+static void run_forward(Bufs* b, int B, int T, int C, int H, int window) {
+    if (b->version == 1) { attention_v1_forward<64>((float*)b->out, b->lse, (const float*)b->qkv, B, T, C, H, window, 0); }
+    else { attention_v2_forward<64>((bf16*)b->out, b->lse, (const bf16*)b->qkv, B, T, C, H, window, 0); }
+}
+// the delta row sums (dout · out) are computed once here: they belong to the backward's setup
+static void run_delta(Bufs* b, int B, int T, int C, int H) {
+    size_t rows = (size_t)B * T * H;
+    float* d = download(b->dout, (size_t)B * T * C, b->version);
+    float* o = download(b->out, (size_t)B * T * C, b->version);
+    float* h = (float*)malloc_check(rows * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        size_t n = r / H, hh = r % H;
+        double s = 0.0;
+        for (int i = 0; i < C / H; i++) { s += (double)d[n * C + hh * (C / H) + i] * o[n * C + hh * (C / H) + i]; }
+        h[r] = (float)s;
+    }
+    cudaCheck(cudaMemcpy(b->delta, h, rows * sizeof(float), cudaMemcpyHostToDevice));
+    free(d); free(o); free(h);
+}
+static void run_backward(Bufs* b, int B, int T, int C, int H, int window) {
+    if (b->version == 1) {
+        attention_v1_backward<64>((float*)b->dqkv, (const float*)b->dout, b->lse, b->delta, (const float*)b->qkv, B, T, C, H, window, 0);
+    } else {
+        attention_v2_backward<64>((bf16*)b->dqkv, (const bf16*)b->dout, b->lse, b->delta, (const bf16*)b->qkv, B, T, C, H, window, 0);
+    }
+}
+
+static void check_version(int version, int window) {
+    enum { B = 2, T = 300, H = 4, D = 64, C = H * D };
+    size_t N = (size_t)B * T;
+    Rng r;
+    rng_init(&r, 1);
+    float *qkv = rand_floats(N * 3 * C, &r), *dout = rand_floats(N * C, &r);
+    if (version == 2) {  // the CPU sees the bf16 inputs
+        for (size_t i = 0; i < N * 3 * C; i++) { qkv[i] = __bfloat162float(__float2bfloat16(qkv[i])); }
+        for (size_t i = 0; i < N * C; i++) { dout[i] = __bfloat162float(__float2bfloat16(dout[i])); }
+    }
+    float *out = (float*)calloc_check(N * C, sizeof(float)), *lse = (float*)calloc_check(N * H, sizeof(float));
+    float* dqkv = (float*)calloc_check(N * 3 * C, sizeof(float));
+    attention_forward(out, lse, qkv, B, T, C, H, window);
+    attention_backward(dqkv, dout, out, lse, qkv, B, T, C, H, window);
+    Bufs b = bufs_make(version, qkv, dout, B, T, C, H);
+    run_forward(&b, B, T, C, H, window);
+    run_delta(&b, B, T, C, H);
+    run_backward(&b, B, T, C, H, window);
+    cudaCheck(cudaDeviceSynchronize());
+    float *g_out = download(b.out, N * C, version), *g_dqkv = download(b.dqkv, N * 3 * C, version);
+    double e_out = rel_err_host(g_out, out, N * C), e_d = rel_err_host(g_dqkv, dqkv, N * 3 * C);
+    double tol_out = version == 1 ? 1e-5 : 1e-2, tol_d = version == 1 ? 1e-4 : 2e-2;
+    printf("check v%d W=%-4d B=%d T=%d H=%d D=%d: rel err out %.1e (tol %.0e), dqkv %.1e (tol %.0e)  %s\n", version, window, B, T, H, D,
+           e_out, tol_out, e_d, tol_d, e_out < tol_out && e_d < tol_d ? "ok" : "FAILED");
+    if (!(e_out < tol_out && e_d < tol_d)) { exit(1); }
+    bufs_free(&b);
+    free(qkv); free(dout); free(out); free(lse); free(dqkv); free(g_out); free(g_dqkv);
+}
+
+static int cmp_float(const void* a, const void* b) { return *(const float*)a < *(const float*)b ? -1 : *(const float*)a > *(const float*)b; }
+
+static void time_version(int version, int window) {
+    enum { B = 8, T = 4096, H = 12, D = 64, C = H * D, REPS = 10 };
+    size_t N = (size_t)B * T;
+    Rng r;
+    rng_init(&r, 2);
+    float *qkv = rand_floats(N * 3 * C, &r), *dout = rand_floats(N * C, &r);
+    Bufs b = bufs_make(version, qkv, dout, B, T, C, H);
+    cudaCheck(cudaMemset(b.delta, 0, N * H * sizeof(float)));
+    cudaEvent_t e[3];
+    for (int i = 0; i < 3; i++) { cudaCheck(cudaEventCreate(&e[i])); }
+    float fwd[REPS], bwd[REPS];
+    for (int rep = -1; rep < REPS; rep++) {  // rep -1 warms up
+        cudaCheck(cudaEventRecord(e[0], 0));
+        run_forward(&b, B, T, C, H, window);
+        cudaCheck(cudaEventRecord(e[1], 0));
+        run_backward(&b, B, T, C, H, window);
+        cudaCheck(cudaEventRecord(e[2], 0));
+        cudaCheck(cudaEventSynchronize(e[2]));
+        if (rep < 0) { continue; }
+        cudaCheck(cudaEventElapsedTime(&fwd[rep], e[0], e[1]));
+        cudaCheck(cudaEventElapsedTime(&bwd[rep], e[1], e[2]));
+    }
+    qsort(fwd, REPS, sizeof(float), cmp_float);
+    qsort(bwd, REPS, sizeof(float), cmp_float);
+    // TFLOP/s of the standard count: forward 2 matmuls (4·D per visible query-key pair), backward 5
+    // (2.5x the forward); the kernels here do more (both backward kernels recompute the scores)
+    double pairs = 0.0;
+    for (int t = 0; t < T; t++) { pairs += window > 0 && window < t + 1 ? window : t + 1; }
+    double fwd_flop = 4.0 * D * pairs * B * H;
+    printf("time  v%d %-9s B=%d T=%d H=%d D=%d: fwd %7.3f ms (%5.1f TFLOP/s)  bwd %7.3f ms (%5.1f TFLOP/s)  total %7.3f ms\n", version,
+           window > 0 ? (window == 64 ? "SWA 64" : window == 512 ? "SWA 512" : "SWA 2048") : "full", B, T, H, D, fwd[REPS / 2],
+           fwd_flop / fwd[REPS / 2] / 1e9, bwd[REPS / 2], 2.5 * fwd_flop / bwd[REPS / 2] / 1e9, fwd[REPS / 2] + bwd[REPS / 2]);
+    for (int i = 0; i < 3; i++) { cudaEventDestroy(e[i]); }
+    bufs_free(&b);
+    free(qkv); free(dout);
+}
+
+int main(int argc, char** argv) {
+    int version = argc > 1 ? atoi(argv[1]) : 2;
+    if (version != 1 && version != 2) { die("version %s: expected 1 (fp32 CUDA cores) or 2 (bf16 tensor cores)", argv[1]); }
+    int n_gpu = 0;
+    if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found: dev/cuda/attention needs one"); }
+    const int windows[] = {0, 64, 512, 2048};
+    check_version(version, 0);
+    check_version(version, 17);
+    for (int i = 0; i < 4; i++) { time_version(version, windows[i]); }
+    return 0;
+}
