@@ -35,8 +35,9 @@ beta, gate (B,T,H) with gate = log α; o (B,T,C). The forward saves the state en
 states (B, H, n_chunks, D, D) with S[i][j], i value dim, j key dim. The backward writes (=) dq, dk,
 dv, dbeta, dgate; one block owns one (b, h), so there are no atomics.
 
-This fp32 version runs one block per (b, h) with D <= 64 (shared memory holds the state, its
-gradient and the chunk's tiles).
+Precision: q, k, v, o and their gradients are the build's floatX (dataloader.h); beta, gate, the
+states and dbeta, dgate are fp32; all arithmetic is fp32 on CUDA cores. One block runs one (b, h)
+with D <= 64 (shared memory holds the state, its gradient and the chunk's tiles).
 */
 #ifndef RECURRENT_MIXER_CUH
 #define RECURRENT_MIXER_CUH

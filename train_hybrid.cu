@@ -8,11 +8,18 @@ diffed against the CPU reference tensor by tensor (test/test_model_gpu.cu does).
     ./train_hybrid -p SRF -w 128 --pos-full nope      # any pattern, window, positional encoding
     ./train_hybrid -h                                  # every flag with its default
 
+Precision (make PRECISION=BF16|FP32, dataloader.h's floatX): activations and the parameter copy the
+kernels read are floatX; master weights, gradients, AdamW state and the statistics are fp32.
+
 Memory, all on the GPU, one allocation each (offsets from hybrid_cpu.h's param_layout/act_layout):
-    params, grads, adam_m, adam_v   (P)   wte (Vp,C), then per layer its LAYER_PARAMS, then lnf_w (C)
+    params                          (P)   floatX: wte (Vp,C), per layer its LAYER_PARAMS, lnf_w (C)
+    master, grads, adam_m, adam_v   (P)   fp32, the same layout (master = params in the FP32 build)
     acts                            (A)   per layer its LAYER_ACTS for (B,T) — the recurrent state only
                                           at chunk entries (act_layout's state_every = DELTA_CHUNK) —
-                                          then residf, lnf, logits (B,T,Vp), lse, losses
+                                          then residf, lnf, logits (B,T,Vp), lse, losses; floatX units,
+                                          a tensor marked fp32 (rstd, lse, beta, gate, state, losses)
+                                          takes sizeof(float)/sizeof(floatX) units per element
+                                          (act32), every tensor starts on 16 bytes
     dlayer                                gradients of one layer's activations, reused by every layer:
                                           the gradient of tensor k of layer l sits at the offset k has
                                           inside layer l's block of acts
@@ -22,8 +29,8 @@ that produces them (in an R layer, the gradient of ln1 sums four matmuls: the fi
 others add); parameter gradients are accumulated (+=), so gradient accumulation is repetition.
 Every reduction runs in a fixed order: the same seed gives the same losses, bit for bit.
 
-defines: floatX, GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, crossentropy, adamw,
-         sum of squares) with their launchers, cuBLAS matmuls, GpuModel (build, forward, zero_grad,
+defines: GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, crossentropy, adamw, sum of
+         squares) with their launchers, cuBLAS matmuls (cublasGemmEx), GpuModel (build, forward, zero_grad,
          backward, grad_norm, update, save), the training loop (main, unless TESTING)
 */
 #include <cublas_v2.h>

@@ -212,7 +212,7 @@ static void test_model(const GpuContext* g, const ModelCase* mc) {
     snprintf(name, sizeof(name), "gpu model %s", what);
     double tol_logits = TOL_X(1e-5, 3e-2), tol_loss = TOL_X(1e-5, 1e-2), tol_grad = TOL_X(1e-3, 1.5e-1);
     check(e_logits < tol_logits && e_loss < tol_loss && worst < tol_grad && zero == 0, name,
-          "loss %.6f vs cpu %.6f (rel %.1e, tol %.0e), logits rel %.1e (tol %.0e); worst of %d gradients %s %.1e (tol %.0e), %d all-zero",
+          "loss %.6f vs cpu %.6f (rel %.1e, tol %.0e), logits rel %.1e (tol %.0e); worst of %d gradients %s %.1e (tol %.2g), %d all-zero",
           loss_gpu, loss_cpu, e_loss, tol_loss, e_logits, tol_logits, cpu.pl.n, worst_name, worst, tol_grad, zero);
     free(grads);
     gpu_model_free(&gpu);
