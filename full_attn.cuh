@@ -345,6 +345,19 @@ __device__ static inline int fa_edge_tile(int q0, int k0, int T, int window) {
     return k0 + FA_ROWS - 1 > q0 || k0 + FA_ROWS > T || q0 + FA_ROWS > T || (window > 0 && q0 + FA_ROWS - 1 - k0 >= window);
 }
 
+// Where a thread of a v2 block works: batch b and head h (blockIdx.y), its warp's first row m0 of
+// the block's 64, and its fragment coordinates g = lane/4, t = lane%4.
+typedef struct { int b, h, m0, g, t; } FaPos;
+__device__ static inline FaPos fa_pos(int H) {
+    FaPos p;
+    p.b = blockIdx.y / H;
+    p.h = blockIdx.y % H;
+    p.m0 = threadIdx.x / 32 * 16;
+    p.g = (threadIdx.x % 32) / 4;
+    p.t = threadIdx.x % 4;
+    return p;
+}
+
 // grid (ceil(T/64), B*H), block 128: 64 query rows, key tiles streamed with an online softmax
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, float* lse, const bf16* qkvr, int T, int C,
@@ -353,9 +366,9 @@ __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, fl
     bf16* Qs = (bf16*)fa_smem;                 // (64, HD+PAD)
     bf16* Ks = Qs + FA_ROWS * (HD + FA_PAD);   // (64, HD+PAD)
     bf16* Vs = Ks + FA_ROWS * (HD + FA_PAD);   // (64, HD+PAD)
-    int b = blockIdx.y / H, h = blockIdx.y % H;
+    FaPos p = fa_pos(H);
+    int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
     int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;  // the longest rows (most key tiles) start first
-    int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4, m0 = warp * 16;
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;  // scores in log2 units: exp2 is one instruction
     fa_load_tile<HD>(Qs, base, q0, T, 3 * C);
@@ -420,9 +433,9 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
     bf16* dOs = Qs + FA_ROWS * (HD + FA_PAD);
     bf16* Ks = dOs + FA_ROWS * (HD + FA_PAD);
     bf16* Vs = Ks + FA_ROWS * (HD + FA_PAD);
-    int b = blockIdx.y / H, h = blockIdx.y % H;
+    FaPos p = fa_pos(H);
+    int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
     int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;
-    int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4, m0 = warp * 16;
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
     fa_load_tile<HD>(Qs, base, q0, T, 3 * C);
@@ -482,9 +495,9 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
     bf16* dOs = Qs + FA_ROWS * (HD + FA_PAD);
     float* Ls = (float*)(dOs + FA_ROWS * (HD + FA_PAD));  // (64) lse of the query tile, log2 units
     float* Ds = Ls + FA_ROWS;                              // (64) delta of the query tile
-    int b = blockIdx.y / H, h = blockIdx.y % H;
+    FaPos p = fa_pos(H);
+    int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
     int k0 = blockIdx.x * FA_ROWS;  // causal: the first key tiles have the most query tiles
-    int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4, m0 = warp * 16;
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
     fa_load_tile<HD>(Ks, base + C, k0, T, 3 * C);

@@ -2,7 +2,7 @@
 test_gpu_common.cuh — host helpers of the GPU tests: device copies of host arrays, random inputs,
 and the norm-wise relative error ||gpu - cpu|| / ||cpu|| used by every GPU check.
 
-defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros, rel_err_dev, and for buffers of the
+defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros(_bytes), rel_err_dev, and for buffers of the
          build's floatX: TOL_X, round_x, to_gpu_x, from_gpu_x, gpu_zeros_x, rel_err_dev_x
 */
 #ifndef TEST_GPU_COMMON_CUH
@@ -34,12 +34,13 @@ static float* rand_host(size_t n, Rng* r, double scale) {
     for (size_t i = 0; i < n; i++) { x[i] = (float)(scale * rng_normal(r)); }
     return x;
 }
-static float* gpu_zeros(size_t n) {
-    float* d;
-    cudaCheck(cudaMalloc(&d, n * sizeof(float)));
-    cudaCheck(cudaMemset(d, 0, n * sizeof(float)));
+static void* gpu_zeros_bytes(size_t bytes) {
+    void* d;
+    cudaCheck(cudaMalloc(&d, bytes));
+    cudaCheck(cudaMemset(d, 0, bytes));
     return d;
 }
+static float* gpu_zeros(size_t n) { return (float*)gpu_zeros_bytes(n * sizeof(float)); }
 // relative error of a device buffer against a host reference
 static double rel_err_dev(const float* d, const float* ref, size_t n) {
     float* h = from_gpu(d, n);
@@ -79,12 +80,7 @@ static float* from_gpu_x(const floatX* d, size_t n) {
     free(x);
     return h;
 }
-static floatX* gpu_zeros_x(size_t n) {
-    floatX* d;
-    cudaCheck(cudaMalloc(&d, n * sizeof(floatX)));
-    cudaCheck(cudaMemset(d, 0, n * sizeof(floatX)));
-    return d;
-}
+static floatX* gpu_zeros_x(size_t n) { return (floatX*)gpu_zeros_bytes(n * sizeof(floatX)); }
 static double rel_err_dev_x(const floatX* d, const float* ref, size_t n) {
     float* h = from_gpu_x(d, n);
     double e = rel_err_f(h, ref, n);
