@@ -73,7 +73,7 @@ dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hyb
 	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 # standalone attention kernel versions (llm.c dev/cuda style): CPU check and timing
-dev/cuda/attention: dev/cuda/attention.cu $(GPU_HEADERS)
+dev/cuda/attention: dev/cuda/attention.cu test/test_gpu_common.cuh $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING

@@ -365,7 +365,7 @@ __global__ void sumsq_kernel(float* partial, const float* x, size_t n) {
 #define BLAS_COMPUTE CUBLAS_COMPUTE_32F_PEDANTIC
 #endif
 
-// column-major C (m,n) = alpha op(A) op(B) + beta C, A and B floatX, C of type ctype
+// column-major C (m,n) = op(A) op(B) + beta C, A and B floatX, C of type ctype
 static void gemm(const GpuContext* g, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const floatX* A, int lda,
                  const floatX* B, int ldb, float beta, void* Cm, cudaDataType ctype, int ldc) {
     float one = 1.0f;

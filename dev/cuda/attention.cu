@@ -14,20 +14,10 @@ Check: norm-wise relative error against the CPU (inputs rounded to the version's
 tolerances as test/test_gpu.cu: fp32 1e-5 (out) / 1e-4 (gradients), bf16 1e-2 / 2e-2.
 Timing: median of 10 launches after a warm-up, CUDA events.
 */
-#define PRECISION_BF16
+#define PRECISION_BF16  // floatX = bf16: version 2's type; version 1 runs on plain float buffers
 #include "../../hybrid_cpu.h"
 #include "../../attention_swa.cuh"
-
-static float* rand_floats(size_t n, Rng* r) {
-    float* x = (float*)malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) { x[i] = (float)rng_normal(r); }
-    return x;
-}
-static double rel_err_host(const float* a, const float* b, size_t n) {
-    double d = 0.0, r = 0.0;
-    for (size_t i = 0; i < n; i++) { d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); r += (double)b[i] * b[i]; }
-    return sqrt(d / r);
-}
+#include "../../test/test_gpu_common.cuh"  // defines: rand_host, rel_err_f, round_x, to_gpu(_x), from_gpu(_x)
 
 // One version's buffers: inputs and outputs in its element type (float for 1, bf16 for 2).
 typedef struct {
@@ -37,26 +27,10 @@ typedef struct {
     float *lse, *delta;
 } Bufs;
 
-static void* upload(const float* h, size_t n, int version) {
-    size_t es = version == 1 ? sizeof(float) : sizeof(bf16);
-    void* host = malloc_check(n * es);
-    for (size_t i = 0; i < n; i++) {
-        if (version == 1) { ((float*)host)[i] = h[i]; } else { ((bf16*)host)[i] = __float2bfloat16(h[i]); }
-    }
-    void* d;
-    cudaCheck(cudaMalloc(&d, n * es));
-    cudaCheck(cudaMemcpy(d, host, n * es, cudaMemcpyHostToDevice));
-    free(host);
-    return d;
-}
+// device copies in the version's type (float for 1, bf16 = floatX for 2), and back to float
+static void* upload(const float* h, size_t n, int version) { return version == 1 ? (void*)to_gpu(h, n) : (void*)to_gpu_x(h, n); }
 static float* download(const void* d, size_t n, int version) {
-    size_t es = version == 1 ? sizeof(float) : sizeof(bf16);
-    void* host = malloc_check(n * es);
-    cudaCheck(cudaMemcpy(host, d, n * es, cudaMemcpyDeviceToHost));
-    float* h = (float*)malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) { h[i] = version == 1 ? ((float*)host)[i] : __bfloat162float(((bf16*)host)[i]); }
-    free(host);
-    return h;
+    return version == 1 ? from_gpu((const float*)d, n) : from_gpu_x((const floatX*)d, n);
 }
 
 static Bufs bufs_make(int version, const float* qkv, const float* dout, int B, int T, int C, int H) {
@@ -108,10 +82,10 @@ static void check_version(int version, int window) {
     size_t N = (size_t)B * T;
     Rng r;
     rng_init(&r, 1);
-    float *qkv = rand_floats(N * 3 * C, &r), *dout = rand_floats(N * C, &r);
+    float *qkv = rand_host(N * 3 * C, &r, 1.0), *dout = rand_host(N * C, &r, 1.0);
     if (version == 2) {  // the CPU sees the bf16 inputs
-        for (size_t i = 0; i < N * 3 * C; i++) { qkv[i] = __bfloat162float(__float2bfloat16(qkv[i])); }
-        for (size_t i = 0; i < N * C; i++) { dout[i] = __bfloat162float(__float2bfloat16(dout[i])); }
+        round_x(qkv, N * 3 * C);
+        round_x(dout, N * C);
     }
     float *out = (float*)calloc_check(N * C, sizeof(float)), *lse = (float*)calloc_check(N * H, sizeof(float));
     float* dqkv = (float*)calloc_check(N * 3 * C, sizeof(float));
@@ -123,7 +97,7 @@ static void check_version(int version, int window) {
     run_backward(&b, B, T, C, H, window);
     cudaCheck(cudaDeviceSynchronize());
     float *g_out = download(b.out, N * C, version), *g_dqkv = download(b.dqkv, N * 3 * C, version);
-    double e_out = rel_err_host(g_out, out, N * C), e_d = rel_err_host(g_dqkv, dqkv, N * 3 * C);
+    double e_out = rel_err_f(g_out, out, N * C), e_d = rel_err_f(g_dqkv, dqkv, N * 3 * C);
     double tol_out = version == 1 ? 1e-5 : 1e-2, tol_d = version == 1 ? 1e-4 : 2e-2;
     printf("check v%d W=%-4d B=%d T=%d H=%d D=%d: rel err out %.1e (tol %.0e), dqkv %.1e (tol %.0e)  %s\n", version, window, B, T, H, D,
            e_out, tol_out, e_d, tol_d, e_out < tol_out && e_d < tol_d ? "ok" : "FAILED");
@@ -139,7 +113,7 @@ static void time_version(int version, int window) {
     size_t N = (size_t)B * T;
     Rng r;
     rng_init(&r, 2);
-    float *qkv = rand_floats(N * 3 * C, &r), *dout = rand_floats(N * C, &r);
+    float *qkv = rand_host(N * 3 * C, &r, 1.0), *dout = rand_host(N * C, &r, 1.0);
     Bufs b = bufs_make(version, qkv, dout, B, T, C, H);
     cudaCheck(cudaMemset(b.delta, 0, N * H * sizeof(float)));
     cudaEvent_t e[3];
