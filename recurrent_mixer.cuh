@@ -4,9 +4,10 @@ forward and backward, fp32 state.
 
 defines: the R layer's small kernels (causal conv + SiLU, L2 norm, gates) and their launchers
          conv_silu_forward_gpu / conv_silu_backward_gpu, l2norm_forward_gpu / l2norm_backward_gpu,
-         gates_forward_gpu / gates_backward_gpu; the recurrence delta_chunk_forward_kernel,
-         delta_chunk_backward_kernel, launchers delta_rule_forward_gpu / delta_rule_backward_gpu,
-         delta_rule_state_floats
+         gates_forward_gpu / gates_backward_gpu; the recurrence kernels delta_prep_kernel,
+         delta_state_forward_kernel, delta_output_kernel, delta_backward_prep_kernel,
+         delta_state_backward_kernel, delta_chunk_backward_kernel, launchers delta_rule_forward_gpu /
+         delta_rule_backward_gpu, delta_rule_state_floats
 
 Gradient rule for the whole file: activation gradients are written (=), parameter gradients
 (conv_w, A_log, dt_bias) are accumulated (+=) by deterministic per-channel reductions, no atomics.
@@ -15,29 +16,31 @@ The recurrence of the CPU reference (hybrid_cpu.h, delta_rule_forward), per (b, 
     gdn: S_t = α_t S_{t-1} (I - β_t k_t k_tᵀ) + β_t v_t k_tᵀ      gla: S_t = α_t S_{t-1} + v_t k_tᵀ
     o_t = S_t q_t
 Chunked form (DESIGN.md §1), chunk of c = DELTA_CHUNK tokens entered with state S0,
-g_t = Σ_{j<=t} log α_j within the chunk, Γ[t,s] = exp(g_t - g_s), b_t = exp(g_t):
-    R = diag(β) (V - diag(b) K S0ᵀ)                   rows r_t = β_t (v_t - b_t S0 k_t)
-    A[t,s] = β_t Γ[t,s] (k_t·k_s), s < t              (I + A) U = R, forward substitution
+g_t = Σ_{j<=t} log α_j within the chunk, Γ[t,s] = exp(g_t - g_s), b_t = exp(g_t), w_s = exp(g_last - g_s):
+    A[t,s] = β_t Γ[t,s] (k_t·k_s), s < t,  Ti = (I + A)⁻¹    (UT form: one inverse per chunk)
+    Ũ = Ti diag(β) V,  W = Ti diag(β b) K                    (need no state: all chunks at once)
+    U = Ũ - W S0ᵀ                                            the pseudo-values, (I + A) U = diag(β)(V - diag(b) K S0ᵀ)
     P[t,s] = Γ[t,s] (q_t·k_s), s <= t
-    O = diag(b) Q S0ᵀ + P U                            o_t = b_t S0 q_t + Σ_s P[t,s] u_s
-    S_end = b_last S0 + Σ_s w_s u_s k_sᵀ,  w_s = exp(g_last - g_s)
-gla mode: U = V (no R, no A).
-Tokens step through chunks one after another (the state S is the only thing carried), and inside a
-chunk everything is a small dense matrix product done by the whole block in parallel.
+    O = diag(b) Q S0ᵀ + P U,   S_end = b_last S0 + Uᵀ diag(w) K
+gla mode: U = V (no A, no Ti, no W).
+Only S0 of each chunk needs the chunks before it, and value row i of S depends only on row i of S0.
+So the forward is three kernels: the per-chunk prep (Ũ, W; gdn), a state pass that carries the state
+through the chunks in order with the value rows split over blocks and saves each chunk's S0, and the
+per-chunk output. All matrix products are on shared-memory tiles (tile_mm), fp32 on CUDA cores.
 
-Backward, per chunk in reverse, carrying dS = dL/dS_end (derivation of each line in the comments of
-the kernel): dU = Pᵀ dO + w ⊙ (K dSᵀ); dP = dO Uᵀ; gdn: dR = (I + A)⁻ᵀ dU (back substitution),
-dA = -dR Uᵀ; then everything flows to q, k, v, β and g, and g to log α by a reverse cumulative sum.
-dS for the previous chunk = b_last dS + Σ_t b_t do_t q_tᵀ - Σ_t β_t b_t dr_t k_tᵀ.
+Backward, dS = dL/dS_end of a chunk, dU = Pᵀ dO + diag(w) K dSᵀ, dR = Tiᵀ dU (gdn), and
+dS0 = b_last dS + Σ_t b_t do_t q_tᵀ - dUᵀ W. Again three kernels: per-chunk prep (W and dUl = Pᵀ dO),
+a reverse state pass that saves dS of every chunk, and the per-chunk gradients of q, k, v, β and the
+gates from (S0, dS); g's gradient goes to log α by a reverse cumulative sum within the chunk.
 
 Layouts, as in the CPU reference: q, k (B,T,C) normalised; v inside qkva with row stride vstride;
 beta, gate (B,T,H) with gate = log α; o (B,T,C). The forward saves the state entering each chunk,
 states (B, H, n_chunks, D, D) with S[i][j], i value dim, j key dim. The backward writes (=) dq, dk,
-dv, dbeta, dgate; one block owns one (b, h), so there are no atomics.
+dv, dbeta, dgate. Ũ, W, dUl and the dS of each chunk live in a scratch buffer of this file
+(delta_scratch_get), shared by all layers. No atomics: every output element has one writer.
 
 Precision: q, k, v, o and their gradients are the build's floatX (dataloader.h); beta, gate, the
-states and dbeta, dgate are fp32; all arithmetic is fp32 on CUDA cores. One block runs one (b, h)
-with D <= 64 (shared memory holds the state, its gradient and the chunk's tiles).
+states and all arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
 */
 #ifndef RECURRENT_MIXER_CUH
 #define RECURRENT_MIXER_CUH
@@ -230,356 +233,579 @@ static void gates_backward_gpu(floatX* dbpre, floatX* dapre, float* dA_log, floa
 // The recurrence
 
 #define DELTA_CHUNK 64
-#define DELTA_THREADS 256
+#define DELTA_THREADS 256   // tile_mm's 16 x 16 thread grid
 #define DELTA_MAX_D 64
+#define DELTA_ROWS 16       // value rows of the state one block carries in the state passes
+#define DL (DELTA_CHUNK + 1)         // row stride of the shared tiles: odd, so walking a column hits 32 banks
+#define DLR (DELTA_ROWS + 1)         // row stride of the narrow (c, DELTA_ROWS) tiles of the state passes
+#define DELTA_SLOT (DELTA_CHUNK * DL)  // floats of one shared tile: (c, D), (c, c) and (D, D) all fit
 
 // for (idx = thread; idx < n; idx += block) — every thread of the block takes a share
 #define BLOCK_LOOP(idx, n) for (int idx = threadIdx.x; idx < (n); idx += blockDim.x)
 
+// A shared tile X with stride DL read as it is (X[r][c]) or transposed (X[c][r]): its two strides
+#define AS_IS(X) (X), DL, 1
+#define TRANS(X) (X), 1, DL
+
 __host__ __device__ static inline int delta_rule_n_chunks(int T) { return (T + DELTA_CHUNK - 1) / DELTA_CHUNK; }
-// floats of the saved chunk-entry states
+// floats of the saved chunk-entry states (B, H, n_chunks, D, D)
 static size_t delta_rule_state_floats(int B, int T, int C, int H) {
     size_t D = (size_t)C / H;
     return (size_t)B * H * delta_rule_n_chunks(T) * D * D;
 }
 
-// The chunk's inputs in shared memory; rows t >= n (past the sequence end) are zero with gate 0,
-// so they change nothing.
-struct DeltaChunk {
-    float *q, *k, *v, *u;  // (c, D)
-    float *g;              // (c) cumulative log α
-    float *beta;           // (c)
+// C (M, N) = cscale C + alpha rs[m] Σ_k A(m, k) B(k, n), shared-memory operands addressed through strides:
+// A(m, k) = A[m am + k ak], B(k, n) = B[k bk + n bn], C(m, n) = C[m DL + n] (or DLR when N is DELTA_ROWS);
+// rs NULL means 1, cscale 0 overwrites C. M, N multiples of 16 up to 64. Thread (ty, tx) of the 16 x 16
+// grid keeps a register tile of rows ty + 16r and columns tx + 16c, so a warp reads 2 rows of A
+// (broadcast) and 16 consecutive columns of B. C must not alias A or B. Ends with a barrier.
+__device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int ak, const float* B, int bk, int bn,
+                               int M, int N, int K, float alpha, const float* rs, float cscale) {
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16, mr = M / 16, nc = N / 16;
+    float acc[4][4] = {};
+    for (int kk = 0; kk < K; kk++) {
+        float a[4], b[4];
+#pragma unroll
+        for (int r = 0; r < 4; r++) { a[r] = r < mr ? A[(ty + 16 * r) * am + kk * ak] : 0.0f; }
+#pragma unroll
+        for (int c = 0; c < 4; c++) { b[c] = c < nc ? B[kk * bk + (tx + 16 * c) * bn] : 0.0f; }
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+#pragma unroll
+            for (int c = 0; c < 4; c++) { acc[r][c] += a[r] * b[c]; }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        int m = ty + 16 * r;
+        float scale = alpha * (rs ? rs[m] : 1.0f);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            if (r < mr && c < nc) {
+                float* out = Cm + m * ldc + tx + 16 * c;
+                *out = (cscale == 0.0f ? 0.0f : cscale * *out) + scale * acc[r][c];
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// The gates of one chunk in shared memory, (c) each; rows past the sequence end have g 0 and β 0, so
+// they change nothing.
+struct DeltaGates {
+    float *g;     // cumulative log α within the chunk
+    float *b;     // b_t = exp(g_t)
+    float *w;     // w_t = exp(g_last - g_t), the weight of token t in the state leaving the chunk
+    float *beta;  // β_t (0 for gla)
+    float *bb;    // β_t b_t
 };
 
-// Carves q, k, v, u (c, D) each out of shared memory at `at`; returns the first float past them.
-__device__ static float* delta_chunk_carve(DeltaChunk* ch, float* at, int D) {
-    ch->q = at;
-    ch->k = ch->q + DELTA_CHUNK * D;
-    ch->v = ch->k + DELTA_CHUNK * D;
-    ch->u = ch->v + DELTA_CHUNK * D;
-    return ch->u + DELTA_CHUNK * D;
+// Carves the five gate vectors out of shared memory at `at`; returns the first float past them.
+__device__ static float* delta_gates_carve(DeltaGates* gv, float* at) {
+    gv->g = at;
+    gv->b = gv->g + DELTA_CHUNK;
+    gv->w = gv->b + DELTA_CHUNK;
+    gv->beta = gv->w + DELTA_CHUNK;
+    gv->bb = gv->beta + DELTA_CHUNK;
+    return gv->bb + DELTA_CHUNK;
 }
 
-__device__ static void delta_load_chunk(DeltaChunk ch, const floatX* q, const floatX* k, const floatX* v, int vstride,
-                                        const float* beta, const float* gate, int b, int h, int t0, int n,
-                                        int T, int C, int H, int D) {
-    BLOCK_LOOP(idx, DELTA_CHUNK * D) {
-        int t = idx / D, i = idx % D;
-        size_t row = (size_t)b * T + t0 + t;
-        int in = t < n;
-        ch.q[idx] = in ? (float)q[row * C + h * D + i] : 0.0f;
-        ch.k[idx] = in ? (float)k[row * C + h * D + i] : 0.0f;
-        ch.v[idx] = in ? (float)v[row * vstride + h * D + i] : 0.0f;
-    }
+// Fills the gates of the chunk starting at row0 = b T + t0 with n tokens.
+__device__ static void delta_load_gates(DeltaGates gv, const float* beta, const float* gate, size_t row0, int n, int H, int h) {
     BLOCK_LOOP(t, DELTA_CHUNK) {
-        size_t row = (size_t)b * T + t0 + t;
-        ch.beta[t] = (t < n && beta) ? beta[row * H + h] : 0.0f;
-        ch.g[t] = t < n ? gate[row * H + h] : 0.0f;
+        gv.beta[t] = (t < n && beta) ? beta[(row0 + t) * H + h] : 0.0f;
+        gv.g[t] = t < n ? gate[(row0 + t) * H + h] : 0.0f;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {  // cumulative sum over 64 entries: one thread is plenty
-        for (int t = 1; t < DELTA_CHUNK; t++) { ch.g[t] += ch.g[t - 1]; }
+    if (threadIdx.x < 32) {  // inclusive scan of g: each lane owns 2 entries, then a warp scan over lanes
+        int l = threadIdx.x;
+        float first = gv.g[2 * l], pair = first + gv.g[2 * l + 1], incl = pair;
+        for (int off = 1; off < 32; off *= 2) {
+            float y = __shfl_up_sync(0xffffffff, incl, off);
+            if (l >= off) { incl += y; }
+        }
+        gv.g[2 * l] = incl - pair + first;
+        gv.g[2 * l + 1] = incl;
+    }
+    __syncthreads();
+    BLOCK_LOOP(t, DELTA_CHUNK) {
+        gv.b[t] = expf(gv.g[t]);
+        gv.w[t] = expf(gv.g[DELTA_CHUNK - 1] - gv.g[t]);
+        gv.bb[t] = gv.beta[t] * gv.b[t];
     }
     __syncthreads();
 }
 
-__device__ static inline float dotd(const float* a, const float* b, int D) {
-    float s = 0.0f;
-    for (int j = 0; j < D; j++) { s += a[j] * b[j]; }
-    return s;
+// dst (c, cols) with row stride ld = scale_t x src[row0 + t][col0 + i] (floatX rows of `stride`),
+// zero for t >= n; scale NULL means 1
+__device__ static void delta_load_x(float* dst, int ld, const floatX* src, int stride, size_t row0, int n, int col0, int cols,
+                                    const float* scale) {
+    BLOCK_LOOP(idx, DELTA_CHUNK * cols) {
+        int t = idx / cols, i = idx % cols;
+        dst[t * ld + i] = t < n ? (scale ? scale[t] : 1.0f) * (float)src[(row0 + t) * stride + col0 + i] : 0.0f;
+    }
+    __syncthreads();
 }
 
-// U of the chunk: gla U = V; gdn (I + A) U = R. Fills A (c, c) (gdn) and u.
-__device__ static void delta_chunk_u(DeltaChunk ch, float* A, const float* S0, int D, int mixer) {
-    if (mixer == MIXER_GLA) {
-        BLOCK_LOOP(idx, DELTA_CHUNK * D) { ch.u[idx] = ch.v[idx]; }
-        __syncthreads();
-        return;
-    }
-    // r_t[i] = β_t (v_t[i] - b_t Σ_j S0[i][j] k_t[j])
-    BLOCK_LOOP(idx, DELTA_CHUNK * D) {
+// dst (rows, cols) with row stride ld <- src rows of `stride` floats, starting at column col0
+__device__ static void delta_load_f(float* dst, int ld, const float* src, int stride, int col0, int rows, int cols) {
+    BLOCK_LOOP(idx, rows * cols) { dst[(idx / cols) * ld + idx % cols] = src[(size_t)(idx / cols) * stride + col0 + idx % cols]; }
+    __syncthreads();
+}
+
+// dst rows of `stride` floats, from column col0 <- src (rows, cols) with row stride ld
+__device__ static void delta_store_f(float* dst, int stride, int col0, const float* src, int ld, int rows, int cols) {
+    BLOCK_LOOP(idx, rows * cols) { dst[(size_t)(idx / cols) * stride + col0 + idx % cols] = src[(idx / cols) * ld + idx % cols]; }
+}
+
+// dst[row0 + t][col0 + i] (floatX rows of `stride`) <- scale_t src[t][i] for t < n; scale NULL means 1
+__device__ static void delta_store_x(floatX* dst, int stride, size_t row0, int n, int col0, const float* src, int D, const float* scale) {
+    BLOCK_LOOP(idx, n * D) {
         int t = idx / D, i = idx % D;
-        ch.u[idx] = ch.beta[t] * (ch.v[idx] - expf(ch.g[t]) * dotd(S0 + i * D, ch.k + t * D, D));
+        dst[(row0 + t) * stride + col0 + i] = (floatX)((scale ? scale[t] : 1.0f) * src[t * DL + i]);
     }
-    // A[t][s] = β_t Γ[t][s] k_t·k_s for s < t
-    BLOCK_LOOP(idx, DELTA_CHUNK * DELTA_CHUNK) {
-        int t = idx / DELTA_CHUNK, s = idx % DELTA_CHUNK;
-        A[idx] = s < t ? ch.beta[t] * expf(ch.g[t] - ch.g[s]) * dotd(ch.k + t * D, ch.k + s * D, D) : 0.0f;
+}
+
+// X = (I + A)⁻¹ for a strictly lower-triangular (c, c) A, both stride DL; Y is (16, c) scratch.
+// The 16 x 16 diagonal blocks first (one thread per column, forward substitution), then block row
+// i of the inverse from the rows above it: X[i][<i] = -X[i][i] (A[i][<i] X[<i][<i]).
+__device__ static void unit_lower_inverse(float* X, const float* A, float* Y) {
+    BLOCK_LOOP(idx, DELTA_SLOT) { X[idx] = 0.0f; }
+    __syncthreads();
+    if (threadIdx.x < DELTA_CHUNK) {
+        int j = threadIdx.x, base = j & ~15;
+        for (int t = j; t < base + 16; t++) {
+            float x = t == j ? 1.0f : 0.0f;
+            for (int s = j; s < t; s++) { x -= A[t * DL + s] * X[s * DL + j]; }
+            X[t * DL + j] = x;
+        }
     }
     __syncthreads();
-    // forward substitution, row by row: u_t -= Σ_{s<t} A[t][s] u_s
-    for (int t = 1; t < DELTA_CHUNK; t++) {
-        BLOCK_LOOP(i, D) {
+    for (int i = 16; i < DELTA_CHUNK; i += 16) {
+        BLOCK_LOOP(idx, 16 * i) {  // Y[r][j] = Σ_{j<=s<i} A[i+r][s] X[s][j]
+            int r = idx / i, j = idx % i;
             float acc = 0.0f;
-            for (int s = 0; s < t; s++) { acc += A[t * DELTA_CHUNK + s] * ch.u[s * D + i]; }
-            ch.u[t * D + i] -= acc;
+            for (int s = j; s < i; s++) { acc += A[(i + r) * DL + s] * X[s * DL + j]; }
+            Y[r * DL + j] = acc;
+        }
+        __syncthreads();
+        BLOCK_LOOP(idx, 16 * i) {  // X[i+r][j] = -Σ_{m<=r} X[i+r][i+m] Y[m][j]
+            int r = idx / i, j = idx % i;
+            float acc = 0.0f;
+            for (int m = 0; m <= r; m++) { acc += X[(i + r) * DL + i + m] * Y[m * DL + j]; }
+            X[(i + r) * DL + j] = -acc;
         }
         __syncthreads();
     }
 }
 
-// P[t][s] = Γ[t][s] q_t·k_s for s <= t, else 0
-__device__ static void delta_chunk_p(float* P, DeltaChunk ch, int D) {
+// gdn, the UT form of the delta rule within a chunk (K loaded in sK):
+//   Akk = K Kᵀ, A[t][s] = β_t Γ[t][s] Akk[t][s] (s < t), Ti = (I + A)⁻¹,
+//   Ũ = Ti diag(β) V, W = Ti diag(β b) K, so that the pseudo-values are U = Ũ - W S0ᵀ.
+// sTmp is scratch; all are (c, c) or (c, D) tiles of stride DL.
+__device__ static void delta_solve(float* sTi, float* sUt, float* sW, float* sAkk, float* sTmp, const float* sK, DeltaGates gv,
+                                   const floatX* v, int vstride, size_t row0, int n, int col0, int D) {
+    tile_mm(sAkk, DL, AS_IS(sK), TRANS(sK), DELTA_CHUNK, DELTA_CHUNK, D, 1.0f, NULL, 0.0f);
     BLOCK_LOOP(idx, DELTA_CHUNK * DELTA_CHUNK) {
         int t = idx / DELTA_CHUNK, s = idx % DELTA_CHUNK;
-        P[idx] = s <= t ? expf(ch.g[t] - ch.g[s]) * dotd(ch.q + t * D, ch.k + s * D, D) : 0.0f;
+        sTmp[t * DL + s] = s < t ? gv.beta[t] * expf(gv.g[t] - gv.g[s]) * sAkk[t * DL + s] : 0.0f;
+    }
+    __syncthreads();
+    unit_lower_inverse(sTi, sTmp, sUt);
+    delta_load_x(sTmp, DL, v, vstride, row0, n, col0, D, gv.beta);
+    tile_mm(sUt, DL, AS_IS(sTi), AS_IS(sTmp), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
+    BLOCK_LOOP(idx, DELTA_CHUNK * D) { sTmp[(idx / D) * DL + idx % D] = gv.bb[idx / D] * sK[(idx / D) * DL + idx % D]; }
+    __syncthreads();
+    tile_mm(sW, DL, AS_IS(sTi), AS_IS(sTmp), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
+}
+
+// P = Γ ⊙ (Q Kᵀ), lower triangle with the diagonal (s <= t)
+__device__ static void delta_chunk_p(float* sP, const float* sQ, const float* sK, DeltaGates gv, int D) {
+    tile_mm(sP, DL, AS_IS(sQ), TRANS(sK), DELTA_CHUNK, DELTA_CHUNK, D, 1.0f, NULL, 0.0f);
+    BLOCK_LOOP(idx, DELTA_CHUNK * DELTA_CHUNK) {
+        int t = idx / DELTA_CHUNK, s = idx % DELTA_CHUNK;
+        sP[t * DL + s] = s <= t ? expf(gv.g[t] - gv.g[s]) * sP[t * DL + s] : 0.0f;
     }
     __syncthreads();
 }
 
-static size_t delta_forward_smem(int D) {
-    return ((size_t)D * D + 4 * (size_t)DELTA_CHUNK * D + 2 * (size_t)DELTA_CHUNK * DELTA_CHUNK + 2 * DELTA_CHUNK) * sizeof(float);
+// Where a chunk block is: blockIdx.x = (b H + h) n_chunks + chunk
+struct DeltaPos {
+    int b, h, chunk, t0, n, D;
+    size_t row0;  // b T + t0
+    size_t tile;  // offset of the chunk's (c, D) scratch tile: ((b H + h) n_chunks + chunk) c D
+    size_t state; // offset of the chunk's (D, D) state
+};
+
+__device__ static DeltaPos delta_pos(int T, int C, int H) {
+    DeltaPos p;
+    int n_chunks = delta_rule_n_chunks(T);
+    p.chunk = blockIdx.x % n_chunks;
+    p.h = (blockIdx.x / n_chunks) % H;
+    p.b = blockIdx.x / (n_chunks * H);
+    p.D = C / H;
+    p.t0 = p.chunk * DELTA_CHUNK;
+    p.n = min(DELTA_CHUNK, T - p.t0);
+    p.row0 = (size_t)p.b * T + p.t0;
+    p.tile = (size_t)blockIdx.x * DELTA_CHUNK * p.D;
+    p.state = (size_t)blockIdx.x * p.D * p.D;
+    return p;
 }
 
 // ----------------------------------------------------------------------------
-// CUDA kernels
+// CUDA kernels. Chunk kernels: grid B H n_chunks, one chunk each, all in parallel. State passes:
+// grid B H (D / DELTA_ROWS), one block carries DELTA_ROWS value rows of one head's state through the
+// chunks in order (rows of S never mix: S_end[i] depends only on S0[i]).
 
-// grid B*H, block DELTA_THREADS: one (b, h), chunk after chunk
-__global__ void delta_chunk_forward_kernel(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
-                                           const float* beta, const float* gate, int T, int C, int H, int mixer) {
+// gdn: Ũ and W of every chunk into the scratch tiles (B, H, n_chunks, c, D)
+__global__ void delta_prep_kernel(float* Ut, float* W, const floatX* k, const floatX* v, int vstride, const float* beta,
+                                  const float* gate, int T, int C, int H) {
     extern __shared__ float smem[];
-    int b = blockIdx.x / H, h = blockIdx.x % H, D = C / H;
-    float* S = smem;                                   // (D, D)
-    DeltaChunk ch;
-    float* A = delta_chunk_carve(&ch, S + D * D, D);   // (c, c)
-    float* P = A + DELTA_CHUNK * DELTA_CHUNK;          // (c, c)
-    ch.g = P + DELTA_CHUNK * DELTA_CHUNK;
-    ch.beta = ch.g + DELTA_CHUNK;
-    BLOCK_LOOP(idx, D * D) { S[idx] = 0.0f; }
-    __syncthreads();
-    int n_chunks = delta_rule_n_chunks(T);
-    for (int c = 0; c < n_chunks; c++) {
-        int t0 = c * DELTA_CHUNK, n = min(DELTA_CHUNK, T - t0);
-        float* saved = states + (((size_t)b * H + h) * n_chunks + c) * D * D;
-        BLOCK_LOOP(idx, D * D) { saved[idx] = S[idx]; }
-        delta_load_chunk(ch, q, k, v, vstride, beta, gate, b, h, t0, n, T, C, H, D);
-        delta_chunk_u(ch, A, S, D, mixer);
-        delta_chunk_p(P, ch, D);
-        // o_t[i] = b_t Σ_j S0[i][j] q_t[j] + Σ_{s<=t} P[t][s] u_s[i]
-        BLOCK_LOOP(idx, n * D) {
-            int t = idx / D, i = idx % D;
-            float acc = expf(ch.g[t]) * dotd(S + i * D, ch.q + t * D, D);
-            for (int s = 0; s <= t; s++) { acc += P[t * DELTA_CHUNK + s] * ch.u[s * D + i]; }
-            o[((size_t)b * T + t0 + t) * C + h * D + i] = (floatX)acc;
-        }
+    DeltaPos p = delta_pos(T, C, H);
+    float *sK = smem, *sAkk = sK + DELTA_SLOT, *sTmp = sAkk + DELTA_SLOT, *sTi = sTmp + DELTA_SLOT;
+    float *sUt = sTi + DELTA_SLOT, *sW = sUt + DELTA_SLOT;
+    DeltaGates gv;
+    delta_gates_carve(&gv, sW + DELTA_SLOT);
+    delta_load_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * p.D, p.D, NULL);
+    delta_solve(sTi, sUt, sW, sAkk, sTmp, sK, gv, v, vstride, p.row0, p.n, p.h * p.D, p.D);
+    delta_store_f(Ut + p.tile, p.D, 0, sUt, DL, DELTA_CHUNK, p.D);
+    delta_store_f(W + p.tile, p.D, 0, sW, DL, DELTA_CHUNK, p.D);
+}
+
+// states (B, H, n_chunks, D, D): the state entering each chunk. Per chunk, for this block's rows i:
+//   U[:, i] = Ũ[:, i] - W S0[i]ᵀ (gla: U = V),  S_end[i] = b_last S0[i] + Σ_s w_s U[s][i] k_s
+__global__ void delta_state_forward_kernel(float* states, const float* Ut, const float* W, const floatX* k, const floatX* v,
+                                           int vstride, const float* gate, int T, int C, int H, int mixer) {
+    extern __shared__ float smem[];
+    int D = C / H, groups = D / DELTA_ROWS, n_chunks = delta_rule_n_chunks(T);
+    int bh = blockIdx.x / groups, h = bh % H, b = bh / H, i0 = (blockIdx.x % groups) * DELTA_ROWS;
+    float *sS = smem, *sK = sS + DELTA_ROWS * DL, *sW = sK + DELTA_SLOT, *sU = sW + DELTA_SLOT;  // sS (rows, D), sU (c, rows)
+    DeltaGates gv;
+    delta_gates_carve(&gv, sU + DELTA_CHUNK * DLR);
+    BLOCK_LOOP(idx, DELTA_ROWS * DL) { sS[idx] = 0.0f; }
+    for (int chunk = 0; chunk < n_chunks; chunk++) {
+        int t0 = chunk * DELTA_CHUNK, n = min(DELTA_CHUNK, T - t0);
+        size_t row0 = (size_t)b * T + t0, tile = ((size_t)bh * n_chunks + chunk) * DELTA_CHUNK * D;
         __syncthreads();
-        // S_end[i][j] = b_last S0[i][j] + Σ_s w_s u_s[i] k_s[j]
-        float g_last = ch.g[DELTA_CHUNK - 1];
-        BLOCK_LOOP(idx, D * D) {
-            int i = idx / D, j = idx % D;
-            float acc = expf(g_last) * S[idx];
-            for (int s = 0; s < n; s++) { acc += expf(g_last - ch.g[s]) * ch.u[s * D + i] * ch.k[s * D + j]; }
-            S[idx] = acc;
+        delta_store_f(states + ((size_t)bh * n_chunks + chunk) * D * D + (size_t)i0 * D, D, 0, sS, DL, DELTA_ROWS, D);
+        delta_load_gates(gv, NULL, gate, row0, n, H, h);
+        delta_load_x(sK, DL, k, C, row0, n, h * D, D, gv.w);  // w_s k_s
+        if (mixer == MIXER_GDN) {
+            delta_load_f(sU, DLR, Ut + tile, D, i0, DELTA_CHUNK, DELTA_ROWS);
+            delta_load_f(sW, DL, W + tile, D, 0, DELTA_CHUNK, D);
+            tile_mm(sU, DLR, AS_IS(sW), sS, 1, DL, DELTA_CHUNK, DELTA_ROWS, D, -1.0f, NULL, 1.0f);
+        } else {
+            delta_load_x(sU, DLR, v, vstride, row0, n, h * D + i0, DELTA_ROWS, NULL);
         }
-        __syncthreads();
+        tile_mm(sS, DL, sU, 1, DLR, AS_IS(sK), DELTA_ROWS, D, DELTA_CHUNK, 1.0f, NULL, gv.b[DELTA_CHUNK - 1]);
     }
 }
 
-static size_t delta_backward_smem(int D) {
-    return (3 * (size_t)D * D + 7 * (size_t)DELTA_CHUNK * D + 3 * (size_t)DELTA_CHUNK * DELTA_CHUNK + 5 * DELTA_CHUNK) * sizeof(float);
+// o = diag(b) Q S0ᵀ + P U per chunk, U = Ũ - W S0ᵀ (gla: V)
+__global__ void delta_output_kernel(floatX* o, const float* states, const float* Ut, const float* W, const floatX* q,
+                                    const floatX* k, const floatX* v, int vstride, const float* gate, int T, int C, int H, int mixer) {
+    extern __shared__ float smem[];
+    DeltaPos p = delta_pos(T, C, H);
+    int D = p.D;
+    float *sQ = smem, *sK = sQ + DELTA_SLOT, *sS0 = sK + DELTA_SLOT, *sU = sS0 + DELTA_SLOT, *sW = sU + DELTA_SLOT;
+    float *sP = sW + DELTA_SLOT;
+    DeltaGates gv;
+    delta_gates_carve(&gv, sP + DELTA_SLOT);
+    delta_load_gates(gv, NULL, gate, p.row0, p.n, H, p.h);
+    delta_load_x(sQ, DL, q, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_load_f(sS0, DL, states + p.state, D, 0, D, D);
+    if (mixer == MIXER_GDN) {
+        delta_load_f(sU, DL, Ut + p.tile, D, 0, DELTA_CHUNK, D);
+        delta_load_f(sW, DL, W + p.tile, D, 0, DELTA_CHUNK, D);
+        tile_mm(sU, DL, AS_IS(sW), TRANS(sS0), DELTA_CHUNK, D, D, -1.0f, NULL, 1.0f);
+    } else {
+        delta_load_x(sU, DL, v, vstride, p.row0, p.n, p.h * D, D, NULL);
+    }
+    delta_chunk_p(sP, sQ, sK, gv, D);
+    float* sO = sW;
+    tile_mm(sO, DL, AS_IS(sQ), TRANS(sS0), DELTA_CHUNK, D, D, 1.0f, gv.b, 0.0f);
+    tile_mm(sO, DL, AS_IS(sP), AS_IS(sU), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 1.0f);
+    delta_store_x(o, C, p.row0, p.n, p.h * D, sO, D, NULL);
 }
 
-// grid B*H, block DELTA_THREADS: one (b, h), chunks in reverse, carrying dS = dL/dS_end
-__global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
-                                            const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
-                                            const float* beta, const float* gate, int T, int C, int H, int mixer) {
+// Backward, before the state pass: gdn W per chunk (as in the forward), and for both modes the part of
+// dU local to the chunk, dUl = Pᵀ dO; both into scratch tiles (B, H, n_chunks, c, D).
+__global__ void delta_backward_prep_kernel(float* W, float* dUl, const floatX* dout, const floatX* q, const floatX* k,
+                                           const floatX* v, int vstride, const float* beta, const float* gate, int T, int C,
+                                           int H, int mixer) {
     extern __shared__ float smem[];
-    int b = blockIdx.x / H, h = blockIdx.x % H, D = C / H;
-    float* S0 = smem;                                  // (D, D) state entering the chunk
-    float* dS = S0 + D * D;                            // (D, D) dL/dS_end, then dL/dS0 for the chunk before
-    float* dS0 = dS + D * D;                           // (D, D)
-    DeltaChunk ch;
-    float* dO = delta_chunk_carve(&ch, dS0 + D * D, D); // (c, D)
-    float* dU = dO + DELTA_CHUNK * D;                  // (c, D): dU, then dR (gdn) in place
-    float* dKc = dU + DELTA_CHUNK * D;                 // (c, D) dk of the chunk
-    float* A = dKc + DELTA_CHUNK * D;                  // (c, c)
-    float* P = A + DELTA_CHUNK * DELTA_CHUNK;          // (c, c): P, then dA (gdn)
-    float* dP = P + DELTA_CHUNK * DELTA_CHUNK;         // (c, c)
-    ch.g = dP + DELTA_CHUNK * DELTA_CHUNK;
-    ch.beta = ch.g + DELTA_CHUNK;
-    float* dg = ch.beta + DELTA_CHUNK;                 // (c) dL/dg_t
-    float* dbt = dg + DELTA_CHUNK;                     // (c) dL/dβ_t
-    float* dw = dbt + DELTA_CHUNK;                     // (c) dL/dw_s
-    BLOCK_LOOP(idx, D * D) { dS[idx] = 0.0f; }
-    int n_chunks = delta_rule_n_chunks(T);
-    for (int c = n_chunks - 1; c >= 0; c--) {
-        int t0 = c * DELTA_CHUNK, n = min(DELTA_CHUNK, T - t0);
-        const float* saved = states + (((size_t)b * H + h) * n_chunks + c) * D * D;
-        BLOCK_LOOP(idx, D * D) { S0[idx] = saved[idx]; }
-        BLOCK_LOOP(idx, DELTA_CHUNK * D) {
-            int t = idx / D, i = idx % D;
-            dO[idx] = t < n ? (float)dout[((size_t)b * T + t0 + t) * C + h * D + i] : 0.0f;
-        }
-        delta_load_chunk(ch, q, k, v, vstride, beta, gate, b, h, t0, n, T, C, H, D);  // syncs
-        delta_chunk_u(ch, A, S0, D, mixer);  // recompute U (and A)
-        delta_chunk_p(P, ch, D);
-        float g_last = ch.g[DELTA_CHUNK - 1];
-        // dU[s][i] = Σ_{t>=s} P[t][s] do_t[i] + w_s Σ_j dS[i][j] k_s[j]         (from O = P U and S_end)
-        BLOCK_LOOP(idx, DELTA_CHUNK * D) {
-            int s = idx / D, i = idx % D;
-            float acc = expf(g_last - ch.g[s]) * dotd(dS + i * D, ch.k + s * D, D);
-            for (int t = s; t < DELTA_CHUNK; t++) { acc += P[t * DELTA_CHUNK + s] * dO[t * D + i]; }
-            dU[idx] = acc;
-        }
-        // dP[t][s] = do_t·u_s (s <= t);  dw_s = u_sᵀ dS k_s (the S_end weight's gradient)
-        BLOCK_LOOP(idx, DELTA_CHUNK * DELTA_CHUNK) {
-            int t = idx / DELTA_CHUNK, s = idx % DELTA_CHUNK;
-            dP[idx] = s <= t ? dotd(dO + t * D, ch.u + s * D, D) : 0.0f;
-        }
-        BLOCK_LOOP(s, DELTA_CHUNK) {
-            float acc = 0.0f;
-            for (int i = 0; i < D; i++) { acc += ch.u[s * D + i] * dotd(dS + i * D, ch.k + s * D, D); }
-            dw[s] = acc;
-            dbt[s] = 0.0f;
-        }
+    DeltaPos p = delta_pos(T, C, H);
+    int D = p.D;
+    float *sQ = smem, *sK = sQ + DELTA_SLOT, *sdO = sK + DELTA_SLOT, *sAkk = sdO + DELTA_SLOT, *sTmp = sAkk + DELTA_SLOT;
+    float *sTi = sTmp + DELTA_SLOT, *sUt = sTi + DELTA_SLOT, *sW = sUt + DELTA_SLOT;
+    DeltaGates gv;
+    delta_gates_carve(&gv, sW + DELTA_SLOT);
+    delta_load_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    delta_load_x(sQ, DL, q, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_load_x(sdO, DL, dout, C, p.row0, p.n, p.h * D, D, NULL);
+    if (mixer == MIXER_GDN) {
+        delta_solve(sTi, sUt, sW, sAkk, sTmp, sK, gv, v, vstride, p.row0, p.n, p.h * D, D);
+        delta_store_f(W + p.tile, D, 0, sW, DL, DELTA_CHUNK, D);
+    }
+    float *sP = sAkk, *sdUl = sTmp;
+    delta_chunk_p(sP, sQ, sK, gv, D);
+    tile_mm(sdUl, DL, TRANS(sP), AS_IS(sdO), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
+    delta_store_f(dUl + p.tile, D, 0, sdUl, DL, DELTA_CHUNK, D);
+}
+
+// dstates (B, H, n_chunks, D, D): dL/dS_end of each chunk, chunks in reverse. Per chunk, rows i:
+//   dU[:, i] = dUl[:, i] + diag(w) K dS[i]ᵀ
+//   dS0[i] = b_last dS[i] + Σ_t b_t do_t[i] q_t - Σ_t dU[t][i] W[t]   (gla: no W term)
+// The W term is Σ_t β_t b_t dr_t[i] k_t with dR = Tiᵀ dU, regrouped as dUᵀ (Ti diag(βb) K).
+__global__ void delta_state_backward_kernel(float* dstates, const float* W, const float* dUl, const floatX* dout,
+                                            const floatX* q, const floatX* k, const float* gate, int T, int C, int H, int mixer) {
+    extern __shared__ float smem[];
+    int D = C / H, groups = D / DELTA_ROWS, n_chunks = delta_rule_n_chunks(T);
+    int bh = blockIdx.x / groups, h = bh % H, b = bh / H, i0 = (blockIdx.x % groups) * DELTA_ROWS;
+    float *sdS = smem, *sQ = sdS + DELTA_ROWS * DL, *sK = sQ + DELTA_SLOT, *sW = sK + DELTA_SLOT;
+    float *sdU = sW + DELTA_SLOT, *sdO = sdU + DELTA_CHUNK * DLR;  // (c, rows) each
+    DeltaGates gv;
+    delta_gates_carve(&gv, sdO + DELTA_CHUNK * DLR);
+    BLOCK_LOOP(idx, DELTA_ROWS * DL) { sdS[idx] = 0.0f; }
+    for (int chunk = n_chunks - 1; chunk >= 0; chunk--) {
+        int t0 = chunk * DELTA_CHUNK, n = min(DELTA_CHUNK, T - t0);
+        size_t row0 = (size_t)b * T + t0, tile = ((size_t)bh * n_chunks + chunk) * DELTA_CHUNK * D;
         __syncthreads();
-        BLOCK_LOOP(idx, DELTA_CHUNK * D) {  // dq_t[j]
-            int t = idx / D, j = idx % D;
-            float acc = 0.0f;
-            for (int i = 0; i < D; i++) { acc += S0[i * D + j] * dO[t * D + i]; }
-            acc *= expf(ch.g[t]);
-            for (int s = 0; s <= t; s++) { acc += dP[t * DELTA_CHUNK + s] * expf(ch.g[t] - ch.g[s]) * ch.k[s * D + j]; }
-            if (t < n) { dq[((size_t)b * T + t0 + t) * C + h * D + j] = (floatX)acc; }
-        }
-        BLOCK_LOOP(idx, DELTA_CHUNK * D) {  // dk_s[j] from P and from S_end
-            int s = idx / D, j = idx % D;
-            float acc = 0.0f;
-            for (int t = s; t < DELTA_CHUNK; t++) { acc += dP[t * DELTA_CHUNK + s] * expf(ch.g[t] - ch.g[s]) * ch.q[t * D + j]; }
-            float w = expf(g_last - ch.g[s]);
-            for (int i = 0; i < D; i++) { acc += w * dS[i * D + j] * ch.u[s * D + i]; }
-            dKc[idx] = acc;
-        }
-        BLOCK_LOOP(t, DELTA_CHUNK) {  // dg_t: S0 q term, P terms (as t and as s), S_end terms
-            float acc = 0.0f;
-            float bt = expf(ch.g[t]);
-            for (int i = 0; i < D; i++) { acc += bt * dO[t * D + i] * dotd(S0 + i * D, ch.q + t * D, D); }
-            for (int s = 0; s <= t; s++) { acc += dP[t * DELTA_CHUNK + s] * P[t * DELTA_CHUNK + s]; }
-            for (int t2 = t; t2 < DELTA_CHUNK; t2++) { acc -= dP[t2 * DELTA_CHUNK + t] * P[t2 * DELTA_CHUNK + t]; }
-            // S_end: w_t = exp(g_last - g_t) contributes -dw_t w_t to g_t and +dw_t w_t to g_last
-            acc -= dw[t] * expf(g_last - ch.g[t]);
-            dg[t] = acc;
-        }
-        __syncthreads();
-        if (threadIdx.x == 0) {  // g_last terms: b_last <dS, S0> and Σ_s dw_s w_s
-            float acc = 0.0f;
-            for (int idx = 0; idx < D * D; idx++) { acc += dS[idx] * S0[idx]; }
-            acc *= expf(g_last);
-            for (int s = 0; s < DELTA_CHUNK; s++) { acc += dw[s] * expf(g_last - ch.g[s]); }
-            dg[DELTA_CHUNK - 1] += acc;
-        }
-        // dS0 = b_last dS + Σ_t b_t do_t q_tᵀ   (gdn adds -Σ_t β_t b_t dr_t k_tᵀ below)
-        BLOCK_LOOP(idx, D * D) {
-            int i = idx / D, j = idx % D;
-            float acc = expf(g_last) * dS[idx];
-            for (int t = 0; t < DELTA_CHUNK; t++) { acc += expf(ch.g[t]) * dO[t * D + i] * ch.q[t * D + j]; }
-            dS0[idx] = acc;
-        }
-        __syncthreads();
+        delta_store_f(dstates + ((size_t)bh * n_chunks + chunk) * D * D + (size_t)i0 * D, D, 0, sdS, DL, DELTA_ROWS, D);
+        delta_load_gates(gv, NULL, gate, row0, n, H, h);
+        delta_load_x(sQ, DL, q, C, row0, n, h * D, D, NULL);
+        delta_load_x(sK, DL, k, C, row0, n, h * D, D, NULL);
+        delta_load_x(sdO, DLR, dout, C, row0, n, h * D + i0, DELTA_ROWS, gv.b);  // b_t do_t
+        delta_load_f(sdU, DLR, dUl + tile, D, i0, DELTA_CHUNK, DELTA_ROWS);
+        tile_mm(sdU, DLR, AS_IS(sK), sdS, 1, DL, DELTA_CHUNK, DELTA_ROWS, D, 1.0f, gv.w, 1.0f);
+        tile_mm(sdS, DL, sdO, 1, DLR, AS_IS(sQ), DELTA_ROWS, D, DELTA_CHUNK, 1.0f, NULL, gv.b[DELTA_CHUNK - 1]);
         if (mixer == MIXER_GDN) {
-            // dR = (I + A)⁻ᵀ dU: back substitution, dr_t = du_t - Σ_{s>t} A[s][t] dr_s (in place in dU)
-            for (int t = DELTA_CHUNK - 2; t >= 0; t--) {
-                BLOCK_LOOP(i, D) {
-                    float acc = 0.0f;
-                    for (int s = t + 1; s < DELTA_CHUNK; s++) { acc += A[s * DELTA_CHUNK + t] * dU[s * D + i]; }
-                    dU[t * D + i] -= acc;
-                }
-                __syncthreads();
+            delta_load_f(sW, DL, W + tile, D, 0, DELTA_CHUNK, D);
+            tile_mm(sdS, DL, sdU, 1, DLR, AS_IS(sW), DELTA_ROWS, D, DELTA_CHUNK, -1.0f, NULL, 1.0f);
+        }
+    }
+}
+
+// All gradients of one chunk from its entry state S0 and dS = dL/dS_end (derivation: DESIGN.md §1 and
+// the header of this file). Writes (=) dq, dk, dv, dbeta (gdn) and dgate for the chunk's tokens.
+__global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
+                                            const float* states, const float* dstates, const floatX* q, const floatX* k,
+                                            const floatX* v, int vstride, const float* beta, const float* gate, int T, int C,
+                                            int H, int mixer) {
+    extern __shared__ float smem[];
+    DeltaPos p = delta_pos(T, C, H);
+    int D = p.D, c = DELTA_CHUNK, gdn = mixer == MIXER_GDN;
+    float *sQ = smem, *sK = sQ + DELTA_SLOT, *sdO = sK + DELTA_SLOT, *sS0 = sdO + DELTA_SLOT, *sdS = sS0 + DELTA_SLOT;
+    float *sAkk = sdS + DELTA_SLOT, *sTi = sAkk + DELTA_SLOT, *sU = sTi + DELTA_SLOT, *sdK = sU + DELTA_SLOT;
+    float *sX = sdK + DELTA_SLOT, *sY = sX + DELTA_SLOT;
+    DeltaGates gv;
+    float* dg = delta_gates_carve(&gv, sY + DELTA_SLOT);  // (c) dL/dg_t
+    float *dbt = dg + c, *dw = dbt + c;                   // (c) dL/dβ_t, dL/dw_t
+    __shared__ float dS_S0;                               // <dS, S0>
+    delta_load_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    delta_load_x(sQ, DL, q, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_load_x(sdO, DL, dout, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_load_f(sS0, DL, states + p.state, D, 0, D, D);
+    delta_load_f(sdS, DL, dstates + p.state, D, 0, D, D);
+    if (gdn) {  // U = Ũ - W S0ᵀ
+        delta_solve(sTi, sU, sY, sAkk, sX, sK, gv, v, vstride, p.row0, p.n, p.h * D, D);
+        tile_mm(sU, DL, AS_IS(sY), TRANS(sS0), c, D, D, -1.0f, NULL, 1.0f);
+    } else {
+        delta_load_x(sU, DL, v, vstride, p.row0, p.n, p.h * D, D, NULL);
+    }
+    // S_end = b_last S0 + Uᵀ diag(w) K:  X = K dSᵀ, dw_s = u_s·X[s], dK = diag(w) U dS, g_last gets b_last <dS, S0>
+    tile_mm(sX, DL, AS_IS(sK), TRANS(sdS), c, D, D, 1.0f, NULL, 0.0f);
+    tile_mm(sdK, DL, AS_IS(sU), AS_IS(sdS), c, D, D, 1.0f, gv.w, 0.0f);
+    BLOCK_LOOP(s, c) {
+        float acc = 0.0f;
+        for (int i = 0; i < D; i++) { acc += sU[s * DL + i] * sX[s * DL + i]; }
+        dw[s] = acc;
+    }
+    float part = 0.0f;
+    BLOCK_LOOP(idx, D * D) { part += sdS[(idx / D) * DL + idx % D] * sS0[(idx / D) * DL + idx % D]; }
+    part = block_sum(part);
+    if (threadIdx.x == 0) { dS_S0 = part; }
+    // dU = Pᵀ dO + diag(w) X, into dS's tile (dS is used up)
+    float *sP = sY, *sdU = sdS;
+    delta_chunk_p(sP, sQ, sK, gv, D);
+    BLOCK_LOOP(idx, c * D) { sdU[(idx / D) * DL + idx % D] = gv.w[idx / D] * sX[(idx / D) * DL + idx % D]; }
+    __syncthreads();
+    tile_mm(sdU, DL, TRANS(sP), AS_IS(sdO), c, D, c, 1.0f, NULL, 1.0f);
+    // dP = dO Uᵀ (s <= t); dg_t from P: Σ_s dP⊙P[t][s] - Σ_t2 dP⊙P[t2][t], and from w: -dw_t w_t
+    tile_mm(sX, DL, AS_IS(sdO), TRANS(sU), c, c, D, 1.0f, NULL, 0.0f);
+    BLOCK_LOOP(t, c) {
+        float acc = -dw[t] * gv.w[t];
+        for (int s = 0; s <= t; s++) { acc += sX[t * DL + s] * sP[t * DL + s]; }
+        for (int t2 = t; t2 < c; t2++) { acc -= sX[t2 * DL + t] * sP[t2 * DL + t]; }
+        dg[t] = acc;
+    }
+    __syncthreads();
+    BLOCK_LOOP(idx, c * c) {  // dP ⊙ Γ, masked
+        int t = idx / c, s = idx % c;
+        sX[t * DL + s] = s <= t ? sX[t * DL + s] * expf(gv.g[t] - gv.g[s]) : 0.0f;
+    }
+    __syncthreads();
+    // dQ = diag(b) dO S0 + (dP⊙Γ) K;  dK += (dP⊙Γ)ᵀ Q
+    float* sdQ = sY;
+    tile_mm(sdQ, DL, AS_IS(sdO), AS_IS(sS0), c, D, D, 1.0f, gv.b, 0.0f);
+    tile_mm(sdQ, DL, AS_IS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
+    delta_store_x(dq, C, p.row0, p.n, p.h * D, sdQ, D, NULL);
+    tile_mm(sdK, DL, TRANS(sX), AS_IS(sQ), c, D, c, 1.0f, NULL, 1.0f);
+    // dg_t += b_t do_t·(S0 q_t);  g_last gets b_last <dS, S0> + Σ_s dw_s w_s
+    tile_mm(sX, DL, AS_IS(sQ), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);
+    BLOCK_LOOP(t, c) {
+        float acc = 0.0f;
+        for (int i = 0; i < D; i++) { acc += sdO[t * DL + i] * sX[t * DL + i]; }
+        dg[t] += gv.b[t] * acc;
+        dbt[t] = 0.0f;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float acc = gv.b[c - 1] * dS_S0;
+        for (int s = 0; s < c; s++) { acc += dw[s] * gv.w[s]; }
+        dg[c - 1] += acc;
+    }
+    __syncthreads();
+    if (gdn) {
+        // dR = Tiᵀ dU;  R = diag(β) (V - diag(b) K S0ᵀ) gives dv = β dR, dβ, dg and dK -= diag(βb) dR S0
+        float* sdR = sY;
+        tile_mm(sdR, DL, TRANS(sTi), AS_IS(sdU), c, D, c, 1.0f, NULL, 0.0f);
+        tile_mm(sX, DL, AS_IS(sK), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);  // K S0ᵀ
+        BLOCK_LOOP(t, c) {
+            float db = 0.0f, dgt = 0.0f;
+            for (int i = 0; i < D; i++) {
+                float vti = t < p.n ? (float)v[(p.row0 + t) * vstride + p.h * D + i] : 0.0f;
+                db += sdR[t * DL + i] * (vti - gv.b[t] * sX[t * DL + i]);
+                dgt += sdR[t * DL + i] * sX[t * DL + i];
             }
-            // dA[t][s] = -dr_t·u_s (s < t), into P (P is no longer needed)
-            BLOCK_LOOP(idx, DELTA_CHUNK * DELTA_CHUNK) {
-                int t = idx / DELTA_CHUNK, s = idx % DELTA_CHUNK;
-                P[idx] = s < t ? -dotd(dU + t * D, ch.u + s * D, D) : 0.0f;  // dA
-            }
-            __syncthreads();
-            // dk from A: dKK[t][s] = dA β_t Γ → dk_t += Σ_s dKK k_s, dk_s += Σ_t dKK k_t;
-            // dk from R: dk_t -= β_t b_t S0ᵀ dr_t
-            BLOCK_LOOP(idx, DELTA_CHUNK * D) {
-                int t = idx / D, j = idx % D;
-                float acc = 0.0f;
-                for (int s = 0; s < t; s++) { acc += P[t * DELTA_CHUNK + s] * ch.beta[t] * expf(ch.g[t] - ch.g[s]) * ch.k[s * D + j]; }
-                for (int t2 = t + 1; t2 < DELTA_CHUNK; t2++) {
-                    acc += P[t2 * DELTA_CHUNK + t] * ch.beta[t2] * expf(ch.g[t2] - ch.g[t]) * ch.k[t2 * D + j];
-                }
-                float bt = expf(ch.g[t]);
-                for (int i = 0; i < D; i++) { acc -= ch.beta[t] * bt * S0[i * D + j] * dU[t * D + i]; }
-                dKc[idx] += acc;
-            }
-            // dβ_t = dr_t·(v_t - b_t S0 k_t) + Σ_s dA[t][s] Γ kk;  dg from R and from A
-            BLOCK_LOOP(t, DELTA_CHUNK) {
-                float bt = expf(ch.g[t]), db = 0.0f, dgt = 0.0f;
-                for (int i = 0; i < D; i++) {
-                    float s0k = dotd(S0 + i * D, ch.k + t * D, D);
-                    db += dU[t * D + i] * (ch.v[t * D + i] - bt * s0k);
-                    dgt -= ch.beta[t] * bt * dU[t * D + i] * s0k;
-                }
-                for (int s = 0; s < t; s++) {
-                    float a_over_beta = expf(ch.g[t] - ch.g[s]) * dotd(ch.k + t * D, ch.k + s * D, D);
-                    db += P[t * DELTA_CHUNK + s] * a_over_beta;
-                    dgt += P[t * DELTA_CHUNK + s] * ch.beta[t] * a_over_beta;  // dA·A as t
-                }
-                for (int t2 = t + 1; t2 < DELTA_CHUNK; t2++) {
-                    float a = ch.beta[t2] * expf(ch.g[t2] - ch.g[t]) * dotd(ch.k + t2 * D, ch.k + t * D, D);
-                    dgt -= P[t2 * DELTA_CHUNK + t] * a;  // dA·A as s
-                }
-                dbt[t] = db;
-                dg[t] += dgt;
-            }
-            // dS0 -= Σ_t β_t b_t dr_t k_tᵀ
-            BLOCK_LOOP(idx, D * D) {
-                int i = idx / D, j = idx % D;
-                float acc = 0.0f;
-                for (int t = 0; t < DELTA_CHUNK; t++) { acc += ch.beta[t] * expf(ch.g[t]) * dU[t * D + i] * ch.k[t * D + j]; }
-                dS0[idx] -= acc;
-            }
+            dbt[t] = db;
+            dg[t] -= gv.bb[t] * dgt;
         }
         __syncthreads();
-        // write dk, dv (gdn: β_t dr_t; gla: du_t), dbeta; dgate_j = Σ_{t>=j} dg_t within the chunk
-        BLOCK_LOOP(idx, n * D) {
-            int t = idx / D, i = idx % D;
-            size_t row = (size_t)b * T + t0 + t;
-            dk[row * C + h * D + i] = (floatX)dKc[idx];
-            dv[row * vstride + h * D + i] = (floatX)(mixer == MIXER_GDN ? ch.beta[t] * dU[idx] : dU[idx]);
+        tile_mm(sdK, DL, AS_IS(sdR), AS_IS(sS0), c, D, D, -1.0f, gv.bb, 1.0f);
+        // dA = -dR Uᵀ (s < t); A = β_t Γ Akk gives dβ_t += Σ_s dA Γ Akk, dg from dA⊙A (as t and as s),
+        // and dKK = β_t Γ dA adds dKK K + dKKᵀ K to dK
+        tile_mm(sX, DL, AS_IS(sdR), TRANS(sU), c, c, D, -1.0f, NULL, 0.0f);
+        BLOCK_LOOP(idx, c * c) {  // X = dA ⊙ Γ, masked
+            int t = idx / c, s = idx % c;
+            sX[t * DL + s] = s < t ? sX[t * DL + s] * expf(gv.g[t] - gv.g[s]) : 0.0f;
         }
-        BLOCK_LOOP(t, n) {
-            size_t row = (size_t)b * T + t0 + t;
-            float acc = 0.0f;
-            for (int t2 = t; t2 < DELTA_CHUNK; t2++) { acc += dg[t2]; }  // g_last lives at c-1 even when n < c
-            dgate[row * H + h] = acc;
-            if (mixer == MIXER_GDN) { dbeta[row * H + h] = dbt[t]; }
-        }
-        BLOCK_LOOP(idx, D * D) { dS[idx] = dS0[idx]; }
         __syncthreads();
+        BLOCK_LOOP(t, c) {
+            float row = 0.0f, col = 0.0f;
+            for (int s = 0; s < t; s++) { row += sX[t * DL + s] * sAkk[t * DL + s]; }
+            for (int t2 = t + 1; t2 < c; t2++) { col += gv.beta[t2] * sX[t2 * DL + t] * sAkk[t2 * DL + t]; }
+            dbt[t] += row;
+            dg[t] += gv.beta[t] * row - col;
+        }
+        __syncthreads();
+        BLOCK_LOOP(idx, c * c) { sX[(idx / c) * DL + idx % c] *= gv.beta[idx / c]; }
+        __syncthreads();
+        tile_mm(sdK, DL, AS_IS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
+        tile_mm(sdK, DL, TRANS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
+        delta_store_x(dv, vstride, p.row0, p.n, p.h * D, sdR, D, gv.beta);
+    } else {
+        delta_store_x(dv, vstride, p.row0, p.n, p.h * D, sdU, D, NULL);
+    }
+    delta_store_x(dk, C, p.row0, p.n, p.h * D, sdK, D, NULL);
+    // dgate_t = Σ_{t2 >= t} dg_t2 within the chunk (g_last lives at c-1 even when n < c)
+    BLOCK_LOOP(t, p.n) {
+        float acc = 0.0f;
+        for (int t2 = t; t2 < c; t2++) { acc += dg[t2]; }
+        dgate[(p.row0 + t) * H + p.h] = acc;
+        if (gdn) { dbeta[(p.row0 + t) * H + p.h] = dbt[t]; }
     }
 }
 
 // ----------------------------------------------------------------------------
 // kernel launchers
 
-static void delta_rule_check_dims(int C, int H) {
-    if (C / H > DELTA_MAX_D) { die("recurrent mixer: head dim %d, the GPU kernel takes at most %d", C / H, DELTA_MAX_D); }
+// Shared memory of each kernel: (c, c)/(c, D) tiles, narrow (c, rows) and (rows, D) tiles, gate vectors
+#define DELTA_SMEM(slots, narrow, rows, vecs) \
+    (((size_t)(slots) * DELTA_SLOT + (size_t)(narrow) * DELTA_CHUNK * DLR + (size_t)(rows) * DELTA_ROWS * DL + (vecs) * DELTA_CHUNK) * sizeof(float))
+#define DELTA_SMEM_PREP DELTA_SMEM(6, 0, 0, 5)
+#define DELTA_SMEM_STATE_FWD DELTA_SMEM(2, 1, 1, 5)
+#define DELTA_SMEM_OUTPUT DELTA_SMEM(6, 0, 0, 5)
+#define DELTA_SMEM_BWD_PREP DELTA_SMEM(8, 0, 0, 5)
+#define DELTA_SMEM_STATE_BWD DELTA_SMEM(3, 2, 1, 5)
+#define DELTA_SMEM_CHUNK_BWD DELTA_SMEM(11, 0, 0, 8)
+
+// Scratch of the chunked kernels, grown on first use and kept for the process: Ũ, W and dUl tiles
+// (B, H, n_chunks, c, D) and dstates (B, H, n_chunks, D, D). Every layer reuses it.
+static float* delta_scratch = NULL;
+static size_t delta_scratch_size = 0;
+
+static float* delta_scratch_get(int B, int T, int C, int H) {
+    size_t tile = (size_t)B * H * delta_rule_n_chunks(T) * DELTA_CHUNK * (C / H);
+    size_t need = 3 * tile + delta_rule_state_floats(B, T, C, H);
+    if (need > delta_scratch_size) {
+        if (delta_scratch) { cudaCheck(cudaFree(delta_scratch)); }
+        cudaCheck(cudaMalloc(&delta_scratch, need * sizeof(float)));
+        delta_scratch_size = need;
+    }
+    return delta_scratch;
 }
 
-// o (B,T,C) and the chunk-entry states (delta_rule_state_floats) from q, k, v, beta, gate
+static void delta_rule_check_dims(int C, int H) {
+    int D = C / H;
+    if (D > DELTA_MAX_D || D % DELTA_ROWS != 0) {
+        die("recurrent mixer: head dim %d, the GPU kernels take a multiple of %d up to %d", D, DELTA_ROWS, DELTA_MAX_D);
+    }
+    static int smem_set = 0;  // opt in to > 48 KiB of shared memory once
+    if (!smem_set) {
+        cudaCheck(cudaFuncSetAttribute(delta_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_PREP));
+        cudaCheck(cudaFuncSetAttribute(delta_state_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_STATE_FWD));
+        cudaCheck(cudaFuncSetAttribute(delta_output_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_OUTPUT));
+        cudaCheck(cudaFuncSetAttribute(delta_backward_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_BWD_PREP));
+        cudaCheck(cudaFuncSetAttribute(delta_state_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_STATE_BWD));
+        cudaCheck(cudaFuncSetAttribute(delta_chunk_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_CHUNK_BWD));
+        smem_set = 1;
+    }
+}
+
+// o (B,T,C) and the chunk-entry states (delta_rule_state_floats) from q, k, v, beta, gate:
+// gdn prep (Ũ, W per chunk, parallel) -> state pass (sequential in chunks) -> output (parallel)
 static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                    const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                    cudaStream_t stream) {
     delta_rule_check_dims(C, H);
-    size_t smem = delta_forward_smem(C / H);
-    cudaCheck(cudaFuncSetAttribute(delta_chunk_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    delta_chunk_forward_kernel<<<B * H, DELTA_THREADS, smem, stream>>>(o, states, q, k, v, vstride, beta, gate, T, C, H, mixer);
+    int D = C / H, chunks = B * H * delta_rule_n_chunks(T);
+    float* Ut = delta_scratch_get(B, T, C, H);
+    float* W = Ut + (size_t)chunks * DELTA_CHUNK * D;
+    if (mixer == MIXER_GDN) {
+        delta_prep_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_PREP, stream>>>(Ut, W, k, v, vstride, beta, gate, T, C, H);
+        cudaCheck(cudaGetLastError());
+    }
+    delta_state_forward_kernel<<<B * H * (D / DELTA_ROWS), DELTA_THREADS, DELTA_SMEM_STATE_FWD, stream>>>(
+        states, Ut, W, k, v, vstride, gate, T, C, H, mixer);
+    cudaCheck(cudaGetLastError());
+    delta_output_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_OUTPUT, stream>>>(o, states, Ut, W, q, k, v, vstride, gate, T, C, H, mixer);
     cudaCheck(cudaGetLastError());
 }
 
-// dq, dk (B,T,C), dv (inside dqkva, stride vstride), dbeta (gdn), dgate (B,T,H) from dout (B,T,C)
+// dq, dk (B,T,C), dv (inside dqkva, stride vstride), dbeta (gdn), dgate (B,T,H) from dout (B,T,C):
+// prep (W, dUl per chunk, parallel) -> dS state pass (reverse, sequential) -> gradients (parallel)
 static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
                                     const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                     const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                     cudaStream_t stream) {
     delta_rule_check_dims(C, H);
-    size_t smem = delta_backward_smem(C / H);
-    cudaCheck(cudaFuncSetAttribute(delta_chunk_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    delta_chunk_backward_kernel<<<B * H, DELTA_THREADS, smem, stream>>>(dq, dk, dv, dbeta, dgate, dout, states, q, k, v,
-                                                                        vstride, beta, gate, T, C, H, mixer);
+    int D = C / H, chunks = B * H * delta_rule_n_chunks(T);
+    size_t tile = (size_t)chunks * DELTA_CHUNK * D;
+    float* W = delta_scratch_get(B, T, C, H) + tile;
+    float *dUl = W + tile, *dstates = dUl + tile;
+    delta_backward_prep_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_BWD_PREP, stream>>>(W, dUl, dout, q, k, v, vstride, beta, gate,
+                                                                                      T, C, H, mixer);
+    cudaCheck(cudaGetLastError());
+    delta_state_backward_kernel<<<B * H * (D / DELTA_ROWS), DELTA_THREADS, DELTA_SMEM_STATE_BWD, stream>>>(
+        dstates, W, dUl, dout, q, k, gate, T, C, H, mixer);
+    cudaCheck(cudaGetLastError());
+    delta_chunk_backward_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_CHUNK_BWD, stream>>>(
+        dq, dk, dv, dbeta, dgate, dout, states, dstates, q, k, v, vstride, beta, gate, T, C, H, mixer);
     cudaCheck(cudaGetLastError());
 }
 

@@ -9,7 +9,7 @@ Without a CUDA GPU every check is skipped with the reason, and the program exits
   and backward including the parameter-gradient reductions; tolerance 1e-5.
   recurrent mixer (recurrent_mixer.cuh), chunked form vs the CPU's token-by-token recurrence, gdn
   and gla: o, and dq, dk, dv, dbeta, dgate; T = 1, 64 (one full chunk), 67 and 130 (partial last
-  chunk), several heads, batch > 1, head dims 32 and 64.
+  chunk), 700 (eleven chunks), several heads, batch > 1, head dims 32, 48 and 64.
 Built twice: with PRECISION_FP32 (the v1 kernels, fp32 end to end) and PRECISION_BF16 (activations
 in bf16, attention on the v2 tensor-core kernels). Inputs are rounded to the build's floatX first,
 so both sides start from the same numbers.
@@ -227,7 +227,7 @@ int main(void) {
     const char* names[] = {"gpu attention full", "gpu attention W=1", "gpu attention W<T", "gpu attention W>T",
                            "gpu attention D=32", "gpu attention T=1", "gpu delta rule gdn T=67", "gpu delta rule gla T=67",
                            "gpu delta rule gdn T=130 D=32", "gpu delta rule gla T=130 D=32", "gpu delta rule gdn T=64",
-                           "gpu delta rule gdn T=1", "gpu conv+silu", "gpu l2norm", "gpu gates gdn", "gpu gates gla"};
+                           "gpu delta rule gdn T=1", "gpu delta rule gdn T=700", "gpu delta rule gla T=700 D=48", "gpu conv+silu", "gpu l2norm", "gpu gates gdn", "gpu gates gla"};
     if (err != cudaSuccess || n_gpu == 0) {
         char why[160];
         snprintf(why, sizeof(why), "no CUDA GPU on this machine (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
@@ -247,5 +247,7 @@ int main(void) {
     test_delta_rule(3, 130, 2, 32, MIXER_GLA);
     test_delta_rule(1, 64, 2, 64, MIXER_GDN);   // exactly one chunk
     test_delta_rule(2, 1, 2, 64, MIXER_GDN);    // a single token
+    test_delta_rule(1, 700, 2, 64, MIXER_GDN);  // eleven chunks: the state passes carry S and dS far
+    test_delta_rule(1, 700, 2, 48, MIXER_GLA);  // D = 48: three row groups per head
     return test_summary();
 }
