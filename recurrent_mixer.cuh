@@ -26,7 +26,8 @@ gla mode: U = V (no A, no Ti, no W).
 Only S0 of each chunk needs the chunks before it, and value row i of S depends only on row i of S0.
 So the forward is three kernels: the per-chunk prep (Ũ, W; gdn), a state pass that carries the state
 through the chunks in order with the value rows split over blocks and saves each chunk's S0, and the
-per-chunk output. All matrix products are on shared-memory tiles (tile_mm), fp32 on CUDA cores.
+per-chunk output. All matrix products are on shared-memory tiles (tile_mm): tf32 tensor cores in the
+bf16 build, fp32 CUDA cores in the fp32 build.
 
 Backward, dS = dL/dS_end of a chunk, dU = Pᵀ dO + diag(w) K dSᵀ, dR = Tiᵀ dU (gdn), and
 dS0 = b_last dS + Σ_t b_t do_t q_tᵀ - dUᵀ W. Again three kernels: per-chunk prep (W and dUl = Pᵀ dO),
@@ -40,7 +41,7 @@ dv, dbeta, dgate. Ũ, W, dUl and the dS of each chunk live in a scratch buffer o
 (delta_scratch_get), shared by all layers. No atomics: every output element has one writer.
 
 Precision: q, k, v, o and their gradients are the build's floatX (dataloader.h); beta, gate, the
-states and all arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
+states and all other arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
 */
 #ifndef RECURRENT_MIXER_CUH
 #define RECURRENT_MIXER_CUH
@@ -233,11 +234,13 @@ static void gates_backward_gpu(floatX* dbpre, floatX* dapre, float* dA_log, floa
 // The recurrence
 
 #define DELTA_CHUNK 64
-#define DELTA_THREADS 256   // tile_mm's 16 x 16 thread grid
+#define DELTA_THREADS 256   // tile_mm: a 16 x 16 thread grid (fp32), 8 warps (tf32)
 #define DELTA_MAX_D 64
 #define DELTA_ROWS 16       // value rows of the state one block carries in the state passes
-#define DL (DELTA_CHUNK + 1)         // row stride of the shared tiles: odd, so walking a column hits 32 banks
-#define DLR (DELTA_ROWS + 1)         // row stride of the narrow (c, DELTA_ROWS) tiles of the state passes
+// Row strides of the shared tiles, 4 mod 32: the mma fragment reads of a tile as it is hit 32 banks,
+// transposed ones at most 2 lanes per bank
+#define DL (DELTA_CHUNK + 4)         // (c, c), (c, D) and (D, D) tiles
+#define DLR (DELTA_ROWS + 4)         // the narrow (c, DELTA_ROWS) tiles of the state passes
 #define DELTA_SLOT (DELTA_CHUNK * DL)  // floats of one shared tile: (c, D), (c, c) and (D, D) all fit
 
 // for (idx = thread; idx < n; idx += block) — every thread of the block takes a share
@@ -255,10 +258,12 @@ static size_t delta_rule_state_floats(int B, int T, int C, int H) {
 }
 
 // C (M, N) = cscale C + alpha rs[m] Σ_k A(m, k) B(k, n), shared-memory operands addressed through strides:
-// A(m, k) = A[m am + k ak], B(k, n) = B[k bk + n bn], C(m, n) = C[m DL + n] (or DLR when N is DELTA_ROWS);
-// rs NULL means 1, cscale 0 overwrites C. M, N multiples of 16 up to 64. Thread (ty, tx) of the 16 x 16
-// grid keeps a register tile of rows ty + 16r and columns tx + 16c, so a warp reads 2 rows of A
-// (broadcast) and 16 consecutive columns of B. C must not alias A or B. Ends with a barrier.
+// A(m, k) = A[m am + k ak], B(k, n) = B[k bk + n bn], C(m, n) = C[m ldc + n]; rs NULL means 1, cscale 0
+// overwrites C. M, N multiples of 16 up to 64, K a multiple of 8. C must not alias A or B. Ends with a
+// barrier. Two versions, as the attention has:
+#ifdef PRECISION_FP32
+// fp32 on CUDA cores (the FP32 build checks the chunked algebra to ~1e-6). Thread (ty, tx) of the
+// 16 x 16 grid keeps a register tile of rows ty + 16r and columns tx + 16c.
 __device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int ak, const float* B, int bk, int bn,
                                int M, int N, int K, float alpha, const float* rs, float cscale) {
     int tx = threadIdx.x % 16, ty = threadIdx.x / 16, mr = M / 16, nc = N / 16;
@@ -286,6 +291,92 @@ __device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int a
                 *out = (cscale == 0.0f ? 0.0f : cscale * *out) + scale * acc[r][c];
             }
         }
+    }
+    __syncthreads();
+}
+#else
+__device__ static inline uint32_t to_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+// d += a b for one 16 x 8 tile, K 8, tf32 in, fp32 accumulate. Fragments (g = lane / 4, t = lane % 4):
+// a: (g, t) (g+8, t) (g, t+4) (g+8, t+4); b: (t, g) (t+4, g); d: (g, 2t) (g, 2t+1) (g+8, 2t) (g+8, 2t+1)
+__device__ static inline void mma_tf32(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// tf32 tensor cores (10-bit mantissa operands, fp32 sums; the products of a chunk are short sums of
+// bounded terms, and the bf16 build stores q, k, v in 8 bits anyway). C is cut into 16 x 8 tiles,
+// numbered row-major; warp w takes `per` consecutive ones, all in one 16-row block, so it loads each
+// A fragment once per k step.
+__device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int ak, const float* B, int bk, int bn,
+                               int M, int N, int K, float alpha, const float* rs, float cscale) {
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    int ncol = N / 8, total = (M / 16) * ncol, per = (total + DELTA_THREADS / 32 - 1) / (DELTA_THREADS / 32);
+    int first = warp * per, cnt = min(per, total - first);
+    if (cnt > 0) {
+        int m0 = (first / ncol) * 16, n0 = (first % ncol) * 8;
+        float acc[4][4] = {};
+        for (int kk = 0; kk < K; kk += 8) {
+            uint32_t a[4];
+            a[0] = to_tf32(A[(m0 + g) * am + (kk + t) * ak]);
+            a[1] = to_tf32(A[(m0 + g + 8) * am + (kk + t) * ak]);
+            a[2] = to_tf32(A[(m0 + g) * am + (kk + t + 4) * ak]);
+            a[3] = to_tf32(A[(m0 + g + 8) * am + (kk + t + 4) * ak]);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                if (i < cnt) {
+                    int n = n0 + 8 * i + g;
+                    mma_tf32(acc[i], a, to_tf32(B[(kk + t) * bk + n * bn]), to_tf32(B[(kk + t + 4) * bk + n * bn]));
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            if (i < cnt) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int m = m0 + g + 8 * (e / 2), n = n0 + 8 * i + 2 * t + e % 2;
+                    float* out = Cm + m * ldc + n;
+                    *out = (cscale == 0.0f ? 0.0f : cscale * *out) + alpha * (rs ? rs[m] : 1.0f) * acc[i][e];
+                }
+            }
+        }
+    }
+    __syncthreads();
+}
+#endif
+
+// out[r] += alpha rs[r] Σ_i X(r, i) Y(r, i) for r < rows, i < cols, X(r, i) = X[r xr + i xi] (Y alike);
+// rs NULL means 1. One warp per row, lanes across i. Ends with a barrier.
+__device__ static void rows_dot(float* out, float alpha, const float* rs, const float* X, int xr, int xi, const float* Y, int yr,
+                                int yi, int rows, int cols) {
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int r = warp; r < rows; r += DELTA_THREADS / 32) {
+        float acc = 0.0f;
+        for (int i = lane; i < cols; i += 32) { acc += X[r * xr + i * xi] * Y[r * yr + i * yi]; }
+        for (int off = 16; off > 0; off /= 2) { acc += __shfl_xor_sync(0xffffffff, acc, off); }
+        if (lane == 0) { out[r] += alpha * (rs ? rs[r] : 1.0f) * acc; }
+    }
+    __syncthreads();
+}
+
+// x[t] = Σ_{s<=t} x[s] over the DELTA_CHUNK entries, by warp 0: each lane owns 2 entries, then a warp
+// scan over the lanes. Ends with a barrier.
+__device__ static void chunk_prefix_sum(float* x) {
+    if (threadIdx.x < 32) {
+        int l = threadIdx.x;
+        float first = x[2 * l], pair = first + x[2 * l + 1], incl = pair;
+        for (int off = 1; off < 32; off *= 2) {
+            float y = __shfl_up_sync(0xffffffff, incl, off);
+            if (l >= off) { incl += y; }
+        }
+        x[2 * l] = incl - pair + first;
+        x[2 * l + 1] = incl;
     }
     __syncthreads();
 }
@@ -317,17 +408,7 @@ __device__ static void delta_load_gates(DeltaGates gv, const float* beta, const 
         gv.g[t] = t < n ? gate[(row0 + t) * H + h] : 0.0f;
     }
     __syncthreads();
-    if (threadIdx.x < 32) {  // inclusive scan of g: each lane owns 2 entries, then a warp scan over lanes
-        int l = threadIdx.x;
-        float first = gv.g[2 * l], pair = first + gv.g[2 * l + 1], incl = pair;
-        for (int off = 1; off < 32; off *= 2) {
-            float y = __shfl_up_sync(0xffffffff, incl, off);
-            if (l >= off) { incl += y; }
-        }
-        gv.g[2 * l] = incl - pair + first;
-        gv.g[2 * l + 1] = incl;
-    }
-    __syncthreads();
+    chunk_prefix_sum(gv.g);
     BLOCK_LOOP(t, DELTA_CHUNK) {
         gv.b[t] = expf(gv.g[t]);
         gv.w[t] = expf(gv.g[DELTA_CHUNK - 1] - gv.g[t]);
@@ -620,11 +701,9 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
     // S_end = b_last S0 + Uᵀ diag(w) K:  X = K dSᵀ, dw_s = u_s·X[s], dK = diag(w) U dS, g_last gets b_last <dS, S0>
     tile_mm(sX, DL, AS_IS(sK), TRANS(sdS), c, D, D, 1.0f, NULL, 0.0f);
     tile_mm(sdK, DL, AS_IS(sU), AS_IS(sdS), c, D, D, 1.0f, gv.w, 0.0f);
-    BLOCK_LOOP(s, c) {
-        float acc = 0.0f;
-        for (int i = 0; i < D; i++) { acc += sU[s * DL + i] * sX[s * DL + i]; }
-        dw[s] = acc;
-    }
+    BLOCK_LOOP(t, c) { dw[t] = 0.0f; dbt[t] = 0.0f; }
+    __syncthreads();
+    rows_dot(dw, 1.0f, NULL, AS_IS(sU), AS_IS(sX), c, D);
     float part = 0.0f;
     BLOCK_LOOP(idx, D * D) { part += sdS[(idx / D) * DL + idx % D] * sS0[(idx / D) * DL + idx % D]; }
     part = block_sum(part);
@@ -637,13 +716,10 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
     tile_mm(sdU, DL, TRANS(sP), AS_IS(sdO), c, D, c, 1.0f, NULL, 1.0f);
     // dP = dO Uᵀ (s <= t); dg_t from P: Σ_s dP⊙P[t][s] - Σ_t2 dP⊙P[t2][t], and from w: -dw_t w_t
     tile_mm(sX, DL, AS_IS(sdO), TRANS(sU), c, c, D, 1.0f, NULL, 0.0f);
-    BLOCK_LOOP(t, c) {
-        float acc = -dw[t] * gv.w[t];
-        for (int s = 0; s <= t; s++) { acc += sX[t * DL + s] * sP[t * DL + s]; }
-        for (int t2 = t; t2 < c; t2++) { acc -= sX[t2 * DL + t] * sP[t2 * DL + t]; }
-        dg[t] = acc;
-    }
+    BLOCK_LOOP(t, c) { dg[t] = -dw[t] * gv.w[t]; }
     __syncthreads();
+    rows_dot(dg, 1.0f, NULL, AS_IS(sX), AS_IS(sP), c, c);    // P is 0 above the diagonal
+    rows_dot(dg, -1.0f, NULL, TRANS(sX), TRANS(sP), c, c);
     BLOCK_LOOP(idx, c * c) {  // dP ⊙ Γ, masked
         int t = idx / c, s = idx % c;
         sX[t * DL + s] = s <= t ? sX[t * DL + s] * expf(gv.g[t] - gv.g[s]) : 0.0f;
@@ -657,13 +733,7 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
     tile_mm(sdK, DL, TRANS(sX), AS_IS(sQ), c, D, c, 1.0f, NULL, 1.0f);
     // dg_t += b_t do_t·(S0 q_t);  g_last gets b_last <dS, S0> + Σ_s dw_s w_s
     tile_mm(sX, DL, AS_IS(sQ), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);
-    BLOCK_LOOP(t, c) {
-        float acc = 0.0f;
-        for (int i = 0; i < D; i++) { acc += sdO[t * DL + i] * sX[t * DL + i]; }
-        dg[t] += gv.b[t] * acc;
-        dbt[t] = 0.0f;
-    }
-    __syncthreads();
+    rows_dot(dg, 1.0f, gv.b, AS_IS(sdO), AS_IS(sX), c, D);
     if (threadIdx.x == 0) {
         float acc = gv.b[c - 1] * dS_S0;
         for (int s = 0; s < c; s++) { acc += dw[s] * gv.w[s]; }
@@ -675,17 +745,11 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
         float* sdR = sY;
         tile_mm(sdR, DL, TRANS(sTi), AS_IS(sdU), c, D, c, 1.0f, NULL, 0.0f);
         tile_mm(sX, DL, AS_IS(sK), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);  // K S0ᵀ
-        BLOCK_LOOP(t, c) {
-            float db = 0.0f, dgt = 0.0f;
-            for (int i = 0; i < D; i++) {
-                float vti = t < p.n ? (float)v[(p.row0 + t) * vstride + p.h * D + i] : 0.0f;
-                db += sdR[t * DL + i] * (vti - gv.b[t] * sX[t * DL + i]);
-                dgt += sdR[t * DL + i] * sX[t * DL + i];
-            }
-            dbt[t] = db;
-            dg[t] -= gv.bb[t] * dgt;
-        }
-        __syncthreads();
+        float* sV = sdO;                                                    // dO is used up
+        delta_load_x(sV, DL, v, vstride, p.row0, p.n, p.h * D, D, NULL);
+        rows_dot(dbt, 1.0f, NULL, AS_IS(sdR), AS_IS(sV), c, D);            // dβ_t = dr_t·(v_t - b_t S0 k_t)
+        rows_dot(dbt, -1.0f, gv.b, AS_IS(sdR), AS_IS(sX), c, D);
+        rows_dot(dg, -1.0f, gv.bb, AS_IS(sdR), AS_IS(sX), c, D);           // dg_t -= β_t b_t dr_t·(S0 k_t)
         tile_mm(sdK, DL, AS_IS(sdR), AS_IS(sS0), c, D, D, -1.0f, gv.bb, 1.0f);
         // dA = -dR Uᵀ (s < t); A = β_t Γ Akk gives dβ_t += Σ_s dA Γ Akk, dg from dA⊙A (as t and as s),
         // and dKK = β_t Γ dA adds dKK K + dKKᵀ K to dK
@@ -695,16 +759,11 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
             sX[t * DL + s] = s < t ? sX[t * DL + s] * expf(gv.g[t] - gv.g[s]) : 0.0f;
         }
         __syncthreads();
-        BLOCK_LOOP(t, c) {
-            float row = 0.0f, col = 0.0f;
-            for (int s = 0; s < t; s++) { row += sX[t * DL + s] * sAkk[t * DL + s]; }
-            for (int t2 = t + 1; t2 < c; t2++) { col += gv.beta[t2] * sX[t2 * DL + t] * sAkk[t2 * DL + t]; }
-            dbt[t] += row;
-            dg[t] += gv.beta[t] * row - col;
-        }
+        rows_dot(dbt, 1.0f, NULL, AS_IS(sX), AS_IS(sAkk), c, c);
+        rows_dot(dg, 1.0f, gv.beta, AS_IS(sX), AS_IS(sAkk), c, c);
+        BLOCK_LOOP(idx, c * c) { sX[(idx / c) * DL + idx % c] *= gv.beta[idx / c]; }  // dKK
         __syncthreads();
-        BLOCK_LOOP(idx, c * c) { sX[(idx / c) * DL + idx % c] *= gv.beta[idx / c]; }
-        __syncthreads();
+        rows_dot(dg, -1.0f, NULL, TRANS(sX), TRANS(sAkk), c, c);
         tile_mm(sdK, DL, AS_IS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
         tile_mm(sdK, DL, TRANS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
         delta_store_x(dv, vstride, p.row0, p.n, p.h * D, sdR, D, gv.beta);
@@ -712,11 +771,12 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
         delta_store_x(dv, vstride, p.row0, p.n, p.h * D, sdU, D, NULL);
     }
     delta_store_x(dk, C, p.row0, p.n, p.h * D, sdK, D, NULL);
-    // dgate_t = Σ_{t2 >= t} dg_t2 within the chunk (g_last lives at c-1 even when n < c)
+    // dgate_t = Σ_{t2 >= t} dg_t2 within the chunk (g_last lives at c-1 even when n < c):
+    // the total minus the prefix sum before t
+    __syncthreads();
+    chunk_prefix_sum(dg);
     BLOCK_LOOP(t, p.n) {
-        float acc = 0.0f;
-        for (int t2 = t; t2 < c; t2++) { acc += dg[t2]; }
-        dgate[(p.row0 + t) * H + p.h] = acc;
+        dgate[(p.row0 + t) * H + p.h] = dg[c - 1] - (t > 0 ? dg[t - 1] : 0.0f);
         if (gdn) { dbeta[(p.row0 + t) * H + p.h] = dbt[t]; }
     }
 }
