@@ -44,7 +44,7 @@ CPU_PROGRAMS = train_cpu eval_needle
 GPU_HEADERS = full_attn.cuh attention_swa.cuh recurrent_mixer.cuh hybrid_cpu.h dataloader.h
 CPU_TESTS = test/test_grad test/test_cpu
 
-.PHONY: all test clean
+.PHONY: all test sanitize clean
 all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
 
 train_cpu: dev/train_cpu.c hybrid_cpu.h dataloader.h
@@ -81,7 +81,19 @@ test/test_model_gpu test/test_model_gpu_bf16: test/test_model_gpu.cu test/test_c
 	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 test: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
-	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh $(GPU_TESTS)
+	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh test/test_resume.sh $(GPU_TESTS)
+
+# compute-sanitizer over the GPU tests (small shapes): memcheck on every kernel and the whole model,
+# racecheck (shared-memory hazards) on the attention and recurrent-mixer kernels. Needs a GPU.
+SANITIZE = compute-sanitizer --error-exitcode 1 --print-limit 20
+sanitize: test/test_gpu test/test_gpu_bf16 test/test_model_gpu
+	@nvidia-smi -L > /dev/null 2>&1 || { echo "make sanitize: no CUDA GPU here, nothing run"; exit 1; }
+	$(SANITIZE) --tool memcheck ./test/test_gpu
+	$(SANITIZE) --tool memcheck ./test/test_gpu_bf16
+	$(SANITIZE) --tool memcheck ./test/test_model_gpu
+	$(SANITIZE) --tool racecheck ./test/test_gpu
+	$(SANITIZE) --tool racecheck ./test/test_gpu_bf16
+	@echo "make sanitize: memcheck and racecheck clean"
 
 clean:
 	rm -f $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)

@@ -586,6 +586,9 @@ typedef struct {
     int* seq;      // (T+1)
     int* inputs;   // (B,T)
     int* targets;  // (B,T)
+    DataConfig dc; // what dataloader_init was given, for dataloader_rewind
+    int split;
+    uint64_t seed;
 } DataLoader;
 
 static DataConfig data_config_default(void) {
@@ -623,6 +626,9 @@ static void dataloader_init(DataLoader* dl, const DataConfig* dc, int split, int
     dl->seq = (int*)malloc_check((size_t)(T + 1) * sizeof(int));
     dl->inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
     dl->targets = (int*)malloc_check((size_t)B * T * sizeof(int));
+    dl->dc = *dc;
+    dl->split = split;
+    dl->seed = seed;
 }
 
 static void dataloader_next_batch(DataLoader* dl) {
@@ -642,6 +648,16 @@ static void dataloader_free(DataLoader* dl) {
     free(dl->seq);
     free(dl->inputs);
     free(dl->targets);
+}
+
+// Back to the first batch. Every val evaluation rewinds, so it scores the same batches each time,
+// and a resumed run logs the same val losses as an uninterrupted one.
+static void dataloader_rewind(DataLoader* dl) {
+    DataConfig dc = dl->dc;
+    int split = dl->split, B = dl->B, T = dl->T;
+    uint64_t seed = dl->seed;
+    dataloader_free(dl);
+    dataloader_init(dl, &dc, split, B, T, seed);
 }
 
 // ----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ gradient accumulation is plain repetition, and zero_grad clears params' and acti
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>  // fsync
+#include <signal.h>  // SIGINT/SIGTERM: finish the step, save, exit
+#include <unistd.h>  // fsync, link, unlink
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -1273,6 +1274,7 @@ static Checkpoint checkpoint_read(const char* path) {
     // config_make's own errors name command-line flags; a bad header should name the file
     int bad = h[9] < 0 || h[9] > 1 || h[10] < 0 || h[10] > 1 || h[11] < 0 || h[11] > 1 || h[2] < 1 || h[3] < h[2] || h[12] < 1;
     bad |= h[4] < 1 || h[4] > MAX_LAYERS || h[6] < 1 || h[5] < h[6] || h[5] % h[6] != 0 || h[7] < 1 || h[8] < 1;
+    bad |= h[6] >= 1 && ((h[5] / h[6]) % 2 != 0 || h[5] / h[6] > 512);  // every condition of config_make, so it never names a flag
     bad |= pattern[0] == '\0' || strspn(pattern, "FSR") != strlen(pattern);
     if (bad) {
         die("%s: corrupt checkpoint header (pattern '%s', L %d, C %d, H %d, F %d, W %d, vocab %d/%d, pos %d/%d, mixer %d, theta %d)",
@@ -1308,6 +1310,45 @@ static Checkpoint checkpoint_read(const char* path) {
 }
 
 static void checkpoint_free(Checkpoint* ck) { free(ck->params); free(ck->m); free(ck->v); }
+
+// The step recorded in a checkpoint's header, or -1 when path is missing or not a checkpoint.
+static int checkpoint_peek_step(const char* path) {
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) { return -1; }
+    int32_t h[CKPT_HEADER_INTS];
+    int ok = fread(h, sizeof(int32_t), CKPT_HEADER_INTS, f) == CKPT_HEADER_INTS && h[0] == CKPT_MAGIC && h[1] == CKPT_VERSION;
+    fclose(f);
+    return ok ? h[14] : -1;
+}
+
+// Writes the checkpoint of `step` to path (checkpoint_write: atomic) and keeps the keep - 1 newest
+// saves before it as path.step<k>: the old file gets that second name (a hard link) before the new
+// one replaces it, so there is never a moment without a complete checkpoint. Older ones are removed.
+static void checkpoint_save(const char* path, int keep, const Config* c, const float* params, const float* m, const float* v,
+                            size_t n, int step, int seq_len) {
+    char name[4096];
+    int prev = keep > 1 ? checkpoint_peek_step(path) : -1;
+    if (prev >= 0 && prev != step) {
+        snprintf(name, sizeof(name), "%s.step%d", path, prev);
+        unlink(name);
+        if (link(path, name) != 0) { die("%s: cannot keep it as %s (hard links not supported here? use --ckpt-keep 1)", path, name); }
+    }
+    checkpoint_write(path, c, params, m, v, n, step, seq_len);
+    if (keep <= 1) { return; }
+    snprintf(name, sizeof(name), "%s.step*", path);
+    glob_t g;
+    if (glob(name, 0, NULL, &g) != 0) { return; }
+    int* steps = (int*)malloc_check(g.gl_pathc * sizeof(int));
+    size_t base = strlen(path) + 5;  // past "path.step"
+    for (size_t i = 0; i < g.gl_pathc; i++) { steps[i] = atoi(g.gl_pathv[i] + base); }
+    for (size_t i = 0; i < g.gl_pathc; i++) {  // remove every kept file with keep - 1 newer ones
+        int newer = 0;
+        for (size_t j = 0; j < g.gl_pathc; j++) { newer += steps[j] > steps[i]; }
+        if (newer >= keep - 1) { unlink(g.gl_pathv[i]); }
+    }
+    free(steps);
+    globfree(&g);
+}
 
 // ----------------------------------------------------------------------------
 // Run reporting shared by the trainers: model FLOPs for MFU, the config table, a clock.
@@ -1366,6 +1407,12 @@ typedef struct {
     long seed;               // init, data and needles
     int val_every, val_batches;
     const char* log_path;    // JSONL log ("" = none)
+    const char* ckpt_path;   // checkpoint at the end and every ckpt_every steps ("" = none)
+    int ckpt_every;          // 0: only at the end
+    int ckpt_keep;           // saves kept: the newest at ckpt_path, the ones before as ckpt_path.step<k>
+    int ckpt_opt;            // 1: with the AdamW state
+    const char* resume;      // checkpoint to start from ("" = none)
+    int skip_nonfinite;      // 1: skip a step whose loss or gradient norm is not finite, 0: stop
 } TrainArgs;
 
 #define MAX_FLAGS 64  // room in a FlagSpec table: the shared flags plus a trainer's own
@@ -1415,6 +1462,12 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"-v", FLAG_INT, &a->val_every, NULL, "val loss every this many steps (0 = never)"},
         {"-V", FLAG_INT, &a->val_batches, NULL, "val batches per evaluation"},
         {"-o", FLAG_STR, &a->log_path, NULL, "JSONL log file (\"\" = none)"},
+        {"-c", FLAG_STR, &a->ckpt_path, NULL, "checkpoint written at the end, every --ckpt-every steps and on SIGINT/SIGTERM (\"\" = none)"},
+        {"--ckpt-every", FLAG_INT, &a->ckpt_every, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
+        {"--ckpt-keep", FLAG_INT, &a->ckpt_keep, NULL, "checkpoints kept: the newest at -c, older ones as <-c>.step<k>"},
+        {"--ckpt-opt", FLAG_INT, &a->ckpt_opt, NULL, "1: the checkpoint carries the AdamW state (3x the size; needed for an exact resume), 0: parameters only"},
+        {"-r", FLAG_STR, &a->resume, NULL, "resume from this checkpoint: its model (model flags are ignored), AdamW state, step and data position; pass the run's data and schedule flags again"},
+        {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
     };
     int n = (int)(sizeof(f) / sizeof(f[0]));
     static_assert(sizeof(f) / sizeof(f[0]) <= MAX_FLAGS, "MAX_FLAGS holds the shared flags");
@@ -1520,6 +1573,48 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->data.needles.per_1k < 0 || a->data.needles.queries < 0) { die("--needle-density and --needle-queries must be >= 0"); }
     if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
     if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
+    if (a->ckpt_every < 0) { die("--ckpt-every %d: expected >= 0", a->ckpt_every); }
+    if (a->ckpt_keep < 1) { die("--ckpt-keep %d: expected >= 1", a->ckpt_keep); }
+    if (a->ckpt_opt != 0 && a->ckpt_opt != 1) { die("--ckpt-opt %d: expected 0 or 1", a->ckpt_opt); }
+}
+
+// Checkpoint a step? At the end, every ckpt_every steps, and when a signal asked to stop.
+static int train_should_save(const TrainArgs* a, int step, int step0, int last, int stopping) {
+    return a->ckpt_path[0] && step > step0 && (last || stopping || (a->ckpt_every > 0 && step % a->ckpt_every == 0));
+}
+
+// ----------------------------------------------------------------------------
+// Stopping safely. SIGINT/SIGTERM only raise a flag: the trainer finishes its step, writes the
+// checkpoint and exits with 128 + the signal. A non-finite loss or gradient norm stops the run
+// before the update (so the last checkpoint stays the last good state), or skips the update.
+
+static volatile sig_atomic_t train_stop_signal = 0;
+static void train_on_signal(int sig) { train_stop_signal = sig; }
+
+static void train_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = train_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+// 1: apply the update of `step` (1-based); 0: skip it (--skip-nonfinite). Dies otherwise, and after
+// NONFINITE_MAX_SKIPS skipped steps in a row (the model is not coming back).
+#define NONFINITE_MAX_SKIPS 20
+static int train_step_finite(const TrainArgs* a, int step, double loss, double norm) {
+    static int skipped_in_a_row = 0;
+    if (isfinite(loss) && isfinite(norm)) {
+        skipped_in_a_row = 0;
+        return 1;
+    }
+    if (!a->skip_nonfinite) {
+        die("step %d: loss %g, gradient norm %g: not finite; stopped before the update (the last checkpoint is untouched; --skip-nonfinite skips such steps)",
+            step, loss, norm);
+    }
+    if (++skipped_in_a_row >= NONFINITE_MAX_SKIPS) { die("step %d: %d non-finite steps in a row; stopped", step, skipped_in_a_row); }
+    printf("step %5d | loss %g, gradient norm %g: not finite, update skipped\n", step, loss, norm);
+    return 0;
 }
 
 // One val evaluation: a line on stdout and a JSON line in the log (when there is one).

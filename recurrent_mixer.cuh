@@ -804,7 +804,12 @@ static float* delta_scratch_get(int B, int T, int C, int H) {
     size_t need = 3 * tile + delta_rule_state_floats(B, T, C, H);
     if (need > delta_scratch_size) {
         if (delta_scratch) { cudaCheck(cudaFree(delta_scratch)); }
-        cudaCheck(cudaMalloc(&delta_scratch, need * sizeof(float)));
+        if (cudaMalloc(&delta_scratch, need * sizeof(float)) != cudaSuccess) {
+            size_t free_b = 0, total_b = 0;
+            cudaMemGetInfo(&free_b, &total_b);
+            die("out of GPU memory: the recurrent mixer's scratch needs %.2f GiB, %.2f GiB free of %.2f; lower -B or -T",
+                need * sizeof(float) / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0);
+        }
         delta_scratch_size = need;
     }
     return delta_scratch;

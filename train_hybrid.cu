@@ -776,8 +776,9 @@ static void gpu_model_update(GpuModel* m, const OptConfig* o, double lr, int t, 
     }
 }
 
-// Parameters (and the AdamW state, when with_opt) copied to the host and written as a checkpoint.
-static void gpu_model_save(const GpuModel* m, const char* path, int step, int seq_len, int with_opt) {
+// Parameters (and the AdamW state, when with_opt) copied to the host and written as a checkpoint
+// (checkpoint_save: atomic, the keep - 1 saves before it kept as path.step<k>).
+static void gpu_model_save(const GpuModel* m, const char* path, int keep, int step, int seq_len, int with_opt) {
     size_t n = m->pl.total;
     float* host = (float*)malloc_check((with_opt ? 3 : 1) * n * sizeof(float));
     cudaCheck(cudaStreamSynchronize(m->ctx.stream));
@@ -786,7 +787,7 @@ static void gpu_model_save(const GpuModel* m, const char* path, int step, int se
         cudaCheck(cudaMemcpy(host + n, m->adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
         cudaCheck(cudaMemcpy(host + 2 * n, m->adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
     }
-    checkpoint_write(path, &m->cfg, host, with_opt ? host + n : NULL, with_opt ? host + 2 * n : NULL, n, step, seq_len);
+    checkpoint_save(path, keep, &m->cfg, host, with_opt ? host + n : NULL, with_opt ? host + 2 * n : NULL, n, step, seq_len);
     free(host);
 }
 
@@ -811,6 +812,7 @@ static void gpu_context_destroy(GpuContext* g) {
 
 static double gpu_val_loss(GpuModel* m, DataLoader* val, int batches) {
     double sum = 0.0;
+    dataloader_rewind(val);
     for (int i = 0; i < batches; i++) {
         dataloader_next_batch(val);
         sum += gpu_model_forward(m, val->inputs, val->targets, val->B, val->T);
@@ -951,26 +953,23 @@ int main(int argc, char** argv) {
     a.seed = 1337;
     a.val_every = 250; a.val_batches = 8;
     a.log_path = "train_hybrid.jsonl";
-    const char* ckpt_out = "train_hybrid.ckpt";
-    const char* resume = "";
-    int ckpt_every = 0, ckpt_opt = 1, eval_every = 100, eval_samples = 16;
+    a.ckpt_path = "train_hybrid.ckpt";
+    a.ckpt_keep = 1;
+    a.ckpt_opt = 1;
+    a.resume = "";
+    int eval_every = 100, eval_samples = 16;
     long eval_seed = 20260615;
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     FlagSpec own[] = {
-        {"-c", FLAG_STR, &ckpt_out, NULL, "checkpoint written at the end (and every --ckpt-every steps); \"\" = none"},
-        {"--ckpt-every", FLAG_INT, &ckpt_every, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
-        {"--ckpt-opt", FLAG_INT, &ckpt_opt, NULL, "1: the checkpoint carries the AdamW state (3x the size), 0: parameters only"},
         {"--eval-every", FLAG_INT, &eval_every, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
         {"--eval-samples", FLAG_INT, &eval_samples, NULL, "needle samples per (length, depth) cell"},
         {"--eval-seed", FLAG_LONG, &eval_seed, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
-        {"-r", FLAG_STR, &resume, NULL, "start from this checkpoint: its model (model flags are ignored), AdamW state and step; pass the run's data and schedule flags again"},
     };
     memcpy(flags + n_flags, own, sizeof(own));
     n_flags += (int)(sizeof(own) / sizeof(own[0]));
     flags_parse(flags, n_flags, argc, argv);
     train_args_resolve(&a);
-    if (ckpt_every < 0) { die("--ckpt-every %d: expected >= 0", ckpt_every); }
     if (eval_every < 0 || eval_samples < 1) { die("--eval-every %d --eval-samples %d: expected >= 0 and >= 1", eval_every, eval_samples); }
 
     int n_gpu = 0;
@@ -984,10 +983,10 @@ int main(int argc, char** argv) {
     dataloader_init(&val, &a.data, 1, a.B, a.T, (uint64_t)a.seed);
     GpuModel model;
     int step0 = 0;
-    if (resume[0]) {
-        Checkpoint ck = checkpoint_read(resume);
+    if (a.resume[0]) {
+        Checkpoint ck = checkpoint_read(a.resume);
         if (ck.cfg.vocab != train.vocab.vocab) {
-            die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", resume, ck.cfg.vocab, train.vocab.vocab);
+            die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", a.resume, ck.cfg.vocab, train.vocab.vocab);
         }
         gpu_model_build(&model, &ck.cfg, &ctx, ck.params, 0);
         gpu_model_load_opt(&model, &ck);
@@ -999,14 +998,14 @@ int main(int argc, char** argv) {
         gpu_model_build(&model, &cfg, &ctx, NULL, (uint64_t)a.seed);
     }
     const Config* cfg = &model.cfg;
-    FILE* log = a.log_path[0] ? fopen_check(a.log_path, "w") : NULL;
+    FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
 
     char device[300];
     snprintf(device, sizeof(device), "%s, %s", prop.name, PRECISION_NAME);
     print_config_table(cfg, &a, model.pl.total, device);
     if (step0 > 0) {  // the data stream picks up where the saved run was (it is deterministic from the seed)
         for (long i = 0; i < (long)step0 * a.accum; i++) { dataloader_next_batch(&train); }
-        printf("resumed from %s at step %d\n", resume, step0);
+        printf("resumed from %s at step %d\n", a.resume, step0);
     }
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
@@ -1025,12 +1024,13 @@ int main(int argc, char** argv) {
 
     double tok_s_sum = 0.0;
     int tok_s_n = 0;
+    train_signals_install();
     for (int step = step0; step <= a.opt.steps; step++) {
-        int last = step == a.opt.steps;
-        if (a.val_every > 0 && (step % a.val_every == 0 || last)) {
+        int last = step == a.opt.steps, stopping = train_stop_signal != 0;
+        if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
             report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
-        if (eval_every > 0 && (step % eval_every == 0 || last)) {
+        if (eval_every > 0 && !stopping && (step % eval_every == 0 || last)) {
             NeedleResult res, text_res;
             gpu_needle_eval(&model, &grid, (size_t)a.B * a.T, &res);
             needle_result_summary(&res, &grid, cfg, step, "needle");
@@ -1051,8 +1051,11 @@ int main(int argc, char** argv) {
             needle_result_free(&res);
             if (text_eval) { needle_result_free(&text_res); }
         }
-        if (ckpt_out[0] && step > step0 && (last || (ckpt_every > 0 && step % ckpt_every == 0))) {
-            gpu_model_save(&model, ckpt_out, step, a.T, ckpt_opt);
+        if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, a.T, a.ckpt_opt); }
+        if (stopping) {
+            printf("signal %d: stopped after step %d%s%s\n", (int)train_stop_signal, step, a.ckpt_path[0] ? ", checkpoint " : "", a.ckpt_path);
+            if (log) { fclose(log); }
+            return 128 + train_stop_signal;
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
@@ -1064,6 +1067,7 @@ int main(int argc, char** argv) {
         }
         double norm = gpu_model_grad_norm(&model);
         double lr = lr_at(&a.opt, step);
+        if (!train_step_finite(&a, step + 1, loss, norm)) { continue; }
         gpu_model_update(&model, &a.opt, lr, step + 1, norm);
         cudaCheck(cudaStreamSynchronize(ctx.stream));
         double ms = (now_s() - t0) * 1e3;
@@ -1073,7 +1077,7 @@ int main(int argc, char** argv) {
         report_step(log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, mfu);
     }
     if (tok_s_n > 0) { printf("mean %.0f tok/s over %d steps, %.2f GiB of GPU memory for the model\n", tok_s_sum / tok_s_n, tok_s_n, model.device_bytes / 1073741824.0); }
-    if (ckpt_out[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", ckpt_out); }
+    if (a.ckpt_path[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", a.ckpt_path); }
     if (log) { fclose(log); }
     if (eval_every > 0) { needle_grid_free(&grid); }
     if (text_eval) { needle_grid_free(&text_grid); }

@@ -4,15 +4,19 @@ so the model can be studied, stepped through and diffed without a GPU.
 
     make train_cpu && ./train_cpu                 # built-in data, small SSSF hybrid
     ./train_cpu -p SRF -w 16 --mixer gla -n 100   # any pattern, window, mixer
+    ./train_cpu -n 100 -c run.ckpt --ckpt-every 20  # checkpoints; ^C saves one and exits
+    ./train_cpu -n 200 -c run.ckpt -r run.ckpt       # resume: the same losses as one 200-step run
     ./train_cpu -h                                # every flag with its default
 
 Prints loss, lr, grad norm, ms and tok/s per step, val loss every -v steps, and writes one JSON
-line per step (and per val) to -o.
+line per step (and per val) to -o. Checkpoints, resume, the non-finite guard and signals behave as
+in train_hybrid (README, "Checkpoints and resume").
 */
 #include "../hybrid_cpu.h"
 
 static double val_loss(Model* m, DataLoader* val, int batches) {
     double sum = 0.0;
+    dataloader_rewind(val);
     for (int i = 0; i < batches; i++) {
         dataloader_next_batch(val);
         sum += model_forward(m, val->inputs, val->targets, val->B, val->T);
@@ -34,6 +38,10 @@ int main(int argc, char** argv) {
     a.seed = 1337;
     a.val_every = 50; a.val_batches = 4;
     a.log_path = "";
+    a.ckpt_path = "";
+    a.ckpt_keep = 1;
+    a.ckpt_opt = 1;
+    a.resume = "";
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     flags_parse(flags, n_flags, argc, argv);
@@ -42,20 +50,51 @@ int main(int argc, char** argv) {
     DataLoader train, val;
     dataloader_init(&train, &a.data, 0, a.B, a.T, (uint64_t)a.seed);
     dataloader_init(&val, &a.data, 1, a.B, a.T, (uint64_t)a.seed);
-    Config cfg = config_make(train.vocab.vocab, train.vocab.padded, a.L, a.C, a.H, a.F, a.pattern, a.window,
-                             a.pos_full, a.pos_swa, a.mixer);
     Model model;
-    model_build(&model, &cfg, (uint64_t)a.seed);
-    FILE* log = a.log_path[0] ? fopen_check(a.log_path, "w") : NULL;
+    int step0 = 0;
+    if (a.resume[0]) {
+        Checkpoint ck = checkpoint_read(a.resume);
+        if (ck.cfg.vocab != train.vocab.vocab) {
+            die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", a.resume, ck.cfg.vocab, train.vocab.vocab);
+        }
+        model_build(&model, &ck.cfg, (uint64_t)a.seed);
+        memcpy(model.params, ck.params, ck.n_params * sizeof(float));
+        if (ck.m) {
+            memcpy(model.m, ck.m, ck.n_params * sizeof(float));
+            memcpy(model.v, ck.v, ck.n_params * sizeof(float));
+            step0 = ck.step;
+        }
+        checkpoint_free(&ck);
+    } else {
+        Config cfg = config_make(train.vocab.vocab, train.vocab.padded, a.L, a.C, a.H, a.F, a.pattern, a.window,
+                                 a.pos_full, a.pos_swa, a.mixer);
+        model_build(&model, &cfg, (uint64_t)a.seed);
+    }
+    FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
 
-    print_config_table(&cfg, &a, model.pl.total, "CPU (fp32 reference)");
+    print_config_table(&model.cfg, &a, model.pl.total, "CPU (fp32 reference)");
+    if (step0 > 0) {  // the data stream picks up where the saved run was (it is deterministic from the seed)
+        for (long i = 0; i < (long)step0 * a.accum; i++) { dataloader_next_batch(&train); }
+        printf("resumed from %s at step %d\n", a.resume, step0);
+    }
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
+    train_signals_install();
 
-    for (int step = 0; step <= a.opt.steps; step++) {
-        int last = step == a.opt.steps;
-        if (a.val_every > 0 && (step % a.val_every == 0 || last)) {
+    for (int step = step0; step <= a.opt.steps; step++) {
+        int last = step == a.opt.steps, stopping = train_stop_signal != 0;
+        if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
             report_val(log, step, val_loss(&model, &val, a.val_batches));
+        }
+        if (train_should_save(&a, step, step0, last, stopping)) {
+            size_t n = model.pl.total;
+            checkpoint_save(a.ckpt_path, a.ckpt_keep, &model.cfg, model.params, a.ckpt_opt ? model.m : NULL,
+                            a.ckpt_opt ? model.v : NULL, n, step, a.T);
+        }
+        if (stopping) {
+            printf("signal %d: stopped after step %d%s%s\n", (int)train_stop_signal, step, a.ckpt_path[0] ? ", checkpoint " : "", a.ckpt_path);
+            if (log) { fclose(log); }
+            return 128 + train_stop_signal;
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
@@ -67,6 +106,7 @@ int main(int argc, char** argv) {
         }
         double norm = model_grad_norm(&model);
         double lr = lr_at(&a.opt, step);
+        if (!train_step_finite(&a, step + 1, loss, norm)) { continue; }
         model_update(&model, &a.opt, lr, step + 1, norm);
         double ms = (now_s() - t0) * 1e3;
         double tok_s = (double)a.B * a.T * a.accum / (ms / 1e3);

@@ -1,8 +1,8 @@
 /*
 test_common.h — the checklist harness shared by the test programs.
 
-defines: check() (one PASS/FAIL line per check), skip(), expect_die() (runs code in a child process
-         and checks that it exits non-zero with a given message), test_summary() (the final
+defines: check() (one PASS/FAIL line per check), skip(), run_child() (code in a child process, its
+         stderr and exit status), expect_die() (checks that it exits non-zero with a given message), test_summary() (the final
          "N passed, N failed, N skipped" line), rel_err()
 */
 #ifndef TEST_COMMON_H
@@ -49,29 +49,39 @@ static double rel_err(const double* a, const double* b, size_t n) {
     return den == 0.0 ? 0.0 : sqrt(d) / den;
 }
 
-// Runs fn(arg) in a child with its stderr captured. Passes when the child exits with a non-zero
-// status (not a signal) and its stderr contains `expect`.
-static int expect_die(const char* name, void (*fn)(void*), void* arg, const char* expect) {
+// Runs fn(arg) in a child process with its stderr captured into err (the first line, NUL-terminated)
+// and a 10 s alarm against hangs; returns the wait status (fn returning counts as exit 0).
+static int run_child(void (*fn)(void*), void* arg, char* err, size_t err_size) {
     int fds[2];
-    if (pipe(fds) != 0) { return check(0, name, "pipe failed"); }
+    err[0] = '\0';
+    if (pipe(fds) != 0) { return -1; }
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
         close(fds[0]);
         dup2(fds[1], 2);
+        alarm(10);
         fn(arg);
-        _exit(0);  // fn returned: no error was raised
+        _exit(0);
     }
     close(fds[1]);
-    char err[2048] = {0};
     size_t got = 0;
     ssize_t r;
-    while (got < sizeof(err) - 1 && (r = read(fds[0], err + got, sizeof(err) - 1 - got)) > 0) { got += (size_t)r; }
+    while (got < err_size - 1 && (r = read(fds[0], err + got, err_size - 1 - got)) > 0) { got += (size_t)r; }
+    err[got] = '\0';
     close(fds[0]);
     int status = 0;
     waitpid(pid, &status, 0);
     char* nl = strchr(err, '\n');
     if (nl) { *nl = '\0'; }
+    return status;
+}
+
+// Runs fn(arg) in a child. Passes when the child exits with a non-zero status (not a signal) and
+// its stderr contains `expect`.
+static int expect_die(const char* name, void (*fn)(void*), void* arg, const char* expect) {
+    char err[2048];
+    int status = run_child(fn, arg, err, sizeof(err));
     int exited_nonzero = WIFEXITED(status) && WEXITSTATUS(status) != 0;
     return check(exited_nonzero && strstr(err, expect) != NULL, name, "%s -> \"%s\"",
                  WIFSIGNALED(status) ? "killed by a signal" : exited_nonzero ? "exit != 0" : "exit 0", err);

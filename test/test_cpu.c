@@ -14,6 +14,8 @@ command-line errors, and a tiny end-to-end training run.
              retrieval statistics on a hand-made attention map, eval_needle's JSON = in-process
   checkpoint: round trip of config, params and AdamW state (and without it); truncated, short,
              bad magic, bad version, bad pattern, missing -> one clear line and exit 1
+  fuzz:      hundreds of truncated, random and byte-flipped shards and checkpoints through their
+             readers: each is accepted or ends in one "error: <file>: ..." line, never a crash or hang
   training:  SRF hybrid, 300 steps on built-in data; val loss < 0.75 x unigram baseline
 */
 #include <ctype.h>
@@ -33,6 +35,60 @@ static void write_raw(const char* path, const void* data, size_t n) {
     FILE* f = fopen_check(path, "wb");
     fwrite(data, 1, n, f);
     fclose(f);
+}
+
+// Fuzz: random bytes, truncations and byte flips of a good file, each fed to `reader` in a child.
+// Every case must end in exit 0 (the bytes happen to be acceptable: flips in the payload) or in
+// exit != 0 with one "error: ..." line naming the file, never in a signal (a crash, or the 10 s alarm
+// of a hang).
+static void fuzz_reader(const char* name, void (*reader)(void*), const char* good_path, int cases, uint64_t seed) {
+    FILE* f = fopen_check(good_path, "rb");
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char* good = (unsigned char*)malloc_check(n);
+    if (fread(good, 1, n, f) != n) { die("%s: read failed", good_path); }
+    fclose(f);
+    const char* path = tmp_path("fuzz.bin");
+    unsigned char* buf = (unsigned char*)malloc_check(2 * n);
+    Rng r;
+    rng_init(&r, seed);
+    int accepted = 0, errors = 0, bad = 0;
+    char first_bad[300] = "";
+    for (int i = 0; i < cases; i++) {
+        size_t len = n;
+        memcpy(buf, good, n);
+        if (i % 3 == 0) {  // truncated
+            len = (size_t)rng_int(&r, (int)n);
+        } else if (i % 3 == 1) {  // random bytes, up to twice the size
+            len = (size_t)rng_int(&r, (int)(2 * n));
+            for (size_t j = 0; j < len; j++) { buf[j] = (unsigned char)rng_int(&r, 256); }
+        } else {  // 1 to 8 random bytes changed, mostly in the header
+            int flips = 1 + rng_int(&r, 8);
+            for (int k = 0; k < flips; k++) {
+                size_t at = rng_uniform(&r) < 0.8 ? (size_t)rng_int(&r, 1024 < (int)n ? 1024 : (int)n) : (size_t)rng_int(&r, (int)n);
+                buf[at] = (unsigned char)rng_int(&r, 256);
+            }
+        }
+        write_raw(path, buf, len);
+        char err[512];
+        int status = run_child(reader, (void*)path, err, sizeof(err));
+        int ok_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        int clean_error = WIFEXITED(status) && WEXITSTATUS(status) != 0 && strncmp(err, "error: ", 7) == 0 && strstr(err, path);
+        accepted += ok_exit;
+        errors += clean_error;
+        if (!ok_exit && !clean_error) {
+            if (bad++ == 0) {
+                snprintf(first_bad, sizeof(first_bad), "case %d (%zu bytes): %s \"%s\"", i, len,
+                         WIFSIGNALED(status) ? "killed by a signal" : "exit without a clear error", err);
+            }
+        }
+    }
+    check(bad == 0, name, "%d cases: %d clean one-line errors naming the file, %d accepted, %d crashes/hangs/unclear%s%s", cases,
+          errors, accepted, bad, bad ? "; first: " : "", first_bad);
+    free(good);
+    free(buf);
+    remove(path);
 }
 
 // ----------------------------------------------------------------------------
@@ -229,6 +285,7 @@ static void test_checkpoint(void) {
     expect_die("missing checkpoint -> error", read_ckpt, (void*)tmp_path("none.bin"), "cannot open");
     free(buf);
     model_free(&m);
+    fuzz_reader("fuzz checkpoint reader", read_ckpt, bare, 240, 12);
     remove(path); remove(bare); remove(trunc); remove(hdr); remove(magic); remove(version); remove(pat);
 }
 
@@ -360,6 +417,10 @@ static void test_bad_shards(void) {
     const char* badtok = tmp_path("badtok.bin");
     shard_write(badtok, big, 3, 2);
     expect_die("token >= vocab -> error", load_shard, (void*)badtok, "token 60000 at index 1 is >= the data vocabulary 50257");
+    int many[300];
+    for (int i = 0; i < 300; i++) { many[i] = (i * 7919) % 50257; }
+    shard_write(good, many, 300, 2);
+    fuzz_reader("fuzz shard reader", load_shard, good, 300, 11);
     remove(good); remove(trunc); remove(magic); remove(empty); remove(badtok);
 }
 
@@ -499,6 +560,7 @@ static void parse_args(void* argv_) {
     memset(&a, 0, sizeof(a));
     a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window = 4; a.B = 1; a.T = 8; a.accum = 1;
     a.opt = opt_config_default(10); a.data = data_config_default(); a.val_batches = 1; a.log_path = "";
+    a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = "";
     FlagSpec f[MAX_FLAGS];
     int n = train_flags(&a, f);
     flags_parse(f, n, argc, argv);
@@ -515,6 +577,7 @@ static void test_cli(void) {
     char* choice[] = {"prog", "--pos-full", "alibi", NULL};
     char* missing[] = {"prog", "-n", NULL};
     char* frac[] = {"prog", "--needle-frac", "1.5", NULL};
+    char* keep[] = {"prog", "--ckpt-keep", "0", NULL};
     expect_die("cli unknown flag", parse_args, unknown, "unknown flag '--frobnicate'");
     expect_die("cli bad pattern letter", parse_args, letters, "-p SSXF: layer pattern has 'X'");
     expect_die("cli window 0", parse_args, window, "-w 0: window must be >= 1");
@@ -523,6 +586,7 @@ static void test_cli(void) {
     expect_die("cli bad choice", parse_args, choice, "expected one of rope|nope");
     expect_die("cli missing value", parse_args, missing, "flag -n needs a value");
     expect_die("cli needle fraction", parse_args, frac, "--needle-frac 1.5");
+    expect_die("cli --ckpt-keep 0", parse_args, keep, "--ckpt-keep 0: expected >= 1");
 }
 
 // ----------------------------------------------------------------------------

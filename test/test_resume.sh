@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# test_resume.sh — the trainers' reliability, run as a user runs them: train_cpu always,
+# train_hybrid when there is a GPU (else skipped with the reason).
+#   exact resume: a run resumed from its step-8 checkpoint logs the same train and val losses,
+#                 lr and gradient norms, to the last digit, as the uninterrupted run
+#   keep:         --ckpt-keep 2 leaves the newest checkpoint and the one before (.step<k>)
+#   determinism:  the same seed twice gives the same log
+#   SIGTERM:      the trainer finishes its step, writes the checkpoint of that step, exits 143
+#   non-finite:   a NaN parameter stops the run before its first update with one clear line,
+#                 the existing checkpoint untouched; --skip-nonfinite skips the updates instead
+#   bad resume:   a data vocabulary that is not the checkpoint's -> one clear line, exit != 0
+dir=$(mktemp -d)
+passed=0; failed=0; skipped=0
+pass() { echo "PASS $1: $2"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+# the numbers of a log that must not depend on timing: drop tok/s, MFU and ms
+numbers() { sed -e 's/, "tok_per_s".*$//' "$1"; }
+# the optimizer step recorded in a checkpoint header (int32 [14])
+ckpt_step() { od -An -t d4 -j 56 -N 4 "$1" | tr -d ' '; }
+
+run_suite() {  # trainer name, then its flags for a small fast model
+    local tr=$1; shift
+    local fl=("$@")
+    local d="$dir/$tr"
+    mkdir -p "$d"
+    ./"$tr" "${fl[@]}" -n 12 -o "$d/a.jsonl" -c "$d/a.ckpt" > "$d/a.out" 2>&1 || { fail "$tr runs" "$(tail -n 2 "$d/a.out")"; return; }
+    ./"$tr" "${fl[@]}" -n 12 -o "$d/b.jsonl" -c "$d/b.ckpt" --ckpt-every 4 --ckpt-keep 2 > "$d/b.out" 2>&1
+    if cmp -s <(numbers "$d/a.jsonl") <(numbers "$d/b.jsonl"); then pass "$tr determinism" "same seed, same $(grep -c loss "$d/a.jsonl")-step log"
+    else fail "$tr determinism" "logs differ: $(diff <(numbers "$d/a.jsonl") <(numbers "$d/b.jsonl") | head -n 2 | tr '\n' ' ')"; fi
+    local kept
+    kept=$(cd "$d" && ls b.ckpt* | tr '\n' ' ')
+    if [ "$kept" = "b.ckpt b.ckpt.step8 " ] && [ "$(ckpt_step "$d/b.ckpt")" = 12 ] && [ "$(ckpt_step "$d/b.ckpt.step8")" = 8 ]; then
+        pass "$tr --ckpt-keep 2" "saves at 4, 8, 12 leave: $kept"
+    else fail "$tr --ckpt-keep 2" "left: $kept"; fi
+    # resume from step 8 with the same flags: steps 9..12 and the val at 12 as in the uninterrupted run
+    ./"$tr" "${fl[@]}" -n 12 -r "$d/b.ckpt.step8" -o "$d/c.jsonl" -c "$d/c.ckpt" > "$d/c.out" 2>&1
+    local want got
+    want=$(numbers "$d/a.jsonl" | grep -E '"step": (9|10|11|12),')
+    got=$(numbers "$d/c.jsonl" | grep -E '"step": (9|10|11|12),')
+    if [ -n "$want" ] && [ "$want" = "$got" ]; then pass "$tr exact resume" "steps 9-12 from the step-8 checkpoint: $(echo "$got" | grep -c loss) losses and norms identical"
+    else fail "$tr exact resume" "resumed: $(echo "$got" | head -n 1) vs $(echo "$want" | head -n 1)"; fi
+    # SIGTERM mid-run: the checkpoint holds the last logged step, exit 143
+    ./"$tr" "${fl[@]}" -n 100000 -v 0 -o "$d/s.jsonl" -c "$d/s.ckpt" > "$d/s.out" 2>&1 &
+    local pid=$! waited=0
+    logged() { local n; n=$(grep -c loss "$d/s.jsonl" 2>/dev/null); echo "${n:-0}"; }
+    while [ "$(logged)" -lt 3 ] && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
+    kill -TERM $pid
+    wait $pid
+    local rc=$? last
+    last=$(grep loss "$d/s.jsonl" | tail -n 1 | sed -e 's/^{"step": \([0-9]*\),.*/\1/')
+    if [ $rc -eq 143 ] && [ -n "$last" ] && [ "$(ckpt_step "$d/s.ckpt")" = "$last" ] && grep -q "signal 15: stopped after step $last" "$d/s.out"; then
+        pass "$tr SIGTERM" "exit 143 after step $last, checkpoint at step $(ckpt_step "$d/s.ckpt")"
+    else fail "$tr SIGTERM" "exit $rc, last logged step '$last', checkpoint step '$(ckpt_step "$d/s.ckpt" 2>/dev/null)'"; fi
+    # a NaN parameter (the first of wte, in every logit row): stop before the update, keep the checkpoint
+    cp "$d/a.ckpt" "$d/nan.ckpt"
+    printf '\377\377\377\377' | dd of="$d/nan.ckpt" bs=1 seek=1024 conv=notrunc status=none
+    cp "$d/a.ckpt" "$d/good.ckpt"
+    ./"$tr" "${fl[@]}" -n 14 -r "$d/nan.ckpt" -c "$d/good.ckpt" > "$d/n.out" 2> "$d/n.err"
+    rc=$?
+    if [ $rc -ne 0 ] && grep -qE "step 13: loss -?nan, gradient norm -?nan: not finite; stopped before the update" "$d/n.err" && cmp -s "$d/a.ckpt" "$d/good.ckpt"; then
+        pass "$tr non-finite loss -> stop" "$(head -c 150 "$d/n.err")"
+    else fail "$tr non-finite loss -> stop" "exit $rc: $(head -c 200 "$d/n.err")"; fi
+    ./"$tr" "${fl[@]}" -n 14 -r "$d/nan.ckpt" -c "" --skip-nonfinite > "$d/k.out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$(grep -c 'not finite, update skipped' "$d/k.out")" = 2 ]; then pass "$tr --skip-nonfinite" "2 steps skipped, exit 0"
+    else fail "$tr --skip-nonfinite" "exit $rc, $(grep -c 'update skipped' "$d/k.out") skipped"; fi
+    ./"$tr" "${fl[@]}" -n 14 -r "$d/a.ckpt" --needle-symbols 17 -c "" > /dev/null 2> "$d/v.err"
+    rc=$?
+    if [ $rc -ne 0 ] && grep -q "checkpoint vocabulary .*, the data's is" "$d/v.err"; then pass "$tr resume vocab mismatch -> error" "$(head -c 150 "$d/v.err")"
+    else fail "$tr resume vocab mismatch -> error" "exit $rc: $(head -c 200 "$d/v.err")"; fi
+}
+
+small=(-L 3 -C 32 -H 2 -F 64 -B 4 -T 32 -p SRF -w 8 -v 4 -V 2 --needle-symbols 16)
+run_suite train_cpu "${small[@]}"
+if [ -x ./train_hybrid ] && nvidia-smi -L > /dev/null 2>&1; then
+    run_suite train_hybrid "${small[@]}" --eval-every 0
+else
+    for t in determinism "--ckpt-keep 2" "exact resume" SIGTERM "non-finite loss -> stop" --skip-nonfinite "resume vocab mismatch -> error"; do
+        echo "SKIP train_hybrid $t: no CUDA GPU here (or train_hybrid not built)"
+        skipped=$((skipped + 1))
+    done
+fi
+rm -rf "$dir"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
