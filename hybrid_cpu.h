@@ -1578,11 +1578,6 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->ckpt_opt != 0 && a->ckpt_opt != 1) { die("--ckpt-opt %d: expected 0 or 1", a->ckpt_opt); }
 }
 
-// Checkpoint a step? At the end, every ckpt_every steps, and when a signal asked to stop.
-static int train_should_save(const TrainArgs* a, int step, int step0, int last, int stopping) {
-    return a->ckpt_path[0] && step > step0 && (last || stopping || (a->ckpt_every > 0 && step % a->ckpt_every == 0));
-}
-
 // ----------------------------------------------------------------------------
 // Stopping safely. SIGINT/SIGTERM only raise a flag: the trainer finishes its step, writes the
 // checkpoint and exits with 128 + the signal. A non-finite loss or gradient norm stops the run
@@ -1597,6 +1592,33 @@ static void train_signals_install(void) {
     sa.sa_handler = train_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+// The checkpoint of -r, checked against the data's vocabulary.
+static Checkpoint train_resume_read(const TrainArgs* a, int data_vocab) {
+    Checkpoint ck = checkpoint_read(a->resume);
+    if (ck.cfg.vocab != data_vocab) {
+        die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", a->resume, ck.cfg.vocab, data_vocab);
+    }
+    return ck;
+}
+
+// A resumed run's data stream picks up where the saved run was (it is deterministic from the seed).
+static void train_resume_data(DataLoader* train, const TrainArgs* a, int step0) {
+    if (step0 == 0) { return; }
+    for (long i = 0; i < (long)step0 * a->accum; i++) { dataloader_next_batch(train); }
+    printf("resumed from %s at step %d\n", a->resume, step0);
+}
+
+// After a SIGINT/SIGTERM: says where the run stopped; the exit status is 128 + the signal.
+static int train_stop_status(const TrainArgs* a, int step) {
+    printf("signal %d: stopped after step %d%s%s\n", (int)train_stop_signal, step, a->ckpt_path[0] ? ", checkpoint " : "", a->ckpt_path);
+    return 128 + train_stop_signal;
+}
+
+// Checkpoint a step? At the end, every ckpt_every steps, and when a signal asked to stop.
+static int train_should_save(const TrainArgs* a, int step, int step0, int last, int stopping) {
+    return a->ckpt_path[0] && step > step0 && (last || stopping || (a->ckpt_every > 0 && step % a->ckpt_every == 0));
 }
 
 // 1: apply the update of `step` (1-based); 0: skip it (--skip-nonfinite). Dies otherwise, and after

@@ -984,10 +984,7 @@ int main(int argc, char** argv) {
     GpuModel model;
     int step0 = 0;
     if (a.resume[0]) {
-        Checkpoint ck = checkpoint_read(a.resume);
-        if (ck.cfg.vocab != train.vocab.vocab) {
-            die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", a.resume, ck.cfg.vocab, train.vocab.vocab);
-        }
+        Checkpoint ck = train_resume_read(&a, train.vocab.vocab);
         gpu_model_build(&model, &ck.cfg, &ctx, ck.params, 0);
         gpu_model_load_opt(&model, &ck);
         step0 = ck.m ? ck.step : 0;
@@ -1003,10 +1000,7 @@ int main(int argc, char** argv) {
     char device[300];
     snprintf(device, sizeof(device), "%s, %s", prop.name, PRECISION_NAME);
     print_config_table(cfg, &a, model.pl.total, device);
-    if (step0 > 0) {  // the data stream picks up where the saved run was (it is deterministic from the seed)
-        for (long i = 0; i < (long)step0 * a.accum; i++) { dataloader_next_batch(&train); }
-        printf("resumed from %s at step %d\n", a.resume, step0);
-    }
+    train_resume_data(&train, &a, step0);
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
     double flops_per_token = model_flops_per_token(cfg, a.T);
@@ -1053,9 +1047,8 @@ int main(int argc, char** argv) {
         }
         if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, a.T, a.ckpt_opt); }
         if (stopping) {
-            printf("signal %d: stopped after step %d%s%s\n", (int)train_stop_signal, step, a.ckpt_path[0] ? ", checkpoint " : "", a.ckpt_path);
             if (log) { fclose(log); }
-            return 128 + train_stop_signal;
+            return train_stop_status(&a, step);
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
