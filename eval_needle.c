@@ -89,8 +89,7 @@ int main(int argc, char** argv) {
     needle_grid_build(&grid, &data, &vocab);
 
     Model m;
-    model_build(&m, &ck.cfg, 0);
-    memcpy(m.params, ck.params, ck.n_params * sizeof(float));
+    model_from_checkpoint(&m, &ck);
     NeedleResult r;
     double t0 = now_s();
     cpu_needle_eval(&m, &grid, &r);

@@ -1311,6 +1311,16 @@ static Checkpoint checkpoint_read(const char* path) {
 
 static void checkpoint_free(Checkpoint* ck) { free(ck->params); free(ck->m); free(ck->v); }
 
+// A model with a checkpoint's config and parameters, and its AdamW state when the file has one.
+static void model_from_checkpoint(Model* m, const Checkpoint* ck) {
+    model_build(m, &ck->cfg, 0);
+    for (size_t i = 0; i < ck->n_params; i++) { m->params[i] = (real)ck->params[i]; }
+    if (ck->m) {
+        memcpy(m->m, ck->m, ck->n_params * sizeof(float));
+        memcpy(m->v, ck->v, ck->n_params * sizeof(float));
+    }
+}
+
 // The step recorded in a checkpoint's header, or -1 when path is missing or not a checkpoint.
 static int checkpoint_peek_step(const char* path) {
     FILE* f = fopen(path, "rb");

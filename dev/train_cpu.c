@@ -57,13 +57,8 @@ int main(int argc, char** argv) {
         if (ck.cfg.vocab != train.vocab.vocab) {
             die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", a.resume, ck.cfg.vocab, train.vocab.vocab);
         }
-        model_build(&model, &ck.cfg, (uint64_t)a.seed);
-        memcpy(model.params, ck.params, ck.n_params * sizeof(float));
-        if (ck.m) {
-            memcpy(model.m, ck.m, ck.n_params * sizeof(float));
-            memcpy(model.v, ck.v, ck.n_params * sizeof(float));
-            step0 = ck.step;
-        }
+        model_from_checkpoint(&model, &ck);
+        step0 = ck.m ? ck.step : 0;
         checkpoint_free(&ck);
     } else {
         Config cfg = config_make(train.vocab.vocab, train.vocab.padded, a.L, a.C, a.H, a.F, a.pattern, a.window,

@@ -308,8 +308,7 @@ static void test_training(const GpuContext* g) {
     needle_grid_default(&grid, TT, 3, 5);
     needle_grid_build(&grid, &dc_eval, &dl_cpu.vocab);
     Model ref;
-    model_build(&ref, &ck.cfg, 0);
-    memcpy(ref.params, ck.params, ck.n_params * sizeof(float));
+    model_from_checkpoint(&ref, &ck);
     NeedleResult rc, rg;
     cpu_needle_eval(&ref, &grid, &rc);
     GpuModel fresh;  // the checkpoint's parameters (gpu and loaded have trained on since)
