@@ -70,10 +70,11 @@ run_suite() {  # trainer name, then its flags for a small fast model
     else fail "$tr resume vocab mismatch -> error" "exit $rc: $(head -c 200 "$d/v.err")"; fi
 }
 
-small=(-L 3 -C 32 -H 2 -F 64 -B 4 -T 32 -p SRF -w 8 -v 4 -V 2 --needle-symbols 16)
-run_suite train_cpu "${small[@]}"
+# head dim 16 on the CPU; 32 on the GPU, the smallest its attention kernels take
+small=(-L 3 -H 2 -F 64 -B 4 -T 32 -p SRF -w 8 -v 4 -V 2 --needle-symbols 16)
+run_suite train_cpu "${small[@]}" -C 32
 if [ -x ./train_hybrid ] && nvidia-smi -L > /dev/null 2>&1; then
-    run_suite train_hybrid "${small[@]}" --eval-every 0
+    run_suite train_hybrid "${small[@]}" -C 64 --eval-every 0
 else
     for t in determinism "--ckpt-keep 2" "exact resume" SIGTERM "non-finite loss -> stop" --skip-nonfinite "resume vocab mismatch -> error"; do
         echo "SKIP train_hybrid $t: no CUDA GPU here (or train_hybrid not built)"
