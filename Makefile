@@ -34,7 +34,7 @@ ifeq ($(filter $(PRECISION),BF16 FP32),)
 endif
 ifneq ($(NVCC),)
   $(info ✓ nvcc found: $(NVCC))
-  GPU_PROGRAMS = train_hybrid dev/bench/bench_step dev/cuda/attention
+  GPU_PROGRAMS = train_hybrid dev/bench/bench_step dev/cuda/attention dev/cuda/delta_rule
   GPU_TESTS = test/test_gpu test/test_gpu_bf16 test/test_model_gpu test/test_model_gpu_bf16
 else
   $(info ✗ nvcc not found (set CUDA_HOME): CUDA programs and GPU tests are not built)
@@ -74,6 +74,10 @@ dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hyb
 
 # standalone attention kernel versions (llm.c dev/cuda style): CPU check and timing
 dev/cuda/attention: dev/cuda/attention.cu test/test_gpu_common.cuh $(GPU_HEADERS)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
+
+# standalone recurrent-mixer versions (token by token, chunk-parallel): CPU check and timing
+dev/cuda/delta_rule: dev/cuda/delta_rule.cu test/test_gpu_common.cuh $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING

@@ -23,11 +23,12 @@ g_t = Σ_{j<=t} log α_j within the chunk, Γ[t,s] = exp(g_t - g_s), b_t = exp(g
     P[t,s] = Γ[t,s] (q_t·k_s), s <= t
     O = diag(b) Q S0ᵀ + P U,   S_end = b_last S0 + Uᵀ diag(w) K
 gla mode: U = V (no A, no Ti, no W).
-Only S0 of each chunk needs the chunks before it, and value row i of S depends only on row i of S0.
-So the forward is three kernels: the per-chunk prep (Ũ, W; gdn), a state pass that carries the state
-through the chunks in order with the value rows split over blocks and saves each chunk's S0, and the
+Only S0 of each chunk needs the chunks before it. So the forward is three kernels: the per-chunk prep
+(Ũ, W; gdn), a state pass that carries the state through the chunks in order (one block per head,
+the next chunk's tiles in flight while this one is used) and saves each chunk's S0, and the
 per-chunk output. All matrix products are on shared-memory tiles (tile_mm): tf32 tensor cores in the
-bf16 build, fp32 CUDA cores in the fp32 build.
+bf16 build, fp32 CUDA cores in the fp32 build. Every global load is a cp.async (one memory round
+trip per chunk, not one per element).
 
 Backward, dS = dL/dS_end of a chunk, dU = Pᵀ dO + diag(w) K dSᵀ, dR = Tiᵀ dU (gdn), and
 dS0 = b_last dS + Σ_t b_t do_t q_tᵀ - dUᵀ W. Again three kernels: per-chunk prep (W and dUl = Pᵀ dO),
@@ -41,7 +42,7 @@ dv, dbeta, dgate. Ũ, W, dUl and the dS of each chunk live in a scratch buffer o
 (delta_scratch_get), shared by all layers. No atomics: every output element has one writer.
 
 Precision: q, k, v, o and their gradients are the build's floatX (dataloader.h); beta, gate, the
-states and all other arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
+states and all arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
 */
 #ifndef RECURRENT_MIXER_CUH
 #define RECURRENT_MIXER_CUH
@@ -236,11 +237,9 @@ static void gates_backward_gpu(floatX* dbpre, floatX* dapre, float* dA_log, floa
 #define DELTA_CHUNK 64
 #define DELTA_THREADS 256   // tile_mm: a 16 x 16 thread grid (fp32), 8 warps (tf32)
 #define DELTA_MAX_D 64
-#define DELTA_ROWS 16       // value rows of the state one block carries in the state passes
 // Row strides of the shared tiles, 4 mod 32: the mma fragment reads of a tile as it is hit 32 banks,
 // transposed ones at most 2 lanes per bank
-#define DL (DELTA_CHUNK + 4)         // (c, c), (c, D) and (D, D) tiles
-#define DLR (DELTA_ROWS + 4)         // the narrow (c, DELTA_ROWS) tiles of the state passes
+#define DL (DELTA_CHUNK + 4)
 #define DELTA_SLOT (DELTA_CHUNK * DL)  // floats of one shared tile: (c, D), (c, c) and (D, D) all fit
 
 // for (idx = thread; idx < n; idx += block) — every thread of the block takes a share
@@ -258,13 +257,13 @@ static size_t delta_rule_state_floats(int B, int T, int C, int H) {
 }
 
 // C (M, N) = cscale C + alpha rs[m] Σ_k A(m, k) B(k, n), shared-memory operands addressed through strides:
-// A(m, k) = A[m am + k ak], B(k, n) = B[k bk + n bn], C(m, n) = C[m ldc + n]; rs NULL means 1, cscale 0
+// A(m, k) = A[m am + k ak], B(k, n) = B[k bk + n bn], C(m, n) = C[m DL + n]; rs NULL means 1, cscale 0
 // overwrites C. M, N multiples of 16 up to 64, K a multiple of 8. C must not alias A or B. Ends with a
 // barrier. Two versions, as the attention has:
 #ifdef PRECISION_FP32
 // fp32 on CUDA cores (the FP32 build checks the chunked algebra to ~1e-6). Thread (ty, tx) of the
 // 16 x 16 grid keeps a register tile of rows ty + 16r and columns tx + 16c.
-__device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int ak, const float* B, int bk, int bn,
+__device__ static void tile_mm(float* Cm, const float* A, int am, int ak, const float* B, int bk, int bn,
                                int M, int N, int K, float alpha, const float* rs, float cscale) {
     int tx = threadIdx.x % 16, ty = threadIdx.x / 16, mr = M / 16, nc = N / 16;
     float acc[4][4] = {};
@@ -287,7 +286,7 @@ __device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int a
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             if (r < mr && c < nc) {
-                float* out = Cm + m * ldc + tx + 16 * c;
+                float* out = Cm + m * DL + tx + 16 * c;
                 *out = (cscale == 0.0f ? 0.0f : cscale * *out) + scale * acc[r][c];
             }
         }
@@ -313,7 +312,7 @@ __device__ static inline void mma_tf32(float* d, const uint32_t* a, uint32_t b0,
 // bounded terms, and the bf16 build stores q, k, v in 8 bits anyway). C is cut into 16 x 8 tiles,
 // numbered row-major; warp w takes `per` consecutive ones, all in one 16-row block, so it loads each
 // A fragment once per k step.
-__device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int ak, const float* B, int bk, int bn,
+__device__ static void tile_mm(float* Cm, const float* A, int am, int ak, const float* B, int bk, int bn,
                                int M, int N, int K, float alpha, const float* rs, float cscale) {
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     int ncol = N / 8, total = (M / 16) * ncol, per = (total + DELTA_THREADS / 32 - 1) / (DELTA_THREADS / 32);
@@ -341,7 +340,7 @@ __device__ static void tile_mm(float* Cm, int ldc, const float* A, int am, int a
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int m = m0 + g + 8 * (e / 2), n = n0 + 8 * i + 2 * t + e % 2;
-                    float* out = Cm + m * ldc + n;
+                    float* out = Cm + m * DL + n;
                     *out = (cscale == 0.0f ? 0.0f : cscale * *out) + alpha * (rs ? rs[m] : 1.0f) * acc[i][e];
                 }
             }
@@ -381,17 +380,108 @@ __device__ static void chunk_prefix_sum(float* x) {
     __syncthreads();
 }
 
+// ----------------------------------------------------------------------------
+// Getting a chunk into shared memory. Every global read is a cp.async, so all of a chunk's loads are in
+// flight at once (one memory round trip, not one per element per thread); a floatX tile lands in
+// the tail of the fp32 tile it becomes ("its slot") and is widened in place by delta_unstage.
+
+__device__ static inline void cp_async(void* smem, const void* gmem, int bytes, int src_bytes) {
+    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
+    if (bytes == 16) {  // src_bytes 0 fills the destination with zeros
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+    }
+}
+__device__ static inline void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ static inline void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ static inline void cp_async_wait_but_last() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+// every thread's copies have landed and are visible to the block
+__device__ static void delta_fetch_wait() {
+    cp_async_wait_all();
+    __syncthreads();
+}
+
+// the floatX staging tile (c, cols) packed, in the tail of a (c, DL) fp32 slot
+__device__ static inline floatX* delta_stage(float* slot, int cols) {
+    return (floatX*)(slot + DELTA_SLOT) - DELTA_CHUNK * cols;
+}
+
+// starts copying src[row0 + t][col0 .. col0 + cols) (floatX rows of `stride`) into slot's stage;
+// rows t >= n are zeros
+__device__ static void delta_fetch_x(float* slot, const floatX* src, int stride, size_t row0, int n, int col0, int cols) {
+    floatX* stage = delta_stage(slot, cols);
+    int per_row = cols / X128;
+    BLOCK_LOOP(idx, DELTA_CHUNK * per_row) {
+        int t = idx / per_row, i = (idx % per_row) * X128;
+        cp_async(stage + t * cols + i, src + (row0 + min(t, n - 1)) * stride + col0 + i, 16, t < n ? 16 : 0);
+    }
+}
+
+// starts copying the contiguous fp32 (rows, cols) src into dst with row stride DL
+__device__ static void delta_fetch_f(float* dst, const float* src, int rows, int cols) {
+    int per_row = cols / 4;
+    BLOCK_LOOP(idx, rows * per_row) {
+        int r = idx / per_row, i = (idx % per_row) * 4;
+        cp_async(dst + r * DL + i, src + (size_t)r * cols + i, 16, 16);
+    }
+}
+
+// dst (c, cols) = scale_t x the tile staged in slot (dst may be slot itself: everything is read into
+// registers before anything is written); scale NULL means 1. Ends with a barrier.
+#define DELTA_STAGE_VECS (DELTA_CHUNK * DELTA_MAX_D / 4 / DELTA_THREADS)  // x128 per thread, at most (fp32 build)
+__device__ static void delta_unstage(float* dst, float* slot, int cols, const float* scale) {
+    const floatX* stage = delta_stage(slot, cols);
+    int per_row = cols / X128, nvec = DELTA_CHUNK * per_row;
+    x128 r[DELTA_STAGE_VECS];
+#pragma unroll
+    for (int j = 0; j < DELTA_STAGE_VECS; j++) {
+        int idx = threadIdx.x + j * DELTA_THREADS;
+        if (idx < nvec) { r[j] = load128(stage + idx * X128); }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < DELTA_STAGE_VECS; j++) {
+        int idx = threadIdx.x + j * DELTA_THREADS;
+        if (idx < nvec) {
+            int t = idx / per_row, i = (idx % per_row) * X128;
+            float sc = scale ? scale[t] : 1.0f;
+            for (int e = 0; e < X128; e++) { dst[t * DL + i + e] = sc * (float)r[j].v[e]; }
+        }
+    }
+    __syncthreads();
+}
+
+// dst rows of D floats (contiguous) <- src (rows, D) with row stride DL
+__device__ static void delta_store_f(float* dst, const float* src, int rows, int D) {
+    BLOCK_LOOP(idx, rows * D) { dst[idx] = src[(idx / D) * DL + idx % D]; }
+}
+
+// dst[row0 + t][col0 + i] (floatX rows of `stride`) <- scale_t src[t][i] for t < n; scale NULL means 1
+__device__ static void delta_store_x(floatX* dst, int stride, size_t row0, int n, int col0, const float* src, int D, const float* scale) {
+    int per_row = D / X128;
+    BLOCK_LOOP(idx, n * per_row) {
+        int t = idx / per_row, i = (idx % per_row) * X128;
+        float sc = scale ? scale[t] : 1.0f;
+        x128 out;
+        for (int e = 0; e < X128; e++) { out.v[e] = (floatX)(sc * src[t * DL + i + e]); }
+        store128(dst + (row0 + t) * stride + col0 + i, out);
+    }
+}
+
 // The gates of one chunk in shared memory, (c) each; rows past the sequence end have g 0 and β 0, so
 // they change nothing.
 struct DeltaGates {
-    float *g;     // cumulative log α within the chunk
+    float *g;     // log α, then (delta_gates_finish) its cumulative sum within the chunk
     float *b;     // b_t = exp(g_t)
     float *w;     // w_t = exp(g_last - g_t), the weight of token t in the state leaving the chunk
     float *beta;  // β_t (0 for gla)
     float *bb;    // β_t b_t
 };
+#define DELTA_GATE_VECS 5
 
-// Carves the five gate vectors out of shared memory at `at`; returns the first float past them.
+// Carves the gate vectors out of shared memory at `at`; returns the first float past them.
 __device__ static float* delta_gates_carve(DeltaGates* gv, float* at) {
     gv->g = at;
     gv->b = gv->g + DELTA_CHUNK;
@@ -401,13 +491,21 @@ __device__ static float* delta_gates_carve(DeltaGates* gv, float* at) {
     return gv->bb + DELTA_CHUNK;
 }
 
-// Fills the gates of the chunk starting at row0 = b T + t0 with n tokens.
-__device__ static void delta_load_gates(DeltaGates gv, const float* beta, const float* gate, size_t row0, int n, int H, int h) {
+// starts copying log α and β (NULL: zeros) of the chunk starting at row0 = b T + t0 with n tokens
+__device__ static void delta_fetch_gates(DeltaGates gv, const float* beta, const float* gate, size_t row0, int n, int H, int h) {
     BLOCK_LOOP(t, DELTA_CHUNK) {
-        gv.beta[t] = (t < n && beta) ? beta[(row0 + t) * H + h] : 0.0f;
-        gv.g[t] = t < n ? gate[(row0 + t) * H + h] : 0.0f;
+        size_t at = (row0 + min(t, n - 1)) * H + h;
+        cp_async(gv.g + t, gate + at, 4, t < n ? 4 : 0);
+        if (beta) {
+            cp_async(gv.beta + t, beta + at, 4, t < n ? 4 : 0);
+        } else {
+            gv.beta[t] = 0.0f;
+        }
     }
-    __syncthreads();
+}
+
+// after the fetch has landed: g to its cumulative sum, then b, w, βb
+__device__ static void delta_gates_finish(DeltaGates gv) {
     chunk_prefix_sum(gv.g);
     BLOCK_LOOP(t, DELTA_CHUNK) {
         gv.b[t] = expf(gv.g[t]);
@@ -415,36 +513,6 @@ __device__ static void delta_load_gates(DeltaGates gv, const float* beta, const 
         gv.bb[t] = gv.beta[t] * gv.b[t];
     }
     __syncthreads();
-}
-
-// dst (c, cols) with row stride ld = scale_t x src[row0 + t][col0 + i] (floatX rows of `stride`),
-// zero for t >= n; scale NULL means 1
-__device__ static void delta_load_x(float* dst, int ld, const floatX* src, int stride, size_t row0, int n, int col0, int cols,
-                                    const float* scale) {
-    BLOCK_LOOP(idx, DELTA_CHUNK * cols) {
-        int t = idx / cols, i = idx % cols;
-        dst[t * ld + i] = t < n ? (scale ? scale[t] : 1.0f) * (float)src[(row0 + t) * stride + col0 + i] : 0.0f;
-    }
-    __syncthreads();
-}
-
-// dst (rows, cols) with row stride ld <- src rows of `stride` floats, starting at column col0
-__device__ static void delta_load_f(float* dst, int ld, const float* src, int stride, int col0, int rows, int cols) {
-    BLOCK_LOOP(idx, rows * cols) { dst[(idx / cols) * ld + idx % cols] = src[(size_t)(idx / cols) * stride + col0 + idx % cols]; }
-    __syncthreads();
-}
-
-// dst rows of `stride` floats, from column col0 <- src (rows, cols) with row stride ld
-__device__ static void delta_store_f(float* dst, int stride, int col0, const float* src, int ld, int rows, int cols) {
-    BLOCK_LOOP(idx, rows * cols) { dst[(size_t)(idx / cols) * stride + col0 + idx % cols] = src[(idx / cols) * ld + idx % cols]; }
-}
-
-// dst[row0 + t][col0 + i] (floatX rows of `stride`) <- scale_t src[t][i] for t < n; scale NULL means 1
-__device__ static void delta_store_x(floatX* dst, int stride, size_t row0, int n, int col0, const float* src, int D, const float* scale) {
-    BLOCK_LOOP(idx, n * D) {
-        int t = idx / D, i = idx % D;
-        dst[(row0 + t) * stride + col0 + i] = (floatX)((scale ? scale[t] : 1.0f) * src[t * DL + i]);
-    }
 }
 
 // X = (I + A)⁻¹ for a strictly lower-triangular (c, c) A, both stride DL; Y is (16, c) scratch.
@@ -480,29 +548,29 @@ __device__ static void unit_lower_inverse(float* X, const float* A, float* Y) {
     }
 }
 
-// gdn, the UT form of the delta rule within a chunk (K loaded in sK):
+// gdn, the UT form of the delta rule within a chunk (K in sK, V staged in vslot):
 //   Akk = K Kᵀ, A[t][s] = β_t Γ[t][s] Akk[t][s] (s < t), Ti = (I + A)⁻¹,
 //   Ũ = Ti diag(β) V, W = Ti diag(β b) K, so that the pseudo-values are U = Ũ - W S0ᵀ.
-// sTmp is scratch; all are (c, c) or (c, D) tiles of stride DL.
+// sTmp is scratch; vslot may be sW (V is taken before W is written), none of the others.
 __device__ static void delta_solve(float* sTi, float* sUt, float* sW, float* sAkk, float* sTmp, const float* sK, DeltaGates gv,
-                                   const floatX* v, int vstride, size_t row0, int n, int col0, int D) {
-    tile_mm(sAkk, DL, AS_IS(sK), TRANS(sK), DELTA_CHUNK, DELTA_CHUNK, D, 1.0f, NULL, 0.0f);
+                                   float* vslot, int D) {
+    tile_mm(sAkk, AS_IS(sK), TRANS(sK), DELTA_CHUNK, DELTA_CHUNK, D, 1.0f, NULL, 0.0f);
     BLOCK_LOOP(idx, DELTA_CHUNK * DELTA_CHUNK) {
         int t = idx / DELTA_CHUNK, s = idx % DELTA_CHUNK;
         sTmp[t * DL + s] = s < t ? gv.beta[t] * expf(gv.g[t] - gv.g[s]) * sAkk[t * DL + s] : 0.0f;
     }
     __syncthreads();
     unit_lower_inverse(sTi, sTmp, sUt);
-    delta_load_x(sTmp, DL, v, vstride, row0, n, col0, D, gv.beta);
-    tile_mm(sUt, DL, AS_IS(sTi), AS_IS(sTmp), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
+    delta_unstage(sTmp, vslot, D, gv.beta);
+    tile_mm(sUt, AS_IS(sTi), AS_IS(sTmp), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
     BLOCK_LOOP(idx, DELTA_CHUNK * D) { sTmp[(idx / D) * DL + idx % D] = gv.bb[idx / D] * sK[(idx / D) * DL + idx % D]; }
     __syncthreads();
-    tile_mm(sW, DL, AS_IS(sTi), AS_IS(sTmp), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
+    tile_mm(sW, AS_IS(sTi), AS_IS(sTmp), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
 }
 
 // P = Γ ⊙ (Q Kᵀ), lower triangle with the diagonal (s <= t)
 __device__ static void delta_chunk_p(float* sP, const float* sQ, const float* sK, DeltaGates gv, int D) {
-    tile_mm(sP, DL, AS_IS(sQ), TRANS(sK), DELTA_CHUNK, DELTA_CHUNK, D, 1.0f, NULL, 0.0f);
+    tile_mm(sP, AS_IS(sQ), TRANS(sK), DELTA_CHUNK, DELTA_CHUNK, D, 1.0f, NULL, 0.0f);
     BLOCK_LOOP(idx, DELTA_CHUNK * DELTA_CHUNK) {
         int t = idx / DELTA_CHUNK, s = idx % DELTA_CHUNK;
         sP[t * DL + s] = s <= t ? expf(gv.g[t] - gv.g[s]) * sP[t * DL + s] : 0.0f;
@@ -518,68 +586,99 @@ struct DeltaPos {
     size_t state; // offset of the chunk's (D, D) state
 };
 
-__device__ static DeltaPos delta_pos(int T, int C, int H) {
+__device__ static DeltaPos delta_pos(int chunk_index, int T, int C, int H) {
     DeltaPos p;
     int n_chunks = delta_rule_n_chunks(T);
-    p.chunk = blockIdx.x % n_chunks;
-    p.h = (blockIdx.x / n_chunks) % H;
-    p.b = blockIdx.x / (n_chunks * H);
+    p.chunk = chunk_index % n_chunks;
+    p.h = (chunk_index / n_chunks) % H;
+    p.b = chunk_index / (n_chunks * H);
     p.D = C / H;
     p.t0 = p.chunk * DELTA_CHUNK;
     p.n = min(DELTA_CHUNK, T - p.t0);
     p.row0 = (size_t)p.b * T + p.t0;
-    p.tile = (size_t)blockIdx.x * DELTA_CHUNK * p.D;
-    p.state = (size_t)blockIdx.x * p.D * p.D;
+    p.tile = (size_t)chunk_index * DELTA_CHUNK * p.D;
+    p.state = (size_t)chunk_index * p.D * p.D;
     return p;
 }
 
 // ----------------------------------------------------------------------------
 // CUDA kernels. Chunk kernels: grid B H n_chunks, one chunk each, all in parallel. State passes:
-// grid B H (D / DELTA_ROWS), one block carries DELTA_ROWS value rows of one head's state through the
-// chunks in order (rows of S never mix: S_end[i] depends only on S0[i]).
+// grid B H, one block carries one head's state through the chunks in order, fetching chunk c + 1
+// while it computes chunk c (two buffers).
 
 // gdn: Ũ and W of every chunk into the scratch tiles (B, H, n_chunks, c, D)
 __global__ void delta_prep_kernel(float* Ut, float* W, const floatX* k, const floatX* v, int vstride, const float* beta,
                                   const float* gate, int T, int C, int H) {
     extern __shared__ float smem[];
-    DeltaPos p = delta_pos(T, C, H);
+    DeltaPos p = delta_pos(blockIdx.x, T, C, H);
     float *sK = smem, *sAkk = sK + DELTA_SLOT, *sTmp = sAkk + DELTA_SLOT, *sTi = sTmp + DELTA_SLOT;
     float *sUt = sTi + DELTA_SLOT, *sW = sUt + DELTA_SLOT;
     DeltaGates gv;
     delta_gates_carve(&gv, sW + DELTA_SLOT);
-    delta_load_gates(gv, beta, gate, p.row0, p.n, H, p.h);
-    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * p.D, p.D, NULL);
-    delta_solve(sTi, sUt, sW, sAkk, sTmp, sK, gv, v, vstride, p.row0, p.n, p.h * p.D, p.D);
-    delta_store_f(Ut + p.tile, p.D, 0, sUt, DL, DELTA_CHUNK, p.D);
-    delta_store_f(W + p.tile, p.D, 0, sW, DL, DELTA_CHUNK, p.D);
+    delta_fetch_x(sK, k, C, p.row0, p.n, p.h * p.D, p.D);
+    delta_fetch_x(sW, v, vstride, p.row0, p.n, p.h * p.D, p.D);  // V waits in W's slot
+    delta_fetch_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    delta_fetch_wait();
+    delta_gates_finish(gv);
+    delta_unstage(sK, sK, p.D, NULL);
+    delta_solve(sTi, sUt, sW, sAkk, sTmp, sK, gv, sW, p.D);
+    delta_store_f(Ut + p.tile, sUt, DELTA_CHUNK, p.D);
+    delta_store_f(W + p.tile, sW, DELTA_CHUNK, p.D);
 }
 
-// states (B, H, n_chunks, D, D): the state entering each chunk. Per chunk, for this block's rows i:
-//   U[:, i] = Ũ[:, i] - W S0[i]ᵀ (gla: U = V),  S_end[i] = b_last S0[i] + Σ_s w_s U[s][i] k_s
+// The state pass's buffer for one chunk: three tiles and the gates
+#define DELTA_FWD_BUF (3 * DELTA_SLOT + DELTA_GATE_VECS * DELTA_CHUNK)
+
+// Starts fetching chunk `chunk` of head bh for the forward state pass into buf: K, Ũ and W (gdn) or
+// V (gla), the gates.
+__device__ static void delta_state_forward_fetch(float* buf, int chunk, const float* Ut, const float* W, const floatX* k,
+                                                 const floatX* v, int vstride, const float* gate, int T, int C, int H, int mixer) {
+    DeltaPos p = delta_pos(blockIdx.x * delta_rule_n_chunks(T) + chunk, T, C, H);
+    float *sK = buf, *sW = sK + DELTA_SLOT, *sU = sW + DELTA_SLOT;
+    DeltaGates gv;
+    delta_gates_carve(&gv, sU + DELTA_SLOT);
+    delta_fetch_x(sK, k, C, p.row0, p.n, p.h * p.D, p.D);
+    if (mixer == MIXER_GDN) {
+        delta_fetch_f(sU, Ut + p.tile, DELTA_CHUNK, p.D);
+        delta_fetch_f(sW, W + p.tile, DELTA_CHUNK, p.D);
+    } else {
+        delta_fetch_x(sU, v, vstride, p.row0, p.n, p.h * p.D, p.D);
+    }
+    delta_fetch_gates(gv, NULL, gate, p.row0, p.n, H, p.h);
+    cp_async_commit();
+}
+
+// states (B, H, n_chunks, D, D): the state entering each chunk. Per chunk:
+//   U = Ũ - W S0ᵀ (gla: U = V),  S_end = b_last S0 + Uᵀ diag(w) K
 __global__ void delta_state_forward_kernel(float* states, const float* Ut, const float* W, const floatX* k, const floatX* v,
                                            int vstride, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
-    int D = C / H, groups = D / DELTA_ROWS, n_chunks = delta_rule_n_chunks(T);
-    int bh = blockIdx.x / groups, h = bh % H, b = bh / H, i0 = (blockIdx.x % groups) * DELTA_ROWS;
-    float *sS = smem, *sK = sS + DELTA_ROWS * DL, *sW = sK + DELTA_SLOT, *sU = sW + DELTA_SLOT;  // sS (rows, D), sU (c, rows)
-    DeltaGates gv;
-    delta_gates_carve(&gv, sU + DELTA_CHUNK * DLR);
-    BLOCK_LOOP(idx, DELTA_ROWS * DL) { sS[idx] = 0.0f; }
+    int D = C / H, n_chunks = delta_rule_n_chunks(T);
+    float* sS = smem;  // (D, D)
+    BLOCK_LOOP(idx, DELTA_SLOT) { sS[idx] = 0.0f; }
+    delta_state_forward_fetch(sS + DELTA_SLOT, 0, Ut, W, k, v, vstride, gate, T, C, H, mixer);
     for (int chunk = 0; chunk < n_chunks; chunk++) {
-        int t0 = chunk * DELTA_CHUNK, n = min(DELTA_CHUNK, T - t0);
-        size_t row0 = (size_t)b * T + t0, tile = ((size_t)bh * n_chunks + chunk) * DELTA_CHUNK * D;
-        __syncthreads();
-        delta_store_f(states + ((size_t)bh * n_chunks + chunk) * D * D + (size_t)i0 * D, D, 0, sS, DL, DELTA_ROWS, D);
-        delta_load_gates(gv, NULL, gate, row0, n, H, h);
-        delta_load_x(sK, DL, k, C, row0, n, h * D, D, gv.w);  // w_s k_s
-        if (mixer == MIXER_GDN) {
-            delta_load_f(sU, DLR, Ut + tile, D, i0, DELTA_CHUNK, DELTA_ROWS);
-            delta_load_f(sW, DL, W + tile, D, 0, DELTA_CHUNK, D);
-            tile_mm(sU, DLR, AS_IS(sW), sS, 1, DL, DELTA_CHUNK, DELTA_ROWS, D, -1.0f, NULL, 1.0f);
+        float* buf = sS + DELTA_SLOT + (chunk % 2) * DELTA_FWD_BUF;
+        if (chunk + 1 < n_chunks) {
+            float* next = sS + DELTA_SLOT + ((chunk + 1) % 2) * DELTA_FWD_BUF;
+            delta_state_forward_fetch(next, chunk + 1, Ut, W, k, v, vstride, gate, T, C, H, mixer);
+            cp_async_wait_but_last();
         } else {
-            delta_load_x(sU, DLR, v, vstride, row0, n, h * D + i0, DELTA_ROWS, NULL);
+            cp_async_wait_all();
         }
-        tile_mm(sS, DL, sU, 1, DLR, AS_IS(sK), DELTA_ROWS, D, DELTA_CHUNK, 1.0f, NULL, gv.b[DELTA_CHUNK - 1]);
+        __syncthreads();
+        float *sK = buf, *sW = sK + DELTA_SLOT, *sU = sW + DELTA_SLOT;
+        DeltaGates gv;
+        delta_gates_carve(&gv, sU + DELTA_SLOT);
+        delta_gates_finish(gv);
+        delta_store_f(states + ((size_t)blockIdx.x * n_chunks + chunk) * D * D, sS, D, D);
+        delta_unstage(sK, sK, D, gv.w);  // w_s k_s
+        if (mixer == MIXER_GDN) {
+            tile_mm(sU, AS_IS(sW), TRANS(sS), DELTA_CHUNK, D, D, -1.0f, NULL, 1.0f);
+        } else {
+            delta_unstage(sU, sU, D, NULL);
+        }
+        tile_mm(sS, TRANS(sU), AS_IS(sK), D, D, DELTA_CHUNK, 1.0f, NULL, gv.b[DELTA_CHUNK - 1]);
     }
 }
 
@@ -587,27 +686,35 @@ __global__ void delta_state_forward_kernel(float* states, const float* Ut, const
 __global__ void delta_output_kernel(floatX* o, const float* states, const float* Ut, const float* W, const floatX* q,
                                     const floatX* k, const floatX* v, int vstride, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
-    DeltaPos p = delta_pos(T, C, H);
+    DeltaPos p = delta_pos(blockIdx.x, T, C, H);
     int D = p.D;
     float *sQ = smem, *sK = sQ + DELTA_SLOT, *sS0 = sK + DELTA_SLOT, *sU = sS0 + DELTA_SLOT, *sW = sU + DELTA_SLOT;
     float *sP = sW + DELTA_SLOT;
     DeltaGates gv;
     delta_gates_carve(&gv, sP + DELTA_SLOT);
-    delta_load_gates(gv, NULL, gate, p.row0, p.n, H, p.h);
-    delta_load_x(sQ, DL, q, C, p.row0, p.n, p.h * D, D, NULL);
-    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * D, D, NULL);
-    delta_load_f(sS0, DL, states + p.state, D, 0, D, D);
+    delta_fetch_x(sQ, q, C, p.row0, p.n, p.h * D, D);
+    delta_fetch_x(sK, k, C, p.row0, p.n, p.h * D, D);
+    delta_fetch_f(sS0, states + p.state, D, D);
     if (mixer == MIXER_GDN) {
-        delta_load_f(sU, DL, Ut + p.tile, D, 0, DELTA_CHUNK, D);
-        delta_load_f(sW, DL, W + p.tile, D, 0, DELTA_CHUNK, D);
-        tile_mm(sU, DL, AS_IS(sW), TRANS(sS0), DELTA_CHUNK, D, D, -1.0f, NULL, 1.0f);
+        delta_fetch_f(sU, Ut + p.tile, DELTA_CHUNK, D);
+        delta_fetch_f(sW, W + p.tile, DELTA_CHUNK, D);
     } else {
-        delta_load_x(sU, DL, v, vstride, p.row0, p.n, p.h * D, D, NULL);
+        delta_fetch_x(sU, v, vstride, p.row0, p.n, p.h * D, D);
+    }
+    delta_fetch_gates(gv, NULL, gate, p.row0, p.n, H, p.h);
+    delta_fetch_wait();
+    delta_gates_finish(gv);
+    delta_unstage(sQ, sQ, D, NULL);
+    delta_unstage(sK, sK, D, NULL);
+    if (mixer == MIXER_GDN) {
+        tile_mm(sU, AS_IS(sW), TRANS(sS0), DELTA_CHUNK, D, D, -1.0f, NULL, 1.0f);
+    } else {
+        delta_unstage(sU, sU, D, NULL);
     }
     delta_chunk_p(sP, sQ, sK, gv, D);
     float* sO = sW;
-    tile_mm(sO, DL, AS_IS(sQ), TRANS(sS0), DELTA_CHUNK, D, D, 1.0f, gv.b, 0.0f);
-    tile_mm(sO, DL, AS_IS(sP), AS_IS(sU), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 1.0f);
+    tile_mm(sO, AS_IS(sQ), TRANS(sS0), DELTA_CHUNK, D, D, 1.0f, gv.b, 0.0f);
+    tile_mm(sO, AS_IS(sP), AS_IS(sU), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 1.0f);
     delta_store_x(o, C, p.row0, p.n, p.h * D, sO, D, NULL);
 }
 
@@ -617,56 +724,86 @@ __global__ void delta_backward_prep_kernel(float* W, float* dUl, const floatX* d
                                            const floatX* v, int vstride, const float* beta, const float* gate, int T, int C,
                                            int H, int mixer) {
     extern __shared__ float smem[];
-    DeltaPos p = delta_pos(T, C, H);
+    DeltaPos p = delta_pos(blockIdx.x, T, C, H);
     int D = p.D;
     float *sQ = smem, *sK = sQ + DELTA_SLOT, *sdO = sK + DELTA_SLOT, *sAkk = sdO + DELTA_SLOT, *sTmp = sAkk + DELTA_SLOT;
     float *sTi = sTmp + DELTA_SLOT, *sUt = sTi + DELTA_SLOT, *sW = sUt + DELTA_SLOT;
     DeltaGates gv;
     delta_gates_carve(&gv, sW + DELTA_SLOT);
-    delta_load_gates(gv, beta, gate, p.row0, p.n, H, p.h);
-    delta_load_x(sQ, DL, q, C, p.row0, p.n, p.h * D, D, NULL);
-    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * D, D, NULL);
-    delta_load_x(sdO, DL, dout, C, p.row0, p.n, p.h * D, D, NULL);
+    delta_fetch_x(sQ, q, C, p.row0, p.n, p.h * D, D);
+    delta_fetch_x(sK, k, C, p.row0, p.n, p.h * D, D);
+    delta_fetch_x(sdO, dout, C, p.row0, p.n, p.h * D, D);
+    if (mixer == MIXER_GDN) { delta_fetch_x(sW, v, vstride, p.row0, p.n, p.h * D, D); }
+    delta_fetch_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    delta_fetch_wait();
+    delta_gates_finish(gv);
+    delta_unstage(sQ, sQ, D, NULL);
+    delta_unstage(sK, sK, D, NULL);
+    delta_unstage(sdO, sdO, D, NULL);
     if (mixer == MIXER_GDN) {
-        delta_solve(sTi, sUt, sW, sAkk, sTmp, sK, gv, v, vstride, p.row0, p.n, p.h * D, D);
-        delta_store_f(W + p.tile, D, 0, sW, DL, DELTA_CHUNK, D);
+        delta_solve(sTi, sUt, sW, sAkk, sTmp, sK, gv, sW, D);
+        delta_store_f(W + p.tile, sW, DELTA_CHUNK, D);
     }
     float *sP = sAkk, *sdUl = sTmp;
     delta_chunk_p(sP, sQ, sK, gv, D);
-    tile_mm(sdUl, DL, TRANS(sP), AS_IS(sdO), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
-    delta_store_f(dUl + p.tile, D, 0, sdUl, DL, DELTA_CHUNK, D);
+    tile_mm(sdUl, TRANS(sP), AS_IS(sdO), DELTA_CHUNK, D, DELTA_CHUNK, 1.0f, NULL, 0.0f);
+    delta_store_f(dUl + p.tile, sdUl, DELTA_CHUNK, D);
 }
 
-// dstates (B, H, n_chunks, D, D): dL/dS_end of each chunk, chunks in reverse. Per chunk, rows i:
-//   dU[:, i] = dUl[:, i] + diag(w) K dS[i]ᵀ
-//   dS0[i] = b_last dS[i] + Σ_t b_t do_t[i] q_t - Σ_t dU[t][i] W[t]   (gla: no W term)
-// The W term is Σ_t β_t b_t dr_t[i] k_t with dR = Tiᵀ dU, regrouped as dUᵀ (Ti diag(βb) K).
+#define DELTA_BWD_BUF (5 * DELTA_SLOT + DELTA_GATE_VECS * DELTA_CHUNK)
+
+// Starts fetching chunk `chunk` of head bh for the backward state pass into buf: Q, K, W (gdn), dUl,
+// dO, the gates.
+__device__ static void delta_state_backward_fetch(float* buf, int chunk, const float* W, const float* dUl, const floatX* dout,
+                                                  const floatX* q, const floatX* k, const float* gate, int T, int C, int H,
+                                                  int mixer) {
+    DeltaPos p = delta_pos(blockIdx.x * delta_rule_n_chunks(T) + chunk, T, C, H);
+    float *sQ = buf, *sK = sQ + DELTA_SLOT, *sW = sK + DELTA_SLOT, *sdU = sW + DELTA_SLOT, *sdO = sdU + DELTA_SLOT;
+    DeltaGates gv;
+    delta_gates_carve(&gv, sdO + DELTA_SLOT);
+    delta_fetch_x(sQ, q, C, p.row0, p.n, p.h * p.D, p.D);
+    delta_fetch_x(sK, k, C, p.row0, p.n, p.h * p.D, p.D);
+    if (mixer == MIXER_GDN) { delta_fetch_f(sW, W + p.tile, DELTA_CHUNK, p.D); }
+    delta_fetch_f(sdU, dUl + p.tile, DELTA_CHUNK, p.D);
+    delta_fetch_x(sdO, dout, C, p.row0, p.n, p.h * p.D, p.D);
+    delta_fetch_gates(gv, NULL, gate, p.row0, p.n, H, p.h);
+    cp_async_commit();
+}
+
+// dstates (B, H, n_chunks, D, D): dL/dS_end of each chunk, chunks in reverse. Per chunk:
+//   dU = dUl + diag(w) K dSᵀ
+//   dS0 = b_last dS + Σ_t b_t do_t q_tᵀ - dUᵀ W      (gla: no W term)
+// The W term is Σ_t β_t b_t dr_t k_tᵀ with dR = Tiᵀ dU, regrouped as dUᵀ (Ti diag(βb) K).
 __global__ void delta_state_backward_kernel(float* dstates, const float* W, const float* dUl, const floatX* dout,
                                             const floatX* q, const floatX* k, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
-    int D = C / H, groups = D / DELTA_ROWS, n_chunks = delta_rule_n_chunks(T);
-    int bh = blockIdx.x / groups, h = bh % H, b = bh / H, i0 = (blockIdx.x % groups) * DELTA_ROWS;
-    float *sdS = smem, *sQ = sdS + DELTA_ROWS * DL, *sK = sQ + DELTA_SLOT, *sW = sK + DELTA_SLOT;
-    float *sdU = sW + DELTA_SLOT, *sdO = sdU + DELTA_CHUNK * DLR;  // (c, rows) each
-    DeltaGates gv;
-    delta_gates_carve(&gv, sdO + DELTA_CHUNK * DLR);
-    BLOCK_LOOP(idx, DELTA_ROWS * DL) { sdS[idx] = 0.0f; }
+    int D = C / H, n_chunks = delta_rule_n_chunks(T);
+    float* sdS = smem;  // (D, D)
+    BLOCK_LOOP(idx, DELTA_SLOT) { sdS[idx] = 0.0f; }
+    // the last chunk goes where the loop looks for it: buffer (n_chunks - 1) % 2
+    delta_state_backward_fetch(sdS + DELTA_SLOT + ((n_chunks - 1) % 2) * DELTA_BWD_BUF, n_chunks - 1, W, dUl, dout, q, k,
+                               gate, T, C, H, mixer);
     for (int chunk = n_chunks - 1; chunk >= 0; chunk--) {
-        int t0 = chunk * DELTA_CHUNK, n = min(DELTA_CHUNK, T - t0);
-        size_t row0 = (size_t)b * T + t0, tile = ((size_t)bh * n_chunks + chunk) * DELTA_CHUNK * D;
-        __syncthreads();
-        delta_store_f(dstates + ((size_t)bh * n_chunks + chunk) * D * D + (size_t)i0 * D, D, 0, sdS, DL, DELTA_ROWS, D);
-        delta_load_gates(gv, NULL, gate, row0, n, H, h);
-        delta_load_x(sQ, DL, q, C, row0, n, h * D, D, NULL);
-        delta_load_x(sK, DL, k, C, row0, n, h * D, D, NULL);
-        delta_load_x(sdO, DLR, dout, C, row0, n, h * D + i0, DELTA_ROWS, gv.b);  // b_t do_t
-        delta_load_f(sdU, DLR, dUl + tile, D, i0, DELTA_CHUNK, DELTA_ROWS);
-        tile_mm(sdU, DLR, AS_IS(sK), sdS, 1, DL, DELTA_CHUNK, DELTA_ROWS, D, 1.0f, gv.w, 1.0f);
-        tile_mm(sdS, DL, sdO, 1, DLR, AS_IS(sQ), DELTA_ROWS, D, DELTA_CHUNK, 1.0f, NULL, gv.b[DELTA_CHUNK - 1]);
-        if (mixer == MIXER_GDN) {
-            delta_load_f(sW, DL, W + tile, D, 0, DELTA_CHUNK, D);
-            tile_mm(sdS, DL, sdU, 1, DLR, AS_IS(sW), DELTA_ROWS, D, DELTA_CHUNK, -1.0f, NULL, 1.0f);
+        float* buf = sdS + DELTA_SLOT + (chunk % 2) * DELTA_BWD_BUF;
+        if (chunk > 0) {
+            float* next = sdS + DELTA_SLOT + ((chunk - 1) % 2) * DELTA_BWD_BUF;
+            delta_state_backward_fetch(next, chunk - 1, W, dUl, dout, q, k, gate, T, C, H, mixer);
+            cp_async_wait_but_last();
+        } else {
+            cp_async_wait_all();
         }
+        __syncthreads();
+        float *sQ = buf, *sK = sQ + DELTA_SLOT, *sW = sK + DELTA_SLOT, *sdU = sW + DELTA_SLOT, *sdO = sdU + DELTA_SLOT;
+        DeltaGates gv;
+        delta_gates_carve(&gv, sdO + DELTA_SLOT);
+        delta_gates_finish(gv);
+        delta_store_f(dstates + ((size_t)blockIdx.x * n_chunks + chunk) * D * D, sdS, D, D);
+        delta_unstage(sQ, sQ, D, NULL);
+        delta_unstage(sK, sK, D, NULL);
+        delta_unstage(sdO, sdO, D, gv.b);  // b_t do_t
+        tile_mm(sdU, AS_IS(sK), TRANS(sdS), DELTA_CHUNK, D, D, 1.0f, gv.w, 1.0f);
+        tile_mm(sdS, TRANS(sdO), AS_IS(sQ), D, D, DELTA_CHUNK, 1.0f, NULL, gv.b[DELTA_CHUNK - 1]);
+        if (mixer == MIXER_GDN) { tile_mm(sdS, TRANS(sdU), AS_IS(sW), D, D, DELTA_CHUNK, -1.0f, NULL, 1.0f); }
     }
 }
 
@@ -677,7 +814,7 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
                                             const floatX* v, int vstride, const float* beta, const float* gate, int T, int C,
                                             int H, int mixer) {
     extern __shared__ float smem[];
-    DeltaPos p = delta_pos(T, C, H);
+    DeltaPos p = delta_pos(blockIdx.x, T, C, H);
     int D = p.D, c = DELTA_CHUNK, gdn = mixer == MIXER_GDN;
     float *sQ = smem, *sK = sQ + DELTA_SLOT, *sdO = sK + DELTA_SLOT, *sS0 = sdO + DELTA_SLOT, *sdS = sS0 + DELTA_SLOT;
     float *sAkk = sdS + DELTA_SLOT, *sTi = sAkk + DELTA_SLOT, *sU = sTi + DELTA_SLOT, *sdK = sU + DELTA_SLOT;
@@ -686,21 +823,28 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
     float* dg = delta_gates_carve(&gv, sY + DELTA_SLOT);  // (c) dL/dg_t
     float *dbt = dg + c, *dw = dbt + c;                   // (c) dL/dβ_t, dL/dw_t
     __shared__ float dS_S0;                               // <dS, S0>
-    delta_load_gates(gv, beta, gate, p.row0, p.n, H, p.h);
-    delta_load_x(sQ, DL, q, C, p.row0, p.n, p.h * D, D, NULL);
-    delta_load_x(sK, DL, k, C, p.row0, p.n, p.h * D, D, NULL);
-    delta_load_x(sdO, DL, dout, C, p.row0, p.n, p.h * D, D, NULL);
-    delta_load_f(sS0, DL, states + p.state, D, 0, D, D);
-    delta_load_f(sdS, DL, dstates + p.state, D, 0, D, D);
+    delta_fetch_x(sQ, q, C, p.row0, p.n, p.h * D, D);
+    delta_fetch_x(sK, k, C, p.row0, p.n, p.h * D, D);
+    delta_fetch_x(sdO, dout, C, p.row0, p.n, p.h * D, D);
+    delta_fetch_f(sS0, states + p.state, D, D);
+    delta_fetch_f(sdS, dstates + p.state, D, D);
+    float* vslot = gdn ? sdK : sU;  // gdn: V waits in dK's slot for delta_solve
+    delta_fetch_x(vslot, v, vstride, p.row0, p.n, p.h * D, D);
+    delta_fetch_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    delta_fetch_wait();
+    delta_gates_finish(gv);
+    delta_unstage(sQ, sQ, D, NULL);
+    delta_unstage(sK, sK, D, NULL);
+    delta_unstage(sdO, sdO, D, NULL);
     if (gdn) {  // U = Ũ - W S0ᵀ
-        delta_solve(sTi, sU, sY, sAkk, sX, sK, gv, v, vstride, p.row0, p.n, p.h * D, D);
-        tile_mm(sU, DL, AS_IS(sY), TRANS(sS0), c, D, D, -1.0f, NULL, 1.0f);
+        delta_solve(sTi, sU, sY, sAkk, sX, sK, gv, vslot, D);
+        tile_mm(sU, AS_IS(sY), TRANS(sS0), c, D, D, -1.0f, NULL, 1.0f);
     } else {
-        delta_load_x(sU, DL, v, vstride, p.row0, p.n, p.h * D, D, NULL);
+        delta_unstage(sU, sU, D, NULL);
     }
     // S_end = b_last S0 + Uᵀ diag(w) K:  X = K dSᵀ, dw_s = u_s·X[s], dK = diag(w) U dS, g_last gets b_last <dS, S0>
-    tile_mm(sX, DL, AS_IS(sK), TRANS(sdS), c, D, D, 1.0f, NULL, 0.0f);
-    tile_mm(sdK, DL, AS_IS(sU), AS_IS(sdS), c, D, D, 1.0f, gv.w, 0.0f);
+    tile_mm(sX, AS_IS(sK), TRANS(sdS), c, D, D, 1.0f, NULL, 0.0f);
+    tile_mm(sdK, AS_IS(sU), AS_IS(sdS), c, D, D, 1.0f, gv.w, 0.0f);
     BLOCK_LOOP(t, c) { dw[t] = 0.0f; dbt[t] = 0.0f; }
     __syncthreads();
     rows_dot(dw, 1.0f, NULL, AS_IS(sU), AS_IS(sX), c, D);
@@ -713,9 +857,9 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
     delta_chunk_p(sP, sQ, sK, gv, D);
     BLOCK_LOOP(idx, c * D) { sdU[(idx / D) * DL + idx % D] = gv.w[idx / D] * sX[(idx / D) * DL + idx % D]; }
     __syncthreads();
-    tile_mm(sdU, DL, TRANS(sP), AS_IS(sdO), c, D, c, 1.0f, NULL, 1.0f);
+    tile_mm(sdU, TRANS(sP), AS_IS(sdO), c, D, c, 1.0f, NULL, 1.0f);
     // dP = dO Uᵀ (s <= t); dg_t from P: Σ_s dP⊙P[t][s] - Σ_t2 dP⊙P[t2][t], and from w: -dw_t w_t
-    tile_mm(sX, DL, AS_IS(sdO), TRANS(sU), c, c, D, 1.0f, NULL, 0.0f);
+    tile_mm(sX, AS_IS(sdO), TRANS(sU), c, c, D, 1.0f, NULL, 0.0f);
     BLOCK_LOOP(t, c) { dg[t] = -dw[t] * gv.w[t]; }
     __syncthreads();
     rows_dot(dg, 1.0f, NULL, AS_IS(sX), AS_IS(sP), c, c);    // P is 0 above the diagonal
@@ -727,12 +871,12 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
     __syncthreads();
     // dQ = diag(b) dO S0 + (dP⊙Γ) K;  dK += (dP⊙Γ)ᵀ Q
     float* sdQ = sY;
-    tile_mm(sdQ, DL, AS_IS(sdO), AS_IS(sS0), c, D, D, 1.0f, gv.b, 0.0f);
-    tile_mm(sdQ, DL, AS_IS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
+    tile_mm(sdQ, AS_IS(sdO), AS_IS(sS0), c, D, D, 1.0f, gv.b, 0.0f);
+    tile_mm(sdQ, AS_IS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
     delta_store_x(dq, C, p.row0, p.n, p.h * D, sdQ, D, NULL);
-    tile_mm(sdK, DL, TRANS(sX), AS_IS(sQ), c, D, c, 1.0f, NULL, 1.0f);
+    tile_mm(sdK, TRANS(sX), AS_IS(sQ), c, D, c, 1.0f, NULL, 1.0f);
     // dg_t += b_t do_t·(S0 q_t);  g_last gets b_last <dS, S0> + Σ_s dw_s w_s
-    tile_mm(sX, DL, AS_IS(sQ), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);
+    tile_mm(sX, AS_IS(sQ), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);
     rows_dot(dg, 1.0f, gv.b, AS_IS(sdO), AS_IS(sX), c, D);
     if (threadIdx.x == 0) {
         float acc = gv.b[c - 1] * dS_S0;
@@ -743,17 +887,19 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
     if (gdn) {
         // dR = Tiᵀ dU;  R = diag(β) (V - diag(b) K S0ᵀ) gives dv = β dR, dβ, dg and dK -= diag(βb) dR S0
         float* sdR = sY;
-        tile_mm(sdR, DL, TRANS(sTi), AS_IS(sdU), c, D, c, 1.0f, NULL, 0.0f);
-        tile_mm(sX, DL, AS_IS(sK), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);  // K S0ᵀ
+        tile_mm(sdR, TRANS(sTi), AS_IS(sdU), c, D, c, 1.0f, NULL, 0.0f);
+        tile_mm(sX, AS_IS(sK), TRANS(sS0), c, D, D, 1.0f, NULL, 0.0f);  // K S0ᵀ
         float* sV = sdO;                                                    // dO is used up
-        delta_load_x(sV, DL, v, vstride, p.row0, p.n, p.h * D, D, NULL);
+        delta_fetch_x(sV, v, vstride, p.row0, p.n, p.h * D, D);
+        delta_fetch_wait();
+        delta_unstage(sV, sV, D, NULL);
         rows_dot(dbt, 1.0f, NULL, AS_IS(sdR), AS_IS(sV), c, D);            // dβ_t = dr_t·(v_t - b_t S0 k_t)
         rows_dot(dbt, -1.0f, gv.b, AS_IS(sdR), AS_IS(sX), c, D);
         rows_dot(dg, -1.0f, gv.bb, AS_IS(sdR), AS_IS(sX), c, D);           // dg_t -= β_t b_t dr_t·(S0 k_t)
-        tile_mm(sdK, DL, AS_IS(sdR), AS_IS(sS0), c, D, D, -1.0f, gv.bb, 1.0f);
+        tile_mm(sdK, AS_IS(sdR), AS_IS(sS0), c, D, D, -1.0f, gv.bb, 1.0f);
         // dA = -dR Uᵀ (s < t); A = β_t Γ Akk gives dβ_t += Σ_s dA Γ Akk, dg from dA⊙A (as t and as s),
         // and dKK = β_t Γ dA adds dKK K + dKKᵀ K to dK
-        tile_mm(sX, DL, AS_IS(sdR), TRANS(sU), c, c, D, -1.0f, NULL, 0.0f);
+        tile_mm(sX, AS_IS(sdR), TRANS(sU), c, c, D, -1.0f, NULL, 0.0f);
         BLOCK_LOOP(idx, c * c) {  // X = dA ⊙ Γ, masked
             int t = idx / c, s = idx % c;
             sX[t * DL + s] = s < t ? sX[t * DL + s] * expf(gv.g[t] - gv.g[s]) : 0.0f;
@@ -764,8 +910,8 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
         BLOCK_LOOP(idx, c * c) { sX[(idx / c) * DL + idx % c] *= gv.beta[idx / c]; }  // dKK
         __syncthreads();
         rows_dot(dg, -1.0f, NULL, TRANS(sX), TRANS(sAkk), c, c);
-        tile_mm(sdK, DL, AS_IS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
-        tile_mm(sdK, DL, TRANS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
+        tile_mm(sdK, AS_IS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
+        tile_mm(sdK, TRANS(sX), AS_IS(sK), c, D, c, 1.0f, NULL, 1.0f);
         delta_store_x(dv, vstride, p.row0, p.n, p.h * D, sdR, D, gv.beta);
     } else {
         delta_store_x(dv, vstride, p.row0, p.n, p.h * D, sdU, D, NULL);
@@ -784,15 +930,14 @@ __global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, 
 // ----------------------------------------------------------------------------
 // kernel launchers
 
-// Shared memory of each kernel: (c, c)/(c, D) tiles, narrow (c, rows) and (rows, D) tiles, gate vectors
-#define DELTA_SMEM(slots, narrow, rows, vecs) \
-    (((size_t)(slots) * DELTA_SLOT + (size_t)(narrow) * DELTA_CHUNK * DLR + (size_t)(rows) * DELTA_ROWS * DL + (vecs) * DELTA_CHUNK) * sizeof(float))
-#define DELTA_SMEM_PREP DELTA_SMEM(6, 0, 0, 5)
-#define DELTA_SMEM_STATE_FWD DELTA_SMEM(2, 1, 1, 5)
-#define DELTA_SMEM_OUTPUT DELTA_SMEM(6, 0, 0, 5)
-#define DELTA_SMEM_BWD_PREP DELTA_SMEM(8, 0, 0, 5)
-#define DELTA_SMEM_STATE_BWD DELTA_SMEM(3, 2, 1, 5)
-#define DELTA_SMEM_CHUNK_BWD DELTA_SMEM(11, 0, 0, 8)
+// shared memory of each kernel: (c, DL) tiles and gate vectors
+#define DELTA_SMEM(slots, vecs) (((size_t)(slots) * DELTA_SLOT + (size_t)(vecs) * DELTA_CHUNK) * sizeof(float))
+#define DELTA_SMEM_PREP DELTA_SMEM(6, DELTA_GATE_VECS)
+#define DELTA_SMEM_STATE_FWD (DELTA_SMEM(1, 0) + 2 * DELTA_FWD_BUF * sizeof(float))
+#define DELTA_SMEM_OUTPUT DELTA_SMEM(6, DELTA_GATE_VECS)
+#define DELTA_SMEM_BWD_PREP DELTA_SMEM(8, DELTA_GATE_VECS)
+#define DELTA_SMEM_STATE_BWD (DELTA_SMEM(1, 0) + 2 * DELTA_BWD_BUF * sizeof(float))
+#define DELTA_SMEM_CHUNK_BWD DELTA_SMEM(11, DELTA_GATE_VECS + 3)
 
 // Scratch of the chunked kernels, grown on first use and kept for the process: Ũ, W and dUl tiles
 // (B, H, n_chunks, c, D) and dstates (B, H, n_chunks, D, D). Every layer reuses it.
@@ -817,9 +962,7 @@ static float* delta_scratch_get(int B, int T, int C, int H) {
 
 static void delta_rule_check_dims(int C, int H) {
     int D = C / H;
-    if (D > DELTA_MAX_D || D % DELTA_ROWS != 0) {
-        die("recurrent mixer: head dim %d, the GPU kernels take a multiple of %d up to %d", D, DELTA_ROWS, DELTA_MAX_D);
-    }
+    if (D > DELTA_MAX_D || D % 16 != 0) { die("recurrent mixer: head dim %d, the GPU kernels take a multiple of 16 up to %d", D, DELTA_MAX_D); }
     static int smem_set = 0;  // opt in to > 48 KiB of shared memory once
     if (!smem_set) {
         cudaCheck(cudaFuncSetAttribute(delta_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_PREP));
@@ -838,15 +981,15 @@ static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, co
                                    const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                    cudaStream_t stream) {
     delta_rule_check_dims(C, H);
-    int D = C / H, chunks = B * H * delta_rule_n_chunks(T);
+    int chunks = B * H * delta_rule_n_chunks(T);
     float* Ut = delta_scratch_get(B, T, C, H);
-    float* W = Ut + (size_t)chunks * DELTA_CHUNK * D;
+    float* W = Ut + (size_t)chunks * DELTA_CHUNK * (C / H);
     if (mixer == MIXER_GDN) {
         delta_prep_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_PREP, stream>>>(Ut, W, k, v, vstride, beta, gate, T, C, H);
         cudaCheck(cudaGetLastError());
     }
-    delta_state_forward_kernel<<<B * H * (D / DELTA_ROWS), DELTA_THREADS, DELTA_SMEM_STATE_FWD, stream>>>(
-        states, Ut, W, k, v, vstride, gate, T, C, H, mixer);
+    delta_state_forward_kernel<<<B * H, DELTA_THREADS, DELTA_SMEM_STATE_FWD, stream>>>(states, Ut, W, k, v, vstride, gate, T, C, H,
+                                                                                      mixer);
     cudaCheck(cudaGetLastError());
     delta_output_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_OUTPUT, stream>>>(o, states, Ut, W, q, k, v, vstride, gate, T, C, H, mixer);
     cudaCheck(cudaGetLastError());
@@ -859,15 +1002,15 @@ static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* d
                                     const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                     cudaStream_t stream) {
     delta_rule_check_dims(C, H);
-    int D = C / H, chunks = B * H * delta_rule_n_chunks(T);
-    size_t tile = (size_t)chunks * DELTA_CHUNK * D;
+    int chunks = B * H * delta_rule_n_chunks(T);
+    size_t tile = (size_t)chunks * DELTA_CHUNK * (C / H);
     float* W = delta_scratch_get(B, T, C, H) + tile;
     float *dUl = W + tile, *dstates = dUl + tile;
     delta_backward_prep_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_BWD_PREP, stream>>>(W, dUl, dout, q, k, v, vstride, beta, gate,
                                                                                       T, C, H, mixer);
     cudaCheck(cudaGetLastError());
-    delta_state_backward_kernel<<<B * H * (D / DELTA_ROWS), DELTA_THREADS, DELTA_SMEM_STATE_BWD, stream>>>(
-        dstates, W, dUl, dout, q, k, gate, T, C, H, mixer);
+    delta_state_backward_kernel<<<B * H, DELTA_THREADS, DELTA_SMEM_STATE_BWD, stream>>>(dstates, W, dUl, dout, q, k, gate, T, C, H,
+                                                                                        mixer);
     cudaCheck(cudaGetLastError());
     delta_chunk_backward_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_CHUNK_BWD, stream>>>(
         dq, dk, dv, dbeta, dgate, dout, states, dstates, q, k, v, vstride, beta, gate, T, C, H, mixer);

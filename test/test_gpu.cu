@@ -162,22 +162,12 @@ static void test_rec_small_kernels(int B, int T, int H, int D) {
     cudaFree(d_y); cudaFree(d_dy); cudaFree(d_dx);
 }
 
-// q, k L2-normalised (q also scaled by 1/sqrt(D)) and β in (0,1), α in (0.6, 1): the model's ranges
+// inputs in the model's ranges (delta_inputs_host)
 static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     int C = H * D;
     size_t nC = (size_t)B * T * C, n3C = 3 * nC, nH = (size_t)B * T * H;
-    Rng r;
-    rng_init(&r, (uint64_t)(T * 7 + mixer));
-    float *q = (float*)malloc_check(nC * sizeof(float)), *k = (float*)malloc_check(nC * sizeof(float));
-    float *qkva = rand_host(n3C, &r, 1.0), *dout = rand_host(nC, &r, 1.0);
-    float *beta = (float*)malloc_check(nH * sizeof(float)), *gate = (float*)malloc_check(nH * sizeof(float));
-    for (size_t i = 0; i < nH; i++) { beta[i] = (float)sigmoid(rng_normal(&r)); gate[i] = (float)(-0.5 * rng_uniform(&r)); }
-    round_x(qkva, n3C);
-    round_x(dout, nC);
-    l2norm_forward(q, qkva, 3 * C, B * T, C, H, 1.0 / sqrt((double)D));
-    l2norm_forward(k, qkva + C, 3 * C, B * T, C, H, 1.0);
-    round_x(q, nC);
-    round_x(k, nC);
+    DeltaInputs in = delta_inputs_host(B, T, H, D, mixer);
+    const float *q = in.q, *k = in.k, *qkva = in.qkva, *dout = in.dout, *beta = in.beta, *gate = in.gate;
     const float* v = qkva + 2 * C;
     float* o = (float*)calloc_check(nC, sizeof(float));
     float* states = (float*)calloc_check(nH * D * D, sizeof(float));
@@ -214,7 +204,8 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     double tol = TOL_X(1e-4, 2e-2);
     check(e_o < tol && e_dq < tol && e_dk < tol && e_dv < tol && e_db < tol && e_dg < tol, name,
           "rel err o %.1e dq %.1e dk %.1e dv %.1e dbeta %.1e dgate %.1e (tol %.0e)", e_o, e_dq, e_dk, e_dv, e_db, e_dg, tol);
-    free(q); free(k); free(qkva); free(dout); free(beta); free(gate); free(o); free(states);
+    delta_inputs_free(&in);
+    free(o); free(states);
     free(dq); free(dk); free(dqkva); free(dbeta); free(dgate);
     free(g_o); free(g_dq); free(g_dk); free(g_dqkva); free(g_dbeta); free(g_dgate);
     cudaFree(d_q); cudaFree(d_k); cudaFree(d_qkva); cudaFree(d_dout); cudaFree(d_beta); cudaFree(d_gate);

@@ -3,13 +3,14 @@ test_gpu_common.cuh — host helpers of the GPU tests: device copies of host arr
 and the norm-wise relative error ||gpu - cpu|| / ||cpu|| used by every GPU check.
 
 defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros(_bytes), rel_err_dev, and for buffers of the
-         build's floatX: TOL_X, round_x, to_gpu_x, from_gpu_x, gpu_zeros_x, rel_err_dev_x
+         build's floatX: TOL_X, round_x, to_gpu_x, from_gpu_x, gpu_zeros_x, rel_err_dev_x; the inputs of
+         the recurrent mixer's checks: DeltaInputs, delta_inputs_host, delta_inputs_free
 */
 #ifndef TEST_GPU_COMMON_CUH
 #define TEST_GPU_COMMON_CUH
 
 #include <cuda_runtime.h>
-#include "../dataloader.h"  // defines: cudaCheck, malloc_check, Rng
+#include "../hybrid_cpu.h"  // defines: l2norm_forward, MIXER_* (and dataloader.h: cudaCheck, malloc_check, Rng)
 
 static double rel_err_f(const float* gpu, const float* cpu, size_t n) {
     double d = 0.0, r = 0.0;
@@ -87,5 +88,36 @@ static double rel_err_dev_x(const floatX* d, const float* ref, size_t n) {
     free(h);
     return e;
 }
+
+// Host inputs of the delta rule in the model's ranges, rounded to floatX so the CPU sees the GPU's:
+// q, k (B,T,C) L2-normalised per head (q also scaled by 1/sqrt(D)), v inside qkva (B,T,3C) at column
+// 2C, dout (B,T,C), beta in (0,1), gate = log α in (-0.5, 0] (B,T,H). Seeded by T and the mixer.
+typedef struct {
+    int B, T, H, D;
+    float *q, *k, *qkva, *dout, *beta, *gate;
+} DeltaInputs;
+
+static DeltaInputs delta_inputs_host(int B, int T, int H, int D, int mixer) {
+    DeltaInputs in = {B, T, H, D};
+    int C = H * D;
+    size_t nC = (size_t)B * T * C, nH = (size_t)B * T * H;
+    Rng r;
+    rng_init(&r, (uint64_t)(T * 7 + mixer));
+    in.qkva = rand_host(3 * nC, &r, 1.0);
+    in.dout = rand_host(nC, &r, 1.0);
+    in.q = (float*)malloc_check(nC * sizeof(float));
+    in.k = (float*)malloc_check(nC * sizeof(float));
+    in.beta = (float*)malloc_check(nH * sizeof(float));
+    in.gate = (float*)malloc_check(nH * sizeof(float));
+    for (size_t i = 0; i < nH; i++) { in.beta[i] = (float)sigmoid(rng_normal(&r)); in.gate[i] = (float)(-0.5 * rng_uniform(&r)); }
+    round_x(in.qkva, 3 * nC);
+    round_x(in.dout, nC);
+    l2norm_forward(in.q, in.qkva, 3 * C, B * T, C, H, 1.0 / sqrt((double)D));
+    l2norm_forward(in.k, in.qkva + C, 3 * C, B * T, C, H, 1.0);
+    round_x(in.q, nC);
+    round_x(in.k, nC);
+    return in;
+}
+static void delta_inputs_free(DeltaInputs* in) { free(in->q); free(in->k); free(in->qkva); free(in->dout); free(in->beta); free(in->gate); }
 
 #endif // TEST_GPU_COMMON_CUH
