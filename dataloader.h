@@ -94,6 +94,28 @@ typedef float floatX;
 typedef struct __align__(16) { floatX v[X128]; } x128;
 __device__ static inline x128 load128(const floatX* p) { return *(const x128*)p; }
 __device__ static inline void store128(floatX* p, x128 x) { *(x128*)p = x; }
+
+// Σ over a warp's lanes; every lane gets it (fixed order, so deterministic)
+__device__ static inline float warp_sum(float v) {
+    for (int off = 16; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
+    return v;
+}
+
+// Asynchronous global -> shared copies (sm_80+): a block issues all of a tile's copies, keeps
+// computing, and waits only when it needs the data. bytes 16 or 4; src_bytes 0 fills the
+// destination with zeros (rows past the end of a sequence). Copies are grouped by commit; a wait
+// covers this thread's copies only, so a __syncthreads must follow before others read them.
+__device__ static inline void cp_async(void* smem, const void* gmem, int bytes, int src_bytes) {
+    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
+    if (bytes == 16) {  // src_bytes 0 fills the destination with zeros
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+    }
+}
+__device__ static inline void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ static inline void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ static inline void cp_async_wait_but_last() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 #endif
 
 // ----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ v1 (fp32, CUDA cores; the build diffed against the CPU reference): one thread ow
 memory for the block to share.
 v2 (bf16 inputs, fp32 accumulation, mma.sync m16n8k16 tensor-core instructions): a block of 4 warps
 owns 64 rows, each warp 16 of them; the 64-row tiles of the other side stream through shared
-memory; scores, probabilities and accumulators stay in registers (FlashAttention-2's scheme).
+memory, double-buffered (cp.async fetches the next tiles while the block works on these); scores,
+probabilities and accumulators stay in registers (FlashAttention-2's scheme).
 */
 #ifndef FULL_ATTN_CUH
 #define FULL_ATTN_CUH
@@ -239,6 +240,7 @@ typedef __nv_bfloat16 bf16;
 #define FA_ROWS 64      // rows a block owns (queries; keys in dk/dv) = rows of each streamed tile
 #define FA_THREADS 128  // 4 warps x 16 rows
 #define FA_PAD 8        // bf16 of padding per shared row (16 B): 8 rows at one column hit 8 different bank quads
+#define FA_TILE(HD) (FA_ROWS * ((HD) + FA_PAD))  // bf16 of one shared tile (64, HD+PAD)
 #define LOG2E_F 1.4426950408889634f
 
 __device__ static inline void mma_16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
@@ -277,17 +279,30 @@ __device__ static inline void ldsm_b2(uint32_t* r, const bf16* tile, int ld, int
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
-// Rows r0..r0+63 of one head's HD columns (row stride `stride`) into tile[64][HD+FA_PAD] with
-// 16-byte loads; rows at or past T are zero.
+// Starts copying rows r0..r0+63 of one head's HD columns (row stride `stride`) into tile[64][HD+FA_PAD]
+// with 16-byte cp.async; rows at or past T are zeros.
 template <int HD>
-__device__ static void fa_load_tile(bf16* tile, const bf16* base, int r0, int T, size_t stride) {
+__device__ static void fa_fetch_tile(bf16* tile, const bf16* base, int r0, int T, size_t stride) {
     const int per_row = HD / 8;
     for (int idx = threadIdx.x; idx < FA_ROWS * per_row; idx += FA_THREADS) {
         int r = idx / per_row, c = (idx % per_row) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r0 + r < T) { v = *(const uint4*)(base + (size_t)(r0 + r) * stride + c); }
-        *(uint4*)(tile + r * (HD + FA_PAD) + c) = v;
+        cp_async(tile + r * (HD + FA_PAD) + c, base + (size_t)min(r0 + r, T - 1) * stride + c, 16, r0 + r < T ? 16 : 0);
     }
+}
+
+// The streamed tiles are double-buffered: while a block works on stage s, the copies of the next
+// tiles into stage s^1 are in flight. Each loop iteration: barrier (every warp is done with stage
+// s^1), issue the next fetch as one group, then fa_wait_stage (all but that group landed, barrier).
+__device__ static inline void fa_wait_stage(int prefetched) {
+    if (prefetched) { cp_async_wait_but_last(); } else { cp_async_wait_all(); }
+    __syncthreads();
+}
+// K and V rows k0.. of one head (base = its q columns in qkvr) into Ks and Ks + FA_TILE: one group
+template <int HD>
+__device__ static void fa_fetch_kv(bf16* Ks, const bf16* base, int k0, int T, int C) {
+    fa_fetch_tile<HD>(Ks, base + C, k0, T, 3 * C);
+    fa_fetch_tile<HD>(Ks + FA_TILE(HD), base + 2 * C, k0, T, 3 * C);
+    cp_async_commit();
 }
 
 // s (16 x 64, 8 C tiles) = rows m0..m0+15 of tile a (16 x HD) · (tile b (64 x HD))ᵀ
@@ -363,26 +378,27 @@ template <int HD>
 __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, float* lse, const bf16* qkvr, int T, int C,
                                                                    int H, int window) {
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16* Qs = (bf16*)fa_smem;                 // (64, HD+PAD)
-    bf16* Ks = Qs + FA_ROWS * (HD + FA_PAD);   // (64, HD+PAD)
-    bf16* Vs = Ks + FA_ROWS * (HD + FA_PAD);   // (64, HD+PAD)
+    bf16* Qs = (bf16*)fa_smem;   // (64, HD+PAD)
+    bf16* KV = Qs + FA_TILE(HD);  // two stages of K, V tiles: stage s at KV + 2 s FA_TILE
     FaPos p = fa_pos(H);
     int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
     int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;  // the longest rows (most key tiles) start first
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;  // scores in log2 units: exp2 is one instruction
-    fa_load_tile<HD>(Qs, base, q0, T, 3 * C);
+    fa_fetch_tile<HD>(Qs, base, q0, T, 3 * C);  // lands with the first K, V group
     float o[HD / 8][4];
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) { o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f; }
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g+8: running max, this thread's sum
     int lo, hi;
     attn_key_range(q0, FA_ROWS, T, window, &lo, &hi);
-    for (int k0 = lo / FA_ROWS * FA_ROWS; k0 <= hi; k0 += FA_ROWS) {
-        __syncthreads();  // the previous K, V tiles are consumed
-        fa_load_tile<HD>(Ks, base + C, k0, T, 3 * C);
-        fa_load_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
+    fa_fetch_kv<HD>(KV, base, lo / FA_ROWS * FA_ROWS, T, C);
+    for (int k0 = lo / FA_ROWS * FA_ROWS, st = 0; k0 <= hi; k0 += FA_ROWS, st ^= 1) {
         __syncthreads();
+        int more = k0 + FA_ROWS <= hi;
+        if (more) { fa_fetch_kv<HD>(KV + 2 * (st ^ 1) * FA_TILE(HD), base, k0 + FA_ROWS, T, C); }
+        fa_wait_stage(more);
+        bf16 *Ks = KV + 2 * st * FA_TILE(HD), *Vs = Ks + FA_TILE(HD);
         float s[8][4];
         fa_abt<HD>(s, Qs, m0, Ks);
         fa_mask_rows(s, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, k0, T, window));
@@ -430,16 +446,15 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
                                                                        int H, int window) {
     extern __shared__ __align__(16) unsigned char fa_smem[];
     bf16* Qs = (bf16*)fa_smem;
-    bf16* dOs = Qs + FA_ROWS * (HD + FA_PAD);
-    bf16* Ks = dOs + FA_ROWS * (HD + FA_PAD);
-    bf16* Vs = Ks + FA_ROWS * (HD + FA_PAD);
+    bf16* dOs = Qs + FA_TILE(HD);
+    bf16* KV = dOs + FA_TILE(HD);  // two stages of K, V tiles
     FaPos p = fa_pos(H);
     int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
     int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
-    fa_load_tile<HD>(Qs, base, q0, T, 3 * C);
-    fa_load_tile<HD>(dOs, dout + (size_t)b * T * C + h * HD, q0, T, C);
+    fa_fetch_tile<HD>(Qs, base, q0, T, 3 * C);  // Q, dO land with the first K, V group
+    fa_fetch_tile<HD>(dOs, dout + (size_t)b * T * C + h * HD, q0, T, C);
     float L2[2], Dl[2];  // rows g, g+8: lse in log2 units, delta
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -452,11 +467,13 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
     for (int n = 0; n < HD / 8; n++) { dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f; }
     int lo, hi;
     attn_key_range(q0, FA_ROWS, T, window, &lo, &hi);
-    for (int k0 = lo / FA_ROWS * FA_ROWS; k0 <= hi; k0 += FA_ROWS) {
+    fa_fetch_kv<HD>(KV, base, lo / FA_ROWS * FA_ROWS, T, C);
+    for (int k0 = lo / FA_ROWS * FA_ROWS, st = 0; k0 <= hi; k0 += FA_ROWS, st ^= 1) {
         __syncthreads();
-        fa_load_tile<HD>(Ks, base + C, k0, T, 3 * C);
-        fa_load_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
-        __syncthreads();
+        int more = k0 + FA_ROWS <= hi;
+        if (more) { fa_fetch_kv<HD>(KV + 2 * (st ^ 1) * FA_TILE(HD), base, k0 + FA_ROWS, T, C); }
+        fa_wait_stage(more);
+        bf16 *Ks = KV + 2 * st * FA_TILE(HD), *Vs = Ks + FA_TILE(HD);
         float p[8][4], dp[8][4];
         fa_abt<HD>(p, Qs, m0, Ks);
         fa_mask_rows(p, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, k0, T, window));
@@ -482,6 +499,25 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
     }
 }
 
+// One stage of the dk/dv kernel's query stream: Q and dO tiles (64, HD+PAD) bf16, then lse and delta
+// of the 64 queries (fp32); FA_QSTAGE bytes, a multiple of 16.
+#define FA_QSTAGE(HD) (2 * FA_TILE(HD) * (int)sizeof(bf16) + 2 * FA_ROWS * (int)sizeof(float))
+template <int HD>
+__device__ static void fa_fetch_query_stage(unsigned char* stage, const bf16* base, const bf16* dbase, const float* lse,
+                                            const float* delta, int q0, int T, int C, int H, int b, int h) {
+    bf16* Qs = (bf16*)stage;
+    float* LD = (float*)(Qs + 2 * FA_TILE(HD));
+    fa_fetch_tile<HD>(Qs, base, q0, T, 3 * C);
+    fa_fetch_tile<HD>(Qs + FA_TILE(HD), dbase, q0, T, C);
+    if (threadIdx.x < FA_ROWS) {
+        int q = q0 + threadIdx.x;
+        size_t at = ((size_t)b * T + min(q, T - 1)) * H + h;
+        cp_async(LD + threadIdx.x, lse + at, 4, q < T ? 4 : 0);
+        cp_async(LD + FA_ROWS + threadIdx.x, delta + at, 4, q < T ? 4 : 0);
+    }
+    cp_async_commit();
+}
+
 // dk, dv: grid (ceil(T/64), B*H), block 128 = 64 key rows; query tiles (q, dout, lse, delta)
 // streamed. Transposed scores (keys x queries): dv_j = Σ_q p dout_q;  dk_j = s Σ_q ds q_q.
 template <int HD>
@@ -490,18 +526,16 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
                                                                          int H, int window) {
     extern __shared__ __align__(16) unsigned char fa_smem[];
     bf16* Ks = (bf16*)fa_smem;
-    bf16* Vs = Ks + FA_ROWS * (HD + FA_PAD);
-    bf16* Qs = Vs + FA_ROWS * (HD + FA_PAD);
-    bf16* dOs = Qs + FA_ROWS * (HD + FA_PAD);
-    float* Ls = (float*)(dOs + FA_ROWS * (HD + FA_PAD));  // (64) lse of the query tile, log2 units
-    float* Ds = Ls + FA_ROWS;                              // (64) delta of the query tile
+    bf16* Vs = Ks + FA_TILE(HD);
+    unsigned char* stages = (unsigned char*)(Vs + FA_TILE(HD));  // two query stages of FA_QSTAGE bytes
     FaPos p = fa_pos(H);
     int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
     int k0 = blockIdx.x * FA_ROWS;  // causal: the first key tiles have the most query tiles
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
-    fa_load_tile<HD>(Ks, base + C, k0, T, 3 * C);
-    fa_load_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
+    const bf16* dbase = dout + (size_t)b * T * C + h * HD;
+    fa_fetch_tile<HD>(Ks, base + C, k0, T, 3 * C);  // K, V land with the first query group
+    fa_fetch_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
     float dk[HD / 8][4], dv[HD / 8][4];
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
@@ -510,16 +544,14 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
     }
     int lo, hi;
     attn_query_range(k0, FA_ROWS, T, window, &lo, &hi);
-    for (int q0 = lo; q0 <= hi; q0 += FA_ROWS) {
+    fa_fetch_query_stage<HD>(stages, base, dbase, lse, delta, lo, T, C, H, b, h);
+    for (int q0 = lo, st = 0; q0 <= hi; q0 += FA_ROWS, st ^= 1) {
         __syncthreads();
-        fa_load_tile<HD>(Qs, base, q0, T, 3 * C);
-        fa_load_tile<HD>(dOs, dout + (size_t)b * T * C + h * HD, q0, T, C);
-        if (threadIdx.x < FA_ROWS) {
-            int q = q0 + threadIdx.x;
-            Ls[threadIdx.x] = q < T ? lse[((size_t)b * T + q) * H + h] * LOG2E_F : 0.0f;
-            Ds[threadIdx.x] = q < T ? delta[((size_t)b * T + q) * H + h] : 0.0f;
-        }
-        __syncthreads();
+        int more = q0 + FA_ROWS <= hi;
+        if (more) { fa_fetch_query_stage<HD>(stages + (st ^ 1) * FA_QSTAGE(HD), base, dbase, lse, delta, q0 + FA_ROWS, T, C, H, b, h); }
+        fa_wait_stage(more);
+        bf16 *Qs = (bf16*)(stages + st * FA_QSTAGE(HD)), *dOs = Qs + FA_TILE(HD);
+        float *Ls = (float*)(dOs + FA_TILE(HD)), *Ds = Ls + FA_ROWS;  // (64) lse (natural log), delta
         float p[8][4], dp[8][4];
         fa_abt<HD>(p, Ks, m0, Qs);   // (keys, queries)
         fa_abt<HD>(dp, Vs, m0, dOs);
@@ -530,7 +562,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
             for (int e = 0; e < 4; e++) {
                 int j = k0 + m0 + g + (e >> 1) * 8, qc = n * 8 + 2 * t + (e & 1), q = q0 + qc;
                 int masked = edge && (q >= T || !attn_visible(q, j, window));
-                p[n][e] = masked ? 0.0f : exp2f(p[n][e] * sl2 - Ls[qc]);
+                p[n][e] = masked ? 0.0f : exp2f(p[n][e] * sl2 - Ls[qc] * LOG2E_F);
                 dp[n][e] = p[n][e] * (dp[n][e] - Ds[qc]);  // ds
             }
         }
@@ -594,7 +626,7 @@ template <int HD>
 static void attention_v2_forward(bf16* out, float* lse, const bf16* qkvr, int B, int T, int C, int H, int window,
                                  cudaStream_t stream) {
     static int limit_set = 0;
-    size_t smem = attention_v2_smem<HD>(3, 0);
+    size_t smem = attention_v2_smem<HD>(5, 0);  // Q, two stages of K, V
     attention_v2_smem_limit((const void*)flash_forward_kernel<HD>, smem, &limit_set);
     dim3 grid((T + FA_ROWS - 1) / FA_ROWS, B * H);
     flash_forward_kernel<HD><<<grid, FA_THREADS, smem, stream>>>(out, lse, qkvr, T, C, H, window);
@@ -605,7 +637,8 @@ template <int HD>
 static void attention_v2_backward(bf16* dqkvr, const bf16* dout, const float* lse, const float* delta, const bf16* qkvr,
                                   int B, int T, int C, int H, int window, cudaStream_t stream) {
     static int dq_set = 0, dkdv_set = 0;
-    size_t smem_dq = attention_v2_smem<HD>(4, 0), smem_dkdv = attention_v2_smem<HD>(4, 2 * FA_ROWS);
+    // dq: Q, dO, two stages of K, V; dk/dv: K, V, two stages of Q, dO, lse, delta
+    size_t smem_dq = attention_v2_smem<HD>(6, 0), smem_dkdv = attention_v2_smem<HD>(6, 4 * FA_ROWS);
     attention_v2_smem_limit((const void*)flash_backward_dq_kernel<HD>, smem_dq, &dq_set);
     attention_v2_smem_limit((const void*)flash_backward_dkdv_kernel<HD>, smem_dkdv, &dkdv_set);
     dim3 grid((T + FA_ROWS - 1) / FA_ROWS, B * H);

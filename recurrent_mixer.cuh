@@ -61,7 +61,7 @@ __device__ static inline float softplusf_(float x) { return fmaxf(x, 0.0f) + log
 // Sums v over the block; every thread gets the total (fixed order, so deterministic).
 __device__ static float block_sum(float v) {
     __shared__ float partial[32];
-    for (int off = 16; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
+    v = warp_sum(v);
     if (threadIdx.x % 32 == 0) { partial[threadIdx.x / 32] = v; }
     __syncthreads();
     float total = 0.0f;
@@ -105,48 +105,69 @@ __global__ void conv_backward_input_kernel(floatX* dinp, const floatX* dconv, co
     dinp[idx] = (floatX)acc;
 }
 
-// dw[c, k] += Σ_{b,t} dconv[b,t,c] inp[b,t-(K-1)+k,c]; one block per channel c
-__global__ void conv_backward_weight_kernel(float* dw, const floatX* dconv, const floatX* inp, int B, int T, int CH) {
-    int c = blockIdx.x;
-    float acc[CONV_K] = {0};
-    for (int n = threadIdx.x; n < B * T; n += blockDim.x) {
-        int t = n % T;
-        float d = (float)dconv[(size_t)n * CH + c];
-        for (int k = 0; k < CONV_K; k++) {
-            int ts = t - (CONV_K - 1) + k;
-            if (ts >= 0) { acc[k] += d * (float)inp[(size_t)(n - (t - ts)) * CH + c]; }
+// dw[c, k] += Σ_{b,t} dconv[b,t,c] inp[b,t-(K-1)+k,c]. Block (32 channels, CONV_DW_RANGES row ranges):
+// a warp reads 32 consecutive channels of a row (coalesced); each thread walks its contiguous range
+// of rows keeping the last K inputs of its channel in registers (one read per element), then the
+// ranges' partial sums are added in a fixed order (deterministic, no atomics).
+#define CONV_DW_RANGES 16
+__global__ void __launch_bounds__(32 * CONV_DW_RANGES) conv_backward_weight_kernel(float* dw, const floatX* dconv, const floatX* inp, int B, int T, int CH) {
+    __shared__ float part[CONV_DW_RANGES][32][CONV_K];
+    int tx = threadIdx.x % 32, ty = threadIdx.x / 32, c = blockIdx.x * 32 + tx;
+    size_t N = (size_t)B * T, per = (N + CONV_DW_RANGES - 1) / CONV_DW_RANGES;
+    size_t n0 = min(N, ty * per), n1 = min(N, n0 + per);
+    float acc[CONV_K] = {0}, win[CONV_K] = {0};  // win[k] = inp at t-(K-1)+k of the row at hand, 0 before t = 0
+    if (c < CH && n0 < n1) {
+        int t = (int)(n0 % T);
+#pragma unroll
+        for (int k = 1; k < CONV_K; k++) {  // the K-1 rows before n0, as the loop's shift expects them
+            int ts = t - CONV_K + k;
+            win[k] = ts >= 0 ? (float)inp[(n0 - CONV_K + k) * CH + c] : 0.0f;
+        }
+        for (size_t n = n0; n < n1; n++, t = t + 1 == T ? 0 : t + 1) {
+#pragma unroll
+            for (int k = 0; k < CONV_K - 1; k++) { win[k] = t == 0 ? 0.0f : win[k + 1]; }
+            win[CONV_K - 1] = (float)inp[n * CH + c];
+            float d = (float)dconv[n * CH + c];
+#pragma unroll
+            for (int k = 0; k < CONV_K; k++) { acc[k] += d * win[k]; }
         }
     }
-    for (int k = 0; k < CONV_K; k++) {
-        float total = block_sum(acc[k]);
-        if (threadIdx.x == 0) { dw[c * CONV_K + k] += total; }
+#pragma unroll
+    for (int k = 0; k < CONV_K; k++) { part[ty][tx][k] = acc[k]; }
+    __syncthreads();
+    if (ty == 0 && c < CH) {
+        for (int k = 0; k < CONV_K; k++) {
+            float total = 0.0f;
+            for (int r = 0; r < CONV_DW_RANGES; r++) { total += part[r][tx][k]; }
+            dw[c * CONV_K + k] += total;
+        }
     }
 }
 
-// out (N, C) = scale x / sqrt(|x|^2 + eps) per head; x rows have stride in_stride. One thread per (n, h).
+// out (N, C) = scale x / sqrt(|x|^2 + eps) per head; x rows have stride in_stride. One warp per
+// (n, h), lanes across the head's D elements (coalesced).
 __global__ void l2norm_forward_kernel(floatX* out, const floatX* inp, int in_stride, int N, int C, int H, float scale) {
-    int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= N * H) { return; }
-    int n = idx / H, h = idx % H, D = C / H;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N * H) { return; }
+    int n = row / H, h = row % H, D = C / H;
     const floatX* x = inp + (size_t)n * in_stride + h * D;
     float ss = 0.0f;
-    for (int i = 0; i < D; i++) { ss += (float)x[i] * (float)x[i]; }
-    float r = scale * rsqrtf(ss + (float)L2NORM_EPS);
-    for (int i = 0; i < D; i++) { out[(size_t)n * C + h * D + i] = (floatX)((float)x[i] * r); }
+    for (int i = lane; i < D; i += 32) { ss += (float)x[i] * (float)x[i]; }
+    float r = scale * rsqrtf(warp_sum(ss) + (float)L2NORM_EPS);
+    for (int i = lane; i < D; i += 32) { out[(size_t)n * C + h * D + i] = (floatX)((float)x[i] * r); }
 }
 
-// dx = scale (dy - y (y·dy)) / |x|, y = x/|x|; writes (=) the rows of dinp it owns
+// dx = scale (dy - y (y·dy)) / |x|, y = x/|x|; writes (=) the rows of dinp it owns. One warp per (n, h).
 __global__ void l2norm_backward_kernel(floatX* dinp, const floatX* dout, const floatX* inp, int in_stride, int N, int C, int H, float scale) {
-    int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= N * H) { return; }
-    int n = idx / H, h = idx % H, D = C / H;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N * H) { return; }
+    int n = row / H, h = row % H, D = C / H;
     const floatX* x = inp + (size_t)n * in_stride + h * D;
     const floatX* dy = dout + (size_t)n * C + h * D;
-    float ss = 0.0f, ydy = 0.0f;
-    for (int i = 0; i < D; i++) { ss += (float)x[i] * (float)x[i]; }
-    float inv = rsqrtf(ss + (float)L2NORM_EPS);
-    for (int i = 0; i < D; i++) { ydy += (float)x[i] * inv * (float)dy[i]; }
-    for (int i = 0; i < D; i++) { dinp[(size_t)n * in_stride + h * D + i] = (floatX)(scale * ((float)dy[i] - (float)x[i] * inv * ydy) * inv); }
+    float ss = 0.0f, xdy = 0.0f;
+    for (int i = lane; i < D; i += 32) { ss += (float)x[i] * (float)x[i]; xdy += (float)x[i] * (float)dy[i]; }
+    float inv = rsqrtf(warp_sum(ss) + (float)L2NORM_EPS), ydy = warp_sum(xdy) * inv;
+    for (int i = lane; i < D; i += 32) { dinp[(size_t)n * in_stride + h * D + i] = (floatX)(scale * ((float)dy[i] - (float)x[i] * inv * ydy) * inv); }
 }
 
 // beta = sigmoid(bpre) (gdn), gate = -exp(A_log) softplus(apre + dt_bias); one thread per (n, h)
@@ -199,18 +220,18 @@ static void conv_silu_backward_gpu(floatX* dinp, float* dw, floatX* dact, const 
     cudaCheck(cudaGetLastError());
     conv_backward_input_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dinp, dact, w, B, T, CH);
     cudaCheck(cudaGetLastError());
-    conv_backward_weight_kernel<<<CH, REDUCE_THREADS, 0, stream>>>(dw, dact, inp, B, T, CH);
+    conv_backward_weight_kernel<<<blocks_for(CH, 32), 32 * CONV_DW_RANGES, 0, stream>>>(dw, dact, inp, B, T, CH);
     cudaCheck(cudaGetLastError());
 }
 
 static void l2norm_forward_gpu(floatX* out, const floatX* inp, int in_stride, int N, int C, int H, float scale, cudaStream_t stream) {
-    l2norm_forward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(out, inp, in_stride, N, C, H, scale);
+    l2norm_forward_kernel<<<blocks_for((size_t)N * H, 8), 256, 0, stream>>>(out, inp, in_stride, N, C, H, scale);  // 8 warps
     cudaCheck(cudaGetLastError());
 }
 
 static void l2norm_backward_gpu(floatX* dinp, const floatX* dout, const floatX* inp, int in_stride, int N, int C, int H, float scale,
                                 cudaStream_t stream) {
-    l2norm_backward_kernel<<<blocks_for((size_t)N * H, 256), 256, 0, stream>>>(dinp, dout, inp, in_stride, N, C, H, scale);
+    l2norm_backward_kernel<<<blocks_for((size_t)N * H, 8), 256, 0, stream>>>(dinp, dout, inp, in_stride, N, C, H, scale);
     cudaCheck(cudaGetLastError());
 }
 
@@ -358,7 +379,7 @@ __device__ static void rows_dot(float* out, float alpha, const float* rs, const 
     for (int r = warp; r < rows; r += DELTA_THREADS / 32) {
         float acc = 0.0f;
         for (int i = lane; i < cols; i += 32) { acc += X[r * xr + i * xi] * Y[r * yr + i * yi]; }
-        for (int off = 16; off > 0; off /= 2) { acc += __shfl_xor_sync(0xffffffff, acc, off); }
+        acc = warp_sum(acc);
         if (lane == 0) { out[r] += alpha * (rs ? rs[r] : 1.0f) * acc; }
     }
     __syncthreads();
@@ -384,18 +405,7 @@ __device__ static void chunk_prefix_sum(float* x) {
 // Getting a chunk into shared memory. Every global read is a cp.async, so all of a chunk's loads are in
 // flight at once (one memory round trip, not one per element per thread); a floatX tile lands in
 // the tail of the fp32 tile it becomes ("its slot") and is widened in place by delta_unstage.
-
-__device__ static inline void cp_async(void* smem, const void* gmem, int bytes, int src_bytes) {
-    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
-    if (bytes == 16) {  // src_bytes 0 fills the destination with zeros
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
-    } else {
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
-    }
-}
-__device__ static inline void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ static inline void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-__device__ static inline void cp_async_wait_but_last() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+// (cp_async and its group waits: dataloader.h)
 
 // every thread's copies have landed and are visible to the block
 __device__ static void delta_fetch_wait() {

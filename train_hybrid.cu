@@ -54,11 +54,6 @@ static void cublas_check_at(cublasStatus_t s, const char* file, int line) {
 
 #define WARPS_PER_BLOCK 8
 
-__device__ static inline float warp_sum(float v) {
-    for (int off = 16; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
-    return v;
-}
-
 // out[n, :] = wte[tokens[n], :]; one thread per element
 __global__ void encoder_forward_kernel(floatX* out, const int* tokens, const floatX* wte, int N, int C) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;

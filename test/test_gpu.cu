@@ -218,7 +218,8 @@ int main(void) {
     const char* names[] = {"gpu attention full", "gpu attention W=1", "gpu attention W<T", "gpu attention W>T",
                            "gpu attention D=32", "gpu attention T=1", "gpu delta rule gdn T=67", "gpu delta rule gla T=67",
                            "gpu delta rule gdn T=130 D=32", "gpu delta rule gla T=130 D=32", "gpu delta rule gdn T=64",
-                           "gpu delta rule gdn T=1", "gpu delta rule gdn T=700", "gpu delta rule gla T=700 D=48", "gpu conv+silu", "gpu l2norm", "gpu gates gdn", "gpu gates gla"};
+                           "gpu delta rule gdn T=1", "gpu delta rule gdn T=700", "gpu delta rule gla T=700 D=48", "gpu conv+silu", "gpu l2norm", "gpu gates gdn", "gpu gates gla",
+                           "gpu conv+silu C=144", "gpu l2norm D=16", "gpu gates gdn H=3", "gpu gates gla H=3"};
     if (err != cudaSuccess || n_gpu == 0) {
         char why[160];
         snprintf(why, sizeof(why), "no CUDA GPU on this machine (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
@@ -232,6 +233,7 @@ int main(void) {
     test_attention(3, 130, 4, 32, 40);  // D = 32
     test_attention(2, 1, 2, 64, 0);     // a single token
     test_rec_small_kernels(2, 67, 3, 64);
+    test_rec_small_kernels(3, 50, 3, 16);  // 144 channels (not a multiple of 32), D 16: lanes past D idle
     test_delta_rule(2, 67, 3, 64, MIXER_GDN);   // a full chunk and a partial one
     test_delta_rule(2, 67, 3, 64, MIXER_GLA);
     test_delta_rule(3, 130, 2, 32, MIXER_GDN);  // three chunks, D = 32
