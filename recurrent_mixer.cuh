@@ -256,7 +256,7 @@ static void gates_backward_gpu(floatX* dbpre, floatX* dapre, float* dA_log, floa
 // The recurrence
 
 #define DELTA_CHUNK 64
-#define DELTA_THREADS 256   // tile_mm: a 16 x 16 thread grid (fp32), 8 warps (tf32)
+#define DELTA_THREADS 512   // 16 warps: latency hiding for one block per SM; tile_mm fp32 uses the first 256
 #define DELTA_MAX_D 64
 // Row strides of the shared tiles, 4 mod 32: the mma fragment reads of a tile as it is hit 32 banks,
 // transposed ones at most 2 lanes per bank
@@ -286,29 +286,31 @@ static size_t delta_rule_state_floats(int B, int T, int C, int H) {
 // 16 x 16 grid keeps a register tile of rows ty + 16r and columns tx + 16c.
 __device__ static void tile_mm(float* Cm, const float* A, int am, int ak, const float* B, int bk, int bn,
                                int M, int N, int K, float alpha, const float* rs, float cscale) {
-    int tx = threadIdx.x % 16, ty = threadIdx.x / 16, mr = M / 16, nc = N / 16;
-    float acc[4][4] = {};
-    for (int kk = 0; kk < K; kk++) {
-        float a[4], b[4];
+    if (threadIdx.x < 256) {  // a 16 x 16 thread grid
+        int tx = threadIdx.x % 16, ty = threadIdx.x / 16, mr = M / 16, nc = N / 16;
+        float acc[4][4] = {};
+        for (int kk = 0; kk < K; kk++) {
+            float a[4], b[4];
 #pragma unroll
-        for (int r = 0; r < 4; r++) { a[r] = r < mr ? A[(ty + 16 * r) * am + kk * ak] : 0.0f; }
+            for (int r = 0; r < 4; r++) { a[r] = r < mr ? A[(ty + 16 * r) * am + kk * ak] : 0.0f; }
 #pragma unroll
-        for (int c = 0; c < 4; c++) { b[c] = c < nc ? B[kk * bk + (tx + 16 * c) * bn] : 0.0f; }
+            for (int c = 0; c < 4; c++) { b[c] = c < nc ? B[kk * bk + (tx + 16 * c) * bn] : 0.0f; }
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+#pragma unroll
+                for (int c = 0; c < 4; c++) { acc[r][c] += a[r] * b[c]; }
+            }
+        }
 #pragma unroll
         for (int r = 0; r < 4; r++) {
+            int m = ty + 16 * r;
+            float scale = alpha * (rs ? rs[m] : 1.0f);
 #pragma unroll
-            for (int c = 0; c < 4; c++) { acc[r][c] += a[r] * b[c]; }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-        int m = ty + 16 * r;
-        float scale = alpha * (rs ? rs[m] : 1.0f);
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-            if (r < mr && c < nc) {
-                float* out = Cm + m * DL + tx + 16 * c;
-                *out = (cscale == 0.0f ? 0.0f : cscale * *out) + scale * acc[r][c];
+            for (int c = 0; c < 4; c++) {
+                if (r < mr && c < nc) {
+                    float* out = Cm + m * DL + tx + 16 * c;
+                    *out = (cscale == 0.0f ? 0.0f : cscale * *out) + scale * acc[r][c];
+                }
             }
         }
     }
@@ -617,7 +619,7 @@ __device__ static DeltaPos delta_pos(int chunk_index, int T, int C, int H) {
 // while it computes chunk c (two buffers).
 
 // gdn: Ũ and W of every chunk into the scratch tiles (B, H, n_chunks, c, D)
-__global__ void delta_prep_kernel(float* Ut, float* W, const floatX* k, const floatX* v, int vstride, const float* beta,
+__global__ void __launch_bounds__(DELTA_THREADS) delta_prep_kernel(float* Ut, float* W, const floatX* k, const floatX* v, int vstride, const float* beta,
                                   const float* gate, int T, int C, int H) {
     extern __shared__ float smem[];
     DeltaPos p = delta_pos(blockIdx.x, T, C, H);
@@ -660,7 +662,7 @@ __device__ static void delta_state_forward_fetch(float* buf, int chunk, const fl
 
 // states (B, H, n_chunks, D, D): the state entering each chunk. Per chunk:
 //   U = Ũ - W S0ᵀ (gla: U = V),  S_end = b_last S0 + Uᵀ diag(w) K
-__global__ void delta_state_forward_kernel(float* states, const float* Ut, const float* W, const floatX* k, const floatX* v,
+__global__ void __launch_bounds__(DELTA_THREADS) delta_state_forward_kernel(float* states, const float* Ut, const float* W, const floatX* k, const floatX* v,
                                            int vstride, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
     int D = C / H, n_chunks = delta_rule_n_chunks(T);
@@ -693,7 +695,7 @@ __global__ void delta_state_forward_kernel(float* states, const float* Ut, const
 }
 
 // o = diag(b) Q S0ᵀ + P U per chunk, U = Ũ - W S0ᵀ (gla: V)
-__global__ void delta_output_kernel(floatX* o, const float* states, const float* Ut, const float* W, const floatX* q,
+__global__ void __launch_bounds__(DELTA_THREADS) delta_output_kernel(floatX* o, const float* states, const float* Ut, const float* W, const floatX* q,
                                     const floatX* k, const floatX* v, int vstride, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
     DeltaPos p = delta_pos(blockIdx.x, T, C, H);
@@ -730,7 +732,7 @@ __global__ void delta_output_kernel(floatX* o, const float* states, const float*
 
 // Backward, before the state pass: gdn W per chunk (as in the forward), and for both modes the part of
 // dU local to the chunk, dUl = Pᵀ dO; both into scratch tiles (B, H, n_chunks, c, D).
-__global__ void delta_backward_prep_kernel(float* W, float* dUl, const floatX* dout, const floatX* q, const floatX* k,
+__global__ void __launch_bounds__(DELTA_THREADS) delta_backward_prep_kernel(float* W, float* dUl, const floatX* dout, const floatX* q, const floatX* k,
                                            const floatX* v, int vstride, const float* beta, const float* gate, int T, int C,
                                            int H, int mixer) {
     extern __shared__ float smem[];
@@ -784,7 +786,7 @@ __device__ static void delta_state_backward_fetch(float* buf, int chunk, const f
 //   dU = dUl + diag(w) K dSᵀ
 //   dS0 = b_last dS + Σ_t b_t do_t q_tᵀ - dUᵀ W      (gla: no W term)
 // The W term is Σ_t β_t b_t dr_t k_tᵀ with dR = Tiᵀ dU, regrouped as dUᵀ (Ti diag(βb) K).
-__global__ void delta_state_backward_kernel(float* dstates, const float* W, const float* dUl, const floatX* dout,
+__global__ void __launch_bounds__(DELTA_THREADS) delta_state_backward_kernel(float* dstates, const float* W, const float* dUl, const floatX* dout,
                                             const floatX* q, const floatX* k, const float* gate, int T, int C, int H, int mixer) {
     extern __shared__ float smem[];
     int D = C / H, n_chunks = delta_rule_n_chunks(T);
@@ -819,7 +821,7 @@ __global__ void delta_state_backward_kernel(float* dstates, const float* W, cons
 
 // All gradients of one chunk from its entry state S0 and dS = dL/dS_end (derivation: DESIGN.md §1 and
 // the header of this file). Writes (=) dq, dk, dv, dbeta (gdn) and dgate for the chunk's tokens.
-__global__ void delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
+__global__ void __launch_bounds__(DELTA_THREADS) delta_chunk_backward_kernel(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
                                             const float* states, const float* dstates, const floatX* q, const floatX* k,
                                             const floatX* v, int vstride, const float* beta, const float* gate, int T, int C,
                                             int H, int mixer) {
