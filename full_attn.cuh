@@ -304,6 +304,16 @@ __device__ static void fa_fetch_kv(bf16* Ks, const bf16* base, int k0, int T, in
     fa_fetch_tile<HD>(Ks + FA_TILE(HD), base + 2 * C, k0, T, 3 * C);
     cp_async_commit();
 }
+// The top of iteration k0 of a K, V stream (stages at KV, stage st in use, hi the last key): prefetch
+// the next tiles if any, wait for these. Returns stage st's K tile (its V tile follows).
+template <int HD>
+__device__ static bf16* fa_next_kv(bf16* KV, const bf16* base, int k0, int hi, int st, int T, int C) {
+    __syncthreads();
+    int more = k0 + FA_ROWS <= hi;
+    if (more) { fa_fetch_kv<HD>(KV + 2 * (st ^ 1) * FA_TILE(HD), base, k0 + FA_ROWS, T, C); }
+    fa_wait_stage(more);
+    return KV + 2 * st * FA_TILE(HD);
+}
 
 // s (16 x 64, 8 C tiles) = rows m0..m0+15 of tile a (16 x HD) · (tile b (64 x HD))ᵀ
 template <int HD>
@@ -394,11 +404,8 @@ __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, fl
     attn_key_range(q0, FA_ROWS, T, window, &lo, &hi);
     fa_fetch_kv<HD>(KV, base, lo / FA_ROWS * FA_ROWS, T, C);
     for (int k0 = lo / FA_ROWS * FA_ROWS, st = 0; k0 <= hi; k0 += FA_ROWS, st ^= 1) {
-        __syncthreads();
-        int more = k0 + FA_ROWS <= hi;
-        if (more) { fa_fetch_kv<HD>(KV + 2 * (st ^ 1) * FA_TILE(HD), base, k0 + FA_ROWS, T, C); }
-        fa_wait_stage(more);
-        bf16 *Ks = KV + 2 * st * FA_TILE(HD), *Vs = Ks + FA_TILE(HD);
+        bf16* Ks = fa_next_kv<HD>(KV, base, k0, hi, st, T, C);
+        bf16* Vs = Ks + FA_TILE(HD);
         float s[8][4];
         fa_abt<HD>(s, Qs, m0, Ks);
         fa_mask_rows(s, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, k0, T, window));
@@ -469,11 +476,8 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
     attn_key_range(q0, FA_ROWS, T, window, &lo, &hi);
     fa_fetch_kv<HD>(KV, base, lo / FA_ROWS * FA_ROWS, T, C);
     for (int k0 = lo / FA_ROWS * FA_ROWS, st = 0; k0 <= hi; k0 += FA_ROWS, st ^= 1) {
-        __syncthreads();
-        int more = k0 + FA_ROWS <= hi;
-        if (more) { fa_fetch_kv<HD>(KV + 2 * (st ^ 1) * FA_TILE(HD), base, k0 + FA_ROWS, T, C); }
-        fa_wait_stage(more);
-        bf16 *Ks = KV + 2 * st * FA_TILE(HD), *Vs = Ks + FA_TILE(HD);
+        bf16* Ks = fa_next_kv<HD>(KV, base, k0, hi, st, T, C);
+        bf16* Vs = Ks + FA_TILE(HD);
         float p[8][4], dp[8][4];
         fa_abt<HD>(p, Qs, m0, Ks);
         fa_mask_rows(p, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, k0, T, window));

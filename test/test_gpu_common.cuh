@@ -4,7 +4,8 @@ and the norm-wise relative error ||gpu - cpu|| / ||cpu|| used by every GPU check
 
 defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros(_bytes), rel_err_dev, and for buffers of the
          build's floatX: TOL_X, round_x, to_gpu_x, from_gpu_x, gpu_zeros_x, rel_err_dev_x; the inputs of
-         the recurrent mixer's checks: DeltaInputs, delta_inputs_host, delta_inputs_free
+         the recurrent mixer's checks: DeltaInputs, delta_inputs_host, delta_inputs_free; for the dev/cuda
+         timings: time_fwd_bwd
 */
 #ifndef TEST_GPU_COMMON_CUH
 #define TEST_GPU_COMMON_CUH
@@ -119,5 +120,34 @@ static DeltaInputs delta_inputs_host(int B, int T, int H, int D, int mixer) {
     return in;
 }
 static void delta_inputs_free(DeltaInputs* in) { free(in->q); free(in->k); free(in->qkva); free(in->dout); free(in->beta); free(in->gate); }
+
+static int cmp_float(const void* a, const void* b) { return *(const float*)a < *(const float*)b ? -1 : *(const float*)a > *(const float*)b; }
+
+// Median times (ms) of a forward and the backward after it, over `reps` runs after one warm-up, by
+// CUDA events on the default stream: run(ctx, 0) launches the forward, run(ctx, 1) the backward.
+typedef void (*FwdBwdRun)(void* ctx, int backward);
+static void time_fwd_bwd(FwdBwdRun run, void* ctx, int reps, float* fwd_ms, float* bwd_ms) {
+    cudaEvent_t e[3];
+    for (int i = 0; i < 3; i++) { cudaCheck(cudaEventCreate(&e[i])); }
+    float* fwd = (float*)malloc_check(2 * reps * sizeof(float));
+    float* bwd = fwd + reps;
+    for (int rep = -1; rep < reps; rep++) {  // rep -1 warms up
+        cudaCheck(cudaEventRecord(e[0], 0));
+        run(ctx, 0);
+        cudaCheck(cudaEventRecord(e[1], 0));
+        run(ctx, 1);
+        cudaCheck(cudaEventRecord(e[2], 0));
+        cudaCheck(cudaEventSynchronize(e[2]));
+        if (rep < 0) { continue; }
+        cudaCheck(cudaEventElapsedTime(&fwd[rep], e[0], e[1]));
+        cudaCheck(cudaEventElapsedTime(&bwd[rep], e[1], e[2]));
+    }
+    qsort(fwd, reps, sizeof(float), cmp_float);
+    qsort(bwd, reps, sizeof(float), cmp_float);
+    *fwd_ms = fwd[reps / 2];
+    *bwd_ms = bwd[reps / 2];
+    free(fwd);
+    for (int i = 0; i < 3; i++) { cudaEventDestroy(e[i]); }
+}
 
 #endif // TEST_GPU_COMMON_CUH

@@ -12,12 +12,12 @@ versions:
        streamed through shared memory, scores and probabilities kept in registers
 Check: norm-wise relative error against the CPU (inputs rounded to the version's type first);
 tolerances as test/test_gpu.cu: fp32 1e-5 (out) / 1e-4 (gradients), bf16 1e-2 / 2e-2.
-Timing: median of 10 launches after a warm-up, CUDA events.
+Timing: median of 10 launches after a warm-up, CUDA events (time_fwd_bwd).
 */
 #define PRECISION_BF16  // floatX = bf16: version 2's type; version 1 runs on plain float buffers
 #include "../../hybrid_cpu.h"
 #include "../../attention_swa.cuh"
-#include "../../test/test_gpu_common.cuh"  // defines: rand_host, rel_err_f, round_x, to_gpu(_x), from_gpu(_x)
+#include "../../test/test_gpu_common.cuh"  // defines: rand_host, rel_err_f, round_x, to_gpu(_x), from_gpu(_x), time_fwd_bwd
 
 // One version's buffers: inputs and outputs in its element type (float for 1, bf16 for 2).
 typedef struct {
@@ -106,7 +106,16 @@ static void check_version(int version, int window) {
     free(qkv); free(dout); free(out); free(lse); free(dqkv); free(g_out); free(g_dqkv);
 }
 
-static int cmp_float(const void* a, const void* b) { return *(const float*)a < *(const float*)b ? -1 : *(const float*)a > *(const float*)b; }
+// what time_fwd_bwd runs: one version's buffers at one shape and window
+typedef struct {
+    Bufs* b;
+    int B, T, C, H, window;
+} TimeCase;
+static void time_run(void* ctx, int backward) {
+    TimeCase* tc = (TimeCase*)ctx;
+    if (backward) { run_backward(tc->b, tc->B, tc->T, tc->C, tc->H, tc->window); }
+    else { run_forward(tc->b, tc->B, tc->T, tc->C, tc->H, tc->window); }
+}
 
 static void time_version(int version, int window) {
     enum { B = 8, T = 4096, H = 12, D = 64, C = H * D, REPS = 10 };
@@ -116,31 +125,17 @@ static void time_version(int version, int window) {
     float *qkv = rand_host(N * 3 * C, &r, 1.0), *dout = rand_host(N * C, &r, 1.0);
     Bufs b = bufs_make(version, qkv, dout, B, T, C, H);
     cudaCheck(cudaMemset(b.delta, 0, N * H * sizeof(float)));
-    cudaEvent_t e[3];
-    for (int i = 0; i < 3; i++) { cudaCheck(cudaEventCreate(&e[i])); }
-    float fwd[REPS], bwd[REPS];
-    for (int rep = -1; rep < REPS; rep++) {  // rep -1 warms up
-        cudaCheck(cudaEventRecord(e[0], 0));
-        run_forward(&b, B, T, C, H, window);
-        cudaCheck(cudaEventRecord(e[1], 0));
-        run_backward(&b, B, T, C, H, window);
-        cudaCheck(cudaEventRecord(e[2], 0));
-        cudaCheck(cudaEventSynchronize(e[2]));
-        if (rep < 0) { continue; }
-        cudaCheck(cudaEventElapsedTime(&fwd[rep], e[0], e[1]));
-        cudaCheck(cudaEventElapsedTime(&bwd[rep], e[1], e[2]));
-    }
-    qsort(fwd, REPS, sizeof(float), cmp_float);
-    qsort(bwd, REPS, sizeof(float), cmp_float);
+    TimeCase tc = {&b, B, T, C, H, window};
+    float fwd, bwd;
+    time_fwd_bwd(time_run, &tc, REPS, &fwd, &bwd);
     // TFLOP/s of the standard count: forward 2 matmuls (4·D per visible query-key pair), backward 5
     // (2.5x the forward); the kernels here do more (both backward kernels recompute the scores)
     double pairs = 0.0;
     for (int t = 0; t < T; t++) { pairs += window > 0 && window < t + 1 ? window : t + 1; }
     double fwd_flop = 4.0 * D * pairs * B * H;
     printf("time  v%d %-9s B=%d T=%d H=%d D=%d: fwd %7.3f ms (%5.1f TFLOP/s)  bwd %7.3f ms (%5.1f TFLOP/s)  total %7.3f ms\n", version,
-           window > 0 ? (window == 64 ? "SWA 64" : window == 512 ? "SWA 512" : "SWA 2048") : "full", B, T, H, D, fwd[REPS / 2],
-           fwd_flop / fwd[REPS / 2] / 1e9, bwd[REPS / 2], 2.5 * fwd_flop / bwd[REPS / 2] / 1e9, fwd[REPS / 2] + bwd[REPS / 2]);
-    for (int i = 0; i < 3; i++) { cudaEventDestroy(e[i]); }
+           window > 0 ? (window == 64 ? "SWA 64" : window == 512 ? "SWA 512" : "SWA 2048") : "full", B, T, H, D, fwd,
+           fwd_flop / fwd / 1e9, bwd, 2.5 * fwd_flop / bwd / 1e9, fwd + bwd);
     bufs_free(&b);
     free(qkv); free(dout);
 }

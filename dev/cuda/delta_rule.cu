@@ -17,12 +17,12 @@ versions (both read and write bf16 q, k, v, o and gradients, keep the state and 
     2  chunk-parallel, the trainer's kernels (recurrent_mixer.cuh): UT transform per chunk, a state
        pass sequential in chunks, per-chunk outputs and gradients as tf32 tensor-core tile products
 Check: norm-wise relative error against the CPU (inputs rounded to bf16 first), tolerance 2e-2 as
-test/test_gpu.cu's bf16 build. Timing: median of 5 runs after a warm-up, CUDA events.
+test/test_gpu.cu's bf16 build. Timing: median of 5 runs after a warm-up, CUDA events (time_fwd_bwd).
 */
 #define PRECISION_BF16
 #include "../../hybrid_cpu.h"
 #include "../../recurrent_mixer.cuh"
-#include "../../test/test_gpu_common.cuh"  // defines: rel_err_f, round_x, to_gpu(_x), from_gpu(_x), delta_inputs_host
+#include "../../test/test_gpu_common.cuh"  // defines: rel_err_f, to_gpu(_x), from_gpu(_x), delta_inputs_host, time_fwd_bwd
 
 // ----------------------------------------------------------------------------
 // version 1
@@ -249,33 +249,28 @@ static void check_version(int version, int B, int T, int H, int D, int mixer) {
     free(g_o); free(g_dq); free(g_dk); free(g_dqkva); free(g_dbeta); free(g_dgate);
 }
 
-static int cmp_float(const void* a, const void* b) { return *(const float*)a < *(const float*)b ? -1 : *(const float*)a > *(const float*)b; }
+// what time_fwd_bwd runs: one version's buffers at one shape and mixer
+typedef struct {
+    Bufs* b;
+    int version, B, T, H, D, mixer;
+} TimeCase;
+static void time_run(void* ctx, int backward) {
+    TimeCase* tc = (TimeCase*)ctx;
+    if (backward) { run_backward(tc->b, tc->version, tc->B, tc->T, tc->H, tc->D, tc->mixer); }
+    else { run_forward(tc->b, tc->version, tc->B, tc->T, tc->H, tc->D, tc->mixer); }
+}
 
 static void time_version(int version, int mixer) {
     enum { B = 8, T = 4096, H = 12, D = 64, REPS = 5 };
     DeltaInputs in = delta_inputs_host(B, T, H, D, mixer);
     Bufs b = bufs_make(&in, version);
-    cudaEvent_t e[3];
-    for (int i = 0; i < 3; i++) { cudaCheck(cudaEventCreate(&e[i])); }
-    float fwd[REPS], bwd[REPS];
-    for (int rep = -1; rep < REPS; rep++) {  // rep -1 warms up
-        cudaCheck(cudaEventRecord(e[0], 0));
-        run_forward(&b, version, B, T, H, D, mixer);
-        cudaCheck(cudaEventRecord(e[1], 0));
-        run_backward(&b, version, B, T, H, D, mixer);
-        cudaCheck(cudaEventRecord(e[2], 0));
-        cudaCheck(cudaEventSynchronize(e[2]));
-        if (rep < 0) { continue; }
-        cudaCheck(cudaEventElapsedTime(&fwd[rep], e[0], e[1]));
-        cudaCheck(cudaEventElapsedTime(&bwd[rep], e[1], e[2]));
-    }
-    qsort(fwd, REPS, sizeof(float), cmp_float);
-    qsort(bwd, REPS, sizeof(float), cmp_float);
+    TimeCase tc = {&b, version, B, T, H, D, mixer};
+    float fwd, bwd;
+    time_fwd_bwd(time_run, &tc, REPS, &fwd, &bwd);
     // DESIGN.md §5: forward + backward targets on the H100, fla's kernels 2.61 (gdn) / 1.31 (gla) ms
     double target = mixer == MIXER_GDN ? 1.3 : 0.9;
     printf("time  v%d %s B=%d T=%d H=%d D=%d: fwd %8.3f ms  bwd %8.3f ms  total %8.3f ms (target <= %.1f)\n", version,
-           mixer == MIXER_GDN ? "gdn" : "gla", B, T, H, D, fwd[REPS / 2], bwd[REPS / 2], fwd[REPS / 2] + bwd[REPS / 2], target);
-    for (int i = 0; i < 3; i++) { cudaEventDestroy(e[i]); }
+           mixer == MIXER_GDN ? "gdn" : "gla", B, T, H, D, fwd, bwd, fwd + bwd, target);
     bufs_free(&b);
     delta_inputs_free(&in);
 }
