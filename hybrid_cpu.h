@@ -1423,6 +1423,9 @@ typedef struct {
     int ckpt_opt;            // 1: with the AdamW state
     const char* resume;      // checkpoint to start from ("" = none)
     int skip_nonfinite;      // 1: skip a step whose loss or gradient norm is not finite, 0: stop
+    int eval_every;          // needle grid and retrieval heads every this many steps (0 = never)
+    int eval_samples;        // needle samples per (length, depth) cell
+    long eval_seed;          // seed of the needle grid
 } TrainArgs;
 
 #define MAX_FLAGS 64  // room in a FlagSpec table: the shared flags plus a trainer's own
@@ -1478,6 +1481,9 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--ckpt-opt", FLAG_INT, &a->ckpt_opt, NULL, "1: the checkpoint carries the AdamW state (3x the size; needed for an exact resume), 0: parameters only"},
         {"-r", FLAG_STR, &a->resume, NULL, "resume from this checkpoint: its model (model flags are ignored), AdamW state, step and data position; pass the run's data and schedule flags again"},
         {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
+        {"--eval-every", FLAG_INT, &a->eval_every, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
+        {"--eval-samples", FLAG_INT, &a->eval_samples, NULL, "needle samples per (length, depth) cell"},
+        {"--eval-seed", FLAG_LONG, &a->eval_seed, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
     };
     int n = (int)(sizeof(f) / sizeof(f[0]));
     static_assert(sizeof(f) / sizeof(f[0]) <= MAX_FLAGS, "MAX_FLAGS holds the shared flags");
@@ -1586,6 +1592,60 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->ckpt_every < 0) { die("--ckpt-every %d: expected >= 0", a->ckpt_every); }
     if (a->ckpt_keep < 1) { die("--ckpt-keep %d: expected >= 1", a->ckpt_keep); }
     if (a->ckpt_opt != 0 && a->ckpt_opt != 1) { die("--ckpt-opt %d: expected 0 or 1", a->ckpt_opt); }
+    if (a->eval_every < 0 || a->eval_samples < 1) { die("--eval-every %d --eval-samples %d: expected >= 0 and >= 1", a->eval_every, a->eval_samples); }
+}
+
+// ----------------------------------------------------------------------------
+// The needle evals of a training run (DESIGN.md §4): the symbol grid every --eval-every steps (and
+// at the last step) and, for byte data trained on symbol needles, the text-needle grid next to it,
+// at the lengths whose haystack holds the text needle's statement and question. The trainer runs
+// the grids on its model (cpu_needle_eval, gpu_needle_eval) and hands the results to
+// train_eval_report.
+
+typedef struct {
+    NeedleGrid grid, text_grid;
+    int on, text;  // grids built
+} TrainEval;
+
+static void train_eval_init(TrainEval* e, const TrainArgs* a, const Vocab* vocab) {
+    memset(e, 0, sizeof(*e));
+    e->on = a->eval_every > 0;
+    needle_grid_default(&e->grid, a->T, a->eval_samples, (uint64_t)a->eval_seed);
+    if (e->on) { needle_grid_build(&e->grid, &a->data, vocab); }
+    DataConfig text_data = a->data;
+    text_data.needles.kind = NEEDLE_TEXT;
+    needle_grid_default(&e->text_grid, a->T, a->eval_samples, (uint64_t)a->eval_seed);
+    needle_grid_drop_short(&e->text_grid, 2 * needle_task_len(&text_data.needles, vocab));
+    e->text = e->on && a->data.needles.kind == NEEDLE_SYMBOL && vocab->data_vocab == 256 && e->text_grid.n_lengths > 0;
+    if (e->text) { needle_grid_build(&e->text_grid, &text_data, vocab); }
+}
+
+static int train_eval_due(const TrainArgs* a, int step, int last, int stopping) {
+    return a->eval_every > 0 && !stopping && (step % a->eval_every == 0 || last);
+}
+
+// Prints the results (one line each), writes them as one JSONL record, frees them. text_res is
+// used only when e->text.
+static void train_eval_report(FILE* log, int step, const Config* cfg, const TrainEval* e, NeedleResult* res, NeedleResult* text_res) {
+    needle_result_summary(res, &e->grid, cfg, step, "needle");
+    if (e->text) { needle_result_summary(text_res, &e->text_grid, cfg, step, "text needle"); }
+    if (log) {
+        fprintf(log, "{\"step\": %d, \"needle\": ", step);
+        needle_result_json(log, res, &e->grid, cfg);
+        if (e->text) {
+            fprintf(log, ", \"text_needle\": ");
+            needle_result_json(log, text_res, &e->text_grid, cfg);
+        }
+        fprintf(log, "}\n");
+        fflush(log);
+    }
+    needle_result_free(res);
+    if (e->text) { needle_result_free(text_res); }
+}
+
+static void train_eval_free(TrainEval* e) {
+    if (e->on) { needle_grid_free(&e->grid); }
+    if (e->text) { needle_grid_free(&e->text_grid); }
 }
 
 // ----------------------------------------------------------------------------

@@ -952,20 +952,11 @@ int main(int argc, char** argv) {
     a.ckpt_keep = 1;
     a.ckpt_opt = 1;
     a.resume = "";
-    int eval_every = 100, eval_samples = 16;
-    long eval_seed = 20260615;
+    a.eval_every = 100; a.eval_samples = 16; a.eval_seed = 20260615;
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
-    FlagSpec own[] = {
-        {"--eval-every", FLAG_INT, &eval_every, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
-        {"--eval-samples", FLAG_INT, &eval_samples, NULL, "needle samples per (length, depth) cell"},
-        {"--eval-seed", FLAG_LONG, &eval_seed, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
-    };
-    memcpy(flags + n_flags, own, sizeof(own));
-    n_flags += (int)(sizeof(own) / sizeof(own[0]));
     flags_parse(flags, n_flags, argc, argv);
     train_args_resolve(&a);
-    if (eval_every < 0 || eval_samples < 1) { die("--eval-every %d --eval-samples %d: expected >= 0 and >= 1", eval_every, eval_samples); }
 
     int n_gpu = 0;
     if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found (train_cpu trains on the CPU)"); }
@@ -999,17 +990,8 @@ int main(int argc, char** argv) {
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
     double flops_per_token = model_flops_per_token(cfg, a.T);
-    NeedleGrid grid, text_grid;
-    needle_grid_default(&grid, a.T, eval_samples, (uint64_t)eval_seed);
-    if (eval_every > 0) { needle_grid_build(&grid, &a.data, &train.vocab); }
-    // byte-level data trained on symbol needles: text needles are reported next to them (DESIGN.md §3),
-    // at the lengths whose haystack is at least as long as the text needle's statement and question
-    DataConfig text_data = a.data;
-    text_data.needles.kind = NEEDLE_TEXT;
-    needle_grid_default(&text_grid, a.T, eval_samples, (uint64_t)eval_seed);
-    needle_grid_drop_short(&text_grid, 2 * needle_task_len(&text_data.needles, &train.vocab));
-    int text_eval = eval_every > 0 && a.data.needles.kind == NEEDLE_SYMBOL && train.vocab.data_vocab == 256 && text_grid.n_lengths > 0;
-    if (text_eval) { needle_grid_build(&text_grid, &text_data, &train.vocab); }
+    TrainEval ev;
+    train_eval_init(&ev, &a, &train.vocab);
 
     double tok_s_sum = 0.0;
     int tok_s_n = 0;
@@ -1019,26 +1001,11 @@ int main(int argc, char** argv) {
         if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
             report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
-        if (eval_every > 0 && !stopping && (step % eval_every == 0 || last)) {
+        if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
-            gpu_needle_eval(&model, &grid, (size_t)a.B * a.T, &res);
-            needle_result_summary(&res, &grid, cfg, step, "needle");
-            if (text_eval) {
-                gpu_needle_eval(&model, &text_grid, (size_t)a.B * a.T, &text_res);
-                needle_result_summary(&text_res, &text_grid, cfg, step, "text needle");
-            }
-            if (log) {
-                fprintf(log, "{\"step\": %d, \"needle\": ", step);
-                needle_result_json(log, &res, &grid, cfg);
-                if (text_eval) {
-                    fprintf(log, ", \"text_needle\": ");
-                    needle_result_json(log, &text_res, &text_grid, cfg);
-                }
-                fprintf(log, "}\n");
-                fflush(log);
-            }
-            needle_result_free(&res);
-            if (text_eval) { needle_result_free(&text_res); }
+            gpu_needle_eval(&model, &ev.grid, (size_t)a.B * a.T, &res);
+            if (ev.text) { gpu_needle_eval(&model, &ev.text_grid, (size_t)a.B * a.T, &text_res); }
+            train_eval_report(log, step, cfg, &ev, &res, &text_res);
         }
         if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, a.T, a.ckpt_opt); }
         if (stopping) {
@@ -1067,8 +1034,7 @@ int main(int argc, char** argv) {
     if (tok_s_n > 0) { printf("mean %.0f tok/s over %d steps, %.2f GiB of GPU memory for the model\n", tok_s_sum / tok_s_n, tok_s_n, model.device_bytes / 1073741824.0); }
     if (a.ckpt_path[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", a.ckpt_path); }
     if (log) { fclose(log); }
-    if (eval_every > 0) { needle_grid_free(&grid); }
-    if (text_eval) { needle_grid_free(&text_grid); }
+    train_eval_free(&ev);
     gpu_model_free(&model);
     gpu_context_destroy(&ctx);
     dataloader_free(&train);

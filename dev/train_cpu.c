@@ -8,9 +8,10 @@ so the model can be studied, stepped through and diffed without a GPU.
     ./train_cpu -n 200 -c run.ckpt -r run.ckpt       # resume: the same losses as one 200-step run
     ./train_cpu -h                                # every flag with its default
 
-Prints loss, lr, grad norm, ms and tok/s per step, val loss every -v steps, and writes one JSON
-line per step (and per val) to -o. Checkpoints, resume, the non-finite guard and signals behave as
-in train_hybrid (README, "Checkpoints and resume").
+Prints loss, lr, grad norm, ms and tok/s per step, val loss every -v steps, the needle grid and
+retrieval heads every --eval-every steps (off by default: slow on a CPU), and writes one JSON line
+per step (and per val and eval) to -o. Checkpoints, resume, the non-finite guard and signals behave
+as in train_hybrid (README, "Checkpoints and resume").
 */
 #include "../hybrid_cpu.h"
 
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     a.ckpt_keep = 1;
     a.ckpt_opt = 1;
     a.resume = "";
+    a.eval_every = 0; a.eval_samples = 4; a.eval_seed = 20260615;
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     flags_parse(flags, n_flags, argc, argv);
@@ -53,10 +55,7 @@ int main(int argc, char** argv) {
     Model model;
     int step0 = 0;
     if (a.resume[0]) {
-        Checkpoint ck = checkpoint_read(a.resume);
-        if (ck.cfg.vocab != train.vocab.vocab) {
-            die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", a.resume, ck.cfg.vocab, train.vocab.vocab);
-        }
+        Checkpoint ck = train_resume_read(&a, train.vocab.vocab);
         model_from_checkpoint(&model, &ck);
         step0 = ck.m ? ck.step : 0;
         checkpoint_free(&ck);
@@ -68,12 +67,11 @@ int main(int argc, char** argv) {
     FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
 
     print_config_table(&model.cfg, &a, model.pl.total, "CPU (fp32 reference)");
-    if (step0 > 0) {  // the data stream picks up where the saved run was (it is deterministic from the seed)
-        for (long i = 0; i < (long)step0 * a.accum; i++) { dataloader_next_batch(&train); }
-        printf("resumed from %s at step %d\n", a.resume, step0);
-    }
+    train_resume_data(&train, &a, step0);
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
+    TrainEval ev;
+    train_eval_init(&ev, &a, &train.vocab);
     train_signals_install();
 
     for (int step = step0; step <= a.opt.steps; step++) {
@@ -81,15 +79,20 @@ int main(int argc, char** argv) {
         if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
             report_val(log, step, val_loss(&model, &val, a.val_batches));
         }
+        if (train_eval_due(&a, step, last, stopping)) {
+            NeedleResult res, text_res;
+            cpu_needle_eval(&model, &ev.grid, &res);
+            if (ev.text) { cpu_needle_eval(&model, &ev.text_grid, &text_res); }
+            train_eval_report(log, step, &model.cfg, &ev, &res, &text_res);
+        }
         if (train_should_save(&a, step, step0, last, stopping)) {
             size_t n = model.pl.total;
             checkpoint_save(a.ckpt_path, a.ckpt_keep, &model.cfg, model.params, a.ckpt_opt ? model.m : NULL,
                             a.ckpt_opt ? model.v : NULL, n, step, a.T);
         }
         if (stopping) {
-            printf("signal %d: stopped after step %d%s%s\n", (int)train_stop_signal, step, a.ckpt_path[0] ? ", checkpoint " : "", a.ckpt_path);
             if (log) { fclose(log); }
-            return 128 + train_stop_signal;
+            return train_stop_status(&a, step);
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
@@ -108,6 +111,7 @@ int main(int argc, char** argv) {
         report_step(log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, -1.0);
     }
     if (log) { fclose(log); }
+    train_eval_free(&ev);
     model_free(&model);
     dataloader_free(&train);
     dataloader_free(&val);

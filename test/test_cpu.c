@@ -560,7 +560,7 @@ static void parse_args(void* argv_) {
     memset(&a, 0, sizeof(a));
     a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window = 4; a.B = 1; a.T = 8; a.accum = 1;
     a.opt = opt_config_default(10); a.data = data_config_default(); a.val_batches = 1; a.log_path = "";
-    a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = "";
+    a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = ""; a.eval_samples = 1;
     FlagSpec f[MAX_FLAGS];
     int n = train_flags(&a, f);
     flags_parse(f, n, argc, argv);
@@ -578,6 +578,7 @@ static void test_cli(void) {
     char* missing[] = {"prog", "-n", NULL};
     char* frac[] = {"prog", "--needle-frac", "1.5", NULL};
     char* keep[] = {"prog", "--ckpt-keep", "0", NULL};
+    char* samples[] = {"prog", "--eval-samples", "0", NULL};
     expect_die("cli unknown flag", parse_args, unknown, "unknown flag '--frobnicate'");
     expect_die("cli bad pattern letter", parse_args, letters, "-p SSXF: layer pattern has 'X'");
     expect_die("cli window 0", parse_args, window, "-w 0: window must be >= 1");
@@ -587,6 +588,7 @@ static void test_cli(void) {
     expect_die("cli missing value", parse_args, missing, "flag -n needs a value");
     expect_die("cli needle fraction", parse_args, frac, "--needle-frac 1.5");
     expect_die("cli --ckpt-keep 0", parse_args, keep, "--ckpt-keep 0: expected >= 1");
+    expect_die("cli --eval-samples 0", parse_args, samples, "--eval-samples 0: expected >= 0 and >= 1");
 }
 
 // ----------------------------------------------------------------------------
