@@ -85,7 +85,7 @@ test/test_model_gpu test/test_model_gpu_bf16: test/test_model_gpu.cu test/test_c
 	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
 
 test: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
-	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh test/test_resume.sh $(GPU_TESTS)
+	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh test/test_resume.sh test/test_experiments.sh $(GPU_TESTS)
 
 # compute-sanitizer over the GPU tests (small shapes): memcheck on every kernel and the whole model,
 # racecheck (shared-memory hazards) on the attention and recurrent-mixer kernels. Needs a GPU.

@@ -1,0 +1,90 @@
+# common.sh — sourced by the finding scripts (f1_emergence.sh, f2_laziness.sh, f3_nope.sh): the
+# model sizes, the data, and run_config, which trains one config for every seed, skipping runs
+# whose log is complete. Settings come from the environment:
+#
+#   SIZE      mini (default: C 512, L 8, H 8, T 1024, B 32; DESIGN.md §6), small (C 256, L 8, H 4,
+#             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test)
+#   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini; ~1.5 min on an H100)
+#   SEEDS     seeds per config (default "1 2")
+#   DATA      a text file read as bytes (default dev/experiments/data/gcide.txt, made by
+#             prepare_text.sh), or "builtin" for the built-in text stream
+#   TRAINER   default ./train_hybrid (./train_cpu works for tiny runs)
+#   LOGDIR    default dev/experiments/logs; logs go to LOGDIR/SIZE/NAME.sSEED.jsonl.gz
+#   DEADLINE  seconds since the script started after which no new run starts (default: none); a
+#             run stopped by SIGTERM/SIGINT (e.g. `timeout`) leaves its checkpoint and resumes
+#             from it the next time
+#   EXTRA     more trainer flags for every run (e.g. needle tuning: "--needle-density 32")
+#   CKPT_EVERY  checkpoint period of a run in steps (default 500)
+#
+# A run: NAME.sSEED.jsonl while it trains, with checkpoint NAME.sSEED.ckpt every CKPT_EVERY steps; when
+# the trainer exits 0 the log is gzipped to NAME.sSEED.jsonl.gz (complete: skipped from then on)
+# and the checkpoint deleted. A log without a checkpoint (a run that died before its first save)
+# starts over.
+set -euo pipefail
+
+SIZE=${SIZE:-mini}
+STEPS=${STEPS:-4000}
+SEEDS=${SEEDS:-"1 2"}
+DATA=${DATA:-dev/experiments/data/gcide.txt}
+TRAINER=${TRAINER:-./train_hybrid}
+LOGDIR=${LOGDIR:-dev/experiments/logs}
+DEADLINE=${DEADLINE:-0}
+EXTRA=${EXTRA:-}
+CKPT_EVERY=${CKPT_EVERY:-500}
+EXP_START=$(date +%s)
+
+case "$SIZE" in
+    mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 2e-3) ;;
+    small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 3e-3) ;;
+    tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
+    *) echo "error: SIZE=$SIZE: expected mini, small or tiny" >&2; exit 1 ;;
+esac
+if [ "$DATA" = builtin ]; then DATA_FLAGS=()
+elif [ -s "$DATA" ]; then DATA_FLAGS=(--bytes -i "$DATA")
+else echo "error: DATA=$DATA: no such file (run bash dev/experiments/prepare_text.sh, or DATA=builtin)" >&2; exit 1; fi
+[ -x "$TRAINER" ] || { echo "error: TRAINER=$TRAINER: not built (make)" >&2; exit 1; }
+# every step of training carries needles; the grid and retrieval heads 40 times per run, val 10 times
+EVERY=$(( STEPS / 40 > 0 ? STEPS / 40 : 1 ))
+VAL_EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
+COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "$EVERY" -v "$VAL_EVERY" -V 8)
+mkdir -p "$LOGDIR/$SIZE"
+
+# run_config NAME FLAGS...: trains NAME (the config's flags) once per seed
+run_config() {
+    local name=$1; shift
+    local seed
+    for seed in $SEEDS; do
+        local base="$LOGDIR/$SIZE/$name.s$seed"
+        if [ -s "$base.jsonl.gz" ]; then echo "skip $base: complete"; continue; fi
+        if [ "$DEADLINE" -gt 0 ] && [ $(( $(date +%s) - EXP_START )) -ge "$DEADLINE" ]; then
+            echo "deadline: $base not started"; continue
+        fi
+        local resume=()
+        if [ -s "$base.ckpt" ]; then
+            # the log keeps the records up to the checkpoint's step s0 (the optimizer step s0 itself
+            # included; its val and needle evals are run again by the resumed run), which logs the rest
+            local s0
+            s0=$(od -An -t d4 -j 56 -N 4 "$base.ckpt" | tr -d ' ')
+            awk -v s0="$s0" 'match($0, /"step": [0-9]+/) { s = substr($0, RSTART + 8, RLENGTH - 8) + 0; if (s < s0 || (s == s0 && /"loss"/)) print }' \
+                "$base.jsonl" > "$base.jsonl.tmp"
+            mv "$base.jsonl.tmp" "$base.jsonl"
+            resume=(-r "$base.ckpt")
+            echo "resume $base from step $s0"
+        else
+            rm -f "$base.jsonl"
+            echo "run $base"
+        fi
+        local rc=0
+        # shellcheck disable=SC2086  # EXTRA is a list of flags
+        "$TRAINER" "${MODEL[@]}" "${DATA_FLAGS[@]}" "${COMMON[@]}" -s "$seed" "$@" $EXTRA "${resume[@]}" \
+            -o "$base.jsonl" -c "$base.ckpt" --ckpt-every "$CKPT_EVERY" > "$base.out" 2>&1 || rc=$?
+        if [ $rc -ne 0 ]; then
+            echo "stopped $base: exit $rc ($(tail -n 1 "$base.out"))"
+            [ $rc -ge 128 ] && exit $rc  # a signal: stop the whole grid, the checkpoint resumes it
+            continue
+        fi
+        gzip -9 -f "$base.jsonl"
+        rm -f "$base.ckpt" "$base.ckpt.tmp" "$base.out"
+        echo "done $base"
+    done
+}

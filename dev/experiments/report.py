@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""report.py — the paper-mini results from the experiment logs: PNG plots and a markdown table per
+finding (DESIGN.md §6). Needs no GPU: it reads only the JSONL logs that f1_emergence.sh,
+f2_laziness.sh and f3_nope.sh leave (matplotlib; Debian: apt-get install python3-matplotlib).
+
+    python3 dev/experiments/report.py                      # logs/<size>/ -> results/<size>/
+    python3 dev/experiments/report.py --logs DIR --out DIR
+
+For every model size (a folder of logs/) it writes into results/<size>/:
+    f1_emergence.png   needle accuracy at length T vs tokens seen, per config (mean over seeds,
+                       the band spans the seeds)
+    f2_laziness.png    best F-layer retrieval score vs tokens for the SSSF windows, and the step where
+                       it first exceeds 0.5 against W
+    f3_nope.png        needle accuracy vs length (T/4 .. 4T) at the end of training, F = RoPE vs NoPE
+    results.md         the tables behind the plots
+A run's log is <config>.s<seed>.jsonl.gz; only complete (gzipped) logs are read. Numbers come only
+from the logs: "-" where an event did not happen within the run.
+"""
+import argparse
+import gzip
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from plot import mean_over_depths, plt, read_log  # noqa: E402  (dev/plot.py: log reader, matplotlib set up)
+
+F1_CONFIGS = ["F", "SSSF_w32", "SSSF_w128", "SSSF_w512", "RRRF_gdn", "RRRF_gla"]
+F2_WINDOWS = [32, 64, 128, 256, 512]
+F3_PAIRS = [("SSSF_w32", "SSSF_w32_fnope"), ("SSSF_w512", "SSSF_w512_fnope")]
+THRESHOLD = 0.5
+
+
+def tokens_per_step(path):
+    """B·T·accum of a run, from its first step record (tok/s × ms)."""
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            rec = json.loads(line)
+            if "tok_per_s" in rec:
+                return round(rec["tok_per_s"] * rec["ms"] / 1000.0)
+    sys.exit(f"error: {path}: no step record (tok_per_s, ms)")
+
+
+def best_f_head(needle):
+    """the best retrieval score among the heads of the F layers (None without F layers)"""
+    scores = [max(a["score"]) for a in needle["attn_layers"] if a["type"] == "F"]
+    return max(scores) if scores else None
+
+
+class Run:
+    """One complete log: evals as (step, needle), the final val loss, tokens per step."""
+
+    def __init__(self, path):
+        _, val, evals = read_log(path)
+        if not evals:
+            sys.exit(f"error: {path}: no needle evals (was it run with --eval-every?)")
+        self.path = path
+        self.tps = tokens_per_step(path)
+        self.evals = evals
+        self.val_loss = val[-1][1] if val else None
+        self.lengths = evals[0][1]["lengths"]
+        self.T = self.lengths[len(self.lengths) // 2]  # the grid is T/4, T/2, T, 2T, 4T (DESIGN.md §4)
+
+    def acc_at(self, length):
+        """(steps, accuracy at `length`, mean over depths) over the evals"""
+        i = self.lengths.index(length)
+        return [s for s, _ in self.evals], [mean_over_depths(n)[i] for _, n in self.evals]
+
+    def first_step(self, values):
+        """the first eval step whose value is over THRESHOLD, None if none"""
+        for (s, _), v in zip(self.evals, values):
+            if v is not None and v > THRESHOLD:
+                return s
+        return None
+
+    def best_f(self):
+        return [best_f_head(n) for _, n in self.evals]
+
+
+def load_runs(folder):
+    """{config: [Run per seed]} of one size's folder"""
+    runs = defaultdict(list)
+    for name in sorted(os.listdir(folder)):
+        m = re.match(r"(.+)\.s(\d+)\.jsonl\.gz$", name)
+        if m:
+            runs[m.group(1)].append(Run(os.path.join(folder, name)))
+    return runs
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def fmt(x, spec="{:.2f}"):
+    return "-" if x is None else spec.format(x)
+
+
+def seeds_fmt(xs, spec):
+    """'mean (seed values)' of per-seed numbers, '-' for seeds where it did not happen"""
+    return f"{fmt(mean(xs), spec)} ({', '.join(fmt(x, spec) for x in xs)})"
+
+
+def band_plot(ax, runs, series, label, color):
+    """mean over seeds of series(run) -> (xs, ys), with the min..max band; x in M tokens"""
+    curves = [series(r) for r in runs]
+    n = min(len(c[0]) for c in curves)
+    xs = [x / 1e6 for x in curves[0][0][:n]]
+    cols = [[c[1][i] for c in curves if c[1][i] is not None] for i in range(n)]
+    keep = [i for i in range(n) if cols[i]]
+    ax.plot([xs[i] for i in keep], [sum(cols[i]) / len(cols[i]) for i in keep], "-", color=color, label=label)
+    if len(runs) > 1:
+        ax.fill_between([xs[i] for i in keep], [min(cols[i]) for i in keep], [max(cols[i]) for i in keep], color=color, alpha=0.2)
+
+
+def finish(fig, ax, xlabel, ylabel, out):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def acc_series(r):
+    steps, acc = r.acc_at(r.T)
+    return [s * r.tps for s in steps], acc
+
+
+def best_f_series(r):
+    return [s * r.tps for s, _ in r.evals], r.best_f()
+
+
+def finding1(runs, out, md):
+    configs = [c for c in F1_CONFIGS if c in runs]
+    if not configs:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, c in enumerate(configs):
+        band_plot(ax, runs[c], acc_series, c, f"C{i}")
+    ax.axhline(THRESHOLD, color="gray", lw=0.8, ls=":")
+    ax.set_ylim(-0.03, 1.03)
+    finish(fig, ax, "tokens seen (M)", "needle accuracy at length T", os.path.join(out, "f1_emergence.png"))
+    md.append("### Finding 1: emergence speed vs convergence\n")
+    md.append("Needle exact-match accuracy at length T (mean over depths). Mean over seeds, per seed in brackets.\n")
+    md.append("| config | seeds | M tokens to acc > 0.5 | final acc at T | final acc at 2T | final acc at 4T | final val loss |")
+    md.append("|---|---|---|---|---|---|---|")
+    for c in configs:
+        rs = runs[c]
+        steps = [r.first_step(r.acc_at(r.T)[1]) for r in rs]
+        first = [None if s is None else s * r.tps / 1e6 for s, r in zip(steps, rs)]
+        final = {k: [r.acc_at(k * r.T // 4)[1][-1] for r in rs] for k in (4, 8, 16)}
+        md.append(f"| {c} | {len(rs)} | {seeds_fmt(first, '{:.0f}')} | {seeds_fmt(final[4], '{:.2f}')} | "
+                  f"{seeds_fmt(final[8], '{:.2f}')} | {seeds_fmt(final[16], '{:.2f}')} | {seeds_fmt([r.val_loss for r in rs], '{:.3f}')} |")
+    md.append("")
+
+
+def finding2(runs, out, md):
+    windows = [w for w in F2_WINDOWS if f"SSSF_w{w}" in runs]
+    if not windows:
+        return
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for i, w in enumerate(windows):
+        band_plot(ax, runs[f"SSSF_w{w}"], best_f_series, f"SSSF W {w}", f"C{i}")
+    ax.axhline(THRESHOLD, color="gray", lw=0.8, ls=":")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("tokens seen (M)")
+    ax.set_ylabel("best F-layer retrieval score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    firsts = {w: [r.first_step(r.best_f()) for r in runs[f"SSSF_w{w}"]] for w in windows}
+    for w in windows:
+        ys = [s for s in firsts[w] if s is not None]
+        ax2.plot([w] * len(ys), ys, "o", color="C0", alpha=0.6)
+    pts = [(w, mean(firsts[w])) for w in windows if mean(firsts[w]) is not None]
+    if pts:
+        ax2.plot(*zip(*pts), "-", color="C0", label="mean over seeds")
+    ax2.set_xscale("log", base=2)
+    finish(fig, ax2, "SWA window W", f"first step with a retrieval head > {THRESHOLD}", os.path.join(out, "f2_laziness.png"))
+    md.append("### Finding 2: Large-Window Laziness\n")
+    md.append(f"The first eval step at which the best head of an F layer scores over {THRESHOLD} (the fraction of answer "
+              "tokens whose attention argmax is the needle token being copied), and that score at the end.\n")
+    md.append(f"| config | seeds | first step best F head > {THRESHOLD} | final best F head | final acc at T |")
+    md.append("|---|---|---|---|---|")
+    for w in windows:
+        rs = runs[f"SSSF_w{w}"]
+        md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | "
+                  f"{seeds_fmt([r.acc_at(r.T)[1][-1] for r in rs], '{:.2f}')} |")
+    md.append("")
+
+
+def finding3(runs, out, md):
+    pairs = [(a, b) for a, b in F3_PAIRS if a in runs and b in runs]
+    if not pairs:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (rope, nope) in enumerate(pairs):
+        for name, style in ((rope, "o-"), (nope, "s--")):
+            rs = runs[name]
+            lengths = rs[0].lengths
+            ys = [mean([r.acc_at(L)[1][-1] for r in rs]) for L in lengths]
+            ax.plot([L / rs[0].T for L in lengths], ys, style, color=f"C{i}", label=f"{name} (F {'NoPE' if name == nope else 'RoPE'})")
+    ax.axvline(1.0, color="gray", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.03, 1.03)
+    finish(fig, ax, "needle length / training length T", "needle accuracy at the end", os.path.join(out, "f3_nope.png"))
+    md.append("### Finding 3: NoPE on the full-attention layers\n")
+    md.append("Final needle accuracy per length (mean over depths and seeds) and the final val loss (short context, length T).\n")
+    lengths = runs[pairs[0][0]][0].lengths
+    T = runs[pairs[0][0]][0].T
+    md.append("| config | F layers | seeds | " + " | ".join(f"acc {L / T:g}T" for L in lengths) + " | val loss |")
+    md.append("|---|---|---|" + "---|" * len(lengths) + "---|")
+    for rope, nope in pairs:
+        for name in (rope, nope):
+            rs = runs[name]
+            accs = " | ".join(fmt(mean([r.acc_at(L)[1][-1] for r in rs])) for L in lengths)
+            md.append(f"| {rope} | {'NoPE' if name == nope else 'RoPE'} | {len(rs)} | {accs} | {seeds_fmt([r.val_loss for r in rs], '{:.3f}')} |")
+    md.append("")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description="paper-mini plots and tables from the experiment logs")
+    p.add_argument("--logs", default=os.path.join(here, "logs"), help="folder of <size>/ log folders (default dev/experiments/logs)")
+    p.add_argument("--out", default=os.path.join(here, "results"), help="output folder (default dev/experiments/results)")
+    a = p.parse_args()
+    if not os.path.isdir(a.logs):
+        sys.exit(f"error: --logs {a.logs}: no such folder (run the finding scripts first)")
+    sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d)))
+    done = 0
+    for size in sizes:
+        runs = load_runs(os.path.join(a.logs, size))
+        if not runs:
+            continue
+        out = os.path.join(a.out, size)
+        os.makedirs(out, exist_ok=True)
+        md = [f"## Model size `{size}`\n", f"Runs: {sum(len(v) for v in runs.values())} complete logs in {len(runs)} configs.\n"]
+        finding1(runs, out, md)
+        finding2(runs, out, md)
+        finding3(runs, out, md)
+        with open(os.path.join(out, "results.md"), "w") as f:
+            f.write("\n".join(md) + "\n")
+        print(f"{size}: {', '.join(sorted(x for x in os.listdir(out)))} in {out}/")
+        done += 1
+    if done == 0:
+        sys.exit(f"error: {a.logs}: no complete logs (<size>/<config>.s<seed>.jsonl.gz)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# test_experiments.sh — the paper-mini pipeline (dev/experiments) on the CPU, with train_cpu and the
+# tiny size:
+#   grid:      f3_nope.sh trains its four configs and leaves complete, gzipped logs
+#   skip:      run again, every run is skipped as complete
+#   resume:    a run stopped by SIGTERM resumes from its checkpoint; its finished log equals, number
+#              for number (timings aside), the log of the same run never stopped
+#   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
+#              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those;
+#              draws the plots of the real tiny logs (skipped without matplotlib)
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+dir=$(mktemp -d)
+passed=0; failed=0; skipped=0
+pass() { echo "PASS $1: $2"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+numbers() { gzip -dc "$1" | sed -e 's/, "tok_per_s".*$//'; }
+# evals every 15 / 50 steps, not 40 per run: on a CPU they cost more than the training
+export SIZE=tiny SEEDS=1 DATA=builtin TRAINER=./train_cpu STEPS=60 CKPT_EVERY=10 EXTRA="--eval-every 15"
+
+out=$(LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
+n=$(ls "$dir/a/tiny/"*.jsonl.gz 2>/dev/null | wc -l)
+if [ "$n" = 4 ] && [ -z "$(ls "$dir/a/tiny/" | grep -v 'jsonl.gz$')" ]; then pass "experiments grid" "f3_nope.sh: 4 complete logs, no checkpoints left"
+else fail "experiments grid" "$n logs; $(ls "$dir/a/tiny/" | tr '\n' ' '); $(echo "$out" | tail -n 2 | tr '\n' ' ')"; fi
+
+out=$(LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
+if [ "$(echo "$out" | grep -c '^skip .*: complete$')" = 4 ]; then pass "experiments skip" "a second f3_nope.sh skips its 4 complete runs"
+else fail "experiments skip" "$(echo "$out" | head -n 2 | tr '\n' ' ')"; fi
+
+# stop the first run of a fresh grid once it has a checkpoint and 25 logged steps, then go on
+export STEPS=200 EXTRA="--eval-every 50"
+LOGDIR="$dir/b" setsid bash dev/experiments/f3_nope.sh > "$dir/b.out" 2>&1 &
+pid=$!
+log="$dir/b/tiny/SSSF_w32.s1.jsonl"
+waited=0
+while { [ ! -s "$log" ] || [ ! -s "${log%.jsonl}.ckpt" ] || [ "$(grep -c '"loss"' "$log")" -lt 25 ]; } && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
+kill -TERM -- -$pid 2> /dev/null
+wait $pid 2> /dev/null
+out=$(LOGDIR="$dir/b" SEEDS=1 bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
+LOGDIR="$dir/c" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' > /dev/null 2>&1
+if [[ "$out" == *"resume $dir/b/tiny/SSSF_w32.s1 from step"* ]] && [ -s "$log.gz" ] \
+    && cmp -s <(numbers "$log.gz") <(numbers "$dir/c/tiny/SSSF_w32.s1.jsonl.gz"); then
+    pass "experiments resume" "$(echo "$out" | grep -o 'from step [0-9]*'), finished log equal to the uninterrupted run's ($(numbers "$log.gz" | wc -l) records)"
+else fail "experiments resume" "$(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
+
+if ! "$PY" -c "import matplotlib" 2>/dev/null; then
+    echo "SKIP experiments report: no matplotlib for $PY (apt-get install python3-matplotlib)"
+    echo "SKIP experiments report plots: no matplotlib for $PY"
+    skipped=2
+else
+    # synthetic logs: 100k tokens per step; accuracy at T 0 / 0.3 / 0.7 / 1.0 at steps 10..40, the
+    # F head 0.2 / 0.6 / 0.9 / 1.0; val loss 2.5 at the end
+    mkdir -p "$dir/syn/mini"
+    "$PY" - "$dir/syn/mini" << 'EOF'
+import gzip, json, sys
+for seed in (1, 2):
+    with gzip.open(f"{sys.argv[1]}/SSSF_w32.s{seed}.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"step": 1, "loss": 5.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
+        for step, acc, head in ((10, 0.0, 0.2), (20, 0.3, 0.6), (30, 0.7, 0.9), (40, 1.0, 1.0)):
+            rows = [[a] * 5 for a in (acc, acc, acc, acc / 2, 0.0)]
+            layers = [{"layer": 0, "type": "S", "score": [0.1, 0.0], "mass": [0, 0]}, {"layer": 1, "type": "F", "score": [head, 0.0], "mass": [0, 0]}]
+            f.write(json.dumps({"step": step, "needle": {"lengths": [256, 512, 1024, 2048, 4096], "acc": rows, "attn_layers": layers}}) + "\n")
+        f.write(json.dumps({"step": 40, "val_loss": 2.5}) + "\n")
+EOF
+    msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" 2>&1)
+    md="$dir/synres/mini/results.md"
+    if grep -q '^| SSSF_w32 | 2 | 3 (3, 3) | 1.00 (1.00, 1.00) | 0.50 (0.50, 0.50) | 0.00 (0.00, 0.00) | 2.500 (2.500, 2.500) |$' "$md" 2> /dev/null \
+        && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) |$' "$md"; then
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens, F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T"
+    else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
+    msg=$("$PY" dev/experiments/report.py --logs "$dir/a" --out "$dir/res" 2>&1)
+    missing=""
+    for f in f1_emergence f2_laziness f3_nope; do [ -s "$dir/res/tiny/$f.png" ] || missing="$missing $f.png"; done
+    if [ -z "$missing" ] && grep -q '^| SSSF_w32 | NoPE | 1 |' "$dir/res/tiny/results.md"; then pass "experiments report plots" "$msg"
+    else fail "experiments report plots" "missing$missing: $msg"; fi
+fi
+rm -rf "$dir"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
