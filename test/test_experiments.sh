@@ -3,6 +3,7 @@
 # tiny size:
 #   grid:      f3_nope.sh trains its four configs and leaves complete, gzipped logs
 #   skip:      run again, every run is skipped as complete
+#   GPUS:      two seeds side by side give the logs of one at a time
 #   resume:    a run stopped by SIGTERM resumes from its checkpoint; its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
@@ -26,6 +27,12 @@ else fail "experiments grid" "$n logs; $(ls "$dir/a/tiny/" | tr '\n' ' '); $(ech
 out=$(LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
 if [ "$(echo "$out" | grep -c '^skip .*: complete$')" = 4 ]; then pass "experiments skip" "a second f3_nope.sh skips its 4 complete runs"
 else fail "experiments skip" "$(echo "$out" | head -n 2 | tr '\n' ' ')"; fi
+
+out=$(LOGDIR="$dir/d" SEEDS="1 2" GPUS="0 1" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
+if [[ "$out" == *"on GPU 1"* ]] && [ -s "$dir/d/tiny/SSSF_w32.s2.jsonl.gz" ] \
+    && cmp -s <(numbers "$dir/d/tiny/SSSF_w32.s1.jsonl.gz") <(numbers "$dir/a/tiny/SSSF_w32.s1.jsonl.gz"); then
+    pass "experiments GPUS" "seeds 1 and 2 side by side (GPUS=\"0 1\"); seed 1's log equal to the sequential grid's"
+else fail "experiments GPUS" "$(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
 
 # stop the first run of a fresh grid once it has a checkpoint and 25 logged steps, then go on
 export STEPS=200 EXTRA="--eval-every 50"

@@ -15,6 +15,7 @@
 #             from it the next time
 #   EXTRA     more trainer flags for every run (e.g. needle tuning: "--needle-density 32")
 #   CKPT_EVERY  checkpoint period of a run in steps (default 500)
+#   GPUS      e.g. "0 1": the seeds of a config run side by side, one per GPU (default: one at a time)
 #
 # A run: NAME.sSEED.jsonl while it trains, with checkpoint NAME.sSEED.ckpt every CKPT_EVERY steps; when
 # the trainer exits 0 the log is gzipped to NAME.sSEED.jsonl.gz (complete: skipped from then on)
@@ -49,42 +50,66 @@ VAL_EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
 COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "$EVERY" -v "$VAL_EVERY" -V 8)
 mkdir -p "$LOGDIR/$SIZE"
 
-# run_config NAME FLAGS...: trains NAME (the config's flags) once per seed
+# run_seed NAME SEED GPU FLAGS...: one run (GPU: the CUDA device it sees, "" = the default one).
+# Returns the trainer's exit status (0 when skipped).
+run_seed() {
+    local name=$1 seed=$2 gpu=$3; shift 3
+    local base="$LOGDIR/$SIZE/$name.s$seed"
+    if [ -s "$base.jsonl.gz" ]; then echo "skip $base: complete"; return 0; fi
+    if [ "$DEADLINE" -gt 0 ] && [ $(( $(date +%s) - EXP_START )) -ge "$DEADLINE" ]; then
+        echo "deadline: $base not started"; return 0
+    fi
+    local resume=()
+    if [ -s "$base.ckpt" ]; then
+        # the log keeps the records up to the checkpoint's step s0 (the optimizer step s0 itself
+        # included; its val and needle evals are run again by the resumed run), which logs the rest
+        local s0
+        s0=$(od -An -t d4 -j 56 -N 4 "$base.ckpt" | tr -d ' ')
+        awk -v s0="$s0" 'match($0, /"step": [0-9]+/) { s = substr($0, RSTART + 8, RLENGTH - 8) + 0; if (s < s0 || (s == s0 && /"loss"/)) print }' \
+            "$base.jsonl" > "$base.jsonl.tmp"
+        mv "$base.jsonl.tmp" "$base.jsonl"
+        resume=(-r "$base.ckpt")
+        echo "resume $base from step $s0"
+    else
+        rm -f "$base.jsonl"
+        echo "run $base${gpu:+ on GPU $gpu}"
+    fi
+    local rc=0
+    # shellcheck disable=SC2086  # EXTRA is a list of flags
+    CUDA_VISIBLE_DEVICES=${gpu:-${CUDA_VISIBLE_DEVICES:-}} "$TRAINER" "${MODEL[@]}" "${DATA_FLAGS[@]}" "${COMMON[@]}" -s "$seed" "$@" \
+        $EXTRA "${resume[@]}" -o "$base.jsonl" -c "$base.ckpt" --ckpt-every "$CKPT_EVERY" > "$base.out" 2>&1 || rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "stopped $base: exit $rc ($(tail -n 1 "$base.out"))"
+        return $rc
+    fi
+    gzip -9 -f "$base.jsonl"
+    rm -f "$base.ckpt" "$base.ckpt.tmp" "$base.out"
+    echo "done $base"
+}
+
+# run_config NAME FLAGS...: trains NAME (the config's flags) once per seed; with GPUS="0 1" the seeds
+# run side by side, one per GPU. A run stopped by a signal stops the whole grid (its checkpoint
+# resumes it); a run that failed otherwise is reported and the grid goes on.
 run_config() {
     local name=$1; shift
-    local seed
+    local gpus=(${GPUS:-}) seed i=0 pids=() rc=0
+    if [ ${#gpus[@]} -le 1 ]; then
+        for seed in $SEEDS; do
+            run_seed "$name" "$seed" "${gpus[0]:-}" "$@" || rc=$?
+            if [ $rc -ge 128 ]; then exit $rc; fi
+        done
+        return 0
+    fi
     for seed in $SEEDS; do
-        local base="$LOGDIR/$SIZE/$name.s$seed"
-        if [ -s "$base.jsonl.gz" ]; then echo "skip $base: complete"; continue; fi
-        if [ "$DEADLINE" -gt 0 ] && [ $(( $(date +%s) - EXP_START )) -ge "$DEADLINE" ]; then
-            echo "deadline: $base not started"; continue
+        run_seed "$name" "$seed" "${gpus[i % ${#gpus[@]}]}" "$@" &
+        pids+=($!)
+        i=$((i + 1))
+        if [ ${#pids[@]} -eq ${#gpus[@]} ] || [ $i -eq $(echo $SEEDS | wc -w) ]; then
+            for p in "${pids[@]}"; do
+                wait "$p" || rc=$?
+                if [ $rc -ge 128 ]; then exit $rc; fi
+            done
+            pids=()
         fi
-        local resume=()
-        if [ -s "$base.ckpt" ]; then
-            # the log keeps the records up to the checkpoint's step s0 (the optimizer step s0 itself
-            # included; its val and needle evals are run again by the resumed run), which logs the rest
-            local s0
-            s0=$(od -An -t d4 -j 56 -N 4 "$base.ckpt" | tr -d ' ')
-            awk -v s0="$s0" 'match($0, /"step": [0-9]+/) { s = substr($0, RSTART + 8, RLENGTH - 8) + 0; if (s < s0 || (s == s0 && /"loss"/)) print }' \
-                "$base.jsonl" > "$base.jsonl.tmp"
-            mv "$base.jsonl.tmp" "$base.jsonl"
-            resume=(-r "$base.ckpt")
-            echo "resume $base from step $s0"
-        else
-            rm -f "$base.jsonl"
-            echo "run $base"
-        fi
-        local rc=0
-        # shellcheck disable=SC2086  # EXTRA is a list of flags
-        "$TRAINER" "${MODEL[@]}" "${DATA_FLAGS[@]}" "${COMMON[@]}" -s "$seed" "$@" $EXTRA "${resume[@]}" \
-            -o "$base.jsonl" -c "$base.ckpt" --ckpt-every "$CKPT_EVERY" > "$base.out" 2>&1 || rc=$?
-        if [ $rc -ne 0 ]; then
-            echo "stopped $base: exit $rc ($(tail -n 1 "$base.out"))"
-            [ $rc -ge 128 ] && exit $rc  # a signal: stop the whole grid, the checkpoint resumes it
-            continue
-        fi
-        gzip -9 -f "$base.jsonl"
-        rm -f "$base.ckpt" "$base.ckpt.tmp" "$base.out"
-        echo "done $base"
     done
 }
