@@ -4,7 +4,8 @@
 #
 #   SIZE      mini (default: C 512, L 8, H 8, T 1024, B 32; DESIGN.md §6), small (C 256, L 8, H 4,
 #             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test)
-#   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini; ~1.5 min on an H100)
+#   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; DESIGN.md §6
+#             allows 5 minutes of H100 per run)
 #   SEEDS     seeds per config (default "1 2")
 #   DATA      a text file read as bytes (default dev/experiments/data/gcide.txt, made by
 #             prepare_text.sh), or "builtin" for the built-in text stream
