@@ -32,8 +32,17 @@ PRECISION ?= BF16
 ifeq ($(filter $(PRECISION),BF16 FP32),)
   $(error PRECISION=$(PRECISION): expected BF16 or FP32)
 endif
+# NCCL: train_hybrid --gpus N (data parallel) is built when nccl.h is there, as llm.c does
+NCCL_H := $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)
 ifneq ($(NVCC),)
   $(info ✓ nvcc found: $(NVCC))
+  ifneq ($(NCCL_H),)
+    NCCL_FLAGS = -DMULTI_GPU
+    NCCL_LIB = -lnccl
+    $(info ✓ NCCL found: train_hybrid --gpus N trains data-parallel)
+  else
+    $(info ✗ NCCL not found: train_hybrid trains on one GPU)
+  endif
   GPU_PROGRAMS = train_hybrid dev/bench/bench_step dev/cuda/attention dev/cuda/delta_rule
   GPU_TESTS = test/test_gpu test/test_gpu_bf16 test/test_model_gpu test/test_model_gpu_bf16
 else
@@ -66,11 +75,11 @@ test/test_gpu test/test_gpu_bf16: test/test_gpu.cu test/test_common.h test/test_
 	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lm
 
 train_hybrid: train_hybrid.cu $(GPU_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
+	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
 # step and kernel speed against DESIGN.md §5's targets; includes train_hybrid.cu with TESTING
 dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
+	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
 # standalone attention kernel versions (llm.c dev/cuda style): CPU check and timing
 dev/cuda/attention: dev/cuda/attention.cu test/test_gpu_common.cuh $(GPU_HEADERS)
@@ -82,10 +91,10 @@ dev/cuda/delta_rule: dev/cuda/delta_rule.cu test/test_gpu_common.cuh $(GPU_HEADE
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING
 test/test_model_gpu test/test_model_gpu_bf16: test/test_model_gpu.cu test/test_common.h test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lcublas -lm
+	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
 test: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
-	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh test/test_resume.sh test/test_experiments.sh $(GPU_TESTS)
+	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh test/test_resume.sh test/test_experiments.sh test/test_multigpu.sh $(GPU_TESTS)
 
 # compute-sanitizer over the GPU tests (small shapes): memcheck on every kernel and the whole model,
 # racecheck (shared-memory hazards) on the attention and recurrent-mixer kernels. Needs a GPU.

@@ -682,6 +682,11 @@ static void dataloader_rewind(DataLoader* dl) {
     dataloader_init(dl, &dc, split, B, T, seed);
 }
 
+// Advances the stream by n batches (the ones other data-parallel ranks train on; a resumed run's past).
+static void dataloader_skip(DataLoader* dl, long n) {
+    for (long i = 0; i < n; i++) { dataloader_next_batch(dl); }
+}
+
 // ----------------------------------------------------------------------------
 // The needle eval grid (DESIGN.md §4): lengths × depths × samples. Every sample is fixed by the
 // grid's seed and the val haystack (its own stream, read from the start), so every run and every

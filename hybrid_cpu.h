@@ -1673,10 +1673,11 @@ static Checkpoint train_resume_read(const TrainArgs* a, int data_vocab) {
     return ck;
 }
 
-// A resumed run's data stream picks up where the saved run was (it is deterministic from the seed).
-static void train_resume_data(DataLoader* train, const TrainArgs* a, int step0) {
+// A resumed run's data stream picks up where the saved run was (it is deterministic from the seed):
+// step0 steps of accum micro-batches on each of `world` data-parallel ranks.
+static void train_resume_data(DataLoader* train, const TrainArgs* a, int step0, int world) {
     if (step0 == 0) { return; }
-    for (long i = 0; i < (long)step0 * a->accum; i++) { dataloader_next_batch(train); }
+    dataloader_skip(train, (long)step0 * a->accum * world);
     printf("resumed from %s at step %d\n", a->resume, step0);
 }
 

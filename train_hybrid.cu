@@ -1,11 +1,13 @@
 /*
 train_hybrid.cu — trains a hybrid of full attention (F), sliding-window attention (S) and Gated
-DeltaNet (R) layers on one GPU. The model is hybrid_cpu.h's (../shared/DESIGN.md §1), layer by
-layer: the same tensor tables and layouts, the same forward/backward lists, so a GPU run can be
-diffed against the CPU reference tensor by tensor (test/test_model_gpu.cu does).
+DeltaNet (R) layers on one GPU, or data-parallel on several (--gpus N, NCCL). The model is
+hybrid_cpu.h's (../shared/DESIGN.md §1), layer by layer: the same tensor tables and layouts, the
+same forward/backward lists, so a GPU run can be diffed against the CPU reference tensor by tensor
+(test/test_model_gpu.cu does).
 
     make train_hybrid && ./train_hybrid               # built-in data, the default SSSF hybrid
     ./train_hybrid -p SRF -w 128 --pos-full nope      # any pattern, window, positional encoding
+    ./train_hybrid --gpus 2                            # data parallel on 2 GPUs of this host
     ./train_hybrid -h                                  # every flag with its default
 
 Precision (make PRECISION=BF16|FP32, dataloader.h's floatX): activations and the parameter copy the
@@ -31,9 +33,16 @@ Every reduction runs in a fixed order: the same seed gives the same losses, bit 
 
 defines: GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, crossentropy, adamw, sum of
          squares) with their launchers, cuBLAS matmuls (cublasGemmEx), GpuModel (build, forward, zero_grad,
-         backward, grad_norm, update, save), the training loop (main, unless TESTING)
+         backward, grad_norm, update, save), data parallel over GPUs (Dist: dist_init, dist_sum,
+         dist_max, dist_sum_grads; NCCL, built with MULTI_GPU), the training loop (main, unless TESTING)
 */
 #include <cublas_v2.h>
+#include <errno.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef MULTI_GPU
+#include <nccl.h>
+#endif
 #include "hybrid_cpu.h"         // defines: Config, tensor tables, layouts, params_init, OptConfig, lr_at, flags, checkpoints (and dataloader.h)
 #include "attention_swa.cuh"    // defines: swa_forward_gpu/backward (and full_attn.cuh: attention_forward_gpu/backward)
 #include "recurrent_mixer.cuh"  // defines: conv_silu, l2norm, gates, delta_rule forward/backward on the GPU
@@ -929,6 +938,192 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
 }
 
 // ----------------------------------------------------------------------------
+// Data parallel over GPUs (NCCL)
+//
+// `--gpus N` forks one process per GPU of this host, before any CUDA call; `--nodes M --node-rank R
+// --nccl-id FILE` spans M hosts (rank = R N + the local GPU), rank 0 writing the NCCL id to FILE on
+// a file system every host sees (use a fresh path per run). Every rank holds the whole model and
+// AdamW state and trains on its own micro-batches: of the accum x world micro-batches of a step,
+// rank r takes a x world + r, so the run is one GPU's with -a accum x world. One all-reduce sums the
+// gradients before the norm and the update, which are then the same on every rank, bit for bit:
+// the parameters never diverge. Rank 0 alone prints, logs, runs val and the needle evals and writes
+// checkpoints; the others wait for it at the next all-reduce. Every step the ranks also agree on
+// stopping: a signal seen by any rank stops all of them after the same step.
+
+#define DIST_MAX_GPUS 64
+#define DIST_ID_WAIT_S 600  // how long the other hosts wait for rank 0's id file
+#define DIST_KILL_S 120     // after a rank failed, how long the others get to exit before SIGKILL
+
+typedef struct {
+    int rank, world, local;  // global rank, number of ranks, this process's GPU on its host
+#ifdef MULTI_GPU
+    ncclComm_t comm;
+#endif
+    double* scalar;          // one double on the GPU for the scalar all-reduces
+} Dist;
+
+#ifdef MULTI_GPU
+static void nccl_check_at(ncclResult_t r, const char* file, int line) {
+    if (r != ncclSuccess) { die_at(file, line, "NCCL: %s", ncclGetErrorString(r)); }
+}
+#define ncclCheck(r) nccl_check_at((r), __FILE__, __LINE__)
+
+static volatile sig_atomic_t dist_parent_signal = 0, dist_parent_alarm = 0;
+static void dist_on_signal(int sig) { dist_parent_signal = sig; }
+static void dist_on_alarm(int sig) { (void)sig; dist_parent_alarm = 1; }
+
+// The parent of this host's ranks: forwards SIGINT/SIGTERM to them and waits for all. When a rank
+// fails on its own, the others are stopped (SIGTERM, SIGKILL DIST_KILL_S later: a rank whose peer is
+// gone waits forever in its all-reduce). Exits with 0 or the first failure's status (128 + signal).
+static void dist_supervise(pid_t* pids, int n) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = dist_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = dist_on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    int alive = n, status = 0, forwarded = 0, stopping = 0;
+    while (alive > 0) {
+        if (dist_parent_signal && !forwarded) {
+            for (int i = 0; i < n; i++) { if (pids[i] > 0) { kill(pids[i], dist_parent_signal); } }
+            forwarded = 1;
+        }
+        if (dist_parent_alarm) {
+            for (int i = 0; i < n; i++) { if (pids[i] > 0) { kill(pids[i], SIGKILL); } }
+            dist_parent_alarm = 0;
+        }
+        int st;
+        pid_t p = waitpid(-1, &st, 0);
+        if (p < 0) {
+            if (errno == EINTR) { continue; }
+            break;
+        }
+        for (int i = 0; i < n; i++) { if (pids[i] == p) { pids[i] = 0; alive--; } }
+        int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (code != 0 && status == 0) { status = code; }
+        if (code != 0 && !dist_parent_signal && !stopping) {  // a failure, not the stop we forwarded
+            stopping = 1;
+            for (int i = 0; i < n; i++) { if (pids[i] > 0) { kill(pids[i], SIGTERM); } }
+            alarm(DIST_KILL_S);
+        }
+    }
+    exit(status);
+}
+
+// The NCCL id of the run: made by rank 0, written to id_file for the other hosts (atomically), read
+// from it by their first rank
+static void dist_id_write(const ncclUniqueId* id, const char* id_file) {
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", id_file);
+    FILE* f = fopen_check(tmp, "wb");
+    if (fwrite(id, sizeof(*id), 1, f) != 1 || fclose(f) != 0) { die("--nccl-id %s: cannot write it", id_file); }
+    if (rename(tmp, id_file) != 0) { die("--nccl-id %s: rename: %s", id_file, strerror(errno)); }
+}
+static void dist_id_read(ncclUniqueId* id, const char* id_file) {
+    for (int waited = 0;; waited++) {
+        FILE* f = fopen(id_file, "rb");
+        if (f) {
+            size_t got = fread(id, sizeof(*id), 1, f);
+            fclose(f);
+            if (got == 1) { return; }
+        }
+        if (waited >= DIST_ID_WAIT_S * 10) { die("--nccl-id %s: rank 0 did not write it within %d s", id_file, DIST_ID_WAIT_S); }
+        usleep(100000);
+    }
+}
+#endif
+
+// Forks the ranks of this host (world > 1) and returns in each with its Dist ready: its CUDA
+// device set, the NCCL communicator up, stdout closed on ranks > 0. The parent supervises the ranks
+// and never returns. One GPU: no fork, device 0.
+static Dist dist_init(int gpus, int nodes, int node_rank, const char* id_file) {
+    Dist d;
+    memset(&d, 0, sizeof(d));
+    d.world = gpus * nodes;
+    if (gpus < 1 || gpus > DIST_MAX_GPUS) { die("--gpus %d: expected 1..%d", gpus, DIST_MAX_GPUS); }
+    if (nodes < 1 || node_rank < 0 || node_rank >= nodes) { die("--nodes %d --node-rank %d: expected nodes >= 1, 0 <= node-rank < nodes", nodes, node_rank); }
+    if (nodes > 1 && id_file[0] == 0) { die("--nodes %d: needs --nccl-id FILE on a file system every host sees", nodes); }
+#ifdef MULTI_GPU
+    ncclUniqueId id;
+    if (d.world > 1) {
+        int pipes[DIST_MAX_GPUS][2];  // the NCCL id, from local rank 0 to the others
+        pid_t pids[DIST_MAX_GPUS];
+        for (int i = 1; i < gpus; i++) { if (pipe(pipes[i]) != 0) { die("--gpus %d: pipe: %s", gpus, strerror(errno)); } }
+        int child = -1;
+        for (int i = 0; i < gpus && child < 0; i++) {
+            pid_t p = fork();
+            if (p < 0) { die("--gpus %d: fork: %s", gpus, strerror(errno)); }
+            if (p == 0) { child = i; } else { pids[i] = p; }
+        }
+        if (child < 0) {
+            for (int i = 1; i < gpus; i++) { close(pipes[i][0]); close(pipes[i][1]); }
+            dist_supervise(pids, gpus);
+        }
+        d.local = child;
+        d.rank = node_rank * gpus + child;
+        if (d.local == 0) {
+            if (node_rank == 0) {
+                ncclCheck(ncclGetUniqueId(&id));
+                if (nodes > 1) { dist_id_write(&id, id_file); }
+            } else {
+                dist_id_read(&id, id_file);
+            }
+            for (int i = 1; i < gpus; i++) {
+                if (write(pipes[i][1], &id, sizeof(id)) != (ssize_t)sizeof(id)) { die("--gpus %d: passing the NCCL id: %s", gpus, strerror(errno)); }
+            }
+        } else if (read(pipes[d.local][0], &id, sizeof(id)) != (ssize_t)sizeof(id)) {
+            die("--gpus %d: rank %d did not get the NCCL id (rank 0 failed?)", gpus, d.rank);
+        }
+        for (int i = 1; i < gpus; i++) { close(pipes[i][0]); close(pipes[i][1]); }
+        if (d.rank > 0 && freopen("/dev/null", "w", stdout) == NULL) { die("rank %d: cannot close stdout", d.rank); }
+    }
+#else
+    if (d.world > 1) { die("--gpus %d --nodes %d: this build has no NCCL (make found no nccl.h): it trains on one GPU", gpus, nodes); }
+#endif
+    int n_gpu = 0;
+    if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found (train_cpu trains on the CPU)"); }
+    if (n_gpu < gpus) { die("--gpus %d: this host has %d CUDA GPU%s", gpus, n_gpu, n_gpu == 1 ? "" : "s"); }
+    cudaCheck(cudaSetDevice(d.local));
+#ifdef MULTI_GPU
+    if (d.world > 1) { ncclCheck(ncclCommInitRank(&d.comm, d.world, id, d.rank)); }
+#endif
+    cudaCheck(cudaMalloc(&d.scalar, sizeof(double)));
+    return d;
+}
+
+static void dist_free(Dist* d) {
+#ifdef MULTI_GPU
+    if (d->world > 1) { ncclCommDestroy(d->comm); }
+#endif
+    cudaFree(d->scalar);
+}
+
+// The sum (op ncclSum) or maximum (ncclMax) of x over the ranks; every rank gets it. One GPU: x.
+static double dist_reduce(Dist* d, double x, int op_max, cudaStream_t stream) {
+#ifdef MULTI_GPU
+    if (d->world > 1) {
+        cudaCheck(cudaMemcpyAsync(d->scalar, &x, sizeof(x), cudaMemcpyHostToDevice, stream));
+        ncclCheck(ncclAllReduce(d->scalar, d->scalar, 1, ncclFloat64, op_max ? ncclMax : ncclSum, d->comm, stream));
+        cudaCheck(cudaMemcpyAsync(&x, d->scalar, sizeof(x), cudaMemcpyDeviceToHost, stream));
+        cudaCheck(cudaStreamSynchronize(stream));
+    }
+#endif
+    return x;
+}
+static double dist_sum(Dist* d, double x, cudaStream_t stream) { return dist_reduce(d, x, 0, stream); }
+static double dist_max(Dist* d, double x, cudaStream_t stream) { return dist_reduce(d, x, 1, stream); }
+
+// m->grads = the sum of every rank's m->grads (in place, on the model's stream)
+static void dist_sum_grads(Dist* d, GpuModel* m) {
+#ifdef MULTI_GPU
+    if (d->world > 1) { ncclCheck(ncclAllReduce(m->grads, m->grads, m->pl.total, ncclFloat, ncclSum, d->comm, m->ctx.stream)); }
+#else
+    (void)d; (void)m;
+#endif
+}
+
+// ----------------------------------------------------------------------------
 // main: the training loop
 
 #define H100_BF16_PEAK 989e12  // dense bf16 tensor-core FLOP/s of an H100 SXM: the MFU denominator
@@ -953,15 +1148,25 @@ int main(int argc, char** argv) {
     a.ckpt_opt = 1;
     a.resume = "";
     a.eval_every = 100; a.eval_samples = 16; a.eval_seed = 20260615;
+    int gpus = 1, nodes = 1, node_rank = 0;
+    const char* nccl_id = "";
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
+    FlagSpec own[] = {
+        {"--gpus", FLAG_INT, &gpus, NULL, "GPUs of this host, data parallel (one process each); -B is per GPU"},
+        {"--nodes", FLAG_INT, &nodes, NULL, "hosts, each running --gpus ranks"},
+        {"--node-rank", FLAG_INT, &node_rank, NULL, "this host's index, 0..nodes-1"},
+        {"--nccl-id", FLAG_STR, &nccl_id, NULL, "with --nodes > 1: file on a shared file system for the NCCL id (fresh per run)"},
+    };
+    memcpy(flags + n_flags, own, sizeof(own));
+    n_flags += (int)(sizeof(own) / sizeof(own[0]));
     flags_parse(flags, n_flags, argc, argv);
     train_args_resolve(&a);
 
-    int n_gpu = 0;
-    if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found (train_cpu trains on the CPU)"); }
+    Dist dist = dist_init(gpus, nodes, node_rank, nccl_id);  // forks the ranks, before any other CUDA call
+    if (dist.rank > 0) { a.log_path = ""; a.ckpt_path = ""; }  // rank 0 logs and checkpoints
     cudaDeviceProp prop;
-    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    cudaCheck(cudaGetDeviceProperties(&prop, dist.local));
     GpuContext ctx = gpu_context_create();
 
     DataLoader train, val;
@@ -984,9 +1189,10 @@ int main(int argc, char** argv) {
     FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
 
     char device[300];
-    snprintf(device, sizeof(device), "%s, %s", prop.name, PRECISION_NAME);
+    if (dist.world > 1) { snprintf(device, sizeof(device), "%d x %s, %s", dist.world, prop.name, PRECISION_NAME); }
+    else { snprintf(device, sizeof(device), "%s, %s", prop.name, PRECISION_NAME); }
     print_config_table(cfg, &a, model.pl.total, device);
-    train_resume_data(&train, &a, step0);
+    train_resume_data(&train, &a, step0, dist.world);
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
     double flops_per_token = model_flops_per_token(cfg, a.T);
@@ -997,11 +1203,13 @@ int main(int argc, char** argv) {
     int tok_s_n = 0;
     train_signals_install();
     for (int step = step0; step <= a.opt.steps; step++) {
+        // a signal any rank has seen stops every rank here
+        train_stop_signal = (sig_atomic_t)dist_max(&dist, (double)train_stop_signal, ctx.stream);
         int last = step == a.opt.steps, stopping = train_stop_signal != 0;
-        if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
+        if (dist.rank == 0 && a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
             report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
-        if (train_eval_due(&a, step, last, stopping)) {
+        if (dist.rank == 0 && train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
             gpu_needle_eval(&model, &ev.grid, (size_t)a.B * a.T, &res);
             if (ev.text) { gpu_needle_eval(&model, &ev.text_grid, (size_t)a.B * a.T, &text_res); }
@@ -1015,19 +1223,24 @@ int main(int argc, char** argv) {
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
         gpu_model_zero_grad(&model);
+        int micros = a.accum * dist.world;  // of the step, over all ranks; this rank's: a x world + rank
         for (int micro = 0; micro < a.accum; micro++) {
+            dataloader_skip(&train, dist.rank);
             dataloader_next_batch(&train);
-            loss += gpu_model_forward(&model, train.inputs, train.targets, a.B, a.T) / a.accum;
-            gpu_model_backward(&model, 1.0 / a.accum);
+            loss += gpu_model_forward(&model, train.inputs, train.targets, a.B, a.T) / micros;
+            dataloader_skip(&train, dist.world - 1 - dist.rank);  // the forward has its copy of the batch
+            gpu_model_backward(&model, 1.0 / micros);
         }
+        dist_sum_grads(&dist, &model);
+        loss = dist_sum(&dist, loss, ctx.stream);
         double norm = gpu_model_grad_norm(&model);
         double lr = lr_at(&a.opt, step);
         if (!train_step_finite(&a, step + 1, loss, norm)) { continue; }
         gpu_model_update(&model, &a.opt, lr, step + 1, norm);
         cudaCheck(cudaStreamSynchronize(ctx.stream));
         double ms = (now_s() - t0) * 1e3;
-        double tok_s = (double)a.B * a.T * a.accum / (ms / 1e3);
-        double mfu = flops_per_token * tok_s / H100_BF16_PEAK;
+        double tok_s = (double)a.B * a.T * micros / (ms / 1e3);  // of all ranks
+        double mfu = flops_per_token * tok_s / dist.world / H100_BF16_PEAK;
         if (step > step0) { tok_s_sum += tok_s; tok_s_n++; }  // the first step includes allocation and warm-up
         report_step(log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, mfu);
     }
@@ -1037,6 +1250,7 @@ int main(int argc, char** argv) {
     train_eval_free(&ev);
     gpu_model_free(&model);
     gpu_context_destroy(&ctx);
+    dist_free(&dist);
     dataloader_free(&train);
     dataloader_free(&val);
     return 0;

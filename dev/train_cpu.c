@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
 
     print_config_table(&model.cfg, &a, model.pl.total, "CPU (fp32 reference)");
-    train_resume_data(&train, &a, step0);
+    train_resume_data(&train, &a, step0, 1);
     printf("unigram baseline: %.4f nats (the loss of a model of token frequencies)\n",
            data_unigram_entropy(&a.data, a.B, a.T, (uint64_t)a.seed, 64));
     TrainEval ev;

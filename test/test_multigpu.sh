@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# test_multigpu.sh — train_hybrid --gpus 2 (data parallel over NCCL) on a host with 2 GPUs or more;
+# skipped with the reason elsewhere.
+#   same run:  2 GPUs x B 4 log the losses and gradient norms of 1 GPU x B 4 x -a 2 (the same global
+#              batch, the same micro-batches) to 1e-4 relative over 12 steps: only the order and
+#              rounding of the gradient sums differ (an all-reduce of two gradients, not an
+#              accumulation into one); other micro-batches would differ by percents
+#   resume:    the 2-GPU run resumed from its step-8 checkpoint (written by rank 0) logs steps 9-12
+#              as the uninterrupted 2-GPU run does, to the last digit
+#   SIGTERM:   every rank stops after the same step; exit 143, rank 0's checkpoint holds that step
+#   log:       the config table names both GPUs; tok/s counts the tokens of both
+dir=$(mktemp -d)
+passed=0; failed=0; skipped=0
+pass() { echo "PASS $1: $2"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+numbers() { sed -e 's/, "tok_per_s".*$//' "$1"; }
+ckpt_step() { od -An -t d4 -j 56 -N 4 "$1" | tr -d ' '; }
+cols() { grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\), .*"grad_norm": \([^,]*\),.*/\1 \2/'; }  # loss, norm per step
+names=("2 GPUs = 1 GPU x -a 2" "2 GPUs exact resume" "2 GPUs SIGTERM" "2 GPUs log")
+n_gpu=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU')
+why=""
+if [ ! -x ./train_hybrid ]; then why="train_hybrid not built"
+elif [ "${n_gpu:-0}" -lt 2 ]; then why="needs 2 CUDA GPUs, this host has ${n_gpu:-0}"
+elif ./train_hybrid --gpus 2 -n 0 -c "" -o "" --eval-every 0 -v 0 2>&1 | grep -q "has no NCCL"; then why="train_hybrid built without NCCL"; fi
+if [ -n "$why" ]; then
+    for t in "${names[@]}"; do echo "SKIP $t: $why"; skipped=$((skipped + 1)); done
+    echo "$passed passed, $failed failed, $skipped skipped"
+    exit 0
+fi
+
+small=(-L 3 -C 64 -H 2 -F 128 -B 4 -T 64 -p SRF -w 16 -v 4 -V 2 --needle-symbols 16 --eval-every 0)
+./train_hybrid "${small[@]}" --gpus 2 -n 12 -o "$dir/two.jsonl" -c "$dir/two.ckpt" --ckpt-every 4 --ckpt-keep 2 > "$dir/two.out" 2>&1
+./train_hybrid "${small[@]}" -a 2 -n 12 -o "$dir/one.jsonl" -c "" > "$dir/one.out" 2>&1
+worst=$(paste -d ' ' <(cols "$dir/two.jsonl") <(cols "$dir/one.jsonl") | awk '
+    { for (i = 1; i <= 2; i++) { d = $i - $(i + 2); if (d < 0) d = -d; d /= ($(i + 2) > 0 ? $(i + 2) : 1); if (d > w) w = d }; n++ }
+    END { printf "%d %.1e", n, w }')
+steps=${worst%% *}; rel=${worst##* }
+if [ "$steps" = 12 ] && awk -v r="$rel" 'BEGIN { exit !(r <= 1e-4) }'; then pass "${names[0]}" "12 steps, losses and gradient norms within $rel relative (tol 1e-4)"
+else fail "${names[0]}" "$steps steps compared, worst relative difference $rel: $(tail -n 2 "$dir/two.out" | tr '\n' ' ')"; fi
+
+./train_hybrid "${small[@]}" --gpus 2 -n 12 -r "$dir/two.ckpt.step8" -o "$dir/res.jsonl" -c "" > "$dir/res.out" 2>&1
+want=$(numbers "$dir/two.jsonl" | grep -E '"step": (9|10|11|12),')
+got=$(numbers "$dir/res.jsonl" | grep -E '"step": (9|10|11|12),')
+if [ -n "$want" ] && [ "$want" = "$got" ]; then pass "${names[1]}" "steps 9-12 from rank 0's step-8 checkpoint: $(echo "$got" | grep -c loss) losses and norms identical"
+else fail "${names[1]}" "resumed: $(echo "$got" | head -n 1) vs $(echo "$want" | head -n 1)"; fi
+
+./train_hybrid "${small[@]}" --gpus 2 -n 100000 -v 0 -o "$dir/s.jsonl" -c "$dir/s.ckpt" > "$dir/s.out" 2>&1 &
+pid=$! waited=0
+while [ "$(grep -c loss "$dir/s.jsonl" 2> /dev/null || echo 0)" -lt 3 ] && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
+kill -TERM $pid
+wait $pid
+rc=$?
+last=$(grep loss "$dir/s.jsonl" | tail -n 1 | sed -e 's/^{"step": \([0-9]*\),.*/\1/')
+if [ $rc -eq 143 ] && [ -n "$last" ] && [ "$(ckpt_step "$dir/s.ckpt")" = "$last" ]; then pass "${names[2]}" "the parent forwards SIGTERM, every rank stops after step $last, exit 143, checkpoint at step $last"
+else fail "${names[2]}" "exit $rc, last logged step '$last', checkpoint step '$(ckpt_step "$dir/s.ckpt" 2> /dev/null)'"; fi
+
+if grep -q "| device .*| 2 x " "$dir/two.out" && [ "$(grep -c '| device' "$dir/two.out")" = 1 ] && [ "$(grep -c '^step .*/12 ' "$dir/two.out")" = 12 ]; then pass "${names[3]}" "rank 0 alone prints: $(grep '| device' "$dir/two.out" | tr -s ' ')"
+else fail "${names[3]}" "$(head -n 3 "$dir/two.out" | tr '\n' ' ')"; fi
+rm -rf "$dir"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
