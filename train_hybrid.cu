@@ -1164,7 +1164,9 @@ int main(int argc, char** argv) {
     train_args_resolve(&a);
 
     Dist dist = dist_init(gpus, nodes, node_rank, nccl_id);  // forks the ranks, before any other CUDA call
-    if (dist.rank > 0) { a.log_path = ""; a.ckpt_path = ""; }  // rank 0 logs and checkpoints
+    if (dist.rank > 0) {  // rank 0 alone logs, evaluates and checkpoints
+        a.log_path = ""; a.ckpt_path = ""; a.val_every = 0; a.eval_every = 0;
+    }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, dist.local));
     GpuContext ctx = gpu_context_create();
@@ -1206,10 +1208,10 @@ int main(int argc, char** argv) {
         // a signal any rank has seen stops every rank here
         train_stop_signal = (sig_atomic_t)dist_max(&dist, (double)train_stop_signal, ctx.stream);
         int last = step == a.opt.steps, stopping = train_stop_signal != 0;
-        if (dist.rank == 0 && a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
+        if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
             report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
-        if (dist.rank == 0 && train_eval_due(&a, step, last, stopping)) {
+        if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
             gpu_needle_eval(&model, &ev.grid, (size_t)a.B * a.T, &res);
             if (ev.text) { gpu_needle_eval(&model, &ev.text_grid, (size_t)a.B * a.T, &text_res); }
