@@ -38,6 +38,7 @@ defines: GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, crossentropy
 */
 #include <cublas_v2.h>
 #include <errno.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef MULTI_GPU
@@ -1054,7 +1055,12 @@ static Dist dist_init(int gpus, int nodes, int node_rank, const char* id_file) {
         for (int i = 0; i < gpus && child < 0; i++) {
             pid_t p = fork();
             if (p < 0) { die("--gpus %d: fork: %s", gpus, strerror(errno)); }
-            if (p == 0) { child = i; } else { pids[i] = p; }
+            if (p == 0) {
+                child = i;
+                prctl(PR_SET_PDEATHSIG, SIGTERM);  // the parent killed outright: stop, do not run on alone
+            } else {
+                pids[i] = p;
+            }
         }
         if (child < 0) {
             for (int i = 1; i < gpus; i++) { close(pipes[i][0]); close(pipes[i][1]); }
