@@ -11,11 +11,8 @@
 #              draws the plots of the real tiny logs (skipped without matplotlib)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
+source test/test_lib.sh  # pass, fail, skip, summary, numbers
 dir=$(mktemp -d)
-passed=0; failed=0; skipped=0
-pass() { echo "PASS $1: $2"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-numbers() { gzip -dc "$1" | sed -e 's/, "tok_per_s".*$//'; }
 # evals every 15 / 50 steps, not 40 per run: on a CPU they cost more than the training
 export SIZE=tiny SEEDS=1 DATA=builtin TRAINER=./train_cpu STEPS=60 CKPT_EVERY=10 EXTRA="--eval-every 15"
 
@@ -51,9 +48,8 @@ if [[ "$out" == *"resume $dir/b/tiny/SSSF_w32.s1 from step"* ]] && [ -s "$log.gz
 else fail "experiments resume" "$(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
 
 if ! "$PY" -c "import matplotlib" 2>/dev/null; then
-    echo "SKIP experiments report: no matplotlib for $PY (apt-get install python3-matplotlib)"
-    echo "SKIP experiments report plots: no matplotlib for $PY"
-    skipped=2
+    skip "experiments report" "no matplotlib for $PY (apt-get install python3-matplotlib)"
+    skip "experiments report plots" "no matplotlib for $PY"
 else
     # synthetic logs: 100k tokens per step; accuracy at T 0 / 0.3 / 0.7 / 1.0 at steps 10..40, the
     # F head 0.2 / 0.6 / 0.9 / 1.0; val loss 2.5 at the end
@@ -82,5 +78,4 @@ EOF
     else fail "experiments report plots" "missing$missing: $msg"; fi
 fi
 rm -rf "$dir"
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+summary

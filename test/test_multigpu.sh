@@ -9,12 +9,8 @@
 #              as the uninterrupted 2-GPU run does, to the last digit
 #   SIGTERM:   every rank stops after the same step; exit 143, rank 0's checkpoint holds that step
 #   log:       the config table names both GPUs; tok/s counts the tokens of both
+source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step
 dir=$(mktemp -d)
-passed=0; failed=0; skipped=0
-pass() { echo "PASS $1: $2"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-numbers() { sed -e 's/, "tok_per_s".*$//' "$1"; }
-ckpt_step() { od -An -t d4 -j 56 -N 4 "$1" | tr -d ' '; }
 cols() { grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\), .*"grad_norm": \([^,]*\),.*/\1 \2/'; }  # loss, norm per step
 names=("2 GPUs = 1 GPU x -a 2" "2 GPUs exact resume" "2 GPUs SIGTERM" "2 GPUs log")
 n_gpu=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU')
@@ -23,9 +19,9 @@ if [ ! -x ./train_hybrid ]; then why="train_hybrid not built"
 elif [ "${n_gpu:-0}" -lt 2 ]; then why="needs 2 CUDA GPUs, this host has ${n_gpu:-0}"
 elif ./train_hybrid --gpus 2 -n 0 -c "" -o "" --eval-every 0 -v 0 2>&1 | grep -q "has no NCCL"; then why="train_hybrid built without NCCL"; fi
 if [ -n "$why" ]; then
-    for t in "${names[@]}"; do echo "SKIP $t: $why"; skipped=$((skipped + 1)); done
-    echo "$passed passed, $failed failed, $skipped skipped"
-    exit 0
+    for t in "${names[@]}"; do skip "$t" "$why"; done
+    summary
+    exit
 fi
 
 small=(-L 3 -C 64 -H 2 -F 128 -B 4 -T 64 -p SRF -w 16 -v 4 -V 2 --needle-symbols 16 --eval-every 0)
@@ -57,5 +53,4 @@ else fail "${names[2]}" "exit $rc, last logged step '$last', checkpoint step '$(
 if grep -q "| device .*| 2 x " "$dir/two.out" && [ "$(grep -c '| device' "$dir/two.out")" = 1 ] && [ "$(grep -c '^step .*/12 ' "$dir/two.out")" = 12 ]; then pass "${names[3]}" "rank 0 alone prints: $(grep '| device' "$dir/two.out" | tr -s ' ')"
 else fail "${names[3]}" "$(head -n 3 "$dir/two.out" | tr '\n' ' ')"; fi
 rm -rf "$dir"
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+summary

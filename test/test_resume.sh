@@ -9,14 +9,8 @@
 #   non-finite:   a NaN parameter stops the run before its first update with one clear line,
 #                 the existing checkpoint untouched; --skip-nonfinite skips the updates instead
 #   bad resume:   a data vocabulary that is not the checkpoint's -> one clear line, exit != 0
+source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step
 dir=$(mktemp -d)
-passed=0; failed=0; skipped=0
-pass() { echo "PASS $1: $2"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-# the numbers of a log that must not depend on timing: drop tok/s, MFU and ms
-numbers() { sed -e 's/, "tok_per_s".*$//' "$1"; }
-# the optimizer step recorded in a checkpoint header (int32 [14])
-ckpt_step() { od -An -t d4 -j 56 -N 4 "$1" | tr -d ' '; }
 
 run_suite() {  # trainer name, then its flags for a small fast model
     local tr=$1; shift
@@ -77,10 +71,8 @@ if [ -x ./train_hybrid ] && nvidia-smi -L > /dev/null 2>&1; then
     run_suite train_hybrid "${small[@]}" -C 64 --eval-every 0
 else
     for t in determinism "--ckpt-keep 2" "exact resume" SIGTERM "non-finite loss -> stop" --skip-nonfinite "resume vocab mismatch -> error"; do
-        echo "SKIP train_hybrid $t: no CUDA GPU here (or train_hybrid not built)"
-        skipped=$((skipped + 1))
+        skip "train_hybrid $t" "no CUDA GPU here (or train_hybrid not built)"
     done
 fi
 rm -rf "$dir"
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+summary
