@@ -1673,6 +1673,11 @@ static Checkpoint train_resume_read(const TrainArgs* a, int data_vocab) {
     return ck;
 }
 
+// The model a new run builds: the flags' size, pattern, window and encodings over the data's vocabulary.
+static Config train_config(const TrainArgs* a, const Vocab* vocab) {
+    return config_make(vocab->vocab, vocab->padded, a->L, a->C, a->H, a->F, a->pattern, a->window, a->pos_full, a->pos_swa, a->mixer);
+}
+
 // A resumed run's data stream picks up where the saved run was (it is deterministic from the seed):
 // step0 steps of accum micro-batches on each of `world` data-parallel ranks.
 static void train_resume_data(DataLoader* train, const TrainArgs* a, int step0, int world) {

@@ -1189,8 +1189,7 @@ int main(int argc, char** argv) {
         step0 = ck.m ? ck.step : 0;
         checkpoint_free(&ck);
     } else {
-        Config cfg = config_make(train.vocab.vocab, train.vocab.padded, a.L, a.C, a.H, a.F, a.pattern, a.window,
-                                 a.pos_full, a.pos_swa, a.mixer);
+        Config cfg = train_config(&a, &train.vocab);
         gpu_model_build(&model, &cfg, &ctx, NULL, (uint64_t)a.seed);
     }
     const Config* cfg = &model.cfg;

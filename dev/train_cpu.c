@@ -60,8 +60,7 @@ int main(int argc, char** argv) {
         step0 = ck.m ? ck.step : 0;
         checkpoint_free(&ck);
     } else {
-        Config cfg = config_make(train.vocab.vocab, train.vocab.padded, a.L, a.C, a.H, a.F, a.pattern, a.window,
-                                 a.pos_full, a.pos_swa, a.mixer);
+        Config cfg = train_config(&a, &train.vocab);
         model_build(&model, &cfg, (uint64_t)a.seed);
     }
     FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
