@@ -9,9 +9,29 @@
 #              as the uninterrupted 2-GPU run does, to the last digit
 #   SIGTERM:   every rank stops after the same step; exit 143, rank 0's checkpoint holds that step
 #   log:       the config table names both GPUs; tok/s counts the tokens of both
+#   flags:     a bad --gpus / --nodes / --node-rank, or --nodes without --nccl-id: one clear line
+#              (these run without a GPU); on a host without a GPU, --gpus 2 exits with the ranks'
+#              error instead of hanging
 source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step
 dir=$(mktemp -d)
 cols() { grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\), .*"grad_norm": \([^,]*\),.*/\1 \2/'; }  # loss, norm per step
+# the flags are checked before any GPU is touched: these run everywhere
+if [ -x ./train_hybrid ]; then
+    for bad in "--gpus 0|--gpus 0: expected 1..64" "--nodes 2|--nodes 2: needs --nccl-id FILE" \
+               "--nodes 2 --node-rank 2 --nccl-id x|--nodes 2 --node-rank 2: expected nodes >= 1, 0 <= node-rank < nodes"; do
+        args=${bad%%|*}; want=${bad#*|}
+        # shellcheck disable=SC2086  # args is a list of flags
+        err=$(./train_hybrid $args 2>&1 > /dev/null); rc=$?
+        if [ $rc -ne 0 ] && [[ "$err" == "error: $want"* ]]; then pass "train_hybrid $args -> error" "$err"
+        else fail "train_hybrid $args -> error" "exit $rc: $err"; fi
+    done
+fi
+# no GPU here: both forked ranks fail, and the parent must exit with their error, not hang
+if [ -x ./train_hybrid ] && ! nvidia-smi -L > /dev/null 2>&1; then
+    err=$(timeout 60 ./train_hybrid --gpus 2 2>&1 > /dev/null); rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ "$err" == *"error: "* ]]; then pass "train_hybrid --gpus 2, no GPU -> error" "exit $rc: $(echo "$err" | head -n 1)"
+    else fail "train_hybrid --gpus 2, no GPU -> error" "exit $rc (124: hung): $err"; fi
+fi
 names=("2 GPUs = 1 GPU x -a 2" "2 GPUs exact resume" "2 GPUs SIGTERM" "2 GPUs log")
 n_gpu=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU')
 why=""
