@@ -3,6 +3,7 @@
 # tiny size:
 #   grid:      f3_nope.sh trains its four configs and leaves complete, gzipped logs
 #   skip:      run again, every run is skipped as complete
+#   ONLY:      a regex picks the configs that run
 #   GPUS:      two seeds side by side give the logs of one at a time
 #   resume:    a run stopped by SIGTERM resumes from its checkpoint; its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
@@ -24,6 +25,10 @@ else fail "experiments grid" "$n logs; $(ls "$dir/a/tiny/" | tr '\n' ' '); $(ech
 out=$(LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
 if [ "$(echo "$out" | grep -c '^skip .*: complete$')" = 4 ]; then pass "experiments skip" "a second f3_nope.sh skips its 4 complete runs"
 else fail "experiments skip" "$(echo "$out" | head -n 2 | tr '\n' ' ')"; fi
+
+out=$(LOGDIR="$dir/e" ONLY='SSSF_w512.*' bash dev/experiments/f3_nope.sh 2>&1)
+if [ "$(ls "$dir/e/tiny/")" = "$(printf 'SSSF_w512.s1.jsonl.gz\nSSSF_w512_fnope.s1.jsonl.gz')" ]; then pass "experiments ONLY" "ONLY='SSSF_w512.*' runs those 2 configs of f3_nope.sh, not the W 32 ones"
+else fail "experiments ONLY" "$(ls "$dir/e/tiny/" | tr '\n' ' ')"; fi
 
 out=$(LOGDIR="$dir/d" SEEDS="1 2" GPUS="0 1" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
 if [[ "$out" == *"on GPU 1"* ]] && [ -s "$dir/d/tiny/SSSF_w32.s2.jsonl.gz" ] \

@@ -17,6 +17,8 @@
 #   EXTRA     more trainer flags for every run (e.g. needle tuning: "--needle-density 32")
 #   CKPT_EVERY  checkpoint period of a run in steps (default 500)
 #   GPUS      e.g. "0 1": the seeds of a config run side by side, one per GPU (default: one at a time)
+#   ONLY      a regex: only the configs whose name it matches (e.g. ONLY=F for the emergence check
+#             DESIGN.md §6 asks for first, ONLY='SSSF_w(32|512)')
 #
 # A run: NAME.sSEED.jsonl while it trains, with checkpoint NAME.sSEED.ckpt every CKPT_EVERY steps; when
 # the trainer exits 0 the log is gzipped to NAME.sSEED.jsonl.gz (complete: skipped from then on)
@@ -33,6 +35,7 @@ LOGDIR=${LOGDIR:-dev/experiments/logs}
 DEADLINE=${DEADLINE:-0}
 EXTRA=${EXTRA:-}
 CKPT_EVERY=${CKPT_EVERY:-500}
+ONLY=${ONLY:-}
 EXP_START=$(date +%s)
 
 case "$SIZE" in
@@ -93,6 +96,7 @@ run_seed() {
 # resumes it); a run that failed otherwise is reported and the grid goes on.
 run_config() {
     local name=$1; shift
+    if [ -n "$ONLY" ] && ! [[ "$name" =~ ^($ONLY)$ ]]; then return 0; fi
     local gpus=(${GPUS:-}) seed i=0 pids=() rc=0
     if [ ${#gpus[@]} -le 1 ]; then
         for seed in $SEEDS; do
