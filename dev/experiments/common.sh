@@ -105,11 +105,13 @@ run_config() {
         done
         return 0
     fi
+    local n_seeds
+    n_seeds=$(echo $SEEDS | wc -w)
     for seed in $SEEDS; do
         run_seed "$name" "$seed" "${gpus[i % ${#gpus[@]}]}" "$@" &
         pids+=($!)
         i=$((i + 1))
-        if [ ${#pids[@]} -eq ${#gpus[@]} ] || [ $i -eq $(echo $SEEDS | wc -w) ]; then
+        if [ ${#pids[@]} -eq ${#gpus[@]} ] || [ $i -eq "$n_seeds" ]; then
             for p in "${pids[@]}"; do
                 wait "$p" || rc=$?
                 if [ $rc -ge 128 ]; then exit $rc; fi
