@@ -519,11 +519,23 @@ static Needle needle_make(const NeedleConfig* c, const Vocab* v, Rng* rng, const
     return nd;
 }
 
+// Distinct needle keys: n_symbols^key_len (symbol), 26^5 (text); capped at 2^30.
+static long needle_keys(const NeedleConfig* c, int n_symbols) {
+    int base = c->kind == NEEDLE_SYMBOL ? n_symbols : 26, len = c->kind == NEEDLE_SYMBOL ? c->key_len : 5;
+    long keys = 1;
+    for (int i = 0; i < len && keys < (1L << 30); i++) { keys *= base; }
+    return keys < (1L << 30) ? keys : (1L << 30);
+}
+
 // Training sequence: seq[0..n) is haystack on entry. Walking left to right, needles and queries
 // (question + answer) of earlier needles are spliced in at random, the haystack filling the rest.
 // Returns the number of needles placed.
 static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab* v, Rng* rng) {
+    // keys are distinct within a sequence: at most 3/4 of the key space, so drawing a fresh key
+    // stays cheap (the flags check that the expected count is at most half of it)
+    long keys34 = needle_keys(c, v->n_symbols) * 3 / 4;
     int cap = n < 1024 ? n : 1024;
+    if (keys34 < cap) { cap = (int)keys34; }
     Needle* placed = (Needle*)malloc_check((size_t)cap * sizeof(Needle));
     int n_placed = 0;
     double p_needle = c->per_1k / 1000.0;

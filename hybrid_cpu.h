@@ -1587,6 +1587,11 @@ static void train_args_resolve(TrainArgs* a) {
     }
     if (a->data.n_symbols < 2) { die("--needle-symbols %d: expected >= 2", a->data.n_symbols); }
     if (a->data.needles.per_1k < 0 || a->data.needles.queries < 0) { die("--needle-density and --needle-queries must be >= 0"); }
+    long keys = needle_keys(&a->data.needles, a->data.n_symbols);
+    if (a->data.needle_frac > 0 && (long)a->data.needles.per_1k * a->T > keys / 2 * 1000) {
+        die("--needle-density %d at -T %d: %.1f needles per sequence, but their keys must differ and %ld keys allow at most %ld (lower the density, or raise --needle-key or --needle-symbols)",
+            a->data.needles.per_1k, a->T, a->data.needles.per_1k * a->T / 1000.0, keys, keys / 2);
+    }
     if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
     if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
     if (a->ckpt_every < 0) { die("--ckpt-every %d: expected >= 0", a->ckpt_every); }

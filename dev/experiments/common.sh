@@ -3,7 +3,9 @@
 # whose log is complete. Settings come from the environment:
 #
 #   SIZE      mini (default: C 512, L 8, H 8, T 1024, B 32; DESIGN.md §6), small (C 256, L 8, H 4,
-#             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test)
+#             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test);
+#             at T 1024 the needle density is 30 per 1000 tokens: 31 needles a sequence, the most
+#             that 1-symbol keys over 64 symbols allow (they must differ within a sequence)
 #   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; DESIGN.md §6
 #             allows 5 minutes of H100 per run)
 #   SEEDS     seeds per config (default "1 2")
@@ -39,8 +41,8 @@ ONLY=${ONLY:-}
 EXP_START=$(date +%s)
 
 case "$SIZE" in
-    mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 2e-3) ;;
-    small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 3e-3) ;;
+    mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 2e-3 --needle-density 30) ;;
+    small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 3e-3 --needle-density 30) ;;
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
     *) echo "error: SIZE=$SIZE: expected mini, small or tiny" >&2; exit 1 ;;
 esac
@@ -78,9 +80,10 @@ run_seed() {
         rm -f "$base.jsonl"
         echo "run $base${gpu:+ on GPU $gpu}"
     fi
-    local rc=0
+    local rc=0 on_gpu=()
+    if [ -n "$gpu" ]; then on_gpu=(env CUDA_VISIBLE_DEVICES="$gpu"); fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
-    CUDA_VISIBLE_DEVICES=${gpu:-${CUDA_VISIBLE_DEVICES:-}} "$TRAINER" "${MODEL[@]}" "${DATA_FLAGS[@]}" "${COMMON[@]}" -s "$seed" "$@" \
+    "${on_gpu[@]}" "$TRAINER" "${MODEL[@]}" "${DATA_FLAGS[@]}" "${COMMON[@]}" -s "$seed" "$@" \
         $EXTRA "${resume[@]}" -o "$base.jsonl" -c "$base.ckpt" --ckpt-every "$CKPT_EVERY" > "$base.out" 2>&1 || rc=$?
     if [ $rc -ne 0 ]; then
         echo "stopped $base: exit $rc ($(tail -n 1 "$base.out"))"
