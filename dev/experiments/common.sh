@@ -4,8 +4,9 @@
 #
 #   SIZE      mini (default: C 512, L 8, H 8, T 1024, B 32; DESIGN.md §6), small (C 256, L 8, H 4,
 #             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test);
-#             at T 1024 the needle density is 30 per 1000 tokens: 31 needles a sequence, the most
-#             that 1-symbol keys over 64 symbols allow (they must differ within a sequence)
+#             at T 1024: 30 needles per 1000 tokens (31 a sequence, the most that 1-symbol keys
+#             over 64 symbols allow: they differ within a sequence) and 128 queries a sequence;
+#             the calibration that chose these and the learning rate is in README.md
 #   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; DESIGN.md §6
 #             allows 5 minutes of H100 per run)
 #   SEEDS     seeds per config (default "1 2")
@@ -41,8 +42,8 @@ ONLY=${ONLY:-}
 EXP_START=$(date +%s)
 
 case "$SIZE" in
-    mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 2e-3 --needle-density 30) ;;
-    small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 3e-3 --needle-density 30) ;;
+    mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 5e-4 --needle-density 30 --needle-queries 128) ;;
+    small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 1e-3 --needle-density 30 --needle-queries 128) ;;
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
     *) echo "error: SIZE=$SIZE: expected mini, small or tiny" >&2; exit 1 ;;
 esac
