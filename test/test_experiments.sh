@@ -5,7 +5,8 @@
 #   skip:      run again, every run is skipped as complete
 #   ONLY:      a regex picks the configs that run
 #   GPUS:      two seeds side by side give the logs of one at a time
-#   resume:    a run stopped by SIGTERM resumes from its checkpoint; its finished log equals, number
+#   resume:    SIGTERM to the grid's shell reaches its trainer; the grid exits 143 once the checkpoint is
+#              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
 #              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those;
@@ -27,7 +28,7 @@ if [ "$(echo "$out" | grep -c '^skip .*: complete$')" = 4 ]; then pass "experime
 else fail "experiments skip" "$(echo "$out" | head -n 2 | tr '\n' ' ')"; fi
 
 out=$(LOGDIR="$dir/e" ONLY='SSSF_w512.*' bash dev/experiments/f3_nope.sh 2>&1)
-if [ "$(ls "$dir/e/tiny/")" = "$(printf 'SSSF_w512.s1.jsonl.gz\nSSSF_w512_fnope.s1.jsonl.gz')" ]; then pass "experiments ONLY" "ONLY='SSSF_w512.*' runs those 2 configs of f3_nope.sh, not the W 32 ones"
+if [ "$(LC_ALL=C ls "$dir/e/tiny/")" = "$(printf 'SSSF_w512.s1.jsonl.gz\nSSSF_w512_fnope.s1.jsonl.gz')" ]; then pass "experiments ONLY" "ONLY='SSSF_w512.*' runs those 2 configs of f3_nope.sh, not the W 32 ones"
 else fail "experiments ONLY" "$(ls "$dir/e/tiny/" | tr '\n' ' ')"; fi
 
 out=$(LOGDIR="$dir/d" SEEDS="1 2" GPUS="0 1" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
@@ -43,14 +44,18 @@ pid=$!
 log="$dir/b/tiny/SSSF_w32.s1.jsonl"
 waited=0
 while { [ ! -s "$log" ] || [ ! -s "${log%.jsonl}.ckpt" ] || [ "$(grep -c '"loss"' "$log")" -lt 25 ]; } && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
-kill -TERM -- -$pid 2> /dev/null
-wait $pid 2> /dev/null
+# the signal goes to the grid's shell only: it passes it on to the trainer and exits 143 once the
+# trainer has written its checkpoint (the step it stopped at, before the end)
+kill -TERM $pid 2> /dev/null
+rc=0
+wait $pid 2> /dev/null || rc=$?
+s_stop=$(ckpt_step "${log%.jsonl}.ckpt")
 out=$(LOGDIR="$dir/b" SEEDS=1 bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
 LOGDIR="$dir/c" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' > /dev/null 2>&1
-if [[ "$out" == *"resume $dir/b/tiny/SSSF_w32.s1 from step"* ]] && [ -s "$log.gz" ] \
+if [ $rc = 143 ] && [ "$s_stop" -ge 25 ] && [ "$s_stop" -lt 200 ] && [[ "$out" == *"resume $dir/b/tiny/SSSF_w32.s1 from step $s_stop"* ]] && [ -s "$log.gz" ] \
     && cmp -s <(numbers "$log.gz") <(numbers "$dir/c/tiny/SSSF_w32.s1.jsonl.gz"); then
     pass "experiments resume" "$(echo "$out" | grep -o 'from step [0-9]*'), finished log equal to the uninterrupted run's ($(numbers "$log.gz" | wc -l) records)"
-else fail "experiments resume" "$(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
+else fail "experiments resume" "grid exit $rc, checkpoint at step $s_stop; $(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
 
 if ! "$PY" -c "import matplotlib" 2>/dev/null; then
     skip "experiments report" "no matplotlib for $PY (apt-get install python3-matplotlib)"

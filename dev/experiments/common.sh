@@ -57,6 +57,24 @@ VAL_EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
 COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "$EVERY" -v "$VAL_EVERY" -V 8)
 mkdir -p "$LOGDIR/$SIZE"
 
+# A signal to the grid (timeout, Ctrl-C, kill) is passed on to the trainers it runs, which finish
+# their step, write their checkpoint and exit 128 + signal; the grid waits for them and then exits
+# with that status, so whoever stopped it finds the checkpoints complete. A background shell (the
+# GPUS case) starts without the traps: run_seed sets them again.
+forward_signals() {
+    trap 'kill -TERM $(jobs -p) 2> /dev/null || true' TERM
+    trap 'kill -INT $(jobs -p) 2> /dev/null || true' INT
+}
+forward_signals
+
+# wait_for PID: its exit status, waiting on after a signal interrupted the wait (the trap above ran)
+wait_for() {
+    local rc=0
+    wait "$1" || rc=$?
+    while [ $rc -gt 128 ] && kill -0 "$1" 2> /dev/null; do rc=0; wait "$1" || rc=$?; done
+    return $rc
+}
+
 # run_seed NAME SEED GPU FLAGS...: one run (GPU: the CUDA device it sees, "" = the default one).
 # Returns the trainer's exit status (0 when skipped).
 run_seed() {
@@ -83,9 +101,11 @@ run_seed() {
     fi
     local rc=0 on_gpu=()
     if [ -n "$gpu" ]; then on_gpu=(env CUDA_VISIBLE_DEVICES="$gpu"); fi
+    forward_signals
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     "${on_gpu[@]}" "$TRAINER" "${MODEL[@]}" "${DATA_FLAGS[@]}" "${COMMON[@]}" -s "$seed" "$@" \
-        $EXTRA "${resume[@]}" -o "$base.jsonl" -c "$base.ckpt" --ckpt-every "$CKPT_EVERY" > "$base.out" 2>&1 || rc=$?
+        $EXTRA "${resume[@]}" -o "$base.jsonl" -c "$base.ckpt" --ckpt-every "$CKPT_EVERY" > "$base.out" 2>&1 &
+    wait_for $! || rc=$?
     if [ $rc -ne 0 ]; then
         echo "stopped $base: exit $rc ($(tail -n 1 "$base.out"))"
         return $rc
@@ -116,10 +136,8 @@ run_config() {
         pids+=($!)
         i=$((i + 1))
         if [ ${#pids[@]} -eq ${#gpus[@]} ] || [ $i -eq "$n_seeds" ]; then
-            for p in "${pids[@]}"; do
-                wait "$p" || rc=$?
-                if [ $rc -ge 128 ]; then exit $rc; fi
-            done
+            for p in "${pids[@]}"; do wait_for "$p" || rc=$?; done
+            if [ $rc -ge 128 ]; then exit $rc; fi
             pids=()
         fi
     done
