@@ -4,6 +4,7 @@
 #   grid:      f3_nope.sh trains its four configs and leaves complete, gzipped logs
 #   skip:      run again, every run is skipped as complete
 #   ONLY:      a regex picks the configs that run
+#   all.sh:    runs f1, f2, f3 in turn; a run two findings share is trained once
 #   GPUS:      two seeds side by side give the logs of one at a time
 #   resume:    SIGTERM to the grid's shell reaches its trainer; the grid exits 143 once the checkpoint is
 #              written, the run resumes from it, and its finished log equals, number
@@ -30,6 +31,12 @@ else fail "experiments skip" "$(echo "$out" | head -n 2 | tr '\n' ' ')"; fi
 out=$(LOGDIR="$dir/e" ONLY='SSSF_w512.*' bash dev/experiments/f3_nope.sh 2>&1)
 if [ "$(LC_ALL=C ls "$dir/e/tiny/")" = "$(printf 'SSSF_w512.s1.jsonl.gz\nSSSF_w512_fnope.s1.jsonl.gz')" ]; then pass "experiments ONLY" "ONLY='SSSF_w512.*' runs those 2 configs of f3_nope.sh, not the W 32 ones"
 else fail "experiments ONLY" "$(ls "$dir/e/tiny/" | tr '\n' ' ')"; fi
+
+out=$(LOGDIR="$dir/f" ONLY='SSSF_w(32|64)' bash dev/experiments/all.sh 2>&1)
+if [ "$(LC_ALL=C ls "$dir/f/tiny/")" = "$(printf 'SSSF_w32.s1.jsonl.gz\nSSSF_w64.s1.jsonl.gz')" ] \
+    && [ "$(echo "$out" | grep -c '^skip .*SSSF_w32.s1: complete$')" = 2 ]; then
+    pass "experiments all.sh" "ONLY='SSSF_w(32|64)': W 32 trained by f1, skipped by f2 and f3; W 64 by f2"
+else fail "experiments all.sh" "$(LC_ALL=C ls "$dir/f/tiny/" | tr '\n' ' '); $(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
 
 out=$(LOGDIR="$dir/d" SEEDS="1 2" GPUS="0 1" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
 if [[ "$out" == *"on GPU 1"* ]] && [ -s "$dir/d/tiny/SSSF_w32.s2.jsonl.gz" ] \

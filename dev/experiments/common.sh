@@ -39,7 +39,7 @@ DEADLINE=${DEADLINE:-0}
 EXTRA=${EXTRA:-}
 CKPT_EVERY=${CKPT_EVERY:-500}
 ONLY=${ONLY:-}
-EXP_START=$(date +%s)
+EXP_START=${EXP_START:-$(date +%s)}  # all.sh shares its start (and so DEADLINE) with the three grids
 
 case "$SIZE" in
     mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 5e-4 --needle-density 30 --needle-queries 128) ;;
