@@ -13,6 +13,8 @@ For every model size (a folder of logs/) it writes into results/<size>/:
                        it first exceeds 0.5 against W
     f3_nope.png        needle accuracy vs length (T/4 .. 4T) at the end of training, F = RoPE vs NoPE
     results.md         the tables behind the plots
+and from the calibration logs (calibration/, all-F runs whose names give the flags that differ from
+the mini protocol) results/calibration.md: when retrieval emerged under each setting.
 A run's log is <config>.s<seed>.jsonl.gz; only complete (gzipped) logs are read. Numbers come only
 from the logs: "-" where an event did not happen within the run.
 """
@@ -222,12 +224,33 @@ def finding3(runs, out, md):
     md.append("")
 
 
+def calibration(folder, out):
+    """results/calibration.md: per calibration log, the step where accuracy at T first exceeds 0.5,
+    and the accuracy and best F head at its end."""
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".jsonl.gz"))
+    md = ["## Calibration: all-F runs at `mini` under other needle and learning-rate settings\n",
+          "Name: learning rate, needle queries per sequence, needle density per 1000 tokens (30 when not given), steps.\n",
+          "| log | steps | first step acc at T > 0.5 | final acc at T | final best F head |", "|---|---|---|---|---|"]
+    for name in names:
+        r = Run(os.path.join(folder, name))
+        steps, acc = r.acc_at(r.T)
+        first = r.first_step(acc)
+        md.append(f"| {name[:-len('.jsonl.gz')]} | {steps[-1]} | {'-' if first is None else first} | {acc[-1]:.2f} | {r.best_f()[-1]:.2f} |")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "calibration.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print(f"calibration: {len(names)} logs in {out}/calibration.md")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description="paper-mini plots and tables from the experiment logs")
     p.add_argument("--logs", default=os.path.join(here, "logs"), help="folder of <size>/ log folders (default dev/experiments/logs)")
     p.add_argument("--out", default=os.path.join(here, "results"), help="output folder (default dev/experiments/results)")
+    p.add_argument("--calibration", default=os.path.join(here, "calibration"), help="folder of calibration logs (default dev/experiments/calibration; skipped when absent)")
     a = p.parse_args()
+    if os.path.isdir(a.calibration):
+        calibration(a.calibration, a.out)
     if not os.path.isdir(a.logs):
         sys.exit(f"error: --logs {a.logs}: no such folder (run the finding scripts first)")
     sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d)))
