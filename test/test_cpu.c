@@ -504,6 +504,28 @@ static void test_needles_train(void) {
           "%d needles, %d queries, %d wrong answers, %d queries without a needle", total_needles, total_queries, wrong, orphan);
 }
 
+// More needle draws than distinct keys (1-symbol keys over 8 symbols, a draw at every token): the
+// sequence takes at most 3/4 of the keys (6), each once, instead of dying on a key it cannot find.
+static void test_needles_key_space(void) {
+    Vocab v = vocab_make(256, 8);
+    NeedleConfig nc = needle_config_default();
+    nc.per_1k = 1000; nc.queries = 4;
+    Rng r;
+    rng_init(&r, 3);
+    int n = 512, seq[512], max_placed = 0, repeated = 0;
+    for (int rep = 0; rep < 10; rep++) {
+        for (int i = 0; i < n; i++) { seq[i] = 'a' + i % 26; }
+        int placed = needle_fill_train(seq, n, &nc, &v, &r);
+        if (placed > max_placed) { max_placed = placed; }
+        int seen[8] = {0};
+        for (int i = 0; i + 1 < n; i++) {
+            if (seq[i] == v.needle_mark) { repeated += seen[seq[i + 1] - v.symbol0]++ > 0; }
+        }
+    }
+    check(max_placed == 6 && repeated == 0, "training needles fit the key space", "at most %d needles a sequence (8 keys), %d repeated keys",
+          max_placed, repeated);
+}
+
 static void test_needles_eval(void) {
     Vocab v = vocab_make(256, 64);
     NeedleConfig nc = needle_config_default();
@@ -579,6 +601,7 @@ static void test_cli(void) {
     char* frac[] = {"prog", "--needle-frac", "1.5", NULL};
     char* keep[] = {"prog", "--ckpt-keep", "0", NULL};
     char* samples[] = {"prog", "--eval-samples", "0", NULL};
+    char* keys[] = {"prog", "-T", "1024", "--needle-frac", "1", NULL};
     expect_die("cli unknown flag", parse_args, unknown, "unknown flag '--frobnicate'");
     expect_die("cli bad pattern letter", parse_args, letters, "-p SSXF: layer pattern has 'X'");
     expect_die("cli window 0", parse_args, window, "-w 0: window must be >= 1");
@@ -589,6 +612,7 @@ static void test_cli(void) {
     expect_die("cli needle fraction", parse_args, frac, "--needle-frac 1.5");
     expect_die("cli --ckpt-keep 0", parse_args, keep, "--ckpt-keep 0: expected >= 1");
     expect_die("cli --eval-samples 0", parse_args, samples, "--eval-samples 0: expected >= 0 and >= 1");
+    expect_die("cli needles beyond the key space", parse_args, keys, "--needle-density 64 at -T 1024: 65.5 needles per sequence");
 }
 
 // ----------------------------------------------------------------------------
@@ -640,6 +664,7 @@ int main(void) {
     test_builtin_stream();
     test_batches();
     test_needles_train();
+    test_needles_key_space();
     test_needles_eval();
     test_text_needle();
     test_cli();
