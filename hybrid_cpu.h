@@ -1589,8 +1589,8 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->data.needles.per_1k < 0 || a->data.needles.queries < 0) { die("--needle-density and --needle-queries must be >= 0"); }
     long keys = needle_keys(&a->data.needles, a->data.n_symbols);
     if (a->data.needle_frac > 0 && (long)a->data.needles.per_1k * a->T > keys / 2 * 1000) {
-        die("--needle-density %d at -T %d: %.1f needles per sequence, but their keys must differ and %ld keys allow at most %ld (lower the density, or raise --needle-key or --needle-symbols)",
-            a->data.needles.per_1k, a->T, a->data.needles.per_1k * a->T / 1000.0, keys, keys / 2);
+        die("--needle-density %d at -T %d: %.1f needles per sequence, more than half of the %ld distinct keys (keys differ within a sequence; lower the density, or raise --needle-key or --needle-symbols)",
+            a->data.needles.per_1k, a->T, a->data.needles.per_1k * a->T / 1000.0, keys);
     }
     if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
     if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
