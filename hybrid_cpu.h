@@ -1424,6 +1424,7 @@ typedef struct {
     const char* resume;      // checkpoint to start from ("" = none)
     int skip_nonfinite;      // 1: skip a step whose loss or gradient norm is not finite, 0: stop
     int eval_every;          // needle grid and retrieval heads every this many steps (0 = never)
+    int eval_early;          // during the first eval_early steps, EVAL_EARLY_RATE times as often
     int eval_samples;        // needle samples per (length, depth) cell
     long eval_seed;          // seed of the needle grid
 } TrainArgs;
@@ -1482,6 +1483,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"-r", FLAG_STR, &a->resume, NULL, "resume from this checkpoint: its model (model flags are ignored), AdamW state, step and data position; pass the run's data and schedule flags again"},
         {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
         {"--eval-every", FLAG_INT, &a->eval_every, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
+        {"--eval-early", FLAG_INT, &a->eval_early, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
         {"--eval-samples", FLAG_INT, &a->eval_samples, NULL, "needle samples per (length, depth) cell"},
         {"--eval-seed", FLAG_LONG, &a->eval_seed, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
     };
@@ -1598,6 +1600,7 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->ckpt_keep < 1) { die("--ckpt-keep %d: expected >= 1", a->ckpt_keep); }
     if (a->ckpt_opt != 0 && a->ckpt_opt != 1) { die("--ckpt-opt %d: expected 0 or 1", a->ckpt_opt); }
     if (a->eval_every < 0 || a->eval_samples < 1) { die("--eval-every %d --eval-samples %d: expected >= 0 and >= 1", a->eval_every, a->eval_samples); }
+    if (a->eval_early < 0) { die("--eval-early %d: expected >= 0", a->eval_early); }
 }
 
 // ----------------------------------------------------------------------------
@@ -1625,8 +1628,13 @@ static void train_eval_init(TrainEval* e, const TrainArgs* a, const Vocab* vocab
     if (e->text) { needle_grid_build(&e->text_grid, &text_data, vocab); }
 }
 
+#define EVAL_EARLY_RATE 4  // --eval-early: evals this many times as often while retrieval emerges
+
 static int train_eval_due(const TrainArgs* a, int step, int last, int stopping) {
-    return a->eval_every > 0 && !stopping && (step % a->eval_every == 0 || last);
+    if (a->eval_every <= 0 || stopping) { return 0; }
+    int every = a->eval_every;
+    if (step <= a->eval_early) { every = every / EVAL_EARLY_RATE > 0 ? every / EVAL_EARLY_RATE : 1; }
+    return step % every == 0 || last;
 }
 
 // Prints the results (one line each), writes them as one JSONL record, frees them. text_res is

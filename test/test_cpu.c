@@ -4,11 +4,11 @@ command-line errors, and a tiny end-to-end training run.
 
   layout:    parameter count of a known config by hand; weight decay only on matrices
   optimizer: two AdamW steps against hand-computed values (decayed and not), clipping
-  schedule:  cosine and WSD at hand-computed steps
+  schedule:  cosine and WSD at hand-computed steps; the needle evals' steps (--eval-early)
   data:      llm.c shard round trip (uint16 and uint32), bad shards -> one clear line and exit 1,
              bytes train/val split, built-in stream determinism, batches shifted by one
-  needles:   every training query's answer is its needle's value; eval placement at each depth;
-             text needles spelled as documented
+  needles:   every training query's answer is its needle's value; no more needles than 3/4 of
+             the keys; eval placement at each depth; text needles spelled as documented
   cli:       bad flags and values -> one clear line and exit 1
   needle eval: grid determinism and placement at every depth, the scorer on hand-made logits,
              retrieval statistics on a hand-made attention map, eval_needle's JSON = in-process
@@ -590,6 +590,21 @@ static void parse_args(void* argv_) {
     config_make(100, 128, a.L, a.C, a.H, a.F, a.pattern, a.window, a.pos_full, a.pos_swa, a.mixer);
 }
 
+// The needle evals' steps: every 100, every 25 through step 1000 with --eval-early 1000, the last
+// step always, none while stopping.
+static void test_eval_schedule(void) {
+    TrainArgs a;
+    memset(&a, 0, sizeof(a));
+    a.eval_every = 100;
+    int plain = 0, early = 0;
+    for (int s = 1; s <= 4000; s++) { plain += train_eval_due(&a, s, s == 4000, 0); }
+    a.eval_early = 1000;
+    for (int s = 1; s <= 4000; s++) { early += train_eval_due(&a, s, s == 4000, 0); }
+    int at = train_eval_due(&a, 25, 0, 0) && train_eval_due(&a, 1000, 0, 0) && !train_eval_due(&a, 1025, 0, 0) &&
+             train_eval_due(&a, 1100, 0, 0) && train_eval_due(&a, 1234, 1, 0) && !train_eval_due(&a, 1200, 0, 1);
+    check(plain == 40 && early == 70 && at, "needle eval schedule", "4000 steps: %d evals every 100, %d with --eval-early 1000 (40 + 30)", plain, early);
+}
+
 static void test_cli(void) {
     char* unknown[] = {"prog", "--frobnicate", "3", NULL};
     char* letters[] = {"prog", "-p", "SSXF", NULL};
@@ -602,6 +617,7 @@ static void test_cli(void) {
     char* keep[] = {"prog", "--ckpt-keep", "0", NULL};
     char* samples[] = {"prog", "--eval-samples", "0", NULL};
     char* keys[] = {"prog", "-T", "1024", "--needle-frac", "1", NULL};
+    char* early[] = {"prog", "--eval-early", "-1", NULL};
     expect_die("cli unknown flag", parse_args, unknown, "unknown flag '--frobnicate'");
     expect_die("cli bad pattern letter", parse_args, letters, "-p SSXF: layer pattern has 'X'");
     expect_die("cli window 0", parse_args, window, "-w 0: window must be >= 1");
@@ -612,6 +628,7 @@ static void test_cli(void) {
     expect_die("cli needle fraction", parse_args, frac, "--needle-frac 1.5");
     expect_die("cli --ckpt-keep 0", parse_args, keep, "--ckpt-keep 0: expected >= 1");
     expect_die("cli --eval-samples 0", parse_args, samples, "--eval-samples 0: expected >= 0 and >= 1");
+    expect_die("cli --eval-early -1", parse_args, early, "--eval-early -1: expected >= 0");
     expect_die("cli needles beyond the key space", parse_args, keys, "--needle-density 64 at -T 1024: 65.5 needles per sequence");
 }
 
@@ -667,6 +684,7 @@ int main(void) {
     test_needles_key_space();
     test_needles_eval();
     test_text_needle();
+    test_eval_schedule();
     test_cli();
     test_checkpoint();
     test_needle_grid();

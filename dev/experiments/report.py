@@ -225,21 +225,26 @@ def finding3(runs, out, md):
 
 
 def calibration(folder, out):
-    """results/calibration.md: per calibration log, the step where accuracy at T first exceeds 0.5,
-    and the accuracy and best F head at its end."""
+    """results/calibration.md: per calibration or pilot log, the steps where accuracy at T and the best
+    F head first exceed 0.5, and both at its end."""
     names = sorted(f for f in os.listdir(folder) if f.endswith(".jsonl.gz"))
-    md = ["## Calibration: all-F runs at `mini` under other needle and learning-rate settings\n",
-          "Name: learning rate, needle queries per sequence, needle density per 1000 tokens (30 when not given), steps.\n",
-          "| log | steps | first step acc at T > 0.5 | final acc at T | final best F head |", "|---|---|---|---|---|"]
+    md = ["## Calibration and pilot runs at `mini`\n",
+          "F_*: all-F runs named by the flags that differ from the protocol (learning rate, needle queries",
+          "per sequence, needle density per 1000 tokens when not 30, steps); pilot_*: protocol runs without",
+          "--eval-early (evals every 100 steps).\n",
+          "| log | steps | first step acc at T > 0.5 | first step best F head > 0.5 | final acc at T / 2T / 4T | final best F head |",
+          "|---|---|---|---|---|---|"]
     for name in names:
         r = Run(os.path.join(folder, name))
         steps, acc = r.acc_at(r.T)
-        first = r.first_step(acc)
-        md.append(f"| {name[:-len('.jsonl.gz')]} | {steps[-1]} | {'-' if first is None else first} | {acc[-1]:.2f} | {r.best_f()[-1]:.2f} |")
+        first_acc, first_head = r.first_step(acc), r.first_step(r.best_f())
+        final = " / ".join(f"{r.acc_at(L)[1][-1]:.2f}" for L in (r.T, 2 * r.T, 4 * r.T))
+        md.append(f"| {name[:-len('.jsonl.gz')]} | {steps[-1]} | {fmt(first_acc, '{}')} | {fmt(first_head, '{}')} | {final} | {r.best_f()[-1]:.2f} |")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "calibration.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print(f"calibration: {len(names)} logs in {out}/calibration.md")
+    return len(names)
 
 
 def main():
@@ -249,12 +254,8 @@ def main():
     p.add_argument("--out", default=os.path.join(here, "results"), help="output folder (default dev/experiments/results)")
     p.add_argument("--calibration", default=os.path.join(here, "calibration"), help="folder of calibration logs (default dev/experiments/calibration; skipped when absent)")
     a = p.parse_args()
-    if os.path.isdir(a.calibration):
-        calibration(a.calibration, a.out)
-    if not os.path.isdir(a.logs):
-        sys.exit(f"error: --logs {a.logs}: no such folder (run the finding scripts first)")
-    sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d)))
-    done = 0
+    done = calibration(a.calibration, a.out) if os.path.isdir(a.calibration) else 0
+    sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d))) if os.path.isdir(a.logs) else []
     for size in sizes:
         runs = load_runs(os.path.join(a.logs, size))
         if not runs:
@@ -270,7 +271,7 @@ def main():
         print(f"{size}: {', '.join(sorted(x for x in os.listdir(out)))} in {out}/")
         done += 1
     if done == 0:
-        sys.exit(f"error: {a.logs}: no complete logs (<size>/<config>.s<seed>.jsonl.gz)")
+        sys.exit(f"error: --logs {a.logs}: no complete logs (<size>/<config>.s<seed>.jsonl.gz; run the finding scripts first)")
 
 
 if __name__ == "__main__":
