@@ -10,7 +10,8 @@
 #              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
-#              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those;
+#              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those, in
+#              the findings' tables and the calibration table;
 #              draws the plots of the real tiny logs (skipped without matplotlib)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -82,13 +83,14 @@ for seed in (1, 2):
             f.write(json.dumps({"step": step, "needle": {"lengths": [256, 512, 1024, 2048, 4096], "acc": rows, "attn_layers": layers}}) + "\n")
         f.write(json.dumps({"step": 40, "val_loss": 2.5}) + "\n")
 EOF
-    msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" 2>&1)
+    msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" --calibration "$dir/syn/mini" 2>&1)
     md="$dir/synres/mini/results.md"
     if grep -q '^| SSSF_w32 | 2 | 3 (3, 3) | 1.00 (1.00, 1.00) | 0.50 (0.50, 0.50) | 0.00 (0.00, 0.00) | 2.500 (2.500, 2.500) |$' "$md" 2> /dev/null \
-        && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) |$' "$md"; then
-        pass "experiments report" "known events: acc > 0.5 after 3M tokens, F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T"
+        && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) |$' "$md" \
+        && grep -q '^| SSSF_w32.s2 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 |$' "$dir/synres/calibration.md"; then
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T; the calibration table too"
     else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
-    msg=$("$PY" dev/experiments/report.py --logs "$dir/a" --out "$dir/res" 2>&1)
+    msg=$("$PY" dev/experiments/report.py --logs "$dir/a" --out "$dir/res" --calibration "$dir/none" 2>&1)
     missing=""
     for f in f1_emergence f2_laziness f3_nope; do [ -s "$dir/res/tiny/$f.png" ] || missing="$missing $f.png"; done
     if [ -z "$missing" ] && grep -q '^| SSSF_w32 | NoPE | 1 |' "$dir/res/tiny/results.md"; then pass "experiments report plots" "$msg"
