@@ -1425,6 +1425,7 @@ typedef struct {
     int skip_nonfinite;      // 1: skip a step whose loss or gradient norm is not finite, 0: stop
     int eval_every;          // needle grid and retrieval heads every this many steps (0 = never)
     int eval_early;          // during the first eval_early steps, EVAL_EARLY_RATE times as often
+    int eval_text;           // 1: for byte data trained on symbol needles, the text-needle grid too
     int eval_samples;        // needle samples per (length, depth) cell
     long eval_seed;          // seed of the needle grid
 } TrainArgs;
@@ -1484,6 +1485,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
         {"--eval-every", FLAG_INT, &a->eval_every, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
         {"--eval-early", FLAG_INT, &a->eval_early, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
+        {"--eval-text", FLAG_INT, &a->eval_text, NULL, "1: byte data trained on symbol needles is also evaluated on text needles, 0: symbol needles only"},
         {"--eval-samples", FLAG_INT, &a->eval_samples, NULL, "needle samples per (length, depth) cell"},
         {"--eval-seed", FLAG_LONG, &a->eval_seed, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
     };
@@ -1601,6 +1603,7 @@ static void train_args_resolve(TrainArgs* a) {
     if (a->ckpt_opt != 0 && a->ckpt_opt != 1) { die("--ckpt-opt %d: expected 0 or 1", a->ckpt_opt); }
     if (a->eval_every < 0 || a->eval_samples < 1) { die("--eval-every %d --eval-samples %d: expected >= 0 and >= 1", a->eval_every, a->eval_samples); }
     if (a->eval_early < 0) { die("--eval-early %d: expected >= 0", a->eval_early); }
+    if (a->eval_text != 0 && a->eval_text != 1) { die("--eval-text %d: expected 0 or 1", a->eval_text); }
 }
 
 // ----------------------------------------------------------------------------
@@ -1624,7 +1627,7 @@ static void train_eval_init(TrainEval* e, const TrainArgs* a, const Vocab* vocab
     text_data.needles.kind = NEEDLE_TEXT;
     needle_grid_default(&e->text_grid, a->T, a->eval_samples, (uint64_t)a->eval_seed);
     needle_grid_drop_short(&e->text_grid, 2 * needle_task_len(&text_data.needles, vocab));
-    e->text = e->on && a->data.needles.kind == NEEDLE_SYMBOL && vocab->data_vocab == 256 && e->text_grid.n_lengths > 0;
+    e->text = e->on && a->eval_text && a->data.needles.kind == NEEDLE_SYMBOL && vocab->data_vocab == 256 && e->text_grid.n_lengths > 0;
     if (e->text) { needle_grid_build(&e->text_grid, &text_data, vocab); }
 }
 

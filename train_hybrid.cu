@@ -1153,7 +1153,7 @@ int main(int argc, char** argv) {
     a.ckpt_keep = 1;
     a.ckpt_opt = 1;
     a.resume = "";
-    a.eval_every = 100; a.eval_early = 0; a.eval_samples = 16; a.eval_seed = 20260615;
+    a.eval_every = 100; a.eval_early = 0; a.eval_text = 1; a.eval_samples = 16; a.eval_seed = 20260615;
     int gpus = 1, nodes = 1, node_rank = 0;
     const char* nccl_id = "";
     FlagSpec flags[MAX_FLAGS];

@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     a.ckpt_keep = 1;
     a.ckpt_opt = 1;
     a.resume = "";
-    a.eval_every = 0; a.eval_early = 0; a.eval_samples = 4; a.eval_seed = 20260615;
+    a.eval_every = 0; a.eval_early = 0; a.eval_text = 1; a.eval_samples = 4; a.eval_seed = 20260615;
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     flags_parse(flags, n_flags, argc, argv);

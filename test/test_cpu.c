@@ -4,7 +4,8 @@ command-line errors, and a tiny end-to-end training run.
 
   layout:    parameter count of a known config by hand; weight decay only on matrices
   optimizer: two AdamW steps against hand-computed values (decayed and not), clipping
-  schedule:  cosine and WSD at hand-computed steps; the needle evals' steps (--eval-early)
+  schedule:  cosine and WSD at hand-computed steps; the needle evals' steps (--eval-early) and
+             grids (--eval-text)
   data:      llm.c shard round trip (uint16 and uint32), bad shards -> one clear line and exit 1,
              bytes train/val split, built-in stream determinism, batches shifted by one
   needles:   every training query's answer is its needle's value; no more needles than 3/4 of
@@ -582,7 +583,7 @@ static void parse_args(void* argv_) {
     memset(&a, 0, sizeof(a));
     a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window = 4; a.B = 1; a.T = 8; a.accum = 1;
     a.opt = opt_config_default(10); a.data = data_config_default(); a.val_batches = 1; a.log_path = "";
-    a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = ""; a.eval_samples = 1;
+    a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = ""; a.eval_samples = 1; a.eval_text = 1;
     FlagSpec f[MAX_FLAGS];
     int n = train_flags(&a, f);
     flags_parse(f, n, argc, argv);
@@ -605,6 +606,24 @@ static void test_eval_schedule(void) {
     check(plain == 40 && early == 70 && at, "needle eval schedule", "4000 steps: %d evals every 100, %d with --eval-early 1000 (40 + 30)", plain, early);
 }
 
+// The text-needle grid runs next to the symbol grid for byte data (built-in: 256 byte tokens) unless
+// --eval-text 0; not for a model without evals.
+static void test_eval_text(void) {
+    TrainArgs a;
+    memset(&a, 0, sizeof(a));
+    a.T = 128; a.data = data_config_default(); a.eval_every = 10; a.eval_samples = 1; a.eval_text = 1;
+    Vocab v = vocab_make(256, a.data.n_symbols);
+    TrainEval on, off, none;
+    train_eval_init(&on, &a, &v);
+    a.eval_text = 0;
+    train_eval_init(&off, &a, &v);
+    a.eval_every = 0; a.eval_text = 1;
+    train_eval_init(&none, &a, &v);
+    check(on.on && on.text && on.text_grid.n_lengths == 2 && off.on && !off.text && !none.on && !none.text, "--eval-text",
+          "byte data T 128: text grid at %d lengths with --eval-text 1, none with 0, none without evals", on.text_grid.n_lengths);
+    train_eval_free(&on); train_eval_free(&off); train_eval_free(&none);
+}
+
 static void test_cli(void) {
     char* unknown[] = {"prog", "--frobnicate", "3", NULL};
     char* letters[] = {"prog", "-p", "SSXF", NULL};
@@ -618,6 +637,7 @@ static void test_cli(void) {
     char* samples[] = {"prog", "--eval-samples", "0", NULL};
     char* keys[] = {"prog", "-T", "1024", "--needle-frac", "1", NULL};
     char* early[] = {"prog", "--eval-early", "-1", NULL};
+    char* text[] = {"prog", "--eval-text", "2", NULL};
     expect_die("cli unknown flag", parse_args, unknown, "unknown flag '--frobnicate'");
     expect_die("cli bad pattern letter", parse_args, letters, "-p SSXF: layer pattern has 'X'");
     expect_die("cli window 0", parse_args, window, "-w 0: window must be >= 1");
@@ -629,6 +649,7 @@ static void test_cli(void) {
     expect_die("cli --ckpt-keep 0", parse_args, keep, "--ckpt-keep 0: expected >= 1");
     expect_die("cli --eval-samples 0", parse_args, samples, "--eval-samples 0: expected >= 0 and >= 1");
     expect_die("cli --eval-early -1", parse_args, early, "--eval-early -1: expected >= 0");
+    expect_die("cli --eval-text 2", parse_args, text, "--eval-text 2: expected 0 or 1");
     expect_die("cli needles beyond the key space", parse_args, keys, "--needle-density 64 at -T 1024: 65.5 needles per sequence");
 }
 
@@ -685,6 +706,7 @@ int main(void) {
     test_needles_eval();
     test_text_needle();
     test_eval_schedule();
+    test_eval_text();
     test_cli();
     test_checkpoint();
     test_needle_grid();

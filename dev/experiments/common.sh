@@ -51,11 +51,12 @@ if [ "$DATA" = builtin ]; then DATA_FLAGS=()
 elif [ -s "$DATA" ]; then DATA_FLAGS=(--bytes -i "$DATA")
 else echo "error: DATA=$DATA: no such file (run bash dev/experiments/prepare_text.sh, or DATA=builtin)" >&2; exit 1; fi
 [ -x "$TRAINER" ] || { echo "error: TRAINER=$TRAINER: not built (make)" >&2; exit 1; }
-# every step of training carries needles; the grid and retrieval heads every STEPS/40 steps and 4
-# times as often through the first quarter, where retrieval emerges (70 evals a run); val 10 times
+# every step of training carries needles; the symbol-needle grid and retrieval heads every STEPS/40
+# steps and 4 times as often through the first quarter, where retrieval emerges (70 evals a run;
+# no text-needle grid: symbol-trained models score ~0 there); val 10 times
 EVERY=$(( STEPS / 40 > 0 ? STEPS / 40 : 1 ))
 VAL_EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
-COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "$EVERY" --eval-early $(( STEPS / 4 )) -v "$VAL_EVERY" -V 8)
+COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "$EVERY" --eval-early $(( STEPS / 4 )) --eval-text 0 -v "$VAL_EVERY" -V 8)
 mkdir -p "$LOGDIR/$SIZE"
 
 # A signal to the grid (timeout, Ctrl-C, kill) is passed on to the trainers it runs, which finish
