@@ -625,32 +625,22 @@ static void test_eval_text(void) {
 }
 
 static void test_cli(void) {
-    char* unknown[] = {"prog", "--frobnicate", "3", NULL};
-    char* letters[] = {"prog", "-p", "SSXF", NULL};
-    char* window[] = {"prog", "-w", "0", NULL};
-    char* heads[] = {"prog", "-C", "30", "-H", "4", NULL};
-    char* number[] = {"prog", "-T", "12x", NULL};
-    char* choice[] = {"prog", "--pos-full", "alibi", NULL};
-    char* missing[] = {"prog", "-n", NULL};
-    char* frac[] = {"prog", "--needle-frac", "1.5", NULL};
-    char* keep[] = {"prog", "--ckpt-keep", "0", NULL};
-    char* samples[] = {"prog", "--eval-samples", "0", NULL};
-    char* keys[] = {"prog", "-T", "1024", "--needle-frac", "1", NULL};
-    char* early[] = {"prog", "--eval-early", "-1", NULL};
-    char* text[] = {"prog", "--eval-text", "2", NULL};
-    expect_die("cli unknown flag", parse_args, unknown, "unknown flag '--frobnicate'");
-    expect_die("cli bad pattern letter", parse_args, letters, "-p SSXF: layer pattern has 'X'");
-    expect_die("cli window 0", parse_args, window, "-w 0: window must be >= 1");
-    expect_die("cli heads do not divide C", parse_args, heads, "-C 30 -H 4");
-    expect_die("cli non-integer", parse_args, number, "flag -T: '12x' is not an integer");
-    expect_die("cli bad choice", parse_args, choice, "expected one of rope|nope");
-    expect_die("cli missing value", parse_args, missing, "flag -n needs a value");
-    expect_die("cli needle fraction", parse_args, frac, "--needle-frac 1.5");
-    expect_die("cli --ckpt-keep 0", parse_args, keep, "--ckpt-keep 0: expected >= 1");
-    expect_die("cli --eval-samples 0", parse_args, samples, "--eval-samples 0: expected >= 0 and >= 1");
-    expect_die("cli --eval-early -1", parse_args, early, "--eval-early -1: expected >= 0");
-    expect_die("cli --eval-text 2", parse_args, text, "--eval-text 2: expected 0 or 1");
-    expect_die("cli needles beyond the key space", parse_args, keys, "--needle-density 64 at -T 1024: 65.5 needles per sequence");
+    static struct { const char* name; char* argv[6]; const char* error; } cases[] = {
+        {"cli unknown flag", {"prog", "--frobnicate", "3"}, "unknown flag '--frobnicate'"},
+        {"cli bad pattern letter", {"prog", "-p", "SSXF"}, "-p SSXF: layer pattern has 'X'"},
+        {"cli window 0", {"prog", "-w", "0"}, "-w 0: window must be >= 1"},
+        {"cli heads do not divide C", {"prog", "-C", "30", "-H", "4"}, "-C 30 -H 4"},
+        {"cli non-integer", {"prog", "-T", "12x"}, "flag -T: '12x' is not an integer"},
+        {"cli bad choice", {"prog", "--pos-full", "alibi"}, "expected one of rope|nope"},
+        {"cli missing value", {"prog", "-n"}, "flag -n needs a value"},
+        {"cli needle fraction", {"prog", "--needle-frac", "1.5"}, "--needle-frac 1.5"},
+        {"cli --ckpt-keep 0", {"prog", "--ckpt-keep", "0"}, "--ckpt-keep 0: expected >= 1"},
+        {"cli --eval-samples 0", {"prog", "--eval-samples", "0"}, "--eval-samples 0: expected >= 0 and >= 1"},
+        {"cli --eval-early -1", {"prog", "--eval-early", "-1"}, "--eval-early -1: expected >= 0"},
+        {"cli --eval-text 2", {"prog", "--eval-text", "2"}, "--eval-text 2: expected 0 or 1"},
+        {"cli needles beyond the key space", {"prog", "-T", "1024", "--needle-frac", "1"}, "--needle-density 64 at -T 1024: 65.5 needles per sequence"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) { expect_die(cases[i].name, parse_args, cases[i].argv, cases[i].error); }
 }
 
 // ----------------------------------------------------------------------------
