@@ -1576,6 +1576,19 @@ static void flags_parse(const FlagSpec* f, int n, int argc, char** argv) {
 }
 
 // Fills the derived defaults and range-checks the values that config_make does not see.
+// What both trainers default to; each then sets its own model size, batch, steps, lr and periods.
+static void train_args_default(TrainArgs* a) {
+    memset(a, 0, sizeof(*a));
+    a->pattern = "SSSF";
+    a->pos_full = POS_ROPE; a->pos_swa = POS_ROPE; a->mixer = MIXER_GDN;
+    a->T = 128; a->accum = 1;
+    a->data = data_config_default();
+    a->seed = 1337;
+    a->log_path = ""; a->ckpt_path = ""; a->resume = "";
+    a->ckpt_keep = 1; a->ckpt_opt = 1;
+    a->eval_text = 1; a->eval_seed = 20260615;
+}
+
 static void train_args_resolve(TrainArgs* a) {
     if (a->opt.warmup == -1) { a->opt.warmup = a->opt.steps / 20; }
     if (a->B < 1) { die("-B %d: batch must be >= 1", a->B); }

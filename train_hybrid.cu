@@ -1138,22 +1138,15 @@ static void dist_sum_grads(Dist* d, GpuModel* m) {
 
 int main(int argc, char** argv) {
     TrainArgs a;
-    memset(&a, 0, sizeof(a));
-    a.L = 8; a.C = 256; a.H = 4; a.F = 0;
-    a.pattern = "SSSF"; a.window = 16;
-    a.pos_full = POS_ROPE; a.pos_swa = POS_ROPE; a.mixer = MIXER_GDN;
-    a.B = 64; a.T = 128; a.accum = 1;
+    train_args_default(&a);
+    a.L = 8; a.C = 256; a.H = 4; a.window = 16;
+    a.B = 64;
     a.opt = opt_config_default(6000);
     a.opt.lr = 2e-3;
-    a.data = data_config_default();
-    a.seed = 1337;
     a.val_every = 250; a.val_batches = 8;
     a.log_path = "train_hybrid.jsonl";
     a.ckpt_path = "train_hybrid.ckpt";
-    a.ckpt_keep = 1;
-    a.ckpt_opt = 1;
-    a.resume = "";
-    a.eval_every = 100; a.eval_early = 0; a.eval_text = 1; a.eval_samples = 16; a.eval_seed = 20260615;
+    a.eval_every = 100; a.eval_samples = 16;
     int gpus = 1, nodes = 1, node_rank = 0;
     const char* nccl_id = "";
     FlagSpec flags[MAX_FLAGS];

@@ -27,23 +27,14 @@ static double val_loss(Model* m, DataLoader* val, int batches) {
 
 int main(int argc, char** argv) {
     TrainArgs a;
-    memset(&a, 0, sizeof(a));
-    a.L = 4; a.C = 64; a.H = 4; a.F = 0;
-    a.pattern = "SSSF"; a.window = 32;
-    a.pos_full = POS_ROPE; a.pos_swa = POS_ROPE; a.mixer = MIXER_GDN;
-    a.B = 8; a.T = 128; a.accum = 1;
+    train_args_default(&a);
+    a.L = 4; a.C = 64; a.H = 4; a.window = 32;
+    a.B = 8;
     a.opt = opt_config_default(300);
     a.opt.lr = 3e-3;
-    a.data = data_config_default();
     a.data.needle_frac = 0.0f;  // the CPU default shows language modelling; needles are opt-in
-    a.seed = 1337;
     a.val_every = 50; a.val_batches = 4;
-    a.log_path = "";
-    a.ckpt_path = "";
-    a.ckpt_keep = 1;
-    a.ckpt_opt = 1;
-    a.resume = "";
-    a.eval_every = 0; a.eval_early = 0; a.eval_text = 1; a.eval_samples = 4; a.eval_seed = 20260615;
+    a.eval_samples = 4;         // needle evals are opt-in (--eval-every)
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     flags_parse(flags, n_flags, argc, argv);
