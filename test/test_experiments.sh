@@ -11,7 +11,7 @@
 #              for number (timings aside), the log of the same run never stopped
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
 #              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those, in
-#              the findings' tables and the calibration table;
+#              the findings' tables, the layers' table and the calibration table;
 #              draws the plots of the real tiny logs (skipped without matplotlib)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -87,8 +87,9 @@ EOF
     md="$dir/synres/mini/results.md"
     if grep -q '^| SSSF_w32 | 2 | 3 (3, 3) | 1.00 (1.00, 1.00) | 0.50 (0.50, 0.50) | 0.00 (0.00, 0.00) | 2.500 (2.500, 2.500) |$' "$md" 2> /dev/null \
         && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) |$' "$md" \
+        && grep -q '^| SSSF_w32 | 2 | 1.00 | 1: 1.00 | 0: 0.10 |$' "$md" \
         && grep -q '^| SSSF_w32.s2 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 |$' "$dir/synres/calibration.md"; then
-        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T; the calibration table too"
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
     else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
     msg=$("$PY" dev/experiments/report.py --logs "$dir/a" --out "$dir/res" --calibration "$dir/none" 2>&1)
     missing=""

@@ -5,7 +5,7 @@
 # tables come after, from report.py.
 #
 #     bash dev/experiments/all.sh
-#     DEADLINE=380 timeout -s TERM 580 bash dev/experiments/all.sh   # a piece: no run starts after 380 s
+#     DEADLINE=320 timeout -s TERM 580 bash dev/experiments/all.sh   # a piece: no run starts after 320 s
 cd "$(dirname "$0")/../.."
 export EXP_START=$(date +%s)
 source dev/experiments/common.sh  # the settings' checks, forward_signals, wait_for

@@ -12,7 +12,8 @@ For every model size (a folder of logs/) it writes into results/<size>/:
     f2_laziness.png    best F-layer retrieval score vs tokens for the SSSF windows, and the step where
                        it first exceeds 0.5 against W
     f3_nope.png        needle accuracy vs length (T/4 .. 4T) at the end of training, F = RoPE vs NoPE
-    results.md         the tables behind the plots
+    results.md         the tables behind the plots, and per config the final best head of each
+                       attention layer (which layers carry retrieval)
 and from the calibration logs (calibration/, all-F runs whose names give the flags that differ from
 the mini protocol) results/calibration.md: when retrieval emerged under each setting.
 A run's log is <config>.s<seed>.jsonl.gz; only complete (gzipped) logs are read. Numbers come only
@@ -192,6 +193,33 @@ def finding2(runs, out, md):
         rs = runs[f"SSSF_w{w}"]
         md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | "
                   f"{seeds_fmt([r.acc_at(r.T)[1][-1] for r in rs], '{:.2f}')} |")
+    md.append("")
+    layers_table(runs, md)
+
+
+def final_layer_scores(r):
+    """[(layer, type, best head score)] of the attention layers at the run's last eval"""
+    return [(a["layer"], a["type"], max(a["score"])) for a in r.evals[-1][1]["attn_layers"]]
+
+
+def layers_table(runs, md):
+    """where retrieval lives at the end: every config's best head per F layer and its best S head"""
+    md.append("#### Which layers retrieve at the end\n")
+    md.append("Every config: the best retrieval score among the heads of each F layer (layer: score) and of "
+              "the S layers (the best one), at the last eval, mean over seeds. R layers have no attention "
+              "score: an RRRF run that retrieves with low F scores retrieves in its R layers.\n")
+    md.append("| config | seeds | final acc at T | best head per F layer | best S head |")
+    md.append("|---|---|---|---|---|")
+    for c in sorted(runs):
+        rs = runs[c]
+        per_run = [final_layer_scores(r) for r in rs]
+        layers = [(l, t) for l, t, _ in per_run[0]]
+        avg = {l: mean([dict((x, s) for x, _, s in p)[l] for p in per_run]) for l, _ in layers}
+        f_cells = ", ".join(f"{l}: {avg[l]:.2f}" for l, t in layers if t == "F") or "-"
+        s_layers = [l for l, t in layers if t == "S"]
+        s_best = max(s_layers, key=lambda l: avg[l]) if s_layers else None
+        s_cell = "-" if s_best is None else f"{s_best}: {avg[s_best]:.2f}"
+        md.append(f"| {c} | {len(rs)} | {fmt(mean([r.acc_at(r.T)[1][-1] for r in rs]))} | {f_cells} | {s_cell} |")
     md.append("")
 
 
