@@ -6,6 +6,8 @@
 #   ONLY:      a regex picks the configs that run
 #   all.sh:    runs f1, f2, f3 in turn; a run two findings share is trained once
 #   GPUS:      two seeds side by side give the logs of one at a time
+#   LEVER:     runs off the protocol at mini need a LEVER name (clear error without), and with one
+#              they log to LOGDIR/SIZE_LEVER
 #   resume:    SIGTERM to the grid's shell reaches its trainer; the grid exits 143 once the checkpoint is
 #              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
@@ -44,6 +46,13 @@ if [[ "$out" == *"on GPU 1"* ]] && [ -s "$dir/d/tiny/SSSF_w32.s2.jsonl.gz" ] \
     && cmp -s <(numbers "$dir/d/tiny/SSSF_w32.s1.jsonl.gz") <(numbers "$dir/a/tiny/SSSF_w32.s1.jsonl.gz"); then
     pass "experiments GPUS" "seeds 1 and 2 side by side (GPUS=\"0 1\"); seed 1's log equal to the sequential grid's"
 else fail "experiments GPUS" "$(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
+
+rc=0
+err=$(SIZE=mini STEPS=8000 DATA=builtin bash dev/experiments/f1_emergence.sh 2>&1 > /dev/null) || rc=$?
+out=$(LOGDIR="$dir/lever" LEVER=n60 ONLY=F bash dev/experiments/f1_emergence.sh 2>&1)
+if [ $rc = 1 ] && [[ "$err" == "error: STEPS=8000"*"LEVER="* ]] && [ "$(ls "$dir/lever")" = tiny_n60 ] && [ -s "$dir/lever/tiny_n60/F.s1.jsonl.gz" ]; then
+    pass "experiments LEVER" "off the protocol without LEVER: $err; LEVER=n60: $dir/lever/tiny_n60/F.s1.jsonl.gz"
+else fail "experiments LEVER" "exit $rc: $err; $out; $(ls -R "$dir/lever" 2>&1 | tr '\n' ' ')"; fi
 
 # stop the first run of a fresh grid once it has a checkpoint and 25 logged steps, then go on
 export STEPS=200 EXTRA="--eval-every 50"

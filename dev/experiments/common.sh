@@ -14,6 +14,9 @@
 #             prepare_text.sh), or "builtin" for the built-in text stream
 #   TRAINER   default ./train_hybrid (./train_cpu works for tiny runs)
 #   LOGDIR    default dev/experiments/logs; logs go to LOGDIR/SIZE/NAME.sSEED.jsonl.gz
+#   LEVER     a name for runs off the protocol (required at mini and small when STEPS, EXTRA or DATA
+#             differ from the defaults; e.g. LEVER=n8000 with STEPS=8000): their logs go to
+#             LOGDIR/SIZE_LEVER, so report.py tables them apart from the protocol's runs
 #   DEADLINE  seconds since the script started after which no new run starts (default: none); a
 #             run stopped by SIGTERM/SIGINT (e.g. `timeout`) leaves its checkpoint and resumes
 #             from it the next time
@@ -32,13 +35,15 @@ set -euo pipefail
 SIZE=${SIZE:-mini}
 STEPS=${STEPS:-4000}
 SEEDS=${SEEDS:-"1 2"}
-DATA=${DATA:-dev/experiments/data/gcide.txt}
+PROTOCOL_DATA=dev/experiments/data/gcide.txt
+DATA=${DATA:-$PROTOCOL_DATA}
 TRAINER=${TRAINER:-./train_hybrid}
 LOGDIR=${LOGDIR:-dev/experiments/logs}
 DEADLINE=${DEADLINE:-0}
 EXTRA=${EXTRA:-}
 CKPT_EVERY=${CKPT_EVERY:-500}
 ONLY=${ONLY:-}
+LEVER=${LEVER:-}
 EXP_START=${EXP_START:-$(date +%s)}  # all.sh shares its start (and so DEADLINE) with the three grids
 
 case "$SIZE" in
@@ -47,6 +52,11 @@ case "$SIZE" in
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
     *) echo "error: SIZE=$SIZE: expected mini, small or tiny" >&2; exit 1 ;;
 esac
+if [ "$SIZE" != tiny ] && [ -z "$LEVER" ] && { [ "$STEPS" != 4000 ] || [ -n "$EXTRA" ] || [ "$DATA" != "$PROTOCOL_DATA" ]; }; then
+    echo "error: STEPS=$STEPS EXTRA='$EXTRA' DATA=$DATA is off the protocol (4000 steps, no EXTRA, gcide.txt): name these runs with LEVER=... so they log apart" >&2
+    exit 1
+fi
+RUNS=$SIZE${LEVER:+_$LEVER}  # the folder of LOGDIR the runs log to
 if [ "$DATA" = builtin ]; then DATA_FLAGS=()
 elif [ -s "$DATA" ]; then DATA_FLAGS=(--bytes -i "$DATA")
 else echo "error: DATA=$DATA: no such file (run bash dev/experiments/prepare_text.sh, or DATA=builtin)" >&2; exit 1; fi
@@ -57,7 +67,7 @@ else echo "error: DATA=$DATA: no such file (run bash dev/experiments/prepare_tex
 EVERY=$(( STEPS / 40 > 0 ? STEPS / 40 : 1 ))
 VAL_EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
 COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "$EVERY" --eval-early $(( STEPS / 4 )) --eval-text 0 -v "$VAL_EVERY" -V 8)
-mkdir -p "$LOGDIR/$SIZE"
+mkdir -p "$LOGDIR/$RUNS"
 
 # A signal to the grid (timeout, Ctrl-C, kill) is passed on to the trainers it runs, which finish
 # their step, write their checkpoint and exit 128 + signal; the grid waits for them and then exits
@@ -81,7 +91,7 @@ wait_for() {
 # Returns the trainer's exit status (0 when skipped).
 run_seed() {
     local name=$1 seed=$2 gpu=$3; shift 3
-    local base="$LOGDIR/$SIZE/$name.s$seed"
+    local base="$LOGDIR/$RUNS/$name.s$seed"
     if [ -s "$base.jsonl.gz" ]; then echo "skip $base: complete"; return 0; fi
     if [ "$DEADLINE" -gt 0 ] && [ $(( $(date +%s) - EXP_START )) -ge "$DEADLINE" ]; then
         echo "deadline: $base not started"; return 0

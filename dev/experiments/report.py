@@ -6,7 +6,8 @@ f2_laziness.sh and f3_nope.sh leave (matplotlib; Debian: apt-get install python3
     python3 dev/experiments/report.py                      # logs/<size>/ -> results/<size>/
     python3 dev/experiments/report.py --logs DIR --out DIR
 
-For every model size (a folder of logs/) it writes into results/<size>/:
+For every model size (a folder of logs/; <size>_<lever> for runs off the protocol, common.sh's
+LEVER) it writes into results/<size>/:
     f1_emergence.png   needle accuracy at length T vs tokens seen, per config (mean over seeds,
                        the band spans the seeds)
     f2_laziness.png    best F-layer retrieval score vs tokens for the SSSF windows, and the step where
@@ -290,7 +291,8 @@ def main():
             continue
         out = os.path.join(a.out, size)
         os.makedirs(out, exist_ok=True)
-        md = [f"## Model size `{size}`\n", f"Runs: {sum(len(v) for v in runs.values())} complete logs in {len(runs)} configs.\n"]
+        name = size.replace("_", "`, lever `", 1)  # <size>_<lever>: runs off the protocol (common.sh)
+        md = [f"## Model size `{name}`\n", f"Runs: {sum(len(v) for v in runs.values())} complete logs in {len(runs)} configs.\n"]
         finding1(runs, out, md)
         finding2(runs, out, md)
         finding3(runs, out, md)
