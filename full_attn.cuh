@@ -352,6 +352,22 @@ __device__ static void fa_pv(float (*acc)[4], float (*p)[4], const bf16* v_tile)
     }
 }
 
+// A warp's (16 x HD) fp32 accumulator (HD/8 C tiles) set to zero
+template <int HD>
+__device__ static inline void fa_zero(float (*acc)[4]) {
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) { acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f; }
+}
+
+// This thread's part of one row of a warp's accumulator (half i: row g for 0, g+8 for 1), times
+// scale, as bf16 to the HD columns at dst
+template <int HD>
+__device__ static inline void fa_store_row(bf16* dst, float (*acc)[4], int i, float scale) {
+    int t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) { *(uint32_t*)(dst + n * 8 + 2 * t) = pack_bf16(acc[n][2 * i] * scale, acc[n][2 * i + 1] * scale); }
+}
+
 // Query-major score tile: scale to log2 units; -inf where row qr0+g(+8) may not see key k0+col
 // (or the key is past T). `edge` = 0 for tiles wholly inside the band, where nothing is masked.
 __device__ static inline void fa_mask_rows(float (*s)[4], int qr0, int k0, int T, int window, float sl2, int edge) {
@@ -397,8 +413,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, fl
     float sl2 = rsqrtf((float)HD) * LOG2E_F;  // scores in log2 units: exp2 is one instruction
     fa_fetch_tile<HD>(Qs, base, q0, T, 3 * C);  // lands with the first K, V group
     float o[HD / 8][4];
-#pragma unroll
-    for (int n = 0; n < HD / 8; n++) { o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f; }
+    fa_zero<HD>(o);
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g+8: running max, this thread's sum
     int lo, hi;
     attn_key_range(q0, FA_ROWS, T, window, &lo, &hi);
@@ -437,10 +452,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, fl
         l[i] += __shfl_xor_sync(0xffffffff, l[i], 2);
         int row = q0 + m0 + g + 8 * i;
         if (row >= T) { continue; }
-        float inv = 1.0f / l[i];
-        bf16* orow = out + ((size_t)b * T + row) * C + h * HD;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) { *(uint32_t*)(orow + n * 8 + 2 * t) = pack_bf16(o[n][2 * i] * inv, o[n][2 * i + 1] * inv); }
+        fa_store_row<HD>(out + ((size_t)b * T + row) * C + h * HD, o, i, 1.0f / l[i]);
         if (t == 0) { lse[((size_t)b * T + row) * H + h] = (mx[i] + log2f(l[i])) / LOG2E_F; }
     }
 }
@@ -456,7 +468,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
     bf16* dOs = Qs + FA_TILE(HD);
     bf16* KV = dOs + FA_TILE(HD);  // two stages of K, V tiles
     FaPos p = fa_pos(H);
-    int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
+    int b = p.b, h = p.h, m0 = p.m0, g = p.g;
     int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
@@ -470,8 +482,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
         Dl[i] = row < T ? delta[((size_t)b * T + row) * H + h] : 0.0f;
     }
     float dq[HD / 8][4];
-#pragma unroll
-    for (int n = 0; n < HD / 8; n++) { dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f; }
+    fa_zero<HD>(dq);
     int lo, hi;
     attn_key_range(q0, FA_ROWS, T, window, &lo, &hi);
     fa_fetch_kv<HD>(KV, base, lo / FA_ROWS * FA_ROWS, T, C);
@@ -497,9 +508,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
     for (int i = 0; i < 2; i++) {
         int row = q0 + m0 + g + 8 * i;
         if (row >= T) { continue; }
-        bf16* d = dqkvr + ((size_t)b * T + row) * 3 * C + h * HD;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) { *(uint32_t*)(d + n * 8 + 2 * t) = pack_bf16(dq[n][2 * i] * scale, dq[n][2 * i + 1] * scale); }
+        fa_store_row<HD>(dqkvr + ((size_t)b * T + row) * 3 * C + h * HD, dq, i, scale);
     }
 }
 
@@ -541,11 +550,8 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
     fa_fetch_tile<HD>(Ks, base + C, k0, T, 3 * C);  // K, V land with the first query group
     fa_fetch_tile<HD>(Vs, base + 2 * C, k0, T, 3 * C);
     float dk[HD / 8][4], dv[HD / 8][4];
-#pragma unroll
-    for (int n = 0; n < HD / 8; n++) {
-        dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.0f;
-        dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.0f;
-    }
+    fa_zero<HD>(dk);
+    fa_zero<HD>(dv);
     int lo, hi;
     attn_query_range(k0, FA_ROWS, T, window, &lo, &hi);
     fa_fetch_query_stage<HD>(stages, base, dbase, lse, delta, lo, T, C, H, b, h);
@@ -579,11 +585,8 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
         int row = k0 + m0 + g + 8 * i;
         if (row >= T) { continue; }
         bf16* d = dqkvr + ((size_t)b * T + row) * 3 * C + h * HD;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) {
-            *(uint32_t*)(d + C + n * 8 + 2 * t) = pack_bf16(dk[n][2 * i] * scale, dk[n][2 * i + 1] * scale);
-            *(uint32_t*)(d + 2 * C + n * 8 + 2 * t) = pack_bf16(dv[n][2 * i], dv[n][2 * i + 1]);
-        }
+        fa_store_row<HD>(d + C, dk, i, scale);
+        fa_store_row<HD>(d + 2 * C, dv, i, 1.0f);
     }
 }
 
