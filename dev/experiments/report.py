@@ -72,6 +72,14 @@ class Run:
         i = self.lengths.index(length)
         return [s for s, _ in self.evals], [mean_over_depths(n)[i] for _, n in self.evals]
 
+    def final_acc(self, length):
+        """accuracy at `length` (mean over depths) at the last eval"""
+        return self.acc_at(length)[1][-1]
+
+    def final_layers(self):
+        """{layer: (type, best head score)} of the attention layers at the last eval"""
+        return {a["layer"]: (a["type"], max(a["score"])) for a in self.evals[-1][1]["attn_layers"]}
+
     def first_step(self, values):
         """the first eval step whose value is over THRESHOLD, None if none"""
         for (s, _), v in zip(self.evals, values):
@@ -157,7 +165,7 @@ def finding1(runs, out, md):
         rs = runs[c]
         steps = [r.first_step(r.acc_at(r.T)[1]) for r in rs]
         first = [None if s is None else s * r.tps / 1e6 for s, r in zip(steps, rs)]
-        final = {x: [r.acc_at(x * r.T)[1][-1] for r in rs] for x in (1, 2, 4)}  # at T, 2T, 4T
+        final = {x: [r.final_acc(x * r.T) for r in rs] for x in (1, 2, 4)}  # at T, 2T, 4T
         md.append(f"| {c} | {len(rs)} | {seeds_fmt(first, '{:.0f}')} | {seeds_fmt(final[1], '{:.2f}')} | "
                   f"{seeds_fmt(final[2], '{:.2f}')} | {seeds_fmt(final[4], '{:.2f}')} | {seeds_fmt([r.val_loss for r in rs], '{:.3f}')} |")
     md.append("")
@@ -193,14 +201,9 @@ def finding2(runs, out, md):
     for w in windows:
         rs = runs[f"SSSF_w{w}"]
         md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | "
-                  f"{seeds_fmt([r.acc_at(r.T)[1][-1] for r in rs], '{:.2f}')} |")
+                  f"{seeds_fmt([r.final_acc(r.T) for r in rs], '{:.2f}')} |")
     md.append("")
     layers_table(runs, md)
-
-
-def final_layer_scores(r):
-    """[(layer, type, best head score)] of the attention layers at the run's last eval"""
-    return [(a["layer"], a["type"], max(a["score"])) for a in r.evals[-1][1]["attn_layers"]]
 
 
 def layers_table(runs, md):
@@ -213,14 +216,14 @@ def layers_table(runs, md):
     md.append("|---|---|---|---|---|")
     for c in sorted(runs):
         rs = runs[c]
-        per_run = [final_layer_scores(r) for r in rs]
-        layers = [(l, t) for l, t, _ in per_run[0]]
-        avg = {l: mean([dict((x, s) for x, _, s in p)[l] for p in per_run]) for l, _ in layers}
-        f_cells = ", ".join(f"{l}: {avg[l]:.2f}" for l, t in layers if t == "F") or "-"
-        s_layers = [l for l, t in layers if t == "S"]
+        per_run = [r.final_layers() for r in rs]
+        types = {l: t for l, (t, _) in per_run[0].items()}
+        avg = {l: mean([p[l][1] for p in per_run]) for l in types}
+        f_cells = ", ".join(f"{l}: {avg[l]:.2f}" for l, t in types.items() if t == "F") or "-"
+        s_layers = [l for l, t in types.items() if t == "S"]
         s_best = max(s_layers, key=lambda l: avg[l]) if s_layers else None
         s_cell = "-" if s_best is None else f"{s_best}: {avg[s_best]:.2f}"
-        md.append(f"| {c} | {len(rs)} | {fmt(mean([r.acc_at(r.T)[1][-1] for r in rs]))} | {f_cells} | {s_cell} |")
+        md.append(f"| {c} | {len(rs)} | {fmt(mean([r.final_acc(r.T) for r in rs]))} | {f_cells} | {s_cell} |")
     md.append("")
 
 
@@ -233,7 +236,7 @@ def finding3(runs, out, md):
         for name, style in ((rope, "o-"), (nope, "s--")):
             rs = runs[name]
             lengths = rs[0].lengths
-            ys = [mean([r.acc_at(L)[1][-1] for r in rs]) for L in lengths]
+            ys = [mean([r.final_acc(L) for r in rs]) for L in lengths]
             ax.plot([L / rs[0].T for L in lengths], ys, style, color=f"C{i}", label=f"{name} (F {'NoPE' if name == nope else 'RoPE'})")
     ax.axvline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
@@ -248,7 +251,7 @@ def finding3(runs, out, md):
     for rope, nope in pairs:
         for name in (rope, nope):
             rs = runs[name]
-            accs = " | ".join(fmt(mean([r.acc_at(L)[1][-1] for r in rs])) for L in lengths)
+            accs = " | ".join(fmt(mean([r.final_acc(L) for r in rs])) for L in lengths)
             md.append(f"| {rope} | {'NoPE' if name == nope else 'RoPE'} | {len(rs)} | {accs} | {seeds_fmt([r.val_loss for r in rs], '{:.3f}')} |")
     md.append("")
 
@@ -267,7 +270,7 @@ def calibration(folder, out):
         r = Run(os.path.join(folder, name))
         steps, acc = r.acc_at(r.T)
         first_acc, first_head = r.first_step(acc), r.first_step(r.best_f())
-        final = " / ".join(f"{r.acc_at(L)[1][-1]:.2f}" for L in (r.T, 2 * r.T, 4 * r.T))
+        final = " / ".join(f"{r.final_acc(L):.2f}" for L in (r.T, 2 * r.T, 4 * r.T))
         md.append(f"| {name[:-len('.jsonl.gz')]} | {steps[-1]} | {fmt(first_acc, '{}')} | {fmt(first_head, '{}')} | {final} | {r.best_f()[-1]:.2f} |")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "calibration.md"), "w") as f:
