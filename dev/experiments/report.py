@@ -243,7 +243,7 @@ def finding3(runs, out, md):
     ax.set_ylim(-0.03, 1.03)
     finish(fig, ax, "needle length / training length T", "needle accuracy at the end", os.path.join(out, "f3_nope.png"))
     md.append("### Finding 3: NoPE on the full-attention layers\n")
-    md.append("Final needle accuracy per length (mean over depths and seeds) and the final val loss (short context, length T).\n")
+    md.append("Final needle accuracy per length (mean over depths; mean over seeds, per seed in brackets) and the final val loss (short context, length T).\n")
     lengths = runs[pairs[0][0]][0].lengths
     T = runs[pairs[0][0]][0].T
     md.append("| config | F layers | seeds | " + " | ".join(f"acc {L / T:g}T" for L in lengths) + " | val loss |")
@@ -251,7 +251,7 @@ def finding3(runs, out, md):
     for rope, nope in pairs:
         for name in (rope, nope):
             rs = runs[name]
-            accs = " | ".join(fmt(mean([r.final_acc(L) for r in rs])) for L in lengths)
+            accs = " | ".join(seeds_fmt([r.final_acc(L) for r in rs], "{:.2f}") for L in lengths)
             md.append(f"| {rope} | {'NoPE' if name == nope else 'RoPE'} | {len(rs)} | {accs} | {seeds_fmt([r.val_loss for r in rs], '{:.3f}')} |")
     md.append("")
 
