@@ -13,6 +13,7 @@ LEVER) it writes into results/<size>/:
     f2_laziness.png    best F-layer retrieval score vs tokens for the SSSF windows, and the step where
                        it first exceeds 0.5 against W
     f3_nope.png        needle accuracy vs length (T/4 .. 4T) at the end of training, F = RoPE vs NoPE
+                       (mean over seeds; each seed faintly)
     results.md         the tables behind the plots, and per config the final best head of each
                        attention layer (which layers carry retrieval)
 and from the calibration logs (calibration/, all-F runs whose names give the flags that differ from
@@ -236,8 +237,11 @@ def finding3(runs, out, md):
         for name, style in ((rope, "o-"), (nope, "s--")):
             rs = runs[name]
             lengths = rs[0].lengths
-            ys = [mean([r.final_acc(L) for r in rs]) for L in lengths]
-            ax.plot([L / rs[0].T for L in lengths], ys, style, color=f"C{i}", label=f"{name} (F {'NoPE' if name == nope else 'RoPE'})")
+            xs = [L / rs[0].T for L in lengths]
+            ax.plot(xs, [mean([r.final_acc(L) for r in rs]) for L in lengths], style, color=f"C{i}", label=f"{name} (F {'NoPE' if name == nope else 'RoPE'})")
+            if len(rs) > 1:  # each seed faintly: the mean of seeds that did and did not learn retrieval hides both
+                for r in rs:
+                    ax.plot(xs, [r.final_acc(L) for L in lengths], style, color=f"C{i}", alpha=0.25, lw=0.8, ms=3)
     ax.axvline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
     ax.set_ylim(-0.03, 1.03)
