@@ -11,6 +11,7 @@
 #   resume:    SIGTERM to the grid's shell reaches its trainer; the grid exits 143 once the checkpoint is
 #              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
+#   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
 #              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those, in
 #              the findings' tables, the layers' table and the calibration table;
@@ -53,6 +54,15 @@ out=$(LOGDIR="$dir/lever" LEVER=n60 ONLY=F bash dev/experiments/f1_emergence.sh 
 if [ $rc = 1 ] && [[ "$err" == "error: STEPS=8000"*"LEVER="* ]] && [ "$(ls "$dir/lever")" = tiny_n60 ] && [ -s "$dir/lever/tiny_n60/F.s1.jsonl.gz" ]; then
     pass "experiments LEVER" "off the protocol without LEVER: $err; LEVER=n60: $dir/lever/tiny_n60/F.s1.jsonl.gz"
 else fail "experiments LEVER" "exit $rc: $err; $out; $(ls -R "$dir/lever" 2>&1 | tr '\n' ' ')"; fi
+
+# cpu_probe.sh at 20 steps: three logs, each ending on a needle eval, with the F layers of its pattern
+# (F: layers 0 and 1; RF: layer 1 only)
+out=$(STEPS=20 OUT="$dir/probe" bash dev/experiments/cpu_probe.sh 2>&1)
+f_layers() { gzip -dc "$1" | grep '"needle"' | tail -n 1 | grep -o '"layer": [0-9]*, "type": "F"' | grep -o '[0-9]' | tr -d '\n'; }
+if [ "$(f_layers "$dir/probe/F.jsonl.gz")" = 01 ] && [ "$(f_layers "$dir/probe/RF_gla.jsonl.gz")" = 1 ] \
+    && [ "$(f_layers "$dir/probe/RF_gdn.jsonl.gz")" = 1 ] && [ "$(echo "$out" | grep -c '^RF_g[dl][na]: step    20 | needle acc')" = 2 ]; then
+    pass "experiments cpu_probe" "STEPS=20: F, RF_gla, RF_gdn logs with their F layers; $(echo "$out" | tail -n 1)"
+else fail "experiments cpu_probe" "$(echo "$out" | tr '\n' ' ' | cut -c1-300); $(ls "$dir/probe" | tr '\n' ' ')"; fi
 
 # stop the first run of a fresh grid once it has a checkpoint and 25 logged steps, then go on
 export STEPS=200 EXTRA="--eval-every 50"
