@@ -11,7 +11,7 @@
 #   resume:    SIGTERM to the grid's shell reaches its trainer; the grid exits 143 once the checkpoint is
 #              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
-#   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs
+#   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs; ONLY picks runs
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
 #              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those, in
 #              the findings' tables, the layers' table and the calibration table;
@@ -63,6 +63,9 @@ if [ "$(f_layers "$dir/probe/F.jsonl.gz")" = 01 ] && [ "$(f_layers "$dir/probe/R
     && [ "$(f_layers "$dir/probe/RF_gdn.jsonl.gz")" = 1 ] && [ "$(echo "$out" | grep -c '^RF_g[dl][na]: step    20 | needle acc')" = 2 ]; then
     pass "experiments cpu_probe" "STEPS=20: F, RF_gla, RF_gdn logs with their F layers; $(echo "$out" | tail -n 1)"
 else fail "experiments cpu_probe" "$(echo "$out" | tr '\n' ' ' | cut -c1-300); $(ls "$dir/probe" | tr '\n' ' ')"; fi
+out=$(STEPS=20 ONLY=RF_gdn OUT="$dir/probe1" bash dev/experiments/cpu_probe.sh 2>&1)
+if [ "$(ls "$dir/probe1")" = RF_gdn.jsonl.gz ]; then pass "experiments cpu_probe ONLY" "ONLY=RF_gdn: only its log"
+else fail "experiments cpu_probe ONLY" "$(ls "$dir/probe1" | tr '\n' ' '); $out"; fi
 
 # stop the first run of a fresh grid once it has a checkpoint and 25 logged steps, then go on
 export STEPS=200 EXTRA="--eval-every 50"
