@@ -75,7 +75,7 @@ class Run:
 
     def final_acc(self, length):
         """accuracy at `length` (mean over depths) at the last eval"""
-        return self.acc_at(length)[1][-1]
+        return mean_over_depths(self.evals[-1][1])[self.lengths.index(length)]
 
     def final_layers(self):
         """{layer: (type, best head score)} of the attention layers at the last eval"""
@@ -238,10 +238,11 @@ def finding3(runs, out, md):
             rs = runs[name]
             lengths = rs[0].lengths
             xs = [L / rs[0].T for L in lengths]
-            ax.plot(xs, [mean([r.final_acc(L) for r in rs]) for L in lengths], style, color=f"C{i}", label=f"{name} (F {'NoPE' if name == nope else 'RoPE'})")
+            per_seed = [[r.final_acc(L) for L in lengths] for r in rs]
+            ax.plot(xs, [mean(col) for col in zip(*per_seed)], style, color=f"C{i}", label=f"{name} (F {'NoPE' if name == nope else 'RoPE'})")
             if len(rs) > 1:  # each seed faintly: the mean of seeds that did and did not learn retrieval hides both
-                for r in rs:
-                    ax.plot(xs, [r.final_acc(L) for L in lengths], style, color=f"C{i}", alpha=0.25, lw=0.8, ms=3)
+                for ys in per_seed:
+                    ax.plot(xs, ys, style, color=f"C{i}", alpha=0.25, lw=0.8, ms=3)
     ax.axvline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
     ax.set_ylim(-0.03, 1.03)
