@@ -972,11 +972,20 @@ static void nccl_check_at(ncclResult_t r, const char* file, int line) {
 static volatile sig_atomic_t dist_parent_signal = 0, dist_parent_alarm = 0;
 static void dist_on_signal(int sig) { dist_parent_signal = sig; }
 static void dist_on_alarm(int sig) { (void)sig; dist_parent_alarm = 1; }
+static void dist_on_child(int sig) { (void)sig; }  // only wakes sigsuspend
 
 // The parent of this host's ranks: forwards SIGINT/SIGTERM to them and waits for all. When a rank
 // fails on its own, the others are stopped (SIGTERM, SIGKILL DIST_KILL_S later: a rank whose peer is
 // gone waits forever in its all-reduce). Exits with 0 or the first failure's status (128 + signal).
+// The signals are blocked except inside sigsuspend, so none can land between a check and the wait.
 static void dist_supervise(pid_t* pids, int n) {
+    sigset_t watched, during_wait;
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGINT);
+    sigaddset(&watched, SIGTERM);
+    sigaddset(&watched, SIGALRM);
+    sigaddset(&watched, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &watched, &during_wait);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = dist_on_signal;
@@ -984,6 +993,8 @@ static void dist_supervise(pid_t* pids, int n) {
     sigaction(SIGTERM, &sa, NULL);
     sa.sa_handler = dist_on_alarm;
     sigaction(SIGALRM, &sa, NULL);
+    sa.sa_handler = dist_on_child;
+    sigaction(SIGCHLD, &sa, NULL);
     int alive = n, status = 0, forwarded = 0, stopping = 0;
     while (alive > 0) {
         if (dist_parent_signal && !forwarded) {
@@ -995,11 +1006,9 @@ static void dist_supervise(pid_t* pids, int n) {
             dist_parent_alarm = 0;
         }
         int st;
-        pid_t p = waitpid(-1, &st, 0);
-        if (p < 0) {
-            if (errno == EINTR) { continue; }
-            break;
-        }
+        pid_t p = waitpid(-1, &st, WNOHANG);
+        if (p < 0) { break; }                             // no children left
+        if (p == 0) { sigsuspend(&during_wait); continue; }  // until a signal or a child's exit
         for (int i = 0; i < n; i++) { if (pids[i] == p) { pids[i] = 0; alive--; } }
         int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         if (code != 0 && status == 0) { status = code; }
@@ -1203,8 +1212,10 @@ int main(int argc, char** argv) {
     int tok_s_n = 0;
     train_signals_install();
     for (int step = step0; step <= a.opt.steps; step++) {
-        // a signal any rank has seen stops every rank here
-        train_stop_signal = (sig_atomic_t)dist_max(&dist, (double)train_stop_signal, ctx.stream);
+        // a signal any rank has seen stops every rank here; the flag is only ever set, never
+        // overwritten, so a signal that lands during the all-reduce stops the ranks a step later
+        int agreed = (int)dist_max(&dist, (double)train_stop_signal, ctx.stream);
+        if (agreed != 0 && train_stop_signal == 0) { train_stop_signal = agreed; }
         int last = step == a.opt.steps, stopping = train_stop_signal != 0;
         if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
             report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));

@@ -13,3 +13,12 @@ summary() {
 numbers() { gzip -dcf "$1" | sed -e 's/, "tok_per_s".*$//'; }
 # the optimizer step recorded in a checkpoint header (int32 [14])
 ckpt_step() { od -An -t d4 -j 56 -N 4 "$1" | tr -d ' '; }
+# waits (60 s at most) until the JSONL log $1 holds $2 steps: the trainer is in its training loop
+wait_logged() {
+    local n=0 waited=0
+    while [ "$n" -lt "$2" ] && [ $waited -lt 600 ]; do
+        sleep 0.1; waited=$((waited + 1))
+        n=$(grep -c loss "$1" 2> /dev/null) || true  # grep -c prints 0 for none, nothing without the file
+        n=${n:-0}
+    done
+}

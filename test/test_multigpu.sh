@@ -12,7 +12,7 @@
 #   flags:     a bad --gpus / --nodes / --node-rank, or --nodes without --nccl-id: one clear line
 #              (these run without a GPU); on a host without a GPU, --gpus 2 exits with the ranks'
 #              error instead of hanging
-source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step
+source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step, wait_logged
 dir=$(mktemp -d)
 cols() { grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\), .*"grad_norm": \([^,]*\),.*/\1 \2/'; }  # loss, norm per step
 # the flags are checked before any GPU is touched: these run everywhere
@@ -61,8 +61,8 @@ if [ -n "$want" ] && [ "$want" = "$got" ]; then pass "${names[1]}" "steps 9-12 f
 else fail "${names[1]}" "resumed: $(echo "$got" | head -n 1) vs $(echo "$want" | head -n 1)"; fi
 
 ./train_hybrid "${small[@]}" --gpus 2 -n 100000 -v 0 -o "$dir/s.jsonl" -c "$dir/s.ckpt" > "$dir/s.out" 2>&1 &
-pid=$! waited=0
-while [ "$(grep -c loss "$dir/s.jsonl" 2> /dev/null || echo 0)" -lt 3 ] && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
+pid=$!
+wait_logged "$dir/s.jsonl" 3  # both ranks are in the training loop
 kill -TERM $pid
 wait $pid
 rc=$?

@@ -35,9 +35,8 @@ run_suite() {  # trainer name, then its flags for a small fast model
     else fail "$tr exact resume" "resumed: $(echo "$got" | head -n 1) vs $(echo "$want" | head -n 1)"; fi
     # SIGTERM mid-run: the checkpoint holds the last logged step, exit 143
     ./"$tr" "${fl[@]}" -n 100000 -v 0 -o "$d/s.jsonl" -c "$d/s.ckpt" > "$d/s.out" 2>&1 &
-    local pid=$! waited=0
-    logged() { local n; n=$(grep -c loss "$d/s.jsonl" 2>/dev/null); echo "${n:-0}"; }
-    while [ "$(logged)" -lt 3 ] && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
+    local pid=$!
+    wait_logged "$d/s.jsonl" 3
     kill -TERM $pid
     wait $pid
     local rc=$? last

@@ -19,6 +19,7 @@ n_gpu=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
 counts=("$@")
 if [ ${#counts[@]} -eq 0 ]; then for n in 1 2 4 8; do [ "$n" -le "$n_gpu" ] && counts+=("$n"); done; fi
 OUT_DIR=${OUT_DIR:-$(mktemp -d)}
+mkdir -p "$OUT_DIR"
 shard="$OUT_DIR/random_gpt2.bin"
 python3 - "$shard" << 'PY'
 import random, struct, sys
