@@ -22,7 +22,8 @@
 #             from it the next time
 #   EXTRA     more trainer flags for every run (e.g. needle tuning: "--needle-density 32")
 #   CKPT_EVERY  checkpoint period of a run in steps (default 500)
-#   GPUS      e.g. "0 1": the seeds of a config run side by side, one per GPU (default: one at a time)
+#   GPUS      e.g. "0 1": the seeds of a config run side by side, one per GPU; "0 0": two at a time on
+#             GPU 0 (default: one at a time)
 #   ONLY      a regex: only the configs whose name it matches (e.g. ONLY=F for the emergence check
 #             DESIGN.md §6 asks for first, ONLY='SSSF_w(32|512)')
 #
