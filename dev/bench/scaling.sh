@@ -7,9 +7,16 @@
 #     bash dev/bench/scaling.sh 1 2        # the counts to run
 #
 # Each count trains STEPS (default 20) steps; tok/s is train_hybrid's mean over the steps after the
-# first. The data is a random-token llm.c shard made here (train = val; the vocabulary is GPT-2's
-# plus the needle block, no needles in training). Per-run logs are kept in $OUT_DIR (default a
-# temporary folder, printed).
+# first. Each count N > 1 is then trained on one GPU with -a N (the same global batch and the same
+# micro-batches: train_hybrid.cu gives rank r micro-batch a x N + r), and the worst relative
+# difference of the two loss curves is printed next to its tolerance, 1e-3: only the order of the
+# gradient sums differs (exactly none at N = 2), amplified over the steps by the bf16 rounding of
+# the weights; a run on other micro-batches differs by far more (the 1-GPU run's own curve is
+# printed against the N-GPU one's as that yardstick). The data is an llm.c shard made here (train =
+# val; the vocabulary is GPT-2's plus the needle block, no needles in training): a random chain over
+# 4096 of the token ids, 8 successors each, so the loss falls within the run (from ln 50257 = 10.8
+# towards ln 8 = 2.1) and two curves on other batches part. Per-run logs are kept in $OUT_DIR
+# (default a temporary folder, printed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=${STEPS:-20}
@@ -20,26 +27,50 @@ counts=("$@")
 if [ ${#counts[@]} -eq 0 ]; then for n in 1 2 4 8; do [ "$n" -le "$n_gpu" ] && counts+=("$n"); done; fi
 OUT_DIR=${OUT_DIR:-$(mktemp -d)}
 mkdir -p "$OUT_DIR"
-shard="$OUT_DIR/random_gpt2.bin"
+shard="$OUT_DIR/chain_gpt2.bin"
 python3 - "$shard" << 'PY'
 import random, struct, sys
 n = 1 << 22  # 4M tokens; the loader wraps around
 rng = random.Random(1)
+ids = rng.sample(range(50257), 4096)  # the chain's tokens
+succ = {t: rng.sample(ids, 8) for t in ids}  # each token's 8 possible successors
+toks, t = [], ids[0]
+for _ in range(n):
+    toks.append(t)
+    t = succ[t][rng.randrange(8)]
 header = [20240520, 1, n] + [0] * 253
 with open(sys.argv[1], "wb") as f:
     f.write(struct.pack("<256i", *header))
-    f.write(struct.pack(f"<{n}H", *(rng.randrange(50257) for _ in range(n))))
+    f.write(struct.pack(f"<{n}H", *toks))
 PY
 model=(-L 12 -C 768 -H 12 -F 2048 -B 8 -T 4096 -p SSSF -w 512 -i "$shard" -j "$shard" --needle-frac 0
        -n "$STEPS" -v 0 --eval-every 0 -c "")
 echo "device: $(nvidia-smi -L | head -n 1 | sed -e 's/ (UUID.*//'), logs in $OUT_DIR"
-echo "| GPUs | tok/s | tok/s per GPU | efficiency | target |"
-echo "|------|-------|---------------|------------|--------|"
+# run NAME FLAGS...: one train_hybrid run logging to $OUT_DIR/NAME.jsonl
+run() {
+    local name=$1; shift
+    ./train_hybrid "${model[@]}" "$@" -o "$OUT_DIR/$name.jsonl" > "$OUT_DIR/$name.out" 2>&1 \
+        || { echo "error: $* failed: $(tail -n 1 "$OUT_DIR/$name.out")" >&2; exit 1; }
+}
+# worst_rel A B: the worst relative difference of the per-step losses of two logs
+worst_rel() {
+    paste -d ' ' <(grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\),.*/\1/') \
+                 <(grep '"loss"' "$2" | sed -e 's/.*"loss": \([^,]*\),.*/\1/') |
+        awk '{ d = ($1 - $2) / $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.1e", w }'
+}
+echo "| GPUs | tok/s | tok/s per GPU | efficiency | target | loss vs 1 GPU x -a N (tol 1e-3) |"
+echo "|------|-------|---------------|------------|--------|------------------------------|"
 base=""
 for n in "${counts[@]}"; do
-    ./train_hybrid "${model[@]}" --gpus "$n" -o "$OUT_DIR/gpus$n.jsonl" > "$OUT_DIR/gpus$n.out" 2>&1 \
-        || { echo "error: --gpus $n failed: $(tail -n 1 "$OUT_DIR/gpus$n.out")" >&2; exit 1; }
+    run "gpus$n" --gpus "$n"
     tok=$(sed -n -e 's/^mean \([0-9]*\) tok\/s.*/\1/p' "$OUT_DIR/gpus$n.out")
     [ -n "$base" ] || base=$(( tok / n ))
-    awk -v n="$n" -v t="$tok" -v b="$base" 'BEGIN { e = t / (n * b); printf "| %d | %.1fk | %.1fk | %.1f%% | >= 90%% %s |\n", n, t / 1e3, t / n / 1e3, 100 * e, n == 1 ? "" : (e >= 0.9 ? "met" : "gap") }'
+    same="-"
+    if [ "$n" -gt 1 ]; then
+        run "accum$n" -a "$n"
+        same=$(worst_rel "$OUT_DIR/gpus$n.jsonl" "$OUT_DIR/accum$n.jsonl")
+        same="$same $(awk -v w="$same" 'BEGIN { print (w <= 1e-3 ? "match" : "DIFFER") }')"
+        [ ! -s "$OUT_DIR/gpus1.jsonl" ] || same="$same (other batches: $(worst_rel "$OUT_DIR/gpus1.jsonl" "$OUT_DIR/gpus$n.jsonl"))"
+    fi
+    awk -v n="$n" -v t="$tok" -v b="$base" -v same="$same" 'BEGIN { e = t / (n * b); printf "| %d | %.1fk | %.1fk | %.1f%% | >= 90%% %s | %s |\n", n, t / 1e3, t / n / 1e3, 100 * e, n == 1 ? "" : (e >= 0.9 ? "met" : "gap"), same }'
 done
