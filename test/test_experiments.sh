@@ -91,8 +91,10 @@ if ! "$PY" -c "import matplotlib" 2>/dev/null; then
     skip "experiments report" "no matplotlib for $PY (apt-get install python3-matplotlib)"
     skip "experiments report plots" "no matplotlib for $PY"
 else
-    # synthetic logs: 100k tokens per step; accuracy at T 0 / 0.3 / 0.7 / 1.0 at steps 10..40, the
-    # F head 0.2 / 0.6 / 0.9 / 1.0; val loss 2.5 at the end
+    # synthetic logs: 100k tokens per step; accuracy 0 / 0.3 / 0.7 / 1.0 at steps 10..40 at every
+    # depth but the farthest (depth 0 of length T: 0 until step 40, then 1; so the mean at T passes
+    # 0.5 at step 30, the farthest needle at 40), the F head 0.2 / 0.6 / 0.9 / 1.0; val loss 2.5 at
+    # the end
     mkdir -p "$dir/syn/mini"
     "$PY" - "$dir/syn/mini" << 'EOF'
 import gzip, json, sys
@@ -101,17 +103,18 @@ for seed in (1, 2):
         f.write(json.dumps({"step": 1, "loss": 5.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
         for step, acc, head in ((10, 0.0, 0.2), (20, 0.3, 0.6), (30, 0.7, 0.9), (40, 1.0, 1.0)):
             rows = [[a] * 5 for a in (acc, acc, acc, acc / 2, 0.0)]
+            rows[2][0] = 1.0 if step == 40 else 0.0
             layers = [{"layer": 0, "type": "S", "score": [0.1, 0.0], "mass": [0, 0]}, {"layer": 1, "type": "F", "score": [head, 0.0], "mass": [0, 0]}]
             f.write(json.dumps({"step": step, "needle": {"lengths": [256, 512, 1024, 2048, 4096], "acc": rows, "attn_layers": layers}}) + "\n")
         f.write(json.dumps({"step": 40, "val_loss": 2.5}) + "\n")
 EOF
     msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" --calibration "$dir/syn/mini" 2>&1)
     md="$dir/synres/mini/results.md"
-    if grep -q '^| SSSF_w32 | 2 | 3 (3, 3) | 1.00 (1.00, 1.00) | 0.50 (0.50, 0.50) | 0.00 (0.00, 0.00) | 2.500 (2.500, 2.500) |$' "$md" 2> /dev/null \
+    if grep -q '^| SSSF_w32 | 2 | 3 (3, 3) | 4 (4, 4) | 1.00 (1.00, 1.00) | 0.50 (0.50, 0.50) | 0.00 (0.00, 0.00) | 2.500 (2.500, 2.500) |$' "$md" 2> /dev/null \
         && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) |$' "$md" \
         && grep -q '^| SSSF_w32 | 2 | 1.00 | 1: 1.00 | 0: 0.10 |$' "$md" \
         && grep -q '^| SSSF_w32.s2 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 |$' "$dir/synres/calibration.md"; then
-        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
     else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
     msg=$("$PY" dev/experiments/report.py --logs "$dir/a" --out "$dir/res" --calibration "$dir/none" 2>&1)
     missing=""
