@@ -53,10 +53,11 @@ run() {
     ./train_hybrid "${model[@]}" "$@" -o "$OUT_DIR/$name.jsonl" > "$OUT_DIR/$name.out" 2>&1 \
         || { echo "error: $* failed: $(tail -n 1 "$OUT_DIR/$name.out")" >&2; exit 1; }
 }
+# losses LOG: the per-step losses of a log, one a line
+losses() { grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\),.*/\1/'; }
 # worst_rel A B: the worst relative difference of the per-step losses of two logs
 worst_rel() {
-    paste -d ' ' <(grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\),.*/\1/') \
-                 <(grep '"loss"' "$2" | sed -e 's/.*"loss": \([^,]*\),.*/\1/') |
+    paste -d ' ' <(losses "$1") <(losses "$2") |
         awk '{ d = ($1 - $2) / $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.1e", w }'
 }
 echo "| GPUs | tok/s | tok/s per GPU | efficiency | target | loss vs 1 GPU x -a N (tol 1e-3) |"
