@@ -52,9 +52,18 @@ endif
 CPU_PROGRAMS = train_cpu eval_needle
 GPU_HEADERS = full_attn.cuh attention_swa.cuh recurrent_mixer.cuh hybrid_cpu.h dataloader.h
 CPU_TESTS = test/test_grad test/test_cpu
+TEST_TOOLS = test/ckpt_edit
+
+# AddressSanitizer + UndefinedBehaviorSanitizer builds of the CPU programs and tests, in build/sanitize/
+# (-O1 -g, every report fatal): make test runs the fuzz and bad-input tests on them, make sanitize
+# every CPU test. Leaks at exit are not checked: the programs exit through die() holding their buffers.
+SAN_DIR = build/sanitize
+SAN_CFLAGS = $(filter-out -O3 -march=native,$(CFLAGS)) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_PROGRAMS = $(SAN_DIR)/train_cpu $(SAN_DIR)/eval_needle $(SAN_DIR)/test/test_cpu $(SAN_DIR)/test/test_grad $(SAN_DIR)/test/test_fuzz $(SAN_DIR)/test/ckpt_edit
+export ASAN_OPTIONS = detect_leaks=0
 
 .PHONY: all test sanitize clean
-all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
+all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(TEST_TOOLS) $(GPU_TESTS)
 
 train_cpu: dev/train_cpu.c hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -67,8 +76,22 @@ test/test_grad: test/test_grad.c test/test_common.h hybrid_cpu.h dataloader.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # test_cpu also runs ./eval_needle
-test/test_cpu: test/test_cpu.c test/test_common.h hybrid_cpu.h dataloader.h eval_needle
+test/test_cpu: test/test_cpu.c test/test_common.h test/test_ckpt.h hybrid_cpu.h dataloader.h eval_needle
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# edits and reseals a checkpoint for the shell tests
+test/ckpt_edit: test/ckpt_edit.c test/test_ckpt.h hybrid_cpu.h dataloader.h
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(SAN_DIR)/train_cpu: dev/train_cpu.c hybrid_cpu.h dataloader.h
+	@mkdir -p $(@D)
+	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
+$(SAN_DIR)/eval_needle: eval_needle.c hybrid_cpu.h dataloader.h
+	@mkdir -p $(@D)
+	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
+$(SAN_DIR)/test/%: test/%.c test/test_common.h test/test_ckpt.h hybrid_cpu.h dataloader.h
+	@mkdir -p $(@D)
+	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
 
 # the GPU tests: <name> is the FP32 build, <name>_bf16 the BF16 build of the same source
 test/test_gpu test/test_gpu_bf16: test/test_gpu.cu test/test_common.h test/test_gpu_common.cuh $(GPU_HEADERS)
@@ -93,20 +116,22 @@ dev/cuda/delta_rule: dev/cuda/delta_rule.cu test/test_gpu_common.cuh $(GPU_HEADE
 test/test_model_gpu test/test_model_gpu_bf16: test/test_model_gpu.cu test/test_common.h test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
-test: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
-	@bash test/run.sh $(CPU_TESTS) test/test_plot.sh test/test_resume.sh test/test_experiments.sh test/test_multigpu.sh $(GPU_TESTS)
+# the fuzz and bad-input tests run on the sanitizer builds
+test: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(TEST_TOOLS) $(GPU_TESTS) $(SAN_PROGRAMS)
+	@bash test/run.sh $(CPU_TESTS) $(SAN_DIR)/test/test_fuzz test/test_bad_input.sh test/test_plot.sh test/test_resume.sh test/test_experiments.sh test/test_multigpu.sh $(GPU_TESTS)
 
-# compute-sanitizer over the GPU tests (small shapes): memcheck on every kernel and the whole model,
-# racecheck (shared-memory hazards) on the attention and recurrent-mixer kernels. Needs a GPU.
+# Every CPU test on the AddressSanitizer + UBSan builds; then, where there is a GPU, compute-sanitizer
+# over the GPU tests (small shapes): memcheck on every kernel and the whole model, racecheck
+# (shared-memory hazards) on the attention and recurrent-mixer kernels.
 SANITIZE = compute-sanitizer --error-exitcode 1 --print-limit 20
-sanitize: test/test_gpu test/test_gpu_bf16 test/test_model_gpu
-	@nvidia-smi -L > /dev/null 2>&1 || { echo "make sanitize: no CUDA GPU here, nothing run"; exit 1; }
-	$(SANITIZE) --tool memcheck ./test/test_gpu
-	$(SANITIZE) --tool memcheck ./test/test_gpu_bf16
-	$(SANITIZE) --tool memcheck ./test/test_model_gpu
-	$(SANITIZE) --tool racecheck ./test/test_gpu
-	$(SANITIZE) --tool racecheck ./test/test_gpu_bf16
-	@echo "make sanitize: memcheck and racecheck clean"
+sanitize: $(SAN_PROGRAMS) $(CPU_PROGRAMS) $(TEST_TOOLS) $(if $(NVCC),test/test_gpu test/test_gpu_bf16 test/test_model_gpu)
+	@bash test/run.sh $(SAN_DIR)/test/test_cpu $(SAN_DIR)/test/test_grad $(SAN_DIR)/test/test_fuzz test/test_bad_input.sh
+	@if nvidia-smi -L > /dev/null 2>&1; then \
+	    $(SANITIZE) --tool memcheck ./test/test_gpu && $(SANITIZE) --tool memcheck ./test/test_gpu_bf16 && \
+	    $(SANITIZE) --tool memcheck ./test/test_model_gpu && $(SANITIZE) --tool racecheck ./test/test_gpu && \
+	    $(SANITIZE) --tool racecheck ./test/test_gpu_bf16 && echo "make sanitize: memcheck and racecheck clean"; \
+	else echo "make sanitize: no CUDA GPU here, so compute-sanitizer did not run (the CPU part above did)"; fi
 
 clean:
-	rm -f $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(GPU_TESTS)
+	rm -f $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(TEST_TOOLS) $(GPU_TESTS)
+	rm -rf $(SAN_DIR)

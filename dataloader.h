@@ -22,6 +22,7 @@ so symbol needles work the same for bytes and for GPT-2 shards.
 #ifndef DATALOADER_H
 #define DATALOADER_H
 
+#include <errno.h>
 #include <glob.h>
 #include <math.h>
 #include <stdarg.h>
@@ -29,13 +30,16 @@ so symbol needles work the same for bytes and for GPT-2 shards.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 // ----------------------------------------------------------------------------
 // error helpers: every failure names the file:line of the call and exits non-zero
 
+// stdout is flushed first, so in `prog > log 2>&1` the error is the last line
 static void die_at(const char* file, int line, const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+    fflush(stdout);
     fprintf(stderr, "error: ");
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " [%s:%d]\n", file, line);
@@ -46,10 +50,54 @@ static void die_at(const char* file, int line, const char* fmt, ...) {
 
 static FILE* fopen_check_at(const char* path, const char* mode, const char* file, int line) {
     FILE* f = fopen(path, mode);
-    if (f == NULL) { die_at(file, line, "cannot open file '%s' (mode %s)", path, mode); }
+    if (f == NULL) { die_at(file, line, "cannot open '%s' for %s: %s", path, mode[0] == 'r' ? "reading" : "writing", strerror(errno)); }
     return f;
 }
 #define fopen_check(path, mode) fopen_check_at(path, mode, __FILE__, __LINE__)
+
+// Reads n items or exits naming the file and why: the OS error, or an end of file before n items.
+static void fread_check_at(void* p, size_t size, size_t n, FILE* f, const char* path, const char* file, int line) {
+    if (fread(p, size, n, f) == n) { return; }
+    die_at(file, line, "'%s': read failed: %s", path, ferror(f) ? strerror(errno) : "unexpected end of file");
+}
+#define fread_check(p, size, n, f, path) fread_check_at(p, size, n, f, path, __FILE__, __LINE__)
+
+// What a path that is not a regular file is, for the messages below.
+static const char* file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) { return "a directory"; }
+    if (S_ISFIFO(mode)) { return "a FIFO (named pipe)"; }
+    if (S_ISCHR(mode) || S_ISBLK(mode)) { return "a device"; }
+    if (S_ISSOCK(mode)) { return "a socket"; }
+    return "not a regular file";
+}
+
+// Every input (shard, byte file, checkpoint) must be a regular file, checked before it is opened:
+// a FIFO would block the read forever, a directory or a device reads as garbage. Returns its size.
+// `what` names it in the message: "shard", "-r", ...
+static size_t input_file_check_at(const char* what, const char* path, const char* file, int line) {
+    struct stat st;
+    if (stat(path, &st) != 0) { die_at(file, line, "%s '%s': %s", what, path, strerror(errno)); }
+    if (!S_ISREG(st.st_mode)) { die_at(file, line, "%s '%s' is %s, expected a regular file", what, path, file_kind(st.st_mode)); }
+    return (size_t)st.st_size;
+}
+#define input_file_check(what, path) input_file_check_at(what, path, __FILE__, __LINE__)
+
+// 64-bit FNV-1a over 8-byte little-endian words, then the last n % 8 bytes one at a time. Each step
+// h -> (h ^ w) * prime is a bijection of h, so any single changed word always changes the result.
+// Checkpoints carry one over header and payload; the data's fingerprint is one too.
+#define HASH64_INIT 0xcbf29ce484222325ull
+static uint64_t hash64(uint64_t h, const void* p, size_t n) {
+    const uint64_t prime = 0x100000001b3ull;
+    const unsigned char* b = (const unsigned char*)p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * prime;
+    }
+    for (; i < n; i++) { h = (h ^ b[i]) * prime; }
+    return h;
+}
 
 static void* malloc_check_at(size_t size, const char* file, int line) {
     void* p = malloc(size > 0 ? size : 1);
@@ -260,49 +308,50 @@ static int textgen_next(TextGen* g) {
 #define SHARD_MAGIC_LLAMA3 20240801
 
 typedef struct {
-    int token_bytes; // 2 (uint16) or 4 (uint32)
-    int data_vocab;  // 50257 or 128256
+    int token_bytes;       // 2 (uint16) or 4 (uint32)
+    int data_vocab;        // 50257 or 128256
+    const char* tokenizer; // "GPT-2" or "llama-3", for messages
     size_t n_tokens;
 } ShardInfo;
 
-// Reads and validates a shard header and the file size. Exits with one line naming the file.
-static ShardInfo shard_read_header(FILE* f, const char* path) {
+// Opens a shard (a regular file, input_file_check), reads and validates its header against the
+// file size, and leaves f at the first token. Exits with one line naming the file.
+static FILE* shard_open(const char* path, ShardInfo* info) {
     int header[SHARD_HEADER_INTS];
-    ShardInfo info;
-    fseek(f, 0, SEEK_END);
-    long file_size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (file_size < (long)sizeof(header)) {
-        die("shard '%s': %ld bytes, shorter than the %zu-byte llm.c header (truncated or not a shard)",
-            path, file_size, sizeof(header));
+    size_t file_size = input_file_check("shard", path);
+    if (file_size < sizeof(header)) {
+        die("shard '%s': %zu bytes, shorter than the %zu-byte llm.c header (truncated or not a shard)", path, file_size, sizeof(header));
     }
-    if (fread(header, sizeof(int), SHARD_HEADER_INTS, f) != SHARD_HEADER_INTS) { die("shard '%s': cannot read header", path); }
+    FILE* f = fopen_check(path, "rb");
+    fread_check(header, sizeof(int), SHARD_HEADER_INTS, f, path);
     if (header[0] == SHARD_MAGIC_GPT2 && header[1] == 1) {
-        info.token_bytes = 2;
-        info.data_vocab = 50257;
+        info->token_bytes = 2;
+        info->data_vocab = 50257;
+        info->tokenizer = "GPT-2";
     } else if (header[0] == SHARD_MAGIC_LLAMA3 && header[1] == 7) {
-        info.token_bytes = 4;
-        info.data_vocab = 128256;
+        info->token_bytes = 4;
+        info->data_vocab = 128256;
+        info->tokenizer = "llama-3";
     } else {
         die("shard '%s': magic %d version %d, expected %d/1 (llm.c GPT-2) or %d/7 (llm.c llama-3)",
             path, header[0], header[1], SHARD_MAGIC_GPT2, SHARD_MAGIC_LLAMA3);
     }
     if (header[2] <= 0) { die("shard '%s': header says %d tokens, expected > 0", path, header[2]); }
-    info.n_tokens = (size_t)header[2];
-    long expected = (long)sizeof(header) + (long)(info.n_tokens * info.token_bytes);
+    info->n_tokens = (size_t)header[2];
+    size_t expected = sizeof(header) + info->n_tokens * info->token_bytes;
     if (file_size != expected) {
-        die("shard '%s': %ld bytes, but its header promises %zu tokens = %ld bytes (truncated or corrupt)",
-            path, file_size, info.n_tokens, expected);
+        die("shard '%s': %zu bytes, but its header promises %zu tokens = %zu bytes (truncated or corrupt)",
+            path, file_size, info->n_tokens, expected);
     }
-    return info;
+    return f;
 }
 
 // Loads all tokens of one shard into tokens (malloc'd), checking every id against the data vocab.
 static int* shard_load(const char* path, ShardInfo* info_out) {
-    FILE* f = fopen_check(path, "rb");
-    ShardInfo info = shard_read_header(f, path);
+    ShardInfo info;
+    FILE* f = shard_open(path, &info);
     unsigned char* raw = (unsigned char*)malloc_check(info.n_tokens * info.token_bytes);
-    if (fread(raw, info.token_bytes, info.n_tokens, f) != info.n_tokens) { die("shard '%s': cannot read tokens", path); }
+    fread_check(raw, info.token_bytes, info.n_tokens, f, path);
     fclose(f);
     int* tokens = (int*)malloc_check(info.n_tokens * sizeof(int));
     for (size_t i = 0; i < info.n_tokens; i++) {
@@ -340,6 +389,8 @@ enum { SOURCE_BUILTIN, SOURCE_BYTES, SOURCE_SHARDS };
 typedef struct {
     int kind;
     int data_vocab;
+    const char* tokenizer; // "bytes", "GPT-2", "llama-3": train and val must agree
+    uint64_t files_id;     // hash64 of the files read (base names and sizes, in order); 0 for built-in
     TextGen gen;           // SOURCE_BUILTIN
     unsigned char* bytes;  // SOURCE_BYTES: this split's bytes
     size_t n_bytes, byte_pos;
@@ -353,7 +404,16 @@ static void stream_init_builtin(TokenStream* s, uint64_t seed) {
     memset(s, 0, sizeof(*s));
     s->kind = SOURCE_BUILTIN;
     s->data_vocab = 256;
+    s->tokenizer = "bytes";
     textgen_init(&s->gen, seed);
+}
+
+// A file's part of a stream's files_id: its base name (so a moved data directory still matches) and size.
+static uint64_t files_id_add(uint64_t h, const char* path, size_t size) {
+    const char* base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    h = hash64(h, base, strlen(base) + 1);
+    uint64_t sz = (uint64_t)size;
+    return hash64(h, &sz, sizeof(sz));
 }
 
 // Bytes of every file matching pattern, concatenated in sorted order; split 0 = first 90%, 1 = last 10%.
@@ -361,25 +421,15 @@ static void stream_init_bytes(TokenStream* s, const char* pattern, int split, si
     memset(s, 0, sizeof(*s));
     s->kind = SOURCE_BYTES;
     s->data_vocab = 256;
+    s->tokenizer = "bytes";
+    s->files_id = HASH64_INIT;
     glob_t g;
     if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0) { die("bytes data: no file matches '%s'", pattern); }
     size_t total = 0;
     for (size_t i = 0; i < g.gl_pathc; i++) {
-        FILE* f = fopen_check(g.gl_pathv[i], "rb");
-        fseek(f, 0, SEEK_END);
-        total += (size_t)ftell(f);
-        fclose(f);
-    }
-    unsigned char* all = (unsigned char*)malloc_check(total);
-    size_t at = 0;
-    for (size_t i = 0; i < g.gl_pathc; i++) {
-        FILE* f = fopen_check(g.gl_pathv[i], "rb");
-        fseek(f, 0, SEEK_END);
-        size_t n = (size_t)ftell(f);
-        fseek(f, 0, SEEK_SET);
-        if (fread(all + at, 1, n, f) != n) { die("bytes data: cannot read '%s'", g.gl_pathv[i]); }
-        fclose(f);
-        at += n;
+        size_t n = input_file_check("bytes data", g.gl_pathv[i]);
+        s->files_id = files_id_add(s->files_id, g.gl_pathv[i], n);
+        total += n;
     }
     size_t n_val = total / 10;
     size_t begin = split == 0 ? 0 : total - n_val;
@@ -388,26 +438,44 @@ static void stream_init_bytes(TokenStream* s, const char* pattern, int split, si
         die("bytes data '%s': %zu bytes in all, its %s split has %zu, need at least %zu (one sequence)",
             pattern, total, split == 0 ? "train" : "val", s->n_bytes, min_len);
     }
+    unsigned char* all = (unsigned char*)malloc_check(total);
+    size_t at = 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        size_t n = input_file_check("bytes data", g.gl_pathv[i]);
+        if (at + n > total) { die("bytes data '%s': grew while it was read", g.gl_pathv[i]); }
+        FILE* f = fopen_check(g.gl_pathv[i], "rb");
+        fread_check(all + at, 1, n, f, g.gl_pathv[i]);
+        fclose(f);
+        at += n;
+    }
     s->bytes = (unsigned char*)malloc_check(s->n_bytes);
     memcpy(s->bytes, all + begin, s->n_bytes);
     free(all);
     globfree(&g);
 }
 
-static void stream_init_shards(TokenStream* s, const char* pattern) {
+// The shards matching pattern, in sorted order; together at least min_len tokens (one sequence).
+static void stream_init_shards(TokenStream* s, const char* pattern, size_t min_len) {
     memset(s, 0, sizeof(*s));
     s->kind = SOURCE_SHARDS;
+    s->files_id = HASH64_INIT;
     if (glob(pattern, 0, NULL, &s->shards) != 0 || s->shards.gl_pathc == 0) { die("shards: no file matches '%s'", pattern); }
     // every shard must agree on the format; validate all headers up front so a bad shard fails now
+    size_t total = 0;
     for (size_t i = 0; i < s->shards.gl_pathc; i++) {
-        FILE* f = fopen_check(s->shards.gl_pathv[i], "rb");
-        ShardInfo info = shard_read_header(f, s->shards.gl_pathv[i]);
-        fclose(f);
-        if (i == 0) { s->data_vocab = info.data_vocab; }
-        else if (info.data_vocab != s->data_vocab) {
-            die("shard '%s': vocabulary %d differs from the first shard's %d", s->shards.gl_pathv[i], info.data_vocab, s->data_vocab);
+        const char* path = s->shards.gl_pathv[i];
+        ShardInfo info;
+        fclose(shard_open(path, &info));
+        if (i == 0) {
+            s->data_vocab = info.data_vocab;
+            s->tokenizer = info.tokenizer;
+        } else if (info.data_vocab != s->data_vocab) {
+            die("shard '%s' holds %s tokens, the first shard of '%s' %s tokens", path, info.tokenizer, pattern, s->tokenizer);
         }
+        total += info.n_tokens;
+        s->files_id = files_id_add(s->files_id, path, SHARD_HEADER_INTS * sizeof(int) + info.n_tokens * info.token_bytes);
     }
+    if (total < min_len) { die("shards '%s': %zu tokens in all, need at least %zu (one sequence)", pattern, total, min_len); }
     ShardInfo info;
     s->tokens = shard_load(s->shards.gl_pathv[0], &info);
     s->n_tokens = info.n_tokens;
@@ -640,7 +708,7 @@ static void stream_open(TokenStream* s, const DataConfig* dc, int split, uint64_
     } else {
         const char* pattern = split == 0 ? dc->train : dc->val;
         if (pattern == NULL) { die("shards: no val glob given (-j)"); }
-        stream_init_shards(s, pattern);
+        stream_init_shards(s, pattern, min_len);
     }
 }
 
@@ -663,6 +731,26 @@ static void dataloader_init(DataLoader* dl, const DataConfig* dc, int split, int
     dl->dc = *dc;
     dl->split = split;
     dl->seed = seed;
+}
+
+// Train and val must hold one tokenizer's ids: GPT-2 ids read as llama-3 ids would train and report
+// a val loss that means nothing.
+static void data_check_splits(const DataLoader* train, const DataLoader* val, const DataConfig* dc) {
+    if (train->stream.data_vocab == val->stream.data_vocab) { return; }
+    die("-i '%s' holds %s tokens (vocabulary %d), -j '%s' %s tokens (vocabulary %d): train and val must share the tokenizer",
+        dc->train, train->stream.tokenizer, train->stream.data_vocab, dc->val, val->stream.tokenizer, val->stream.data_vocab);
+}
+
+// What the token stream of a run depends on besides its seed: the files of both splits (names and
+// sizes), the tokenizer, and the needle mixture. A checkpoint records it so that a resume on other
+// data is refused rather than silently breaking the exact-resume promise.
+static uint64_t data_fingerprint(const DataLoader* train, const DataLoader* val, const DataConfig* dc) {
+    int32_t f[] = {train->stream.kind, train->stream.data_vocab, dc->n_symbols, dc->needles.kind, dc->needles.key_len,
+                   dc->needles.val_len, dc->needles.per_1k, dc->needles.queries};
+    uint64_t h = hash64(HASH64_INIT, f, sizeof(f));
+    h = hash64(h, &dc->needle_frac, sizeof(dc->needle_frac));
+    h = hash64(h, &train->stream.files_id, sizeof(uint64_t));
+    return hash64(h, &val->stream.files_id, sizeof(uint64_t));
 }
 
 static void dataloader_next_batch(DataLoader* dl) {
@@ -705,6 +793,7 @@ static void dataloader_skip(DataLoader* dl, long n) {
 // model, on the GPU or the CPU, sees the same samples.
 
 #define GRID_MAX 16
+#define GRID_MAX_TOKENS (1 << 30)  // every sample of a grid together (4 GiB of token ids)
 
 typedef struct {
     int n_lengths, n_depths, samples;
@@ -753,23 +842,30 @@ static void needle_grid_drop_short(NeedleGrid* g, int min_len) {
 // Draws every sample: n haystack tokens of the val stream, then needle_fill_eval at the cell's depth.
 static void needle_grid_build(NeedleGrid* g, const DataConfig* dc, const Vocab* v) {
     if (g->samples < 1 || g->n_lengths < 1 || g->n_depths < 1) { die("needle grid: %d samples, %d lengths, %d depths; each must be >= 1", g->samples, g->n_lengths, g->n_depths); }
-    int n_samples = g->n_lengths * g->n_depths * g->samples, max_len = 0;
-    size_t total = 0;
+    size_t n_samples = (size_t)g->n_lengths * g->n_depths * g->samples, total = 0;
+    int max_len = 0;
+    for (int i = 0; i < g->n_lengths; i++) {
+        total += (size_t)g->lengths[i] * g->n_depths * g->samples;
+        if (g->lengths[i] > max_len) { max_len = g->lengths[i]; }
+    }
+    if (total > GRID_MAX_TOKENS) {
+        die("needle grid: %zu tokens in all (lengths x %d depths x %d samples), at most %d; fewer samples or shorter lengths",
+            total, g->n_depths, g->samples, GRID_MAX_TOKENS);
+    }
     g->offset = (size_t*)malloc_check(n_samples * sizeof(size_t));
     g->meta = (NeedleSample*)malloc_check(n_samples * sizeof(NeedleSample));
-    for (int i = 0; i < n_samples; i++) {
-        int len = g->lengths[i / (g->n_depths * g->samples)];
+    total = 0;
+    for (size_t i = 0; i < n_samples; i++) {
         g->offset[i] = total;
-        total += len;
-        if (len > max_len) { max_len = len; }
+        total += g->lengths[i / (g->n_depths * g->samples)];
     }
     g->tokens = (int*)malloc_check(total * sizeof(int));
     TokenStream hay;
     stream_open(&hay, dc, 1, g->seed, (size_t)max_len);
     Rng rng;
     rng_init(&rng, g->seed);
-    for (int i = 0; i < n_samples; i++) {
-        int li = i / (g->n_depths * g->samples), di = i / g->samples % g->n_depths;
+    for (size_t i = 0; i < n_samples; i++) {
+        int li = (int)(i / (g->n_depths * g->samples)), di = (int)(i / g->samples % g->n_depths);
         int* seq = g->tokens + g->offset[i];
         for (int t = 0; t < g->lengths[li]; t++) { seq[t] = stream_next(&hay); }
         g->meta[i] = needle_fill_eval(seq, g->lengths[li], g->depths[di], &dc->needles, v, &rng);

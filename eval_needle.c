@@ -13,14 +13,19 @@ haystack comes from its val split, and the vocabulary must match).
 */
 #include "hybrid_cpu.h"
 
-// "a,b,c" -> values (ints or doubles); returns the count. Exits with a clear line on a bad list.
-static int parse_list(const char* flag, const char* s, double* out, int max) {
+// "a,b,c" -> values, each finite and in [lo, hi] (integral when integer); returns the count. Exits with
+// a clear line on a bad list, showing the value as typed.
+static int parse_list(const char* flag, const char* s, double lo, double hi, int integer, double* out, int max) {
     int n = 0;
     const char* p = s;
     while (*p) {
         char* end = NULL;
         double x = strtod(p, &end);
+        int len = (int)(end > p ? end - p : (long)strcspn(p, ","));
         if (end == p || (*end != ',' && *end != '\0')) { die("%s '%s': expected numbers separated by commas", flag, s); }
+        if (!isfinite(x) || x < lo || x > hi || (integer && x != floor(x))) {
+            die("%s '%s': '%.*s' is not %s in %.10g..%.10g", flag, s, len, p, integer ? "an integer" : "a number", lo, hi);
+        }
         if (n == max) { die("%s '%s': at most %d values", flag, s, max); }
         out[n++] = x;
         p = *end == ',' ? end + 1 : end;
@@ -37,30 +42,31 @@ int main(int argc, char** argv) {
     long seed = 20260615;
     DataConfig data = data_config_default();
     FlagSpec flags[] = {
-        {"-c", FLAG_STR, &ckpt_path, NULL, "checkpoint to evaluate (required)"},
-        {"-T", FLAG_INT, &T, NULL, "base length: grid lengths T/4, T/2, T, 2T, 4T, retrieval heads at T (0 = the checkpoint's training T)"},
-        {"--lengths", FLAG_STR, &lengths, NULL, "comma-separated lengths instead of T/4..4T"},
-        {"--depths", FLAG_STR, &depths, NULL, "comma-separated needle depths in [0,1] instead of 0,0.25,0.5,0.75,1"},
-        {"-N", FLAG_INT, &samples, NULL, "samples per (length, depth) cell"},
-        {"-s", FLAG_LONG, &seed, NULL, "seed of the grid (train_hybrid's --eval-seed)"},
-        {"--json", FLAG_BOOL, &json, NULL, "print one JSON object instead of tables"},
-        {"-i", FLAG_STR, &data.train, NULL, "the training data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
-        {"-j", FLAG_STR, &data.val, NULL, "val shards (with -i): the haystack"},
-        {"--bytes", FLAG_BOOL, &data.bytes, NULL, "-i names plain files read as bytes (the last 10% is the haystack)"},
-        {"--needle-kind", FLAG_CHOICE, &data.needles.kind, "symbol|text", "needle kind"},
-        {"--needle-key", FLAG_INT, &data.needles.key_len, NULL, "symbols per needle key"},
-        {"--needle-val", FLAG_INT, &data.needles.val_len, NULL, "symbols per needle value"},
-        {"--needle-symbols", FLAG_INT, &data.n_symbols, NULL, "needle symbols appended to the vocabulary"},
+        {"-c", FLAG_STR, &ckpt_path, 0, 0, NULL, "checkpoint to evaluate (required)"},
+        {"-T", FLAG_INT, &T, 0, MAX_SEQ_LEN, NULL, "base length: grid lengths T/4, T/2, T, 2T, 4T, retrieval heads at T (0 = the checkpoint's training T)"},
+        {"--lengths", FLAG_STR, &lengths, 0, 0, NULL, "comma-separated lengths instead of T/4..4T"},
+        {"--depths", FLAG_STR, &depths, 0, 0, NULL, "comma-separated needle depths in [0,1] instead of 0,0.25,0.5,0.75,1"},
+        {"-N", FLAG_INT, &samples, 1, 100000, NULL, "samples per (length, depth) cell"},
+        {"-s", FLAG_LONG, &seed, 0, SEED_MAX, NULL, "seed of the grid (train_hybrid's --eval-seed)"},
+        {"--json", FLAG_BOOL, &json, 0, 0, NULL, "print one JSON object instead of tables"},
+        {"-i", FLAG_STR, &data.train, 0, 0, NULL, "the training data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
+        {"-j", FLAG_STR, &data.val, 0, 0, NULL, "val shards (with -i): the haystack"},
+        {"--bytes", FLAG_BOOL, &data.bytes, 0, 0, NULL, "-i names plain files read as bytes (the last 10% is the haystack)"},
+        {"--needle-kind", FLAG_CHOICE, &data.needles.kind, 0, 0, "symbol|text", "needle kind"},
+        {"--needle-key", FLAG_INT, &data.needles.key_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle key"},
+        {"--needle-val", FLAG_INT, &data.needles.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
+        {"--needle-symbols", FLAG_INT, &data.n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols appended to the vocabulary"},
     };
     flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv);
     if (ckpt_path[0] == '\0') { die("-c: which checkpoint? (eval_needle -c FILE, -h lists the flags)"); }
-    if (samples < 1) { die("-N %d: expected >= 1", samples); }
-    if (data.needles.key_len < 1 || data.needles.val_len < 1 || data.needles.key_len + data.needles.val_len > NEEDLE_MAX - 2) {
-        die("--needle-key %d --needle-val %d: each >= 1, together at most %d", data.needles.key_len, data.needles.val_len, NEEDLE_MAX - 2);
+    if (data.needles.key_len + data.needles.val_len > NEEDLE_MAX - 2) {
+        die("--needle-key %d --needle-val %d: together at most %d", data.needles.key_len, data.needles.val_len, NEEDLE_MAX - 2);
     }
+    if (data.val != NULL && data.train == NULL) { die("-j given without -i: val shards need train shards"); }
+    if (data.bytes && data.train == NULL) { die("--bytes needs -i FILES"); }
 
     Checkpoint ck = checkpoint_read(ckpt_path);
-    if (T == 0) { T = ck.seq_len; }
+    if (T == 0) { T = ck.run.T; }
     if (T < 1) { die("-T: %s does not record its training length; give -T", ckpt_path); }
     TokenStream probe;  // the data's vocabulary must be the checkpoint's
     stream_open(&probe, &data, 1, (uint64_t)seed, 1);
@@ -74,16 +80,14 @@ int main(int argc, char** argv) {
     needle_grid_default(&grid, T, samples, (uint64_t)seed);
     if (lengths[0]) {
         double x[GRID_MAX];
-        grid.n_lengths = parse_list("--lengths", lengths, x, GRID_MAX);
-        for (int i = 0; i < grid.n_lengths; i++) {
-            if (x[i] < 1 || x[i] != (int)x[i]) { die("--lengths: %g is not a positive integer", x[i]); }
-            grid.lengths[i] = (int)x[i];
-        }
+        grid.n_lengths = parse_list("--lengths", lengths, 1, 4 * MAX_SEQ_LEN, 1, x, GRID_MAX);
+        for (int i = 0; i < grid.n_lengths; i++) { grid.lengths[i] = (int)x[i]; }
     }
-    if (depths[0]) {
-        grid.n_depths = parse_list("--depths", depths, grid.depths, GRID_MAX);
-        for (int i = 0; i < grid.n_depths; i++) {
-            if (grid.depths[i] < 0 || grid.depths[i] > 1) { die("--depths: %g is outside [0, 1]", grid.depths[i]); }
+    if (depths[0]) { grid.n_depths = parse_list("--depths", depths, 0, 1, 0, grid.depths, GRID_MAX); }
+    int task = needle_task_len(&data.needles, &vocab);
+    for (int i = 0; i < grid.n_lengths; i++) {
+        if (grid.lengths[i] < task) {
+            die("length %d of the grid (-T %d or --lengths) cannot hold a needle with its question (%d tokens)", grid.lengths[i], T, task);
         }
     }
     needle_grid_build(&grid, &data, &vocab);
@@ -99,7 +103,7 @@ int main(int argc, char** argv) {
     } else {
         printf("%s: %s, L %d, C %d, H %d, W %d, F %s / S %s, trained %d steps at T %d; %d samples in %.1f s\n", ckpt_path,
                ck.cfg.pattern, ck.cfg.n_layer, ck.cfg.n_embd, ck.cfg.n_head, ck.cfg.window, ck.cfg.pos_full == POS_ROPE ? "rope" : "nope",
-               ck.cfg.pos_swa == POS_ROPE ? "rope" : "nope", ck.step, ck.seq_len, grid.n_lengths * grid.n_depths * grid.samples,
+               ck.cfg.pos_swa == POS_ROPE ? "rope" : "nope", ck.step, ck.run.T, grid.n_lengths * grid.n_depths * grid.samples,
                now_s() - t0);
         needle_result_print(&r, &grid, &ck.cfg);
     }

@@ -26,7 +26,9 @@ gradient accumulation is plain repetition, and zero_grad clears params' and acti
 #include <string.h>
 #include <time.h>
 #include <signal.h>  // SIGINT/SIGTERM: finish the step, save, exit
-#include <unistd.h>  // fsync, link, unlink
+#include <dirent.h>  // checkpoint_prune lists the kept saves
+#include <limits.h>  // PATH_MAX
+#include <unistd.h>  // fsync, link, unlink, access
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -42,6 +44,16 @@ typedef float real;
 // Config
 
 #define MAX_LAYERS 64
+// The largest value of every size a flag or a checkpoint header can give: checked when flags are
+// parsed (and listed by -h) and when a checkpoint is read, so no product of them overflows.
+#define MAX_CHANNELS 16384          // C (and H)
+#define MAX_FFN 65536               // F
+#define MAX_SEQ_LEN (1 << 20)       // T, W, needle-grid lengths (4T fits an int)
+#define MAX_BATCH 65536             // B, -a
+#define MAX_TOKENS_PER_BATCH (1 << 24) // B·T of one micro-batch
+#define MAX_STEPS 1000000000        // -n, a checkpoint's step
+#define MAX_VOCAB (1 << 21)         // V, Vp: 128256 llama-3 ids + the needle block
+#define MAX_SYMBOLS (1 << 20)       // --needle-symbols
 #define CONV_K 4        // causal depthwise conv kernel of the recurrent mixer
 #define NORM_EPS 1e-6   // RMSNorm (model and per-head) epsilon
 #define L2NORM_EPS 1e-6 // q,k L2 normalisation: x / sqrt(sum x^2 + eps)
@@ -71,16 +83,19 @@ static Config config_make(int vocab, int padded_vocab, int L, int C, int H, int 
     Config c;
     memset(&c, 0, sizeof(c));
     if (L < 1 || L > MAX_LAYERS) { die("-L %d: layers must be 1..%d", L, MAX_LAYERS); }
-    if (H < 1 || C < 1 || C % H != 0) { die("-C %d -H %d: channels must be a positive multiple of heads", C, H); }
+    if (H < 1 || C < 1 || C > MAX_CHANNELS || C % H != 0) { die("-C %d -H %d: channels must be a multiple of heads, at most %d", C, H, MAX_CHANNELS); }
     if ((C / H) % 2 != 0) { die("-C %d -H %d: head dim C/H=%d must be even (RoPE rotates pairs)", C, H, C / H); }
     if (C / H > 512) { die("-C %d -H %d: head dim C/H=%d, at most 512", C, H, C / H); }
-    if (ffn < 0) { die("-F %d: SwiGLU hidden must be >= 1 (0 = default round64(8C/3))", ffn); }
-    if (window < 1) { die("-w %d: window must be >= 1", window); }
+    if (ffn < 0 || ffn > MAX_FFN) { die("-F %d: SwiGLU hidden must be 1..%d (0 = default round64(8C/3))", ffn, MAX_FFN); }
+    if (window < 1 || window > MAX_SEQ_LEN) { die("-w %d: window must be 1..%d", window, MAX_SEQ_LEN); }
+    if (vocab < 1 || padded_vocab < vocab || padded_vocab > MAX_VOCAB) { die("vocabulary %d padded to %d: expected 1 <= V <= Vp <= %d", vocab, padded_vocab, MAX_VOCAB); }
     if (pattern == NULL || pattern[0] == '\0') { die("-p: empty layer pattern, expected letters F, S, R (e.g. SSSF)"); }
     for (const char* p = pattern; *p; p++) {
         if (*p != 'F' && *p != 'S' && *p != 'R') { die("-p %s: layer pattern has '%c', expected only F, S, R", pattern, *p); }
     }
     int plen = (int)strlen(pattern);
+    // tiling a longer pattern to L would drop its last layers without a word (SSSF at -L 2 is SS)
+    if (plen > L) { die("-p %s -L %d: the pattern has %d layers, more than -L; give -L >= %d (the pattern is tiled to L)", pattern, L, plen, plen); }
     for (int l = 0; l < L; l++) { c.pattern[l] = pattern[l % plen]; }
     c.pattern[L] = '\0';
     c.vocab = vocab;
@@ -1207,20 +1222,39 @@ static void needle_result_json(FILE* f, const NeedleResult* r, const NeedleGrid*
 }
 
 // ----------------------------------------------------------------------------
-// Checkpoints, shared by the trainers and eval_needle.c. One file:
+// Checkpoints, shared by the trainers and eval_needle.c. One file, version 2:
 //   header int32[256]: [0] magic, [1] version, [2..12] the Config (vocab, padded_vocab, L, C, H, ffn,
 //                      window, pos_full, pos_swa, mixer, rope_theta), [13] 1 if the optimizer state
 //                      follows, [14] optimizer steps taken, [15] parameter count (low 31 bits),
-//                      [16] (high bits), [17] the training sequence length T (0: not recorded),
+//                      [16] (high bits), [17..24] the RunRecord (T, B, accum, world, seed low and
+//                      high 32 bits, data fingerprint low and high), [30..31] checksum (low, high),
 //                      bytes 128..191 the layer pattern (NUL-padded)
 //   float32 params[n] in param_layout order; then, if [13] = 1, AdamW m[n] and v[n].
+// The checksum is hash64 of the header (with [30..31] zero) followed by the payload, verified on
+// load: a flipped bit anywhere is refused, a header field that keeps the parameter count (H 1 <-> 4)
+// included. Every header field is range-checked on load, and parameters and AdamW state must be
+// finite (v >= 0); a state that is not finite is never written.
+// Version 1 (no run record, no checksum) is still read, range- and finite-checked; what it cannot
+// have (the checksum, and -B, -a, -s, data for a resume) is not checked. It is rewritten as version 2
+// at the next save.
 // Written to PATH.tmp, flushed to disk, then renamed over PATH, so a crash never leaves a partial file
-// under the real name.
+// under the real name; a save that fails removes PATH.tmp and leaves PATH as it was.
 
 #define CKPT_MAGIC 20260615
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2
 #define CKPT_HEADER_INTS 256
 #define CKPT_PATTERN_BYTE 128
+#define CKPT_CHECKSUM_INT 30
+#define MAX_WORLD 4096  // data-parallel ranks a checkpoint may record
+
+// What an exact resume must repeat, recorded in the checkpoint: the batch shape, the seed and the data.
+typedef struct {
+    int T;            // training sequence length (also the needle grid's base length)
+    int B, accum;     // micro-batch, micro-batches per step
+    int world;        // data-parallel ranks (the data position is step · accum · world batches)
+    long seed;
+    uint64_t data_id; // data_fingerprint(): files, tokenizer, needle mixture
+} RunRecord;
 
 typedef struct {
     Config cfg;
@@ -1229,83 +1263,174 @@ typedef struct {
     float* m;        // (n_params) AdamW moments, NULL if the file has none
     float* v;
     int step;        // optimizer steps taken
-    int seq_len;     // training T (the needle grid's base length), 0 if not recorded
+    int version;     // 1: run.B, accum, world, seed, data_id not recorded (0); run.T may be 0
+    RunRecord run;
 } Checkpoint;
 
-static void fwrite_check(const void* p, size_t size, size_t n, FILE* f, const char* path) {
-    if (fwrite(p, size, n, f) != n) { die("%s: write failed (disk full?)", path); }
+// The name of parameter i, "l3.wqkv[17]", for messages.
+static void param_name(const Config* c, size_t i, char* out, size_t size) {
+    Layout lo = param_layout(c);
+    for (int s = 0; s < lo.n; s++) {
+        const TensorSpec* t = &lo.spec[s];
+        if (i >= t->offset && i < t->offset + t->numel) { snprintf(out, size, "%s[%zu]", t->name, i - t->offset); return; }
+    }
+    snprintf(out, size, "[%zu]", i);
+}
+
+// 0 when params, m and v (m, v may be NULL) are finite and v >= 0; else names the first bad value in why.
+static int state_finite(const Config* c, const float* params, const float* m, const float* v, size_t n, char* why, size_t size) {
+    const float* arrays[3] = {params, m, v};
+    const char* names[3] = {"parameter", "AdamW m of", "AdamW v of"};
+    for (int a = 0; a < 3; a++) {
+        if (arrays[a] == NULL) { continue; }
+        for (size_t i = 0; i < n; i++) {
+            float x = arrays[a][i];
+            if (isfinite(x) && (a < 2 || x >= 0.0f)) { continue; }
+            char name[64];
+            param_name(c, i, name, sizeof(name));
+            snprintf(why, size, "%s %s is %g%s", names[a], name, x, a == 2 ? " (must be finite and >= 0)" : "");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// hash64 of a header (its checksum field taken as zero) and the payload
+static uint64_t checkpoint_checksum(const int32_t* h, const float* params, const float* m, const float* v, size_t n) {
+    int32_t hz[CKPT_HEADER_INTS];
+    memcpy(hz, h, sizeof(hz));
+    hz[CKPT_CHECKSUM_INT] = hz[CKPT_CHECKSUM_INT + 1] = 0;
+    uint64_t sum = hash64(HASH64_INIT, hz, sizeof(hz));
+    sum = hash64(sum, params, n * sizeof(float));
+    if (m != NULL) {
+        sum = hash64(sum, m, n * sizeof(float));
+        sum = hash64(sum, v, n * sizeof(float));
+    }
+    return sum;
+}
+
+static void checkpoint_header(int32_t* h, const Config* c, int has_opt, size_t n, int step, const RunRecord* run) {
+    memset(h, 0, CKPT_HEADER_INTS * sizeof(int32_t));
+    int32_t fields[] = {CKPT_MAGIC, CKPT_VERSION, c->vocab, c->padded_vocab, c->n_layer, c->n_embd, c->n_head, c->ffn,
+                        c->window, c->pos_full, c->pos_swa, c->mixer, (int32_t)c->rope_theta, has_opt, step,
+                        (int32_t)(n & 0x7fffffff), (int32_t)(n >> 31), run->T, run->B, run->accum, run->world,
+                        (int32_t)(uint32_t)run->seed, (int32_t)((uint64_t)run->seed >> 32),
+                        (int32_t)(uint32_t)run->data_id, (int32_t)(run->data_id >> 32)};
+    memcpy(h, fields, sizeof(fields));
+    memcpy((char*)h + CKPT_PATTERN_BYTE, c->pattern, strlen(c->pattern));
+}
+
+// A failed write: the partial temp file goes, the checkpoint under the real name stays as it was.
+static void checkpoint_write_failed(FILE* f, const char* tmp, const char* what) {
+    int err = errno;
+    if (f) { fclose(f); }
+    unlink(tmp);
+    die("%s: %s failed: %s (the checkpoint under its real name is untouched)", tmp, what, strerror(err));
 }
 
 static void checkpoint_write(const char* path, const Config* c, const float* params, const float* m, const float* v,
-                             size_t n, int step, int seq_len) {
+                             size_t n, int step, const RunRecord* run) {
+    char why[160];
+    if (state_finite(c, params, m, v, n, why, sizeof(why))) {
+        die("%s: checkpoint of step %d not written: %s (the last checkpoint is untouched)", path, step, why);
+    }
     int32_t h[CKPT_HEADER_INTS];
-    memset(h, 0, sizeof(h));
-    int32_t fields[] = {CKPT_MAGIC, CKPT_VERSION, c->vocab, c->padded_vocab, c->n_layer, c->n_embd, c->n_head, c->ffn,
-                        c->window, c->pos_full, c->pos_swa, c->mixer, (int32_t)c->rope_theta, m != NULL, step,
-                        (int32_t)(n & 0x7fffffff), (int32_t)(n >> 31), seq_len};
-    memcpy(h, fields, sizeof(fields));
-    memcpy((char*)h + CKPT_PATTERN_BYTE, c->pattern, strlen(c->pattern));
+    checkpoint_header(h, c, m != NULL, n, step, run);
+    uint64_t sum = checkpoint_checksum(h, params, m, v, n);
+    h[CKPT_CHECKSUM_INT] = (int32_t)(uint32_t)sum;
+    h[CKPT_CHECKSUM_INT + 1] = (int32_t)(sum >> 32);
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE* f = fopen_check(tmp, "wb");
-    fwrite_check(h, sizeof(int32_t), CKPT_HEADER_INTS, f, tmp);
-    fwrite_check(params, sizeof(float), n, f, tmp);
-    if (m != NULL) {
-        fwrite_check(m, sizeof(float), n, f, tmp);
-        fwrite_check(v, sizeof(float), n, f, tmp);
-    }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) { die("%s: flush to disk failed", tmp); }
-    fclose(f);
-    if (rename(tmp, path) != 0) { die("%s: cannot rename to %s", tmp, path); }
+    FILE* f = fopen(tmp, "wb");
+    if (f == NULL) { checkpoint_write_failed(NULL, tmp, "open"); }
+    int ok = fwrite(h, sizeof(int32_t), CKPT_HEADER_INTS, f) == CKPT_HEADER_INTS && fwrite(params, sizeof(float), n, f) == n;
+    if (ok && m != NULL) { ok = fwrite(m, sizeof(float), n, f) == n && fwrite(v, sizeof(float), n, f) == n; }
+    if (!ok) { checkpoint_write_failed(f, tmp, "write"); }
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) { checkpoint_write_failed(f, tmp, "flush to disk"); }
+    if (fclose(f) != 0) { checkpoint_write_failed(NULL, tmp, "close"); }
+    if (rename(tmp, path) != 0) { checkpoint_write_failed(NULL, tmp, "rename to the checkpoint's name"); }
 }
 
-// Reads and validates a checkpoint: magic, version, config, and the file size the header implies.
+// The range of every header field, checked before anything is allocated from it. Version 1 files
+// record T (0 = not recorded) but not the fields from [18] on.
+static const struct { const char* name; int at; int64_t lo, hi; } CKPT_FIELDS[] = {
+    {"vocab", 2, 1, MAX_VOCAB}, {"padded vocab", 3, 1, MAX_VOCAB}, {"L", 4, 1, MAX_LAYERS}, {"C", 5, 2, MAX_CHANNELS},
+    {"H", 6, 1, MAX_CHANNELS}, {"F", 7, 1, MAX_FFN}, {"W", 8, 1, MAX_SEQ_LEN}, {"pos F", 9, 0, 1}, {"pos S", 10, 0, 1},
+    {"mixer", 11, 0, 1}, {"rope theta", 12, 1, INT32_MAX}, {"AdamW state flag", 13, 0, 1}, {"step", 14, 0, MAX_STEPS},
+    {"parameters (high bits)", 16, 0, 1}, {"T", 17, 0, MAX_SEQ_LEN},
+    {"B", 18, 1, MAX_BATCH}, {"accum", 19, 1, MAX_BATCH}, {"world", 20, 1, MAX_WORLD},
+};
+#define CKPT_V1_FIELDS 15  // the fields above a version-1 header has
+
+// Reads and validates a checkpoint: a regular file, magic, version, every header field in range, the
+// file size the header implies, the checksum (version 2), and finite contents.
 static Checkpoint checkpoint_read(const char* path) {
-    FILE* f = fopen_check(path, "rb");
+    size_t size = input_file_check("checkpoint", path);
     int32_t h[CKPT_HEADER_INTS];
-    if (fread(h, sizeof(int32_t), CKPT_HEADER_INTS, f) != CKPT_HEADER_INTS) {
-        die("%s: not a checkpoint (shorter than its %d-byte header)", path, (int)sizeof(h));
-    }
+    if (size < sizeof(h)) { die("%s: not a checkpoint (%zu bytes, shorter than its %zu-byte header)", path, size, sizeof(h)); }
+    FILE* f = fopen_check(path, "rb");
+    fread_check(h, sizeof(int32_t), CKPT_HEADER_INTS, f, path);
     if (h[0] != CKPT_MAGIC) { die("%s: bad magic %d, expected %d (not a hybrid.cu checkpoint)", path, h[0], CKPT_MAGIC); }
-    if (h[1] != CKPT_VERSION) { die("%s: checkpoint version %d, this build reads version %d", path, h[1], CKPT_VERSION); }
+    if (h[1] != 1 && h[1] != CKPT_VERSION) { die("%s: checkpoint version %d, this build reads versions 1 and %d", path, h[1], CKPT_VERSION); }
+    int version = h[1];
+    // version 1 left every int from [18] on zero (the pattern aside): a "version 1" file with any of
+    // them set is a version-2 file whose version was damaged, and must not skip the checksum
+    for (int i = 18; version == 1 && i < CKPT_HEADER_INTS; i++) {
+        if ((i < CKPT_PATTERN_BYTE / 4 || i >= CKPT_PATTERN_BYTE / 4 + MAX_LAYERS / 4) && h[i] != 0) {
+            die("%s: corrupt checkpoint header (version 1 with header int %d set, which version 1 never writes)", path, i);
+        }
+    }
+    int n_fields = version == 1 ? CKPT_V1_FIELDS : (int)(sizeof(CKPT_FIELDS) / sizeof(CKPT_FIELDS[0]));
+    for (int i = 0; i < n_fields; i++) {
+        int32_t x = h[CKPT_FIELDS[i].at];
+        int lo = CKPT_FIELDS[i].at == 17 && version == 2 ? 1 : (int)CKPT_FIELDS[i].lo;  // version 2 always records T
+        if (x < lo || x > CKPT_FIELDS[i].hi) {
+            die("%s: corrupt checkpoint header: %s = %d, expected %d..%lld", path, CKPT_FIELDS[i].name, x, lo, (long long)CKPT_FIELDS[i].hi);
+        }
+    }
     char pattern[MAX_LAYERS + 1];
     memcpy(pattern, (char*)h + CKPT_PATTERN_BYTE, MAX_LAYERS);
     pattern[MAX_LAYERS] = '\0';
-    // config_make's own errors name command-line flags; a bad header should name the file
-    int bad = h[9] < 0 || h[9] > 1 || h[10] < 0 || h[10] > 1 || h[11] < 0 || h[11] > 1 || h[2] < 1 || h[3] < h[2] || h[12] < 1;
-    bad |= h[4] < 1 || h[4] > MAX_LAYERS || h[6] < 1 || h[5] < h[6] || h[5] % h[6] != 0 || h[7] < 1 || h[8] < 1;
-    bad |= h[6] >= 1 && ((h[5] / h[6]) % 2 != 0 || h[5] / h[6] > 512);  // every condition of config_make, so it never names a flag
-    bad |= pattern[0] == '\0' || strspn(pattern, "FSR") != strlen(pattern);
+    // the remaining conditions of config_make, whose own errors name command-line flags, not the file
+    int bad = h[3] < h[2] || h[5] % h[6] != 0 || (h[5] / h[6]) % 2 != 0 || h[5] / h[6] > 512;
+    bad |= (int)strlen(pattern) != h[4] || strspn(pattern, "FSR") != strlen(pattern);
     if (bad) {
-        die("%s: corrupt checkpoint header (pattern '%s', L %d, C %d, H %d, F %d, W %d, vocab %d/%d, pos %d/%d, mixer %d, theta %d)",
-            path, pattern, h[4], h[5], h[6], h[7], h[8], h[2], h[3], h[9], h[10], h[11], h[12]);
+        die("%s: corrupt checkpoint header (pattern '%s', L %d, C %d, H %d, vocab %d/%d)", path, pattern, h[4], h[5], h[6], h[2], h[3]);
     }
     Checkpoint ck;
     memset(&ck, 0, sizeof(ck));
+    ck.version = version;
     ck.cfg = config_make(h[2], h[3], h[4], h[5], h[6], h[7], pattern, h[8], h[9], h[10], h[11]);
     ck.cfg.rope_theta = h[12];
-    if (strcmp(ck.cfg.pattern, pattern) != 0) { die("%s: corrupt checkpoint header (pattern '%s' for %d layers)", path, pattern, h[4]); }
     ck.n_params = (size_t)(uint32_t)h[15] | ((size_t)(uint32_t)h[16] << 31);
     ck.step = h[14];
-    ck.seq_len = h[17];
+    ck.run.T = h[17];
+    if (version == CKPT_VERSION) {
+        ck.run.B = h[18]; ck.run.accum = h[19]; ck.run.world = h[20];
+        ck.run.seed = (long)((uint64_t)(uint32_t)h[21] | ((uint64_t)(uint32_t)h[22] << 32));
+        ck.run.data_id = (uint64_t)(uint32_t)h[23] | ((uint64_t)(uint32_t)h[24] << 32);
+    }
     size_t expect = param_layout(&ck.cfg).total;
     if (ck.n_params != expect) { die("%s: header says %zu parameters, its config has %zu", path, ck.n_params, expect); }
     int has_opt = h[13] == 1;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    long want = (long)(sizeof(h) + (has_opt ? 3 : 1) * ck.n_params * sizeof(float));
-    if (size != want) { die("%s: %ld bytes, expected %ld for its header (truncated or corrupt)", path, size, want); }
-    fseek(f, sizeof(h), SEEK_SET);
+    size_t want = sizeof(h) + (has_opt ? 3 : 1) * ck.n_params * sizeof(float);
+    if (size != want) { die("%s: %zu bytes, expected %zu for its header (truncated or corrupt)", path, size, want); }
     ck.params = (float*)malloc_check(ck.n_params * sizeof(float));
-    if (fread(ck.params, sizeof(float), ck.n_params, f) != ck.n_params) { die("%s: read failed", path); }
+    fread_check(ck.params, sizeof(float), ck.n_params, f, path);
     if (has_opt) {
         ck.m = (float*)malloc_check(ck.n_params * sizeof(float));
         ck.v = (float*)malloc_check(ck.n_params * sizeof(float));
-        if (fread(ck.m, sizeof(float), ck.n_params, f) != ck.n_params || fread(ck.v, sizeof(float), ck.n_params, f) != ck.n_params) {
-            die("%s: read failed", path);
-        }
+        fread_check(ck.m, sizeof(float), ck.n_params, f, path);
+        fread_check(ck.v, sizeof(float), ck.n_params, f, path);
     }
     fclose(f);
+    if (version == CKPT_VERSION) {
+        uint64_t sum = checkpoint_checksum(h, ck.params, ck.m, ck.v, ck.n_params);
+        uint64_t stored = (uint64_t)(uint32_t)h[CKPT_CHECKSUM_INT] | ((uint64_t)(uint32_t)h[CKPT_CHECKSUM_INT + 1] << 32);
+        if (sum != stored) { die("%s: checksum mismatch (the file is corrupt or was edited)", path); }
+    }
+    char why[160];
+    if (state_finite(&ck.cfg, ck.params, ck.m, ck.v, ck.n_params, why, sizeof(why))) { die("%s: %s; refusing a non-finite checkpoint", path, why); }
     return ck;
 }
 
@@ -1323,41 +1448,68 @@ static void model_from_checkpoint(Model* m, const Checkpoint* ck) {
 
 // The step recorded in a checkpoint's header, or -1 when path is missing or not a checkpoint.
 static int checkpoint_peek_step(const char* path) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) { return -1; }
     FILE* f = fopen(path, "rb");
     if (f == NULL) { return -1; }
     int32_t h[CKPT_HEADER_INTS];
-    int ok = fread(h, sizeof(int32_t), CKPT_HEADER_INTS, f) == CKPT_HEADER_INTS && h[0] == CKPT_MAGIC && h[1] == CKPT_VERSION;
+    int ok = fread(h, sizeof(int32_t), CKPT_HEADER_INTS, f) == CKPT_HEADER_INTS && h[0] == CKPT_MAGIC && (h[1] == 1 || h[1] == CKPT_VERSION);
     fclose(f);
-    return ok ? h[14] : -1;
+    return ok && h[14] >= 0 ? h[14] : -1;
+}
+
+// The step k of a kept save's file name, "<base>.step<k>" exactly (digits only), or -1. The user's
+// path is matched literally, never as a glob pattern, so no other file is ever taken for a save.
+static long kept_save_step(const char* name, const char* base) {
+    size_t nb = strlen(base);
+    if (strncmp(name, base, nb) != 0 || strncmp(name + nb, ".step", 5) != 0) { return -1; }
+    const char* d = name + nb + 5;
+    if (*d == '\0' || strspn(d, "0123456789") != strlen(d) || strlen(d) > 10) { return -1; }
+    long k = strtol(d, NULL, 10);
+    return k <= MAX_STEPS ? k : -1;
+}
+
+// Removes the kept saves of path (path.step<k>) that have keep - 1 or more newer ones.
+static void checkpoint_prune(const char* path, int keep) {
+    char dir[4096];
+    const char* slash = strrchr(path, '/');
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) + 1 : 1, slash ? path : ".");
+    const char* base = slash ? slash + 1 : path;
+    DIR* d = opendir(dir);
+    if (d == NULL) { return; }
+    long steps[1024];
+    int n = 0;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL && n < 1024) {
+        long k = kept_save_step(e->d_name, base);
+        if (k >= 0) { steps[n++] = k; }
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) {  // remove every kept file with keep - 1 newer ones
+        int newer = 0;
+        for (int j = 0; j < n; j++) { newer += steps[j] > steps[i]; }
+        if (newer >= keep - 1) {
+            char name[4096 + 32];
+            snprintf(name, sizeof(name), "%s.step%ld", path, steps[i]);
+            unlink(name);
+        }
+    }
 }
 
 // Writes the checkpoint of `step` to path (checkpoint_write: atomic) and keeps the keep - 1 newest
 // saves before it as path.step<k>: the old file gets that second name (a hard link) before the new
 // one replaces it, so there is never a moment without a complete checkpoint. Older ones are removed.
 static void checkpoint_save(const char* path, int keep, const Config* c, const float* params, const float* m, const float* v,
-                            size_t n, int step, int seq_len) {
-    char name[4096];
+                            size_t n, int step, const RunRecord* run) {
     int prev = keep > 1 ? checkpoint_peek_step(path) : -1;
     if (prev >= 0 && prev != step) {
+        char name[4096 + 32];
         snprintf(name, sizeof(name), "%s.step%d", path, prev);
         unlink(name);
-        if (link(path, name) != 0) { die("%s: cannot keep it as %s (hard links not supported here? use --ckpt-keep 1)", path, name); }
+        if (link(path, name) != 0) { die("%s: cannot keep it as %s: %s (--ckpt-keep 1 keeps no older saves)", path, name, strerror(errno)); }
     }
-    checkpoint_write(path, c, params, m, v, n, step, seq_len);
-    if (keep <= 1) { return; }
-    snprintf(name, sizeof(name), "%s.step*", path);
-    glob_t g;
-    if (glob(name, 0, NULL, &g) != 0) { return; }
-    int* steps = (int*)malloc_check(g.gl_pathc * sizeof(int));
-    size_t base = strlen(path) + 5;  // past "path.step"
-    for (size_t i = 0; i < g.gl_pathc; i++) { steps[i] = atoi(g.gl_pathv[i] + base); }
-    for (size_t i = 0; i < g.gl_pathc; i++) {  // remove every kept file with keep - 1 newer ones
-        int newer = 0;
-        for (size_t j = 0; j < g.gl_pathc; j++) { newer += steps[j] > steps[i]; }
-        if (newer >= keep - 1) { unlink(g.gl_pathv[i]); }
-    }
-    free(steps);
-    globfree(&g);
+    checkpoint_write(path, c, params, m, v, n, step, run);
+    if (keep > 1) { checkpoint_prune(path, keep); }
 }
 
 // ----------------------------------------------------------------------------
@@ -1436,58 +1588,61 @@ typedef struct {
     const char* flag;     // "-p", "--pos-full"
     int type;
     void* dst;
+    double lo, hi;        // numbers: the accepted range, inclusive (-h lists it)
     const char* choices;  // FLAG_CHOICE: "rope|nope", the value stored is the index
     const char* help;
 } FlagSpec;
 
+#define SEED_MAX 4611686018427387904.0  // 2^62: seeds are 0..2^62, exactly representable as a double
+
 // The flags both trainers take; returns how many were written to out (MAX_FLAGS entries).
 static int train_flags(TrainArgs* a, FlagSpec* out) {
     FlagSpec f[] = {
-        {"-i", FLAG_STR, &a->data.train, NULL, "train data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
-        {"-j", FLAG_STR, &a->data.val, NULL, "val data: glob of llm.c shards (with -i)"},
-        {"--bytes", FLAG_BOOL, &a->data.bytes, NULL, "-i names plain files read as bytes (last 10% = val)"},
-        {"--needle-frac", FLAG_FLOAT, &a->data.needle_frac, NULL, "fraction of training sequences that carry needles"},
-        {"--needle-kind", FLAG_CHOICE, &a->data.needles.kind, "symbol|text", "needle kind"},
-        {"--needle-key", FLAG_INT, &a->data.needles.key_len, NULL, "symbols per needle key"},
-        {"--needle-val", FLAG_INT, &a->data.needles.val_len, NULL, "symbols per needle value"},
-        {"--needle-density", FLAG_INT, &a->data.needles.per_1k, NULL, "needles per 1000 tokens of a training sequence"},
-        {"--needle-queries", FLAG_INT, &a->data.needles.queries, NULL, "queries per training sequence"},
-        {"--needle-symbols", FLAG_INT, &a->data.n_symbols, NULL, "needle symbols appended to the vocabulary"},
-        {"-p", FLAG_STR, &a->pattern, NULL, "layer pattern over F (full attn), S (sliding window), R (recurrent), tiled to L"},
-        {"-w", FLAG_INT, &a->window, NULL, "sliding window W: query i sees keys i-W < j <= i"},
-        {"--pos-full", FLAG_CHOICE, &a->pos_full, "rope|nope", "positional encoding of F layers"},
-        {"--pos-swa", FLAG_CHOICE, &a->pos_swa, "rope|nope", "positional encoding of S layers"},
-        {"--mixer", FLAG_CHOICE, &a->mixer, "gdn|gla", "R layers: Gated DeltaNet or gated linear attention"},
-        {"-L", FLAG_INT, &a->L, NULL, "layers"},
-        {"-C", FLAG_INT, &a->C, NULL, "channels"},
-        {"-H", FLAG_INT, &a->H, NULL, "heads (head dim C/H)"},
-        {"-F", FLAG_INT, &a->F, NULL, "SwiGLU hidden (0 = round64(8C/3))"},
-        {"-B", FLAG_INT, &a->B, NULL, "micro-batch size"},
-        {"-T", FLAG_INT, &a->T, NULL, "sequence length"},
-        {"-a", FLAG_INT, &a->accum, NULL, "gradient accumulation: micro-batches per step"},
-        {"-n", FLAG_INT, &a->opt.steps, NULL, "optimizer steps"},
-        {"-l", FLAG_DOUBLE, &a->opt.lr, NULL, "peak learning rate"},
-        {"--warmup", FLAG_INT, &a->opt.warmup, NULL, "linear warmup steps (-1 = 5% of -n)"},
-        {"--schedule", FLAG_CHOICE, &a->opt.schedule, "cosine|wsd", "LR schedule after warmup"},
-        {"--min-lr-frac", FLAG_DOUBLE, &a->opt.min_lr_frac, NULL, "final lr as a fraction of the peak"},
-        {"--decay-frac", FLAG_DOUBLE, &a->opt.decay_frac, NULL, "wsd: fraction of steps in the final decay"},
-        {"--wd", FLAG_DOUBLE, &a->opt.weight_decay, NULL, "AdamW weight decay (embedding and projection matrices)"},
-        {"--clip", FLAG_DOUBLE, &a->opt.grad_clip, NULL, "global gradient-norm clip (0 = off)"},
-        {"-s", FLAG_LONG, &a->seed, NULL, "seed of init, data and needles"},
-        {"-v", FLAG_INT, &a->val_every, NULL, "val loss every this many steps (0 = never)"},
-        {"-V", FLAG_INT, &a->val_batches, NULL, "val batches per evaluation"},
-        {"-o", FLAG_STR, &a->log_path, NULL, "JSONL log file (\"\" = none)"},
-        {"-c", FLAG_STR, &a->ckpt_path, NULL, "checkpoint written at the end, every --ckpt-every steps and on SIGINT/SIGTERM (\"\" = none)"},
-        {"--ckpt-every", FLAG_INT, &a->ckpt_every, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
-        {"--ckpt-keep", FLAG_INT, &a->ckpt_keep, NULL, "checkpoints kept: the newest at -c, older ones as <-c>.step<k>"},
-        {"--ckpt-opt", FLAG_INT, &a->ckpt_opt, NULL, "1: the checkpoint carries the AdamW state (3x the size; needed for an exact resume), 0: parameters only"},
-        {"-r", FLAG_STR, &a->resume, NULL, "resume from this checkpoint: its model (model flags are ignored), AdamW state, step and data position; pass the run's data and schedule flags again"},
-        {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
-        {"--eval-every", FLAG_INT, &a->eval_every, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
-        {"--eval-early", FLAG_INT, &a->eval_early, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
-        {"--eval-text", FLAG_INT, &a->eval_text, NULL, "1: byte data trained on symbol needles is also evaluated on text needles, 0: symbol needles only"},
-        {"--eval-samples", FLAG_INT, &a->eval_samples, NULL, "needle samples per (length, depth) cell"},
-        {"--eval-seed", FLAG_LONG, &a->eval_seed, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
+        {"-i", FLAG_STR, &a->data.train, 0, 0, NULL, "train data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
+        {"-j", FLAG_STR, &a->data.val, 0, 0, NULL, "val data: glob of llm.c shards (with -i)"},
+        {"--bytes", FLAG_BOOL, &a->data.bytes, 0, 0, NULL, "-i names plain files read as bytes (last 10% = val)"},
+        {"--needle-frac", FLAG_FLOAT, &a->data.needle_frac, 0, 1, NULL, "fraction of training sequences that carry needles"},
+        {"--needle-kind", FLAG_CHOICE, &a->data.needles.kind, 0, 0, "symbol|text", "needle kind"},
+        {"--needle-key", FLAG_INT, &a->data.needles.key_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle key"},
+        {"--needle-val", FLAG_INT, &a->data.needles.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
+        {"--needle-density", FLAG_INT, &a->data.needles.per_1k, 0, 1000, NULL, "needles per 1000 tokens of a training sequence"},
+        {"--needle-queries", FLAG_INT, &a->data.needles.queries, 0, MAX_SEQ_LEN, NULL, "queries per training sequence"},
+        {"--needle-symbols", FLAG_INT, &a->data.n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols appended to the vocabulary"},
+        {"-p", FLAG_STR, &a->pattern, 0, 0, NULL, "layer pattern over F (full attn), S (sliding window), R (recurrent), tiled to L"},
+        {"-w", FLAG_INT, &a->window, 1, MAX_SEQ_LEN, NULL, "sliding window W: query i sees keys i-W < j <= i"},
+        {"--pos-full", FLAG_CHOICE, &a->pos_full, 0, 0, "rope|nope", "positional encoding of F layers"},
+        {"--pos-swa", FLAG_CHOICE, &a->pos_swa, 0, 0, "rope|nope", "positional encoding of S layers"},
+        {"--mixer", FLAG_CHOICE, &a->mixer, 0, 0, "gdn|gla", "R layers: Gated DeltaNet or gated linear attention"},
+        {"-L", FLAG_INT, &a->L, 1, MAX_LAYERS, NULL, "layers"},
+        {"-C", FLAG_INT, &a->C, 2, MAX_CHANNELS, NULL, "channels"},
+        {"-H", FLAG_INT, &a->H, 1, MAX_CHANNELS, NULL, "heads (head dim C/H)"},
+        {"-F", FLAG_INT, &a->F, 0, MAX_FFN, NULL, "SwiGLU hidden (0 = round64(8C/3))"},
+        {"-B", FLAG_INT, &a->B, 1, MAX_BATCH, NULL, "micro-batch size"},
+        {"-T", FLAG_INT, &a->T, 1, MAX_SEQ_LEN, NULL, "sequence length"},
+        {"-a", FLAG_INT, &a->accum, 1, MAX_BATCH, NULL, "gradient accumulation: micro-batches per step"},
+        {"-n", FLAG_INT, &a->opt.steps, 0, MAX_STEPS, NULL, "optimizer steps"},
+        {"-l", FLAG_DOUBLE, &a->opt.lr, 1e-9, 10, NULL, "peak learning rate"},
+        {"--warmup", FLAG_INT, &a->opt.warmup, -1, MAX_STEPS, NULL, "linear warmup steps (-1 = 5% of -n)"},
+        {"--schedule", FLAG_CHOICE, &a->opt.schedule, 0, 0, "cosine|wsd", "LR schedule after warmup"},
+        {"--min-lr-frac", FLAG_DOUBLE, &a->opt.min_lr_frac, 0, 1, NULL, "final lr as a fraction of the peak"},
+        {"--decay-frac", FLAG_DOUBLE, &a->opt.decay_frac, 0, 1, NULL, "wsd: fraction of steps in the final decay"},
+        {"--wd", FLAG_DOUBLE, &a->opt.weight_decay, 0, 10, NULL, "AdamW weight decay (embedding and projection matrices)"},
+        {"--clip", FLAG_DOUBLE, &a->opt.grad_clip, 0, 1e6, NULL, "global gradient-norm clip (0 = off)"},
+        {"-s", FLAG_LONG, &a->seed, 0, SEED_MAX, NULL, "seed of init, data and needles"},
+        {"-v", FLAG_INT, &a->val_every, 0, MAX_STEPS, NULL, "val loss every this many steps (0 = never)"},
+        {"-V", FLAG_INT, &a->val_batches, 1, 1000000, NULL, "val batches per evaluation"},
+        {"-o", FLAG_STR, &a->log_path, 0, 0, NULL, "JSONL log file (\"\" = none)"},
+        {"-c", FLAG_STR, &a->ckpt_path, 0, 0, NULL, "checkpoint written at the end, every --ckpt-every steps and on SIGINT/SIGTERM (\"\" = none)"},
+        {"--ckpt-every", FLAG_INT, &a->ckpt_every, 0, MAX_STEPS, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
+        {"--ckpt-keep", FLAG_INT, &a->ckpt_keep, 1, 1000, NULL, "checkpoints kept: the newest at -c, older ones as <-c>.step<k>"},
+        {"--ckpt-opt", FLAG_INT, &a->ckpt_opt, 0, 1, NULL, "1: the checkpoint carries the AdamW state (3x the size; needed for an exact resume), 0: parameters only"},
+        {"-r", FLAG_STR, &a->resume, 0, 0, NULL, "resume from this checkpoint: its model (model flags are ignored), AdamW state, step and data position; pass the run's data and schedule flags again"},
+        {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, 0, 0, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
+        {"--eval-every", FLAG_INT, &a->eval_every, 0, MAX_STEPS, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
+        {"--eval-early", FLAG_INT, &a->eval_early, 0, MAX_STEPS, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
+        {"--eval-text", FLAG_INT, &a->eval_text, 0, 1, NULL, "1: byte data trained on symbol needles is also evaluated on text needles, 0: symbol needles only"},
+        {"--eval-samples", FLAG_INT, &a->eval_samples, 1, 100000, NULL, "needle samples per (length, depth) cell"},
+        {"--eval-seed", FLAG_LONG, &a->eval_seed, 0, SEED_MAX, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
     };
     int n = (int)(sizeof(f) / sizeof(f[0]));
     static_assert(sizeof(f) / sizeof(f[0]) <= MAX_FLAGS, "MAX_FLAGS holds the shared flags");
@@ -1498,7 +1653,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
 static void flags_print_help(const char* prog, const FlagSpec* f, int n) {
     printf("usage: %s [flags]\n", prog);
     for (int i = 0; i < n; i++) {
-        char def[96] = "";
+        char def[96] = "", range[64] = "";
         switch (f[i].type) {
             case FLAG_INT: snprintf(def, sizeof(def), "%d", *(int*)f[i].dst); break;
             case FLAG_LONG: snprintf(def, sizeof(def), "%ld", *(long*)f[i].dst); break;
@@ -1517,11 +1672,12 @@ static void flags_print_help(const char* prog, const FlagSpec* f, int n) {
                 break;
             }
         }
+        if (f[i].type <= FLAG_FLOAT) { snprintf(range, sizeof(range), ", %.10g..%.10g", f[i].lo, f[i].hi); }
         // the value's placeholder: N integer, X number, S string, or the choices
         const char* value[] = {" N", " N", " X", " X", " S", "", " "};
         char name[64];
         snprintf(name, sizeof(name), "%s%s%s", f[i].flag, value[f[i].type], f[i].type == FLAG_CHOICE ? f[i].choices : "");
-        printf("  %-26s %s (default %s)\n", name, f[i].help, def);
+        printf("  %-26s %s (default %s%s)\n", name, f[i].help, def, range);
     }
     printf("  %-26s this help\n", "-h");
 }
@@ -1538,7 +1694,8 @@ static int choice_index(const char* choices, const char* value) {
     return -1;
 }
 
-// Parses argv against the table; any problem is one line naming the flag, and exit 1.
+// Parses argv against the table; any problem is one line naming the flag and the value as typed,
+// and exit 1. Integers are checked for overflow, numbers for being finite, both against the range.
 static void flags_parse(const FlagSpec* f, int n, int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { flags_print_help(argv[0], f, n); exit(0); }
@@ -1549,18 +1706,22 @@ static void flags_parse(const FlagSpec* f, int n, int argc, char** argv) {
         if (i + 1 >= argc) { die("flag %s needs a value", argv[i]); }
         const char* v = argv[++i];
         char* end = NULL;
+        errno = 0;
         switch (f[k].type) {
             case FLAG_INT:
             case FLAG_LONG: {
-                long x = strtol(v, &end, 10);
+                long long x = strtoll(v, &end, 10);
                 if (*v == '\0' || *end != '\0') { die("flag %s: '%s' is not an integer", f[k].flag, v); }
-                if (f[k].type == FLAG_INT) { *(int*)f[k].dst = (int)x; } else { *(long*)f[k].dst = x; }
+                if (errno == ERANGE || x < f[k].lo || x > f[k].hi) { die("flag %s: '%s' is out of range, expected %.10g..%.10g", f[k].flag, v, f[k].lo, f[k].hi); }
+                if (f[k].type == FLAG_INT) { *(int*)f[k].dst = (int)x; } else { *(long*)f[k].dst = (long)x; }
                 break;
             }
             case FLAG_DOUBLE:
             case FLAG_FLOAT: {
                 double x = strtod(v, &end);
                 if (*v == '\0' || *end != '\0') { die("flag %s: '%s' is not a number", f[k].flag, v); }
+                if (!isfinite(x)) { die("flag %s: '%s' is not a finite number", f[k].flag, v); }
+                if (x < f[k].lo || x > f[k].hi) { die("flag %s: '%s' is out of range, expected %.10g..%.10g", f[k].flag, v, f[k].lo, f[k].hi); }
                 if (f[k].type == FLAG_DOUBLE) { *(double*)f[k].dst = x; } else { *(float*)f[k].dst = (float)x; }
                 break;
             }
@@ -1589,34 +1750,145 @@ static void train_args_default(TrainArgs* a) {
     a->eval_text = 1; a->eval_seed = 20260615;
 }
 
+// Fills the derived defaults and checks what one flag's range cannot: flags that contradict each other.
 static void train_args_resolve(TrainArgs* a) {
     if (a->opt.warmup == -1) { a->opt.warmup = a->opt.steps / 20; }
-    if (a->B < 1) { die("-B %d: batch must be >= 1", a->B); }
-    if (a->T < 1) { die("-T %d: sequence length must be >= 1", a->T); }
-    if (a->accum < 1) { die("-a %d: gradient accumulation must be >= 1", a->accum); }
-    if (a->opt.steps < 0) { die("-n %d: steps must be >= 0", a->opt.steps); }
-    if (!(a->opt.lr > 0)) { die("-l %g: learning rate must be > 0", a->opt.lr); }
-    if (a->opt.warmup < 0) { die("--warmup %d: must be >= 0 (or -1 for 5%% of -n)", a->opt.warmup); }
-    if (a->val_every < 0 || a->val_batches < 1) { die("-v %d -V %d: expected -v >= 0 and -V >= 1", a->val_every, a->val_batches); }
-    if (a->data.needle_frac < 0 || a->data.needle_frac > 1) { die("--needle-frac %g: expected 0..1", a->data.needle_frac); }
-    if (a->data.needles.key_len < 1 || a->data.needles.val_len < 1 || a->data.needles.key_len + a->data.needles.val_len > NEEDLE_MAX - 2) {
-        die("--needle-key %d --needle-val %d: each >= 1, together at most %d", a->data.needles.key_len, a->data.needles.val_len, NEEDLE_MAX - 2);
+    if ((long)a->B * a->T > MAX_TOKENS_PER_BATCH) {
+        die("-B %d -T %d: %ld tokens per micro-batch, at most %d (use -a to accumulate)", a->B, a->T, (long)a->B * a->T, MAX_TOKENS_PER_BATCH);
     }
-    if (a->data.n_symbols < 2) { die("--needle-symbols %d: expected >= 2", a->data.n_symbols); }
-    if (a->data.needles.per_1k < 0 || a->data.needles.queries < 0) { die("--needle-density and --needle-queries must be >= 0"); }
-    long keys = needle_keys(&a->data.needles, a->data.n_symbols);
-    if (a->data.needle_frac > 0 && (long)a->data.needles.per_1k * a->T > keys / 2 * 1000) {
+    NeedleConfig* nc = &a->data.needles;
+    if (nc->key_len + nc->val_len > NEEDLE_MAX - 2) {
+        die("--needle-key %d --needle-val %d: together at most %d", nc->key_len, nc->val_len, NEEDLE_MAX - 2);
+    }
+    long keys = needle_keys(nc, a->data.n_symbols);
+    if (a->data.needle_frac > 0 && (long)nc->per_1k * a->T > keys / 2 * 1000) {
         die("--needle-density %d at -T %d: %.1f needles per sequence, more than half of the %ld distinct keys (keys differ within a sequence; lower the density, or raise --needle-key or --needle-symbols)",
-            a->data.needles.per_1k, a->T, a->data.needles.per_1k * a->T / 1000.0, keys);
+            nc->per_1k, a->T, nc->per_1k * a->T / 1000.0, keys);
+    }
+    // a needle, its question and its answer in one sequence (training) and in the grid's shortest
+    // sample, T/4 (evals): else no needle is ever placed, or the first eval fails mid-run
+    Vocab bytes = vocab_make(256, a->data.n_symbols);  // the lengths do not depend on the data vocabulary
+    int task = needle_task_len(nc, &bytes);
+    const char* kind = nc->kind == NEEDLE_SYMBOL ? "symbol" : "text";
+    if (a->data.needle_frac > 0 && task > a->T + 1) {
+        die("-T %d: a %s needle with its question and answer takes %d tokens, more than a sequence (-T + 1); raise -T or give --needle-frac 0",
+            a->T, kind, task);
+    }
+    if (a->eval_every > 0 && task > a->T / 4) {
+        die("-T %d --eval-every %d: the needle grid's shortest sample (T/4 = %d tokens) cannot hold a %s needle with its question (%d tokens); raise -T to %d or give --eval-every 0",
+            a->T, a->eval_every, a->T / 4, kind, task, 4 * task);
     }
     if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
     if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
-    if (a->ckpt_every < 0) { die("--ckpt-every %d: expected >= 0", a->ckpt_every); }
-    if (a->ckpt_keep < 1) { die("--ckpt-keep %d: expected >= 1", a->ckpt_keep); }
-    if (a->ckpt_opt != 0 && a->ckpt_opt != 1) { die("--ckpt-opt %d: expected 0 or 1", a->ckpt_opt); }
-    if (a->eval_every < 0 || a->eval_samples < 1) { die("--eval-every %d --eval-samples %d: expected >= 0 and >= 1", a->eval_every, a->eval_samples); }
-    if (a->eval_early < 0) { die("--eval-early %d: expected >= 0", a->eval_early); }
-    if (a->eval_text != 0 && a->eval_text != 1) { die("--eval-text %d: expected 0 or 1", a->eval_text); }
+    if (a->data.bytes && a->data.val != NULL) { die("-j with --bytes: byte data takes its val split from the last 10%% of -i"); }
+}
+
+// ----------------------------------------------------------------------------
+// Output paths, checked before the first step: a bad -c or -o fails now, not after the whole run,
+// and no output ever lands on an input (a log appended to the checkpoint being resumed, say).
+
+// path's directory ("." for a bare name) into dir
+static void path_dir(const char* path, char* dir, size_t size) {
+    const char* slash = strrchr(path, '/');
+    if (slash == NULL) { snprintf(dir, size, "."); }
+    else if (slash == path) { snprintf(dir, size, "/"); }
+    else { snprintf(dir, size, "%.*s", (int)(slash - path), path); }
+}
+
+// path with its directory resolved (symlinks, "..", "./"), whether or not the file exists yet; 0 when
+// the directory does not exist.
+static int path_resolve(const char* path, char* out, size_t size) {
+    char dir[4096], real[PATH_MAX];
+    path_dir(path, dir, sizeof(dir));
+    if (realpath(dir, real) == NULL) { return 0; }
+    const char* slash = strrchr(path, '/');
+    snprintf(out, size, "%s/%s", real, slash ? slash + 1 : path);
+    return 1;
+}
+
+// Do a and b name one file? By device and inode when both exist (hard links, symlinks), else by
+// the resolved path.
+static int same_file(const char* a, const char* b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) { return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino; }
+    char ra[4096 + PATH_MAX], rb[4096 + PATH_MAX];
+    return path_resolve(a, ra, sizeof(ra)) && path_resolve(b, rb, sizeof(rb)) && strcmp(ra, rb) == 0;
+}
+
+// An output file: a regular file or not there yet, in an existing directory this process can write.
+static void output_file_check(const char* flag, const char* path) {
+    char dir[4096];
+    struct stat st;
+    path_dir(path, dir, sizeof(dir));
+    size_t len = strlen(path);
+    if (path[len - 1] == '/') { die("%s %s: names a directory, expected a file name", flag, path); }
+    if (stat(dir, &st) != 0) { die("%s %s: directory '%s': %s", flag, path, dir, strerror(errno)); }
+    if (!S_ISDIR(st.st_mode)) { die("%s %s: '%s' is not a directory", flag, path, dir); }
+    if (access(dir, W_OK | X_OK) != 0) { die("%s %s: cannot create files in '%s': %s", flag, path, dir, strerror(errno)); }
+    if (stat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode)) { die("%s %s is %s, expected a regular file (or a new name)", flag, path, file_kind(st.st_mode)); }
+        if (access(path, W_OK) != 0) { die("%s %s: %s", flag, path, strerror(errno)); }
+    }
+}
+
+// Refuses `out` (the file of flag out_flag) when it is one of the files the glob `in` of in_flag matches.
+static void output_not_input(const char* out_flag, const char* out, const char* in_flag, const char* in) {
+    if (out[0] == '\0' || in == NULL || in[0] == '\0') { return; }
+    glob_t g;
+    if (glob(in, 0, NULL, &g) != 0) { return; }
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        if (same_file(out, g.gl_pathv[i])) { die("%s %s is the file of %s (%s): an output would overwrite an input", out_flag, out, in_flag, g.gl_pathv[i]); }
+    }
+    globfree(&g);
+}
+
+// -c and -o: writable, not an input, not each other. -c may be the -r checkpoint (resume in place):
+// it is read whole before training starts and only ever replaced by an atomic rename.
+static void train_check_outputs(const TrainArgs* a) {
+    const char* outs[2][2] = {{"-o", a->log_path}, {"-c", a->ckpt_path}};
+    for (int i = 0; i < 2; i++) {
+        const char *flag = outs[i][0], *path = outs[i][1];
+        if (path[0] == '\0') { continue; }
+        output_file_check(flag, path);
+        output_not_input(flag, path, "-i", a->data.train);
+        output_not_input(flag, path, "-j", a->data.val);
+        if (i == 0) { output_not_input(flag, path, "-r", a->resume); }
+    }
+    if (a->ckpt_path[0]) {
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", a->ckpt_path);
+        output_file_check("-c", tmp);  // the save writes there first
+    }
+    if (a->log_path[0] && a->ckpt_path[0] && same_file(a->log_path, a->ckpt_path)) {
+        die("-o %s and -c %s name the same file", a->log_path, a->ckpt_path);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The JSONL log (-o): every record is flushed and checked, so a full disk stops the run with a
+// clear line instead of ending it with exit 0 and a short log.
+
+typedef struct {
+    FILE* f;          // NULL: no log
+    const char* path;
+} RunLog;
+
+// append: a resumed run continues its log
+static RunLog run_log_open(const char* path, int append) {
+    RunLog log = {NULL, path};
+    if (path[0]) { log.f = fopen_check(path, append ? "a" : "w"); }
+    return log;
+}
+
+static void run_log_flush(RunLog* log) {
+    if (log->f && (fflush(log->f) != 0 || ferror(log->f))) { die("-o %s: write failed: %s", log->path, strerror(errno)); }
+}
+
+static void run_log_close(RunLog* log) {
+    if (log->f == NULL) { return; }
+    run_log_flush(log);
+    if (fclose(log->f) != 0) { die("-o %s: close failed: %s", log->path, strerror(errno)); }
+    log->f = NULL;
 }
 
 // ----------------------------------------------------------------------------
@@ -1655,18 +1927,18 @@ static int train_eval_due(const TrainArgs* a, int step, int last, int stopping) 
 
 // Prints the results (one line each), writes them as one JSONL record, frees them. text_res is
 // used only when e->text.
-static void train_eval_report(FILE* log, int step, const Config* cfg, const TrainEval* e, NeedleResult* res, NeedleResult* text_res) {
+static void train_eval_report(RunLog* log, int step, const Config* cfg, const TrainEval* e, NeedleResult* res, NeedleResult* text_res) {
     needle_result_summary(res, &e->grid, cfg, step, "needle");
     if (e->text) { needle_result_summary(text_res, &e->text_grid, cfg, step, "text needle"); }
-    if (log) {
-        fprintf(log, "{\"step\": %d, \"needle\": ", step);
-        needle_result_json(log, res, &e->grid, cfg);
+    if (log->f) {
+        fprintf(log->f, "{\"step\": %d, \"needle\": ", step);
+        needle_result_json(log->f, res, &e->grid, cfg);
         if (e->text) {
-            fprintf(log, ", \"text_needle\": ");
-            needle_result_json(log, text_res, &e->text_grid, cfg);
+            fprintf(log->f, ", \"text_needle\": ");
+            needle_result_json(log->f, text_res, &e->text_grid, cfg);
         }
-        fprintf(log, "}\n");
-        fflush(log);
+        fprintf(log->f, "}\n");
+        run_log_flush(log);
     }
     needle_result_free(res);
     if (e->text) { needle_result_free(text_res); }
@@ -1693,13 +1965,48 @@ static void train_signals_install(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-// The checkpoint of -r, checked against the data's vocabulary.
-static Checkpoint train_resume_read(const TrainArgs* a, int data_vocab) {
+// The checkpoint of -r. Its vocabulary must be the data's. With AdamW state it is an exact resume:
+// -n must go past its step, and the run must have its T, B, accum, ranks, seed and data (run), or
+// the data stream would not pick up where it was. A checkpoint of parameters only starts a new run
+// (step 0, fresh AdamW state) from them, with any batch shape.
+static Checkpoint train_resume_read(const TrainArgs* a, const RunRecord* run, int data_vocab) {
     Checkpoint ck = checkpoint_read(a->resume);
+    const char* r = a->resume;
     if (ck.cfg.vocab != data_vocab) {
-        die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", a->resume, ck.cfg.vocab, data_vocab);
+        die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", r, ck.cfg.vocab, data_vocab);
+    }
+    if (ck.m == NULL) {
+        printf("-r %s: parameters only (no AdamW state): a new run from step 0 starts from them\n", r);
+        return ck;
+    }
+    if (a->opt.steps <= ck.step) { die("-r %s is at step %d already: -n %d trains nothing; give -n > %d", r, ck.step, a->opt.steps, ck.step); }
+    const char* exact = "an exact resume needs the run's own -T, -B, -a, -s, GPUs and data flags";
+    if (ck.run.T != 0 && ck.run.T != run->T) { die("-r %s was trained with -T %d, this run gives -T %d: %s", r, ck.run.T, run->T, exact); }
+    if (ck.version == 1) {
+        printf("-r %s: a version-1 checkpoint records no -B, -a, -s or data; resumed without checking them\n", r);
+        return ck;
+    }
+    if (ck.run.B != run->B) { die("-r %s was trained with -B %d, this run gives -B %d: %s", r, ck.run.B, run->B, exact); }
+    if (ck.run.accum != run->accum) { die("-r %s was trained with -a %d, this run gives -a %d: %s", r, ck.run.accum, run->accum, exact); }
+    if (ck.run.world != run->world) { die("-r %s was trained on %d GPU(s), this run has %d: %s", r, ck.run.world, run->world, exact); }
+    if (ck.run.seed != run->seed) { die("-r %s was trained with -s %ld, this run gives -s %ld: %s", r, ck.run.seed, run->seed, exact); }
+    if (ck.run.data_id != run->data_id) {
+        die("-r %s was trained on other data: -i, -j, --bytes and the --needle-* flags must name the same files (names, sizes) and mixture; %s", r, exact);
     }
     return ck;
+}
+
+// What this run's checkpoints record (RunRecord) and a resume compares.
+static RunRecord train_run_record(const TrainArgs* a, int world, const DataLoader* train, const DataLoader* val) {
+    RunRecord r = {a->T, a->B, a->accum, world, a->seed, data_fingerprint(train, val, &a->data)};
+    return r;
+}
+
+// Opens the train and val data, checked to share one tokenizer.
+static void train_open_data(DataLoader* train, DataLoader* val, const TrainArgs* a) {
+    dataloader_init(train, &a->data, 0, a->B, a->T, (uint64_t)a->seed);
+    dataloader_init(val, &a->data, 1, a->B, a->T, (uint64_t)a->seed);
+    data_check_splits(train, val, &a->data);
 }
 
 // The model a new run builds: the flags' size, pattern, window and encodings over the data's vocabulary.
@@ -1745,21 +2052,21 @@ static int train_step_finite(const TrainArgs* a, int step, double loss, double n
 }
 
 // One val evaluation: a line on stdout and a JSON line in the log (when there is one).
-static void report_val(FILE* log, int step, double val_loss) {
+static void report_val(RunLog* log, int step, double val_loss) {
     printf("step %5d | val loss %.4f\n", step, val_loss);
-    if (log) { fprintf(log, "{\"step\": %d, \"val_loss\": %.6f}\n", step, val_loss); fflush(log); }
+    if (log->f) { fprintf(log->f, "{\"step\": %d, \"val_loss\": %.6f}\n", step, val_loss); run_log_flush(log); }
 }
 
 // One optimizer step (1-based): a line on stdout and a JSON line in the log. mfu < 0: not reported.
-static void report_step(FILE* log, int step, int steps, double loss, double lr, double norm, double ms, double tok_s, double mfu) {
+static void report_step(RunLog* log, int step, int steps, double loss, double lr, double norm, double ms, double tok_s, double mfu) {
     printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step, steps, loss, lr, norm, ms, tok_s);
     if (mfu >= 0) { printf(" | MFU %.1f%%", 100.0 * mfu); }
     printf("\n");
-    if (log) {
-        fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f", step, loss, lr, norm, tok_s);
-        if (mfu >= 0) { fprintf(log, ", \"mfu\": %.5f", mfu); }
-        fprintf(log, ", \"ms\": %.3f}\n", ms);
-        fflush(log);
+    if (log->f) {
+        fprintf(log->f, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f", step, loss, lr, norm, tok_s);
+        if (mfu >= 0) { fprintf(log->f, ", \"mfu\": %.5f", mfu); }
+        fprintf(log->f, ", \"ms\": %.3f}\n", ms);
+        run_log_flush(log);
     }
 }
 

@@ -783,7 +783,7 @@ static void gpu_model_update(GpuModel* m, const OptConfig* o, double lr, int t, 
 
 // Parameters (and the AdamW state, when with_opt) copied to the host and written as a checkpoint
 // (checkpoint_save: atomic, the keep - 1 saves before it kept as path.step<k>).
-static void gpu_model_save(const GpuModel* m, const char* path, int keep, int step, int seq_len, int with_opt) {
+static void gpu_model_save(const GpuModel* m, const char* path, int keep, int step, const RunRecord* run, int with_opt) {
     size_t n = m->pl.total;
     float* host = (float*)malloc_check((with_opt ? 3 : 1) * n * sizeof(float));
     cudaCheck(cudaStreamSynchronize(m->ctx.stream));
@@ -792,7 +792,7 @@ static void gpu_model_save(const GpuModel* m, const char* path, int keep, int st
         cudaCheck(cudaMemcpy(host + n, m->adam_m, n * sizeof(float), cudaMemcpyDeviceToHost));
         cudaCheck(cudaMemcpy(host + 2 * n, m->adam_v, n * sizeof(float), cudaMemcpyDeviceToHost));
     }
-    checkpoint_save(path, keep, &m->cfg, host, with_opt ? host + n : NULL, with_opt ? host + 2 * n : NULL, n, step, seq_len);
+    checkpoint_save(path, keep, &m->cfg, host, with_opt ? host + n : NULL, with_opt ? host + 2 * n : NULL, n, step, run);
     free(host);
 }
 
@@ -1044,16 +1044,23 @@ static void dist_id_read(ncclUniqueId* id, const char* id_file) {
 }
 #endif
 
+// The data-parallel flags, checked before dist_init forks: ranges (the flag table's) and how they
+// fit together. The NCCL id file, when there, must be a regular file (a FIFO would block rank 0's read).
+static void dist_check_flags(int gpus, int nodes, int node_rank, const char* id_file) {
+    if (node_rank >= nodes) { die("--nodes %d --node-rank %d: expected 0 <= node-rank < nodes", nodes, node_rank); }
+    if (nodes > 1 && id_file[0] == 0) { die("--nodes %d: needs --nccl-id FILE on a file system every host sees", nodes); }
+    if (gpus * nodes > MAX_WORLD) { die("--gpus %d --nodes %d: %d ranks, at most %d", gpus, nodes, gpus * nodes, MAX_WORLD); }
+    struct stat st;
+    if (id_file[0] && stat(id_file, &st) == 0 && !S_ISREG(st.st_mode)) { die("--nccl-id %s is %s, expected a regular file", id_file, file_kind(st.st_mode)); }
+}
+
 // Forks the ranks of this host (world > 1) and returns in each with its Dist ready: its CUDA
 // device set, the NCCL communicator up, stdout closed on ranks > 0. The parent supervises the ranks
-// and never returns. One GPU: no fork, device 0.
+// and never returns. One GPU: no fork, device 0. The flags were checked by dist_check_flags.
 static Dist dist_init(int gpus, int nodes, int node_rank, const char* id_file) {
     Dist d;
     memset(&d, 0, sizeof(d));
     d.world = gpus * nodes;
-    if (gpus < 1 || gpus > DIST_MAX_GPUS) { die("--gpus %d: expected 1..%d", gpus, DIST_MAX_GPUS); }
-    if (nodes < 1 || node_rank < 0 || node_rank >= nodes) { die("--nodes %d --node-rank %d: expected nodes >= 1, 0 <= node-rank < nodes", nodes, node_rank); }
-    if (nodes > 1 && id_file[0] == 0) { die("--nodes %d: needs --nccl-id FILE on a file system every host sees", nodes); }
 #ifdef MULTI_GPU
     ncclUniqueId id;
     if (d.world > 1) {
@@ -1161,15 +1168,27 @@ int main(int argc, char** argv) {
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     FlagSpec own[] = {
-        {"--gpus", FLAG_INT, &gpus, NULL, "GPUs of this host, data parallel (one process each); -B is per GPU"},
-        {"--nodes", FLAG_INT, &nodes, NULL, "hosts, each running --gpus ranks"},
-        {"--node-rank", FLAG_INT, &node_rank, NULL, "this host's index, 0..nodes-1"},
-        {"--nccl-id", FLAG_STR, &nccl_id, NULL, "with --nodes > 1: file on a shared file system for the NCCL id (fresh per run)"},
+        {"--gpus", FLAG_INT, &gpus, 1, DIST_MAX_GPUS, NULL, "GPUs of this host, data parallel (one process each); -B is per GPU"},
+        {"--nodes", FLAG_INT, &nodes, 1, MAX_WORLD, NULL, "hosts, each running --gpus ranks"},
+        {"--node-rank", FLAG_INT, &node_rank, 0, MAX_WORLD - 1, NULL, "this host's index, 0..nodes-1"},
+        {"--nccl-id", FLAG_STR, &nccl_id, 0, 0, NULL, "with --nodes > 1: file on a shared file system for the NCCL id (fresh per run)"},
     };
     memcpy(flags + n_flags, own, sizeof(own));
     n_flags += (int)(sizeof(own) / sizeof(own[0]));
     flags_parse(flags, n_flags, argc, argv);
     train_args_resolve(&a);
+    // every check of the flags, files and checkpoint runs here, before the ranks fork and before any
+    // CUDA call: bad input gets its one line at once (also on a machine without a GPU)
+    train_check_outputs(&a);
+    dist_check_flags(gpus, nodes, node_rank, nccl_id);
+    DataLoader train, val;
+    train_open_data(&train, &val, &a);
+    RunRecord run = train_run_record(&a, gpus * nodes, &train, &val);
+    Checkpoint ck;
+    memset(&ck, 0, sizeof(ck));
+    if (a.resume[0]) { ck = train_resume_read(&a, &run, train.vocab.vocab); }
+    Config model_cfg = a.resume[0] ? ck.cfg : train_config(&a, &train.vocab);
+    gpu_check_config(&model_cfg);
 
     Dist dist = dist_init(gpus, nodes, node_rank, nccl_id);  // forks the ranks, before any other CUDA call
     if (dist.rank > 0) {  // rank 0 alone logs, evaluates and checkpoints
@@ -1179,23 +1198,16 @@ int main(int argc, char** argv) {
     cudaCheck(cudaGetDeviceProperties(&prop, dist.local));
     GpuContext ctx = gpu_context_create();
 
-    DataLoader train, val;
-    dataloader_init(&train, &a.data, 0, a.B, a.T, (uint64_t)a.seed);
-    dataloader_init(&val, &a.data, 1, a.B, a.T, (uint64_t)a.seed);
     GpuModel model;
     int step0 = 0;
+    gpu_model_build(&model, &model_cfg, &ctx, a.resume[0] ? ck.params : NULL, (uint64_t)a.seed);
     if (a.resume[0]) {
-        Checkpoint ck = train_resume_read(&a, train.vocab.vocab);
-        gpu_model_build(&model, &ck.cfg, &ctx, ck.params, 0);
         gpu_model_load_opt(&model, &ck);
         step0 = ck.m ? ck.step : 0;
         checkpoint_free(&ck);
-    } else {
-        Config cfg = train_config(&a, &train.vocab);
-        gpu_model_build(&model, &cfg, &ctx, NULL, (uint64_t)a.seed);
     }
     const Config* cfg = &model.cfg;
-    FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
+    RunLog log = run_log_open(a.log_path, step0 > 0);
 
     char device[300];
     if (dist.world > 1) { snprintf(device, sizeof(device), "%d x %s, %s", dist.world, prop.name, PRECISION_NAME); }
@@ -1218,17 +1230,17 @@ int main(int argc, char** argv) {
         if (agreed != 0 && train_stop_signal == 0) { train_stop_signal = agreed; }
         int last = step == a.opt.steps, stopping = train_stop_signal != 0;
         if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
-            report_val(log, step, gpu_val_loss(&model, &val, a.val_batches));
+            report_val(&log, step, gpu_val_loss(&model, &val, a.val_batches));
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
             gpu_needle_eval(&model, &ev.grid, (size_t)a.B * a.T, &res);
             if (ev.text) { gpu_needle_eval(&model, &ev.text_grid, (size_t)a.B * a.T, &text_res); }
-            train_eval_report(log, step, cfg, &ev, &res, &text_res);
+            train_eval_report(&log, step, cfg, &ev, &res, &text_res);
         }
-        if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, a.T, a.ckpt_opt); }
+        if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, &run, a.ckpt_opt); }
         if (stopping) {
-            if (log) { fclose(log); }
+            run_log_close(&log);
             return train_stop_status(&a, step);
         }
         if (last) { break; }
@@ -1253,11 +1265,11 @@ int main(int argc, char** argv) {
         double tok_s = (double)a.B * a.T * micros / (ms / 1e3);  // of all ranks
         double mfu = flops_per_token * tok_s / dist.world / H100_BF16_PEAK;
         if (step > step0) { tok_s_sum += tok_s; tok_s_n++; }  // the first step includes allocation and warm-up
-        report_step(log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, mfu);
+        report_step(&log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, mfu);
     }
     if (tok_s_n > 0) { printf("mean %.0f tok/s over %d steps, %.2f GiB of GPU memory for the model\n", tok_s_sum / tok_s_n, tok_s_n, model.device_bytes / 1073741824.0); }
     if (a.ckpt_path[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", a.ckpt_path); }
-    if (log) { fclose(log); }
+    run_log_close(&log);
     train_eval_free(&ev);
     gpu_model_free(&model);
     gpu_context_destroy(&ctx);

@@ -39,14 +39,15 @@ int main(int argc, char** argv) {
     int n_flags = train_flags(&a, flags);
     flags_parse(flags, n_flags, argc, argv);
     train_args_resolve(&a);
+    train_check_outputs(&a);
 
     DataLoader train, val;
-    dataloader_init(&train, &a.data, 0, a.B, a.T, (uint64_t)a.seed);
-    dataloader_init(&val, &a.data, 1, a.B, a.T, (uint64_t)a.seed);
+    train_open_data(&train, &val, &a);
+    RunRecord run = train_run_record(&a, 1, &train, &val);
     Model model;
     int step0 = 0;
     if (a.resume[0]) {
-        Checkpoint ck = train_resume_read(&a, train.vocab.vocab);
+        Checkpoint ck = train_resume_read(&a, &run, train.vocab.vocab);
         model_from_checkpoint(&model, &ck);
         step0 = ck.m ? ck.step : 0;
         checkpoint_free(&ck);
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
         Config cfg = train_config(&a, &train.vocab);
         model_build(&model, &cfg, (uint64_t)a.seed);
     }
-    FILE* log = a.log_path[0] ? fopen_check(a.log_path, step0 > 0 ? "a" : "w") : NULL;
+    RunLog log = run_log_open(a.log_path, step0 > 0);
 
     print_config_table(&model.cfg, &a, model.pl.total, "CPU (fp32 reference)");
     train_resume_data(&train, &a, step0, 1);
@@ -67,21 +68,21 @@ int main(int argc, char** argv) {
     for (int step = step0; step <= a.opt.steps; step++) {
         int last = step == a.opt.steps, stopping = train_stop_signal != 0;
         if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
-            report_val(log, step, val_loss(&model, &val, a.val_batches));
+            report_val(&log, step, val_loss(&model, &val, a.val_batches));
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
             cpu_needle_eval(&model, &ev.grid, &res);
             if (ev.text) { cpu_needle_eval(&model, &ev.text_grid, &text_res); }
-            train_eval_report(log, step, &model.cfg, &ev, &res, &text_res);
+            train_eval_report(&log, step, &model.cfg, &ev, &res, &text_res);
         }
         if (train_should_save(&a, step, step0, last, stopping)) {
             size_t n = model.pl.total;
             checkpoint_save(a.ckpt_path, a.ckpt_keep, &model.cfg, model.params, a.ckpt_opt ? model.m : NULL,
-                            a.ckpt_opt ? model.v : NULL, n, step, a.T);
+                            a.ckpt_opt ? model.v : NULL, n, step, &run);
         }
         if (stopping) {
-            if (log) { fclose(log); }
+            run_log_close(&log);
             return train_stop_status(&a, step);
         }
         if (last) { break; }
@@ -98,9 +99,9 @@ int main(int argc, char** argv) {
         model_update(&model, &a.opt, lr, step + 1, norm);
         double ms = (now_s() - t0) * 1e3;
         double tok_s = (double)a.B * a.T * a.accum / (ms / 1e3);
-        report_step(log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, -1.0);
+        report_step(&log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, -1.0);
     }
-    if (log) { fclose(log); }
+    run_log_close(&log);
     train_eval_free(&ev);
     model_free(&model);
     dataloader_free(&train);

@@ -288,7 +288,8 @@ static void test_training(const GpuContext* g) {
 
     // checkpoint with AdamW state: the reloaded model continues exactly like the original
     const char* path = "/tmp/hybrid_test_model_gpu.ckpt";
-    gpu_model_save(&gpu, path, 1, STEPS, TT, 1);
+    RunRecord run = {TT, TB, 1, 1, 3, 0};
+    gpu_model_save(&gpu, path, 1, STEPS, &run, 1);
     Checkpoint ck = checkpoint_read(path);
     GpuModel loaded;
     gpu_model_build(&loaded, &ck.cfg, g, ck.params, 0);

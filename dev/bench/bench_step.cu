@@ -189,12 +189,11 @@ int main(int argc, char** argv) {
     const char* only = "";
     int steps = 3, kernels_only = 0;
     FlagSpec flags[] = {
-        {"-c", FLAG_STR, &only, NULL, "only this step config: F, SSSF or RRRF (\"\" = all)"},
-        {"-n", FLAG_INT, &steps, NULL, "timed steps per config (after one warm-up)"},
-        {"-k", FLAG_BOOL, &kernels_only, NULL, "kernels only"},
+        {"-c", FLAG_STR, &only, 0, 0, NULL, "only this step config: F, SSSF or RRRF (\"\" = all)"},
+        {"-n", FLAG_INT, &steps, 1, 1000, NULL, "timed steps per config (after one warm-up)"},
+        {"-k", FLAG_BOOL, &kernels_only, 0, 0, NULL, "kernels only"},
     };
     flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv);
-    if (steps < 1) { die("-n %d: expected >= 1", steps); }
     int n_gpu = 0;
     if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found: the benchmark needs one"); }
     cudaDeviceProp prop;
