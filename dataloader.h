@@ -373,12 +373,12 @@ static void shard_write(const char* path, const int* tokens, size_t n, int token
     header[1] = token_bytes == 2 ? 1 : 7;
     header[2] = (int)n;
     FILE* f = fopen_check(path, "wb");
-    fwrite(header, sizeof(int), SHARD_HEADER_INTS, f);
-    for (size_t i = 0; i < n; i++) {
-        if (token_bytes == 2) { uint16_t t = (uint16_t)tokens[i]; fwrite(&t, 2, 1, f); }
-        else { uint32_t t = (uint32_t)tokens[i]; fwrite(&t, 4, 1, f); }
+    int ok = fwrite(header, sizeof(int), SHARD_HEADER_INTS, f) == SHARD_HEADER_INTS;
+    for (size_t i = 0; i < n && ok; i++) {
+        if (token_bytes == 2) { uint16_t t = (uint16_t)tokens[i]; ok = fwrite(&t, 2, 1, f) == 1; }
+        else { uint32_t t = (uint32_t)tokens[i]; ok = fwrite(&t, 4, 1, f) == 1; }
     }
-    if (fclose(f) != 0) { die("cannot write shard '%s'", path); }
+    if (!ok || fclose(f) != 0) { die("shard '%s': write failed: %s", path, strerror(errno)); }
 }
 
 // ----------------------------------------------------------------------------

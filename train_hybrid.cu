@@ -1027,7 +1027,7 @@ static void dist_id_write(const ncclUniqueId* id, const char* id_file) {
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", id_file);
     FILE* f = fopen_check(tmp, "wb");
-    if (fwrite(id, sizeof(*id), 1, f) != 1 || fclose(f) != 0) { die("--nccl-id %s: cannot write it", id_file); }
+    if (fwrite(id, sizeof(*id), 1, f) != 1 || fclose(f) != 0) { die("--nccl-id %s: write failed: %s", id_file, strerror(errno)); }
     if (rename(tmp, id_file) != 0) { die("--nccl-id %s: rename: %s", id_file, strerror(errno)); }
 }
 static void dist_id_read(ncclUniqueId* id, const char* id_file) {

@@ -18,8 +18,8 @@ dir=$(mktemp -d)
 cols() { grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\), .*"grad_norm": \([^,]*\),.*/\1 \2/'; }  # loss, norm per step
 # the flags are checked before any GPU is touched: these run everywhere
 if [ -x ./train_hybrid ]; then
-    for bad in "--gpus 0|--gpus 0: expected 1..64" "--nodes 2|--nodes 2: needs --nccl-id FILE" \
-               "--nodes 2 --node-rank 2 --nccl-id x|--nodes 2 --node-rank 2: expected nodes >= 1, 0 <= node-rank < nodes"; do
+    for bad in "--gpus 0|flag --gpus: '0' is out of range, expected 1..64" "--nodes 2|--nodes 2: needs --nccl-id FILE" \
+               "--nodes 2 --node-rank 2 --nccl-id x|--nodes 2 --node-rank 2: expected 0 <= node-rank < nodes"; do
         args=${bad%%|*}; want=${bad#*|}
         # shellcheck disable=SC2086  # args is a list of flags
         err=$(./train_hybrid $args 2>&1 > /dev/null); rc=$?
