@@ -1,9 +1,10 @@
 /*
 dataloader.h — where tokens come from, for the trainer, the CPU reference and eval_needle.c.
 
-defines: error helpers (*_check with file:line, cudaCheck under nvcc), Rng, Vocab, TextGen (built-in synthetic text),
+defines: error helpers (*_check with file:line and the OS's reason, input_file_check: inputs are regular
+         files, cudaCheck under nvcc), hash64 (checksums, data fingerprints), Rng, Vocab, TextGen (built-in synthetic text),
          Needle / NeedleConfig (symbol and text needle tasks), TokenStream (shards, bytes, built-in),
-         DataLoader (B×T batches, train/val split, needle mixture)
+         DataLoader (B×T batches, train/val split, needle mixture; data_check_splits, data_fingerprint)
 
 Three sources of haystack tokens:
   - llm.c shards: 256 int32 header {magic, version, n_tokens, ...}, then the tokens.

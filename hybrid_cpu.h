@@ -1672,7 +1672,8 @@ static void flags_print_help(const char* prog, const FlagSpec* f, int n) {
                 break;
             }
         }
-        if (f[i].type <= FLAG_FLOAT) { snprintf(range, sizeof(range), ", %.10g..%.10g", f[i].lo, f[i].hi); }
+        if (f[i].type <= FLAG_LONG) { snprintf(range, sizeof(range), ", %.0f..%.0f", f[i].lo, f[i].hi); }
+        else if (f[i].type <= FLAG_FLOAT) { snprintf(range, sizeof(range), ", %g..%g", f[i].lo, f[i].hi); }
         // the value's placeholder: N integer, X number, S string, or the choices
         const char* value[] = {" N", " N", " X", " X", " S", "", " "};
         char name[64];
@@ -1712,7 +1713,7 @@ static void flags_parse(const FlagSpec* f, int n, int argc, char** argv) {
             case FLAG_LONG: {
                 long long x = strtoll(v, &end, 10);
                 if (*v == '\0' || *end != '\0') { die("flag %s: '%s' is not an integer", f[k].flag, v); }
-                if (errno == ERANGE || x < f[k].lo || x > f[k].hi) { die("flag %s: '%s' is out of range, expected %.10g..%.10g", f[k].flag, v, f[k].lo, f[k].hi); }
+                if (errno == ERANGE || x < f[k].lo || x > f[k].hi) { die("flag %s: '%s' is out of range, expected %.0f..%.0f", f[k].flag, v, f[k].lo, f[k].hi); }
                 if (f[k].type == FLAG_INT) { *(int*)f[k].dst = (int)x; } else { *(long*)f[k].dst = (long)x; }
                 break;
             }
@@ -1721,7 +1722,7 @@ static void flags_parse(const FlagSpec* f, int n, int argc, char** argv) {
                 double x = strtod(v, &end);
                 if (*v == '\0' || *end != '\0') { die("flag %s: '%s' is not a number", f[k].flag, v); }
                 if (!isfinite(x)) { die("flag %s: '%s' is not a finite number", f[k].flag, v); }
-                if (x < f[k].lo || x > f[k].hi) { die("flag %s: '%s' is out of range, expected %.10g..%.10g", f[k].flag, v, f[k].lo, f[k].hi); }
+                if (x < f[k].lo || x > f[k].hi) { die("flag %s: '%s' is out of range, expected %g..%g", f[k].flag, v, f[k].lo, f[k].hi); }
                 if (f[k].type == FLAG_DOUBLE) { *(double*)f[k].dst = x; } else { *(float*)f[k].dst = (float)x; }
                 break;
             }

@@ -1,7 +1,7 @@
 /*
 test_common.h — the checklist harness shared by the test programs.
 
-defines: check() (one PASS/FAIL line per check), skip(), run_child() (code in a child process, its
+defines: check() (one PASS/FAIL line per check), skip(), tmp_path(), run_child() (code in a child process, its
          stderr and exit status), expect_die() (checks that it exits non-zero with a given message), test_summary() (the final
          "N passed, N failed, N skipped" line), rel_err()
 */
@@ -39,6 +39,15 @@ static void skip(const char* name, const char* why) {
 static int test_summary(void) {
     printf("%d passed, %d failed, %d skipped\n", tests_passed, tests_failed, tests_skipped);
     return tests_failed > 0;
+}
+
+// /tmp/hybrid_test_<pid>_<name>: a scratch file of this test process (the last 8 stay valid)
+static const char* tmp_path(const char* name) {
+    static char buf[8][256];
+    static int k = 0;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof(buf[k]), "/tmp/hybrid_test_%d_%s", (int)getpid(), name);
+    return buf[k];
 }
 
 // ||a - b|| / max(||a||, ||b||), 0 when both are exactly 0

@@ -27,13 +27,6 @@ command-line errors, and a tiny end-to-end training run.
 #include "test_common.h"
 #include "test_ckpt.h"
 
-static const char* tmp_path(const char* name) {
-    static char buf[8][256];
-    static int k = 0;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof(buf[k]), "/tmp/hybrid_test_%d_%s", (int)getpid(), name);
-    return buf[k];
-}
 
 
 // ----------------------------------------------------------------------------

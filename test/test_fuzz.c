@@ -24,14 +24,6 @@ sanitizer report or an exit without that line fails it.
 #define FUZZ_CASES 300  // per file kind
 #define FUZZ_ALARM_S 10
 
-static const char* tmp_path(const char* name) {
-    static char buf[4][256];
-    static int k = 0;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof(buf[k]), "/tmp/hybrid_fuzz_%d_%s", (int)getpid(), name);
-    return buf[k];
-}
-
 // What a reader made of a file, as one hash: equal digests = identical results.
 typedef uint64_t (*Reader)(const char* path);
 
