@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
         {"--needle-val", FLAG_INT, &data.needles.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
         {"--needle-symbols", FLAG_INT, &data.n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols appended to the vocabulary"},
     };
-    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv);
+    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv, NULL);
     if (ckpt_path[0] == '\0') { die("-c: which checkpoint? (eval_needle -c FILE, -h lists the flags)"); }
     if (data.needles.key_len + data.needles.val_len > NEEDLE_MAX - 2) {
         die("--needle-key %d --needle-val %d: together at most %d", data.needles.key_len, data.needles.val_len, NEEDLE_MAX - 2);

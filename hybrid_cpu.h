@@ -1636,7 +1636,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--ckpt-every", FLAG_INT, &a->ckpt_every, 0, MAX_STEPS, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
         {"--ckpt-keep", FLAG_INT, &a->ckpt_keep, 1, 1000, NULL, "checkpoints kept: the newest at -c, older ones as <-c>.step<k>"},
         {"--ckpt-opt", FLAG_INT, &a->ckpt_opt, 0, 1, NULL, "1: the checkpoint carries the AdamW state (3x the size; needed for an exact resume), 0: parameters only"},
-        {"-r", FLAG_STR, &a->resume, 0, 0, NULL, "resume from this checkpoint: its model (model flags are ignored), AdamW state, step and data position; pass the run's data and schedule flags again"},
+        {"-r", FLAG_STR, &a->resume, 0, 0, NULL, "resume from this checkpoint: its model (model flags, if given, must match it), AdamW state, step and data position; pass the run's data and schedule flags again"},
         {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, 0, 0, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
         {"--eval-every", FLAG_INT, &a->eval_every, 0, MAX_STEPS, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
         {"--eval-early", FLAG_INT, &a->eval_early, 0, MAX_STEPS, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
@@ -1697,12 +1697,14 @@ static int choice_index(const char* choices, const char* value) {
 
 // Parses argv against the table; any problem is one line naming the flag and the value as typed,
 // and exit 1. Integers are checked for overflow, numbers for being finite, both against the range.
-static void flags_parse(const FlagSpec* f, int n, int argc, char** argv) {
+// given (n entries, or NULL): given[k] = 1 for each flag k on the command line.
+static void flags_parse(const FlagSpec* f, int n, int argc, char** argv, int* given) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { flags_print_help(argv[0], f, n); exit(0); }
         int k = 0;
         while (k < n && strcmp(f[k].flag, argv[i]) != 0) { k++; }
         if (k == n) { die("unknown flag '%s' (-h lists the flags)", argv[i]); }
+        if (given) { given[k] = 1; }
         if (f[k].type == FLAG_BOOL) { *(int*)f[k].dst = 1; continue; }
         if (i + 1 >= argc) { die("flag %s needs a value", argv[i]); }
         const char* v = argv[++i];
@@ -1751,9 +1753,20 @@ static void train_args_default(TrainArgs* a) {
     a->eval_text = 1; a->eval_seed = 20260615;
 }
 
+// Was the flag that writes dst on the command line? (given: as flags_parse filled it)
+static int flag_given(const FlagSpec* f, const int* given, int n, const void* dst) {
+    for (int i = 0; i < n; i++) { if (f[i].dst == dst) { return given[i]; } }
+    return 0;
+}
+
 // Fills the derived defaults and checks what one flag's range cannot: flags that contradict each other.
 static void train_args_resolve(TrainArgs* a) {
     if (a->opt.warmup == -1) { a->opt.warmup = a->opt.steps / 20; }
+    if (a->opt.warmup > a->opt.steps) { die("--warmup %d is longer than the run (-n %d)", a->opt.warmup, a->opt.steps); }
+    if (!a->ckpt_path[0] && (a->ckpt_every > 0 || a->ckpt_keep > 1)) {
+        die("--ckpt-every %d --ckpt-keep %d without -c: no checkpoint is written (give -c FILE)", a->ckpt_every, a->ckpt_keep);
+    }
+    if (a->eval_early > 0 && a->eval_every == 0) { die("--eval-early %d without --eval-every: there are no needle evals to run early", a->eval_early); }
     if ((long)a->B * a->T > MAX_TOKENS_PER_BATCH) {
         die("-B %d -T %d: %ld tokens per micro-batch, at most %d (use -a to accumulate)", a->B, a->T, (long)a->B * a->T, MAX_TOKENS_PER_BATCH);
     }
@@ -1832,13 +1845,24 @@ static void output_file_check(const char* flag, const char* path) {
     }
 }
 
-// Refuses `out` (the file of flag out_flag) when it is one of the files the glob `in` of in_flag matches.
+// Is path one of the files the checkpoint saves of -c write or delete: ckpt itself, ckpt.tmp, or a
+// kept save ckpt.step<k>? -c itself counts only when ckpt_itself (it may be the -r file).
+static int ckpt_writes(const char* ckpt, const char* path, int ckpt_itself) {
+    char tmp[4096 + 8], rc[4096 + PATH_MAX], rp[4096 + PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", ckpt);
+    if ((ckpt_itself && same_file(path, ckpt)) || same_file(path, tmp)) { return 1; }
+    return path_resolve(ckpt, rc, sizeof(rc)) && path_resolve(path, rp, sizeof(rp)) && kept_save_step(rp, rc) >= 0;
+}
+
+// Refuses `out` (the file of flag out_flag) when it is one of the files the glob `in` of in_flag
+// matches; for -c, also when an input is a name its saves write (ckpt_writes).
 static void output_not_input(const char* out_flag, const char* out, const char* in_flag, const char* in) {
     if (out[0] == '\0' || in == NULL || in[0] == '\0') { return; }
     glob_t g;
     if (glob(in, 0, NULL, &g) != 0) { return; }
     for (size_t i = 0; i < g.gl_pathc; i++) {
-        if (same_file(out, g.gl_pathv[i])) { die("%s %s is the file of %s (%s): an output would overwrite an input", out_flag, out, in_flag, g.gl_pathv[i]); }
+        int hit = strcmp(out_flag, "-c") == 0 ? ckpt_writes(out, g.gl_pathv[i], 1) : same_file(out, g.gl_pathv[i]);
+        if (hit) { die("%s %s would overwrite or delete %s, the file of %s: an output may not be an input", out_flag, out, g.gl_pathv[i], in_flag); }
     }
     globfree(&g);
 }
@@ -1860,8 +1884,8 @@ static void train_check_outputs(const TrainArgs* a) {
         snprintf(tmp, sizeof(tmp), "%s.tmp", a->ckpt_path);
         output_file_check("-c", tmp);  // the save writes there first
     }
-    if (a->log_path[0] && a->ckpt_path[0] && same_file(a->log_path, a->ckpt_path)) {
-        die("-o %s and -c %s name the same file", a->log_path, a->ckpt_path);
+    if (a->log_path[0] && a->ckpt_path[0] && ckpt_writes(a->ckpt_path, a->log_path, 1)) {
+        die("-o %s is a file the checkpoint saves of -c %s write or delete (%s, .tmp, .step<k>)", a->log_path, a->ckpt_path, a->ckpt_path);
     }
 }
 
@@ -1966,16 +1990,50 @@ static void train_signals_install(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-// The checkpoint of -r. Its vocabulary must be the data's. With AdamW state it is an exact resume:
+// A resume trains the checkpoint's model: model flags given with -r must describe it, or they would
+// be silently ignored. Each flag is compared through the Config it makes, the others taken from the
+// checkpoint (-F 0 is the default width of C, -p is tiled to L).
+static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, const int* given, int n, const Checkpoint* ck) {
+    const Config* c = &ck->cfg;
+#define GIVEN_OR(field, ck_value) (flag_given(f, given, n, &a->field) ? a->field : (ck_value))
+    Config w = config_make(c->vocab, c->padded_vocab, GIVEN_OR(L, c->n_layer), GIVEN_OR(C, c->n_embd), GIVEN_OR(H, c->n_head),
+                           GIVEN_OR(F, c->ffn), GIVEN_OR(pattern, c->pattern), GIVEN_OR(window, c->window),
+                           GIVEN_OR(pos_full, c->pos_full), GIVEN_OR(pos_swa, c->pos_swa), GIVEN_OR(mixer, c->mixer));
+#undef GIVEN_OR
+    const char* pos[2] = {"rope", "nope"};
+    const char* mixer[2] = {"gdn", "gla"};
+    char differ[256] = "";
+    size_t len = 0;
+#define DIFFER(cond, ...) if (cond) { len += snprintf(differ + len, sizeof(differ) - len, __VA_ARGS__); }
+    DIFFER(w.n_layer != c->n_layer, " -L %d", w.n_layer)
+    DIFFER(w.n_embd != c->n_embd, " -C %d", w.n_embd)
+    DIFFER(w.n_head != c->n_head, " -H %d", w.n_head)
+    DIFFER(w.ffn != c->ffn, " -F %d", w.ffn)
+    DIFFER(strcmp(w.pattern, c->pattern) != 0, " -p %s", w.pattern)
+    DIFFER(w.window != c->window, " -w %d", w.window)
+    DIFFER(w.pos_full != c->pos_full, " --pos-full %s", pos[w.pos_full])
+    DIFFER(w.pos_swa != c->pos_swa, " --pos-swa %s", pos[w.pos_swa])
+    DIFFER(w.mixer != c->mixer, " --mixer %s", mixer[w.mixer])
+#undef DIFFER
+    if (len > 0) {
+        die("-r %s: its model is %s, L %d, C %d, H %d, F %d, W %d, pos F %s / S %s, mixer %s; the flags%s describe another (a resume trains the checkpoint's model: drop them or make them match)",
+            a->resume, c->pattern, c->n_layer, c->n_embd, c->n_head, c->ffn, c->window, pos[c->pos_full], pos[c->pos_swa],
+            mixer[c->mixer], differ);
+    }
+}
+
+// The checkpoint of -r. Its vocabulary must be the data's, its model the one the model flags given
+// describe (train_resume_check_model). With AdamW state it is an exact resume:
 // -n must go past its step, and the run must have its T, B, accum, ranks, seed and data (run), or
 // the data stream would not pick up where it was. A checkpoint of parameters only starts a new run
 // (step 0, fresh AdamW state) from them, with any batch shape.
-static Checkpoint train_resume_read(const TrainArgs* a, const RunRecord* run, int data_vocab) {
+static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, const int* given, int n_flags, const RunRecord* run, int data_vocab) {
     Checkpoint ck = checkpoint_read(a->resume);
     const char* r = a->resume;
     if (ck.cfg.vocab != data_vocab) {
         die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", r, ck.cfg.vocab, data_vocab);
     }
+    train_resume_check_model(a, flags, given, n_flags, &ck);
     if (ck.m == NULL) {
         printf("-r %s: parameters only (no AdamW state): a new run from step 0 starts from them\n", r);
         return ck;

@@ -1175,7 +1175,8 @@ int main(int argc, char** argv) {
     };
     memcpy(flags + n_flags, own, sizeof(own));
     n_flags += (int)(sizeof(own) / sizeof(own[0]));
-    flags_parse(flags, n_flags, argc, argv);
+    int given[MAX_FLAGS] = {0};
+    flags_parse(flags, n_flags, argc, argv, given);
     train_args_resolve(&a);
     // every check of the flags, files and checkpoint runs here, before the ranks fork and before any
     // CUDA call: bad input gets its one line at once (also on a machine without a GPU)
@@ -1186,7 +1187,7 @@ int main(int argc, char** argv) {
     RunRecord run = train_run_record(&a, gpus * nodes, &train, &val);
     Checkpoint ck;
     memset(&ck, 0, sizeof(ck));
-    if (a.resume[0]) { ck = train_resume_read(&a, &run, train.vocab.vocab); }
+    if (a.resume[0]) { ck = train_resume_read(&a, flags, given, n_flags, &run, train.vocab.vocab); }
     Config model_cfg = a.resume[0] ? ck.cfg : train_config(&a, &train.vocab);
     gpu_check_config(&model_cfg);
 

@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
     a.eval_samples = 4;         // needle evals are opt-in (--eval-every)
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
-    flags_parse(flags, n_flags, argc, argv);
+    int given[MAX_FLAGS] = {0};
+    flags_parse(flags, n_flags, argc, argv, given);
     train_args_resolve(&a);
     train_check_outputs(&a);
 
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
     Model model;
     int step0 = 0;
     if (a.resume[0]) {
-        Checkpoint ck = train_resume_read(&a, &run, train.vocab.vocab);
+        Checkpoint ck = train_resume_read(&a, flags, given, n_flags, &run, train.vocab.vocab);
         model_from_checkpoint(&model, &ck);
         step0 = ck.m ? ck.step : 0;
         checkpoint_free(&ck);

@@ -41,7 +41,7 @@ shard() {
     } > "$1"
 }
 LC_ALL=C tr -cd 'a-z .\n' < "$ROOT/README.md" > ascii.txt  # pairs of ASCII bytes: ids < 32896
-shard train.bin 20240520 1 4000 2; shard val.bin 20240520 1 2000 2
+shard train.bin 20240520 1 4000 2; shard val.bin 20240520 1 2000 2; shard data.bin.step3 20240520 1 4000 2
 shard llama.bin 20240801 7 4000 4; shard short.bin 20240520 1 10 2
 mkfifo fifo.bin; mkdir adir; head -c 20000 "$ROOT/README.md" > text.txt; head -c 30 "$ROOT/README.md" > tiny.txt
 "$CPU" "${M[@]}" -n 3 -c good.ckpt > fixture.out 2>&1 || { fail "setup" "train_cpu fixture: $(tail -n 1 fixture.out)"; summary; exit 1; }
@@ -96,13 +96,16 @@ trainer_rows() {
     mkdir -p blocked.ckpt.tmp
     bad "$T -c whose .tmp is a directory" "-c blocked.ckpt.tmp is a directory" "" "$TR" "${M[@]}" -c blocked.ckpt
     # 2. outputs checked at start, never an input
-    bad "$T -o = -r" "-o good.ckpt is the file of -r" "good.ckpt" "$TR" "${M[@]}" -n 5 -r good.ckpt -o good.ckpt
-    bad "$T -o = -r via symlink" "-o link.ckpt is the file of -r" "good.ckpt" "$TR" "${M[@]}" -n 5 -r good.ckpt -o link.ckpt
-    bad "$T -o = -r via .." "is the file of -r" "good.ckpt" "$TR" "${M[@]}" -n 5 -r good.ckpt -o sub/../good.ckpt
-    bad "$T -o = -i" "-o train.bin is the file of -i" "train.bin" "$TR" "${M[@]}" -i train.bin -j val.bin -o train.bin
-    bad "$T -c = -j" "-c ./val.bin is the file of -j" "val.bin" "$TR" "${M[@]}" -i 'tr*.bin' -j val.bin -c ./val.bin
-    bad "$T -c = --bytes -i" "-c text.txt is the file of -i" "text.txt" "$TR" "${M[@]}" --bytes -i text.txt -c text.txt
-    bad "$T -o = -c" "-o run.out and -c ./run.out name the same file" "" "$TR" "${M[@]}" -o run.out -c ./run.out
+    bad "$T -o = -r" "-o good.ckpt would overwrite or delete good.ckpt, the file of -r" "good.ckpt" "$TR" "${M[@]}" -n 5 -r good.ckpt -o good.ckpt
+    bad "$T -o = -r via symlink" "-o link.ckpt would overwrite or delete good.ckpt, the file of -r" "good.ckpt" "$TR" "${M[@]}" -n 5 -r good.ckpt -o link.ckpt
+    bad "$T -o = -r via .." "-o sub/../good.ckpt would overwrite or delete good.ckpt, the file of -r" "good.ckpt" "$TR" "${M[@]}" -n 5 -r good.ckpt -o sub/../good.ckpt
+    bad "$T -o = -i" "-o train.bin would overwrite or delete train.bin, the file of -i" "train.bin" "$TR" "${M[@]}" -i train.bin -j val.bin -o train.bin
+    bad "$T -c = -j" "-c ./val.bin would overwrite or delete val.bin, the file of -j" "val.bin" "$TR" "${M[@]}" -i 'tr*.bin' -j val.bin -c ./val.bin
+    bad "$T -c = --bytes -i" "-c text.txt would overwrite or delete text.txt, the file of -i" "text.txt" "$TR" "${M[@]}" --bytes -i text.txt -c text.txt
+    bad "$T -o = -c" "-o run.out is a file the checkpoint saves of -c ./run.out write or delete" "" "$TR" "${M[@]}" -o run.out -c ./run.out
+    bad "$T -o = a kept save of -c" "-o run.ckpt.step7 is a file the checkpoint saves of -c run.ckpt write or delete" "" "$TR" "${M[@]}" -o run.ckpt.step7 -c run.ckpt
+    bad "$T -o = the .tmp of -c" "-o x.ckpt.tmp is a file the checkpoint saves of -c x.ckpt write or delete" "" "$TR" "${M[@]}" -o x.ckpt.tmp -c x.ckpt
+    bad "$T -c whose kept saves hit -i" "-c data.bin would overwrite or delete data.bin.step3, the file of -i" "data.bin.step3" "$TR" "${M[@]}" -i data.bin.step3 -j val.bin -c data.bin --ckpt-keep 2
     bad "$T -c in a missing directory" "-c nodir/x.ckpt: directory 'nodir': No such file or directory" "" "$TR" "${M[@]}" -c nodir/x.ckpt
     bad "$T -o in a missing directory" "-o nodir/x.jsonl: directory 'nodir'" "" "$TR" "${M[@]}" -o nodir/x.jsonl
     bad "$T -c under a file" "-c good.ckpt/x: 'good.ckpt' is not a directory" "" "$TR" "${M[@]}" -c good.ckpt/x
@@ -148,6 +151,11 @@ trainer_rows() {
     bad "$T -j with --bytes" "-j with --bytes" "" "$TR" "${M[@]}" --bytes -i text.txt -j val.bin
     bad "$T resume -n = its step" "-r good.ckpt is at step 3 already: -n 3 trains nothing; give -n > 3" "good.ckpt" "$TR" "${M[@]}" -n 3 -r good.ckpt -c good.ckpt
     bad "$T resume -n < its step" "-r good.ckpt is at step 3 already: -n 1 trains nothing" "" "$TR" "${M[@]}" -n 1 -r good.ckpt
+    bad "$T resume with another model's flags" "-r good.ckpt: its model is SF, L 2, C 64, H 2, F 64, W 8, pos F rope / S rope, mixer gdn; the flags -L 4 -p SFSF -w 16 describe another" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -L 4 -w 16
+    bad "$T --warmup longer than -n" "--warmup 50 is longer than the run (-n 10)" "" "$TR" "${M[@]}" -n 10 --warmup 50
+    bad "$T --ckpt-every without -c" "--ckpt-every 5 --ckpt-keep 1 without -c: no checkpoint is written" "" "$TR" "${M[@]}" --ckpt-every 5 -c ""
+    bad "$T --ckpt-keep without -c" "--ckpt-every 0 --ckpt-keep 3 without -c" "" "$TR" "${M[@]}" --ckpt-keep 3 -c ""
+    bad "$T --eval-early without --eval-every" "--eval-early 100 without --eval-every" "" "$TR" "${M[@]}" --eval-early 100
     bad "$T resume other -T" "-r good.ckpt was trained with -T 32, this run gives -T 64" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -T 64
     bad "$T resume other -B" "-r good.ckpt was trained with -B 2, this run gives -B 3" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -B 3
     bad "$T resume other -a" "-r good.ckpt was trained with -a 1, this run gives -a 2" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -a 2

@@ -593,7 +593,7 @@ static void parse_args(void* argv_) {
     a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = ""; a.eval_samples = 1; a.eval_text = 1;
     FlagSpec f[MAX_FLAGS];
     int n = train_flags(&a, f);
-    flags_parse(f, n, argc, argv);
+    flags_parse(f, n, argc, argv, NULL);
     train_args_resolve(&a);
     config_make(100, 128, a.L, a.C, a.H, a.F, a.pattern, a.window, a.pos_full, a.pos_swa, a.mixer);
 }

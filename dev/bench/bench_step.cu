@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
         {"-n", FLAG_INT, &steps, 1, 1000, NULL, "timed steps per config (after one warm-up)"},
         {"-k", FLAG_BOOL, &kernels_only, 0, 0, NULL, "kernels only"},
     };
-    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv);
+    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv, NULL);
     int n_gpu = 0;
     if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found: the benchmark needs one"); }
     cudaDeviceProp prop;
