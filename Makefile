@@ -32,6 +32,10 @@ PRECISION ?= BF16
 ifeq ($(filter $(PRECISION),BF16 FP32),)
   $(error PRECISION=$(PRECISION): expected BF16 or FP32)
 endif
+# Switching PRECISION rebuilds what it selects (train_hybrid, bench_step) without a make clean:
+# build/precision holds the value of the last build and changes only when PRECISION does.
+PRECISION_STAMP = build/precision
+$(shell mkdir -p build; [ "$$(cat $(PRECISION_STAMP) 2>/dev/null)" = "$(PRECISION)" ] || echo $(PRECISION) > $(PRECISION_STAMP))
 # NCCL: train_hybrid --gpus N (data parallel) is built when nccl.h is there, as llm.c does
 NCCL_H := $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)
 ifneq ($(NVCC),)
@@ -50,7 +54,8 @@ else
 endif
 
 CPU_PROGRAMS = train_cpu eval_needle
-GPU_HEADERS = full_attn.cuh attention_swa.cuh recurrent_mixer.cuh hybrid_cpu.h dataloader.h
+CPU_HEADERS = utils.h dataloader.h hybrid_cpu.h needle_eval.h checkpoint.h flags.h train_common.h
+GPU_HEADERS = cuda_common.cuh full_attn.cuh attention_swa.cuh recurrent_mixer.cuh $(CPU_HEADERS)
 CPU_TESTS = test/test_grad test/test_cpu
 TEST_TOOLS = test/ckpt_edit
 
@@ -65,31 +70,31 @@ export ASAN_OPTIONS = detect_leaks=0
 .PHONY: all test sanitize clean
 all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(TEST_TOOLS) $(GPU_TESTS)
 
-train_cpu: dev/train_cpu.c hybrid_cpu.h dataloader.h
+train_cpu: dev/train_cpu.c $(CPU_HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-eval_needle: eval_needle.c hybrid_cpu.h dataloader.h
+eval_needle: eval_needle.c $(CPU_HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # the gradient checks build the reference with real = double
-test/test_grad: test/test_grad.c test/test_common.h hybrid_cpu.h dataloader.h
+test/test_grad: test/test_grad.c test/test_common.h $(CPU_HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # test_cpu also runs ./eval_needle
-test/test_cpu: test/test_cpu.c test/test_common.h test/test_ckpt.h hybrid_cpu.h dataloader.h eval_needle
+test/test_cpu: test/test_cpu.c test/test_common.h test/test_ckpt.h $(CPU_HEADERS) eval_needle
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # edits and reseals a checkpoint for the shell tests
-test/ckpt_edit: test/ckpt_edit.c test/test_ckpt.h hybrid_cpu.h dataloader.h
+test/ckpt_edit: test/ckpt_edit.c test/test_ckpt.h $(CPU_HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-$(SAN_DIR)/train_cpu: dev/train_cpu.c hybrid_cpu.h dataloader.h
+$(SAN_DIR)/train_cpu: dev/train_cpu.c $(CPU_HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
-$(SAN_DIR)/eval_needle: eval_needle.c hybrid_cpu.h dataloader.h
+$(SAN_DIR)/eval_needle: eval_needle.c $(CPU_HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
-$(SAN_DIR)/test/%: test/%.c test/test_common.h test/test_ckpt.h hybrid_cpu.h dataloader.h
+$(SAN_DIR)/test/%: test/%.c test/test_common.h test/test_ckpt.h $(CPU_HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
 
@@ -97,11 +102,11 @@ $(SAN_DIR)/test/%: test/%.c test/test_common.h test/test_ckpt.h hybrid_cpu.h dat
 test/test_gpu test/test_gpu_bf16: test/test_gpu.cu test/test_common.h test/test_gpu_common.cuh $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lm
 
-train_hybrid: train_hybrid.cu $(GPU_HEADERS)
+train_hybrid: train_hybrid.cu $(GPU_HEADERS) $(PRECISION_STAMP)
 	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
 # step and kernel speed against DESIGN.md §5's targets; includes train_hybrid.cu with TESTING
-dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
+dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS) $(PRECISION_STAMP)
 	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
 # standalone attention kernel versions (llm.c dev/cuda style): CPU check and timing
@@ -134,4 +139,4 @@ sanitize: $(SAN_PROGRAMS) $(CPU_PROGRAMS) $(TEST_TOOLS) $(if $(NVCC),test/test_g
 
 clean:
 	rm -f $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(CPU_TESTS) $(TEST_TOOLS) $(GPU_TESTS)
-	rm -rf $(SAN_DIR)
+	rm -rf build

@@ -1,8 +1,7 @@
 /*
 dataloader.h — where tokens come from, for the trainer, the CPU reference and eval_needle.c.
 
-defines: error helpers (*_check with file:line and the OS's reason, input_file_check: inputs are regular
-         files, cudaCheck under nvcc), hash64 (checksums, data fingerprints), Rng, Vocab, TextGen (built-in synthetic text),
+defines: Rng, Vocab, TextGen (built-in synthetic text),
          Needle / NeedleConfig (symbol and text needle tasks), TokenStream (shards, bytes, built-in),
          DataLoader (B×T batches, train/val split, needle mixture; data_check_splits, data_fingerprint)
 
@@ -23,149 +22,13 @@ so symbol needles work the same for bytes and for GPT-2 shards.
 #ifndef DATALOADER_H
 #define DATALOADER_H
 
-#include <errno.h>
 #include <glob.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-
-// ----------------------------------------------------------------------------
-// error helpers: every failure names the file:line of the call and exits non-zero
-
-// stdout is flushed first, so in `prog > log 2>&1` the error is the last line
-static void die_at(const char* file, int line, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fflush(stdout);
-    fprintf(stderr, "error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " [%s:%d]\n", file, line);
-    va_end(ap);
-    exit(EXIT_FAILURE);
-}
-#define die(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
-
-static FILE* fopen_check_at(const char* path, const char* mode, const char* file, int line) {
-    FILE* f = fopen(path, mode);
-    if (f == NULL) { die_at(file, line, "cannot open '%s' for %s: %s", path, mode[0] == 'r' ? "reading" : "writing", strerror(errno)); }
-    return f;
-}
-#define fopen_check(path, mode) fopen_check_at(path, mode, __FILE__, __LINE__)
-
-// Reads n items or exits naming the file and why: the OS error, or an end of file before n items.
-static void fread_check_at(void* p, size_t size, size_t n, FILE* f, const char* path, const char* file, int line) {
-    if (fread(p, size, n, f) == n) { return; }
-    die_at(file, line, "'%s': read failed: %s", path, ferror(f) ? strerror(errno) : "unexpected end of file");
-}
-#define fread_check(p, size, n, f, path) fread_check_at(p, size, n, f, path, __FILE__, __LINE__)
-
-// What a path that is not a regular file is, for the messages below.
-static const char* file_kind(mode_t mode) {
-    if (S_ISDIR(mode)) { return "a directory"; }
-    if (S_ISFIFO(mode)) { return "a FIFO (named pipe)"; }
-    if (S_ISCHR(mode) || S_ISBLK(mode)) { return "a device"; }
-    if (S_ISSOCK(mode)) { return "a socket"; }
-    return "not a regular file";
-}
-
-// Every input (shard, byte file, checkpoint) must be a regular file, checked before it is opened:
-// a FIFO would block the read forever, a directory or a device reads as garbage. Returns its size.
-// `what` names it in the message: "shard", "-r", ...
-static size_t input_file_check_at(const char* what, const char* path, const char* file, int line) {
-    struct stat st;
-    if (stat(path, &st) != 0) { die_at(file, line, "%s '%s': %s", what, path, strerror(errno)); }
-    if (!S_ISREG(st.st_mode)) { die_at(file, line, "%s '%s' is %s, expected a regular file", what, path, file_kind(st.st_mode)); }
-    return (size_t)st.st_size;
-}
-#define input_file_check(what, path) input_file_check_at(what, path, __FILE__, __LINE__)
-
-// 64-bit FNV-1a over 8-byte little-endian words, then the last n % 8 bytes one at a time. Each step
-// h -> (h ^ w) * prime is a bijection of h, so any single changed word always changes the result.
-// Checkpoints carry one over header and payload; the data's fingerprint is one too.
-#define HASH64_INIT 0xcbf29ce484222325ull
-static uint64_t hash64(uint64_t h, const void* p, size_t n) {
-    const uint64_t prime = 0x100000001b3ull;
-    const unsigned char* b = (const unsigned char*)p;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, b + i, 8);
-        h = (h ^ w) * prime;
-    }
-    for (; i < n; i++) { h = (h ^ b[i]) * prime; }
-    return h;
-}
-
-static void* malloc_check_at(size_t size, const char* file, int line) {
-    void* p = malloc(size > 0 ? size : 1);
-    if (p == NULL) { die_at(file, line, "out of host memory allocating %zu bytes", size); }
-    return p;
-}
-#define malloc_check(size) malloc_check_at(size, __FILE__, __LINE__)
-
-static void* calloc_check_at(size_t n, size_t size, const char* file, int line) {
-    void* p = calloc(n > 0 ? n : 1, size);
-    if (p == NULL) { die_at(file, line, "out of host memory allocating %zu bytes", n * size); }
-    return p;
-}
-#define calloc_check(n, size) calloc_check_at(n, size, __FILE__, __LINE__)
-
-#ifdef __CUDACC__
-// CUDA calls, checked the same way: one line with the CUDA error and the file:line of the call
-static void cuda_check_at(cudaError_t err, const char* file, int line) {
-    if (err != cudaSuccess) { die_at(file, line, "CUDA: %s", cudaGetErrorString(err)); }
-}
-#define cudaCheck(err) cuda_check_at((err), __FILE__, __LINE__)
-
-// Precision of the GPU build (compile time, llm.c style: make PRECISION=BF16|FP32). floatX is the
-// type of activations, the parameters the kernels read, and matmul inputs/outputs; statistics (rstd,
-// lse, recurrent state, gates), parameter gradients, master weights and AdamW state are fp32 in
-// every build. FP32 is the build the tests diff against the CPU reference at fp32 tolerances.
-#if defined(PRECISION_BF16)
-#include <cuda_bf16.h>
-typedef __nv_bfloat16 floatX;
-#define PRECISION_NAME "bf16"
-#elif defined(PRECISION_FP32)
-typedef float floatX;
-#define PRECISION_NAME "fp32"
-#else
-#error "define PRECISION_BF16 or PRECISION_FP32 (make PRECISION=BF16|FP32)"
-#endif
-
-// 16 bytes of floatX (8 bf16 or 4 fp32): one load or store instruction per thread. Element-wise
-// kernels walk activation rows in these: rows (C, D, F, Vp) are multiples of 8 (gpu_check_config)
-// and every activation tensor starts on 16 bytes (act_layout's align); parameters need not.
-#define X128 (16 / (int)sizeof(floatX))
-typedef struct __align__(16) { floatX v[X128]; } x128;
-__device__ static inline x128 load128(const floatX* p) { return *(const x128*)p; }
-__device__ static inline void store128(floatX* p, x128 x) { *(x128*)p = x; }
-
-// Σ over a warp's lanes; every lane gets it (fixed order, so deterministic)
-__device__ static inline float warp_sum(float v) {
-    for (int off = 16; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
-    return v;
-}
-
-// Asynchronous global -> shared copies (sm_80+): a block issues all of a tile's copies, keeps
-// computing, and waits only when it needs the data. bytes 16 or 4; src_bytes 0 fills the
-// destination with zeros (rows past the end of a sequence). Copies are grouped by commit; a wait
-// covers this thread's copies only, so a __syncthreads must follow before others read them.
-__device__ static inline void cp_async(void* smem, const void* gmem, int bytes, int src_bytes) {
-    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
-    if (bytes == 16) {  // src_bytes 0 fills the destination with zeros
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
-    } else {
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
-    }
-}
-__device__ static inline void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ static inline void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-__device__ static inline void cp_async_wait_but_last() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-#endif
+#include "utils.h"  // defines: die, fopen_check, fread_check, malloc_check, calloc_check, input_file_check, hash64
 
 // ----------------------------------------------------------------------------
 // Rng: splitmix64. Small, seedable, and its state is one integer (easy to checkpoint).

@@ -11,7 +11,9 @@ retrieval score and the attention mass on the needle at the training length; --j
 same as one JSON object. The data flags must name the data the checkpoint was trained on (the
 haystack comes from its val split, and the vocabulary must match).
 */
-#include "hybrid_cpu.h"
+#include "flags.h"        // defines: FlagSpec, flags_parse, SEED_MAX
+#include "checkpoint.h"   // defines: checkpoint_read, model_from_checkpoint (and hybrid_cpu.h, dataloader.h)
+#include "needle_eval.h"  // defines: cpu_needle_eval, needle_result_print, needle_result_json
 
 // "a,b,c" -> values, each finite and in [lo, hi] (integral when integer); returns the count. Exits with
 // a clear line on a bad list, showing the value as typed.

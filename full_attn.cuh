@@ -31,8 +31,8 @@ probabilities and accumulators stay in registers (FlashAttention-2's scheme).
 #ifndef FULL_ATTN_CUH
 #define FULL_ATTN_CUH
 
-#include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include "cuda_common.cuh"  // defines: floatX, cudaCheck, cp_async
 
 #define ATTN_TILE 32  // v1: query rows per block = key rows per tile = threads per block
 

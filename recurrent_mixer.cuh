@@ -38,8 +38,8 @@ gates from (S0, dS); g's gradient goes to log α by a reverse cumulative sum wit
 Layouts, as in the CPU reference: q, k (B,T,C) normalised; v inside qkva with row stride vstride;
 beta, gate (B,T,H) with gate = log α; o (B,T,C). The forward saves the state entering each chunk,
 states (B, H, n_chunks, D, D) with S[i][j], i value dim, j key dim. The backward writes (=) dq, dk,
-dv, dbeta, dgate. Ũ, W, dUl and the dS of each chunk live in a scratch buffer of this file
-(delta_scratch_get), shared by all layers. No atomics: every output element has one writer.
+dv, dbeta, dgate. Ũ, W, dUl and the dS of each chunk live in a scratch buffer the caller owns
+(delta_rule_scratch_floats), shared by all layers. No atomics: every output element has one writer.
 
 Precision: q, k, v, o and their gradients are the build's floatX (dataloader.h); beta, gate, the
 states and all arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
@@ -47,9 +47,7 @@ states and all arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
 #ifndef RECURRENT_MIXER_CUH
 #define RECURRENT_MIXER_CUH
 
-#include <cuda_runtime.h>
-
-#define REDUCE_THREADS 256
+#include "cuda_common.cuh"  // defines: floatX, cudaCheck, warp_sum, block_sum, REDUCE_THREADS, blocks_for
 
 // ----------------------------------------------------------------------------
 // The R layer's small kernels; layouts and math as in hybrid_cpu.h (conv_forward, silu_forward,
@@ -57,18 +55,6 @@ states and all arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
 
 __device__ static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ static inline float softplusf_(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
-
-// Sums v over the block; every thread gets the total (fixed order, so deterministic).
-__device__ static float block_sum(float v) {
-    __shared__ float partial[32];
-    v = warp_sum(v);
-    if (threadIdx.x % 32 == 0) { partial[threadIdx.x / 32] = v; }
-    __syncthreads();
-    float total = 0.0f;
-    for (int w = 0; w < (int)(blockDim.x / 32); w++) { total += partial[w]; }
-    __syncthreads();
-    return total;
-}
 
 // conv (N, CH) = causal depthwise conv of inp (N, CH) with w (CH, K); act = silu(conv). One thread per element.
 __global__ void conv_silu_forward_kernel(floatX* conv, floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH) {
@@ -203,8 +189,6 @@ __global__ void gates_backward_params_kernel(float* dA_log, float* ddt_bias, con
     d = block_sum(d);
     if (threadIdx.x == 0) { dA_log[h] += a; ddt_bias[h] += d; }
 }
-
-static int blocks_for(size_t n, int threads) { return (int)((n + threads - 1) / threads); }
 
 static void conv_silu_forward_gpu(floatX* conv, floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH, cudaStream_t stream) {
     size_t n = (size_t)B * T * CH;
@@ -951,25 +935,12 @@ __global__ void __launch_bounds__(DELTA_THREADS) delta_chunk_backward_kernel(flo
 #define DELTA_SMEM_STATE_BWD (DELTA_SMEM(1, 0) + 2 * DELTA_BWD_BUF * sizeof(float))
 #define DELTA_SMEM_CHUNK_BWD DELTA_SMEM(11, DELTA_GATE_VECS + 3)
 
-// Scratch of the chunked kernels, grown on first use and kept for the process: Ũ, W and dUl tiles
-// (B, H, n_chunks, c, D) and dstates (B, H, n_chunks, D, D). Every layer reuses it.
-static float* delta_scratch = NULL;
-static size_t delta_scratch_size = 0;
-
-static float* delta_scratch_get(int B, int T, int C, int H) {
+// Floats of the chunked kernels' scratch for a (B,T) batch: Ũ, W and dUl tiles (B, H, n_chunks, c, D)
+// and dstates (B, H, n_chunks, D, D). The caller owns it (the trainer's GpuModel allocates it with the
+// activations); every layer reuses it.
+static size_t delta_rule_scratch_floats(int B, int T, int C, int H) {
     size_t tile = (size_t)B * H * delta_rule_n_chunks(T) * DELTA_CHUNK * (C / H);
-    size_t need = 3 * tile + delta_rule_state_floats(B, T, C, H);
-    if (need > delta_scratch_size) {
-        if (delta_scratch) { cudaCheck(cudaFree(delta_scratch)); }
-        if (cudaMalloc(&delta_scratch, need * sizeof(float)) != cudaSuccess) {
-            size_t free_b = 0, total_b = 0;
-            cudaMemGetInfo(&free_b, &total_b);
-            die("out of GPU memory: the recurrent mixer's scratch needs %.2f GiB, %.2f GiB free of %.2f; lower -B or -T",
-                need * sizeof(float) / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0);
-        }
-        delta_scratch_size = need;
-    }
-    return delta_scratch;
+    return 3 * tile + delta_rule_state_floats(B, T, C, H);
 }
 
 static void delta_rule_check_dims(int C, int H) {
@@ -987,14 +958,15 @@ static void delta_rule_check_dims(int C, int H) {
     }
 }
 
-// o (B,T,C) and the chunk-entry states (delta_rule_state_floats) from q, k, v, beta, gate:
+// o (B,T,C) and the chunk-entry states (delta_rule_state_floats) from q, k, v, beta, gate; scratch
+// holds delta_rule_scratch_floats(B, T, C, H):
 // gdn prep (Ũ, W per chunk, parallel) -> state pass (sequential in chunks) -> output (parallel)
 static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                    const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
-                                   cudaStream_t stream) {
+                                   float* scratch, cudaStream_t stream) {
     delta_rule_check_dims(C, H);
     int chunks = B * H * delta_rule_n_chunks(T);
-    float* Ut = delta_scratch_get(B, T, C, H);
+    float* Ut = scratch;
     float* W = Ut + (size_t)chunks * DELTA_CHUNK * (C / H);
     if (mixer == MIXER_GDN) {
         delta_prep_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_PREP, stream>>>(Ut, W, k, v, vstride, beta, gate, T, C, H);
@@ -1012,11 +984,11 @@ static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, co
 static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
                                     const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                     const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
-                                    cudaStream_t stream) {
+                                    float* scratch, cudaStream_t stream) {
     delta_rule_check_dims(C, H);
     int chunks = B * H * delta_rule_n_chunks(T);
     size_t tile = (size_t)chunks * DELTA_CHUNK * (C / H);
-    float* W = delta_scratch_get(B, T, C, H) + tile;
+    float* W = scratch + tile;
     float *dUl = W + tile, *dstates = dUl + tile;
     delta_backward_prep_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_BWD_PREP, stream>>>(W, dUl, dout, q, k, v, vstride, beta, gate,
                                                                                       T, C, H, mixer);

@@ -44,7 +44,7 @@ defines: GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, crossentropy
 #ifdef MULTI_GPU
 #include <nccl.h>
 #endif
-#include "hybrid_cpu.h"         // defines: Config, tensor tables, layouts, params_init, OptConfig, lr_at, flags, checkpoints (and dataloader.h)
+#include "train_common.h"       // defines: flags, checkpoints, needle scoring, logs, resume (and hybrid_cpu.h: Config, tensor tables, layouts, params_init, OptConfig, lr_at; dataloader.h)
 #include "attention_swa.cuh"    // defines: swa_forward_gpu/backward (and full_attn.cuh: attention_forward_gpu/backward)
 #include "recurrent_mixer.cuh"  // defines: conv_silu, l2norm, gates, delta_rule forward/backward on the GPU
 
@@ -407,6 +407,7 @@ typedef struct {
     floatX* dlayer;        // gradients of one layer's activations (the largest layer's block of al)
     floatX* dresid;        // (B,T,C)
     float* scratch;        // norm weight-gradient slices (NORM_SLICES * max(C, D)) and sum-of-squares partials
+    float* delta_scratch;  // the chunked recurrence's tiles (delta_rule_scratch_floats); NULL without R layers
     int* inputs;           // (B,T) on the GPU
     int* targets;          // (B,T)
     int* enc_index;        // encoder backward: order (N), start (N+1), tok (N)
@@ -418,7 +419,7 @@ typedef struct {
     int* targets_host;
     int* index_host;       // (3N+1) encoder index built on the host
     int* bucket_count;     // (Vp) host scratch of encoder_index
-    size_t acts_cap, dlayer_cap, n_cap; // allocated sizes (elements, rows); they only grow
+    size_t acts_cap, dlayer_cap, n_cap, delta_cap; // allocated sizes (elements, rows, floats); they only grow
     int t_cap;
     int B, T;              // activation shape; 0 until the first forward
     double mean_loss;      // of the last forward; -1 without targets
@@ -506,7 +507,7 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
 
 static void gpu_model_free_acts(GpuModel* m) {
     cudaFree(m->acts); cudaFree(m->dlayer); cudaFree(m->dresid); cudaFree(m->inputs); cudaFree(m->targets);
-    cudaFree(m->enc_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin);
+    cudaFree(m->enc_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin); cudaFree(m->delta_scratch);
     free(m->losses_host); free(m->inputs_host); free(m->targets_host); free(m->index_host);
 }
 
@@ -518,10 +519,12 @@ static void gpu_model_free(GpuModel* m) {
 }
 
 // Allocates everything sized by the batch: activations (acts_cap elements), the layer gradient block
-// (dlayer_cap), the residual gradient and token buffers (n_cap rows), RoPE tables (t_cap positions).
-static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap, size_t n_cap, int t_cap) {
+// (dlayer_cap), the residual gradient and token buffers (n_cap rows), RoPE tables (t_cap positions),
+// the recurrence's scratch (delta_cap floats, 0 without R layers). All of it counts in device_bytes.
+static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap, size_t n_cap, int t_cap, size_t delta_cap) {
     const Config* c = &m->cfg;
     m->device_bytes = m->fixed_bytes;
+    m->delta_scratch = delta_cap > 0 ? (float*)gpu_malloc(m, delta_cap * sizeof(float), "recurrence scratch") : NULL;
     m->acts = (floatX*)gpu_malloc(m, acts_cap * sizeof(floatX), "activations");
     m->dlayer = (floatX*)gpu_malloc(m, dlayer_cap * sizeof(floatX), "layer gradients");
     m->dresid = (floatX*)gpu_malloc(m, n_cap * c->n_embd * sizeof(floatX), "residual gradient");
@@ -551,6 +554,7 @@ static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap
     m->dlayer_cap = dlayer_cap;
     m->n_cap = n_cap;
     m->t_cap = t_cap;
+    m->delta_cap = delta_cap;
 }
 
 // Lays the activations out for a (B,T) batch. The buffers only grow: training batches and the
@@ -564,10 +568,11 @@ static void gpu_model_size_acts(GpuModel* m, int B, int T) {
         size_t end = l + 1 < c->n_layer ? al.layer_off[l + 1][0] : al.global_off[0];
         if (end - al.layer_off[l][0] > layer_max) { layer_max = end - al.layer_off[l][0]; }
     }
-    if (al.total > m->acts_cap || layer_max > m->dlayer_cap || N > m->n_cap || T > m->t_cap) {
+    size_t delta = strchr(c->pattern, 'R') ? delta_rule_scratch_floats(B, T, c->n_embd, c->n_head) : 0;
+    if (al.total > m->acts_cap || layer_max > m->dlayer_cap || N > m->n_cap || T > m->t_cap || delta > m->delta_cap) {
         if (m->acts_cap > 0) { gpu_model_free_acts(m); }
         gpu_model_alloc_acts(m, al.total > m->acts_cap ? al.total : m->acts_cap, layer_max > m->dlayer_cap ? layer_max : m->dlayer_cap,
-                             N > m->n_cap ? N : m->n_cap, T > m->t_cap ? T : m->t_cap);
+                             N > m->n_cap ? N : m->n_cap, T > m->t_cap ? T : m->t_cap, delta > m->delta_cap ? delta : m->delta_cap);
     }
     m->al = al;
     m->B = B;
@@ -644,7 +649,7 @@ static void rec_mixer_forward(GpuModel* m, int l) {
     gates_forward_gpu(gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), gdn ? act(m, l, A_BPRE) : NULL, act(m, l, A_APRE),
                       param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
     delta_rule_forward_gpu(act(m, l, A_O), act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN), act(m, l, A_QKVA) + 2 * C,
-                           3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, g->stream);
+                           3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, m->delta_scratch, g->stream);
     rmsnorm_forward_gpu(g, act(m, l, A_ON), act32(m, l, A_ORSTD), act(m, l, A_O), param(m, l, P_ONORM), N * H, D);
     swiglu_forward_gpu(g, act(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
 }
@@ -659,7 +664,7 @@ static void rec_mixer_backward(GpuModel* m, int l) {
     delta_rule_backward_gpu(dact(m, l, A_QN), dact(m, l, A_KN), dact(m, l, A_QKVA) + 2 * C, gdn ? dact32(m, l, A_BETA) : NULL,
                             dact32(m, l, A_GATE), dact(m, l, A_O), act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN),
                             act(m, l, A_QKVA) + 2 * C, 3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H,
-                            c->mixer, g->stream);
+                            c->mixer, m->delta_scratch, g->stream);
     gates_backward_gpu(gdn ? dact(m, l, A_BPRE) : NULL, dact(m, l, A_APRE), grad(m, l, P_ALOG), grad(m, l, P_DTBIAS),
                        gdn ? dact32(m, l, A_BETA) : NULL, dact32(m, l, A_GATE), gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE),
                        act(m, l, A_APRE), param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);

@@ -13,7 +13,7 @@ retrieval heads every --eval-every steps (off by default: slow on a CPU), and wr
 per step (and per val and eval) to -o. Checkpoints, resume, the non-finite guard and signals behave
 as in train_hybrid (README, "Checkpoints and resume").
 */
-#include "../hybrid_cpu.h"
+#include "../train_common.h"
 
 static double val_loss(Model* m, DataLoader* val, int batches) {
     double sum = 0.0;

@@ -6,7 +6,7 @@ range, or whose parameters or AdamW state are not finite, must still be refused 
     test/ckpt_edit FILE header INDEX VALUE    # int32 header field INDEX (0..255) := VALUE
     test/ckpt_edit FILE param|m|v INDEX VALUE  # float INDEX of the parameters, AdamW m or v := VALUE (nan, inf, 1e38)
 */
-#include "../hybrid_cpu.h"
+#include "../checkpoint.h"
 #include "test_ckpt.h"
 
 int main(int argc, char** argv) {

@@ -2,7 +2,7 @@
 test_ckpt.h — file and checkpoint surgery for the tests (test_cpu.c, test_fuzz.c, ckpt_edit.c):
 read a file whole, write one, and reseal a checkpoint (recompute its checksum) after an edit, so
 that the checks behind the checksum (header ranges, finite contents) are the ones reached.
-Include after hybrid_cpu.h.
+Include after checkpoint.h.
 */
 #ifndef TEST_CKPT_H
 #define TEST_CKPT_H

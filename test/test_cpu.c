@@ -23,7 +23,7 @@ command-line errors, and a tiny end-to-end training run.
 */
 #include <ctype.h>
 #include <time.h>
-#include "../hybrid_cpu.h"
+#include "../train_common.h"
 #include "test_common.h"
 #include "test_ckpt.h"
 

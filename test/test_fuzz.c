@@ -17,7 +17,7 @@ sanitizer report or an exit without that line fails it.
               the vocabulary). A token flipped to another valid id is not made: the llm.c format has
               no checksum, so no reader could tell.
 */
-#include "../hybrid_cpu.h"
+#include "../checkpoint.h"
 #include "test_common.h"
 #include "test_ckpt.h"
 

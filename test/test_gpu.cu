@@ -184,15 +184,16 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     float *d_states, *d_dbeta, *d_dgate;
     cudaCheck(cudaMalloc(&d_o, nC * sizeof(floatX)));
     cudaCheck(cudaMalloc(&d_states, delta_rule_state_floats(B, T, C, H) * sizeof(float)));
+    float* d_scratch = gpu_zeros(delta_rule_scratch_floats(B, T, C, H));
     cudaCheck(cudaMalloc(&d_dq, nC * sizeof(floatX)));
     cudaCheck(cudaMalloc(&d_dk, nC * sizeof(floatX)));
     cudaCheck(cudaMalloc(&d_dqkva, n3C * sizeof(floatX)));
     cudaCheck(cudaMalloc(&d_dbeta, nH * sizeof(float)));
     cudaCheck(cudaMalloc(&d_dgate, nH * sizeof(float)));
     cudaCheck(cudaMemset(d_dqkva, 0, n3C * sizeof(floatX)));  // only the v third is written
-    delta_rule_forward_gpu(d_o, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, 0);
+    delta_rule_forward_gpu(d_o, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
     delta_rule_backward_gpu(d_dq, d_dk, d_dqkva + 2 * C, gdn ? d_dbeta : NULL, d_dgate, d_dout, d_states, d_q, d_k,
-                            d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, 0);
+                            d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
     cudaCheck(cudaDeviceSynchronize());
     float *g_o = from_gpu_x(d_o, nC), *g_dq = from_gpu_x(d_dq, nC), *g_dk = from_gpu_x(d_dk, nC);
     float *g_dqkva = from_gpu_x(d_dqkva, n3C), *g_dbeta = from_gpu(d_dbeta, nH), *g_dgate = from_gpu(d_dgate, nH);
@@ -209,7 +210,7 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     free(dq); free(dk); free(dqkva); free(dbeta); free(dgate);
     free(g_o); free(g_dq); free(g_dk); free(g_dqkva); free(g_dbeta); free(g_dgate);
     cudaFree(d_q); cudaFree(d_k); cudaFree(d_qkva); cudaFree(d_dout); cudaFree(d_beta); cudaFree(d_gate);
-    cudaFree(d_o); cudaFree(d_states); cudaFree(d_dq); cudaFree(d_dk); cudaFree(d_dqkva); cudaFree(d_dbeta); cudaFree(d_dgate);
+    cudaFree(d_o); cudaFree(d_states); cudaFree(d_scratch); cudaFree(d_dq); cudaFree(d_dk); cudaFree(d_dqkva); cudaFree(d_dbeta); cudaFree(d_dgate);
 }
 
 int main(void) {

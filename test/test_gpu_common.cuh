@@ -11,7 +11,8 @@ defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros(_bytes), rel_err_dev,
 #define TEST_GPU_COMMON_CUH
 
 #include <cuda_runtime.h>
-#include "../hybrid_cpu.h"  // defines: l2norm_forward, MIXER_* (and dataloader.h: cudaCheck, malloc_check, Rng)
+#include "../hybrid_cpu.h"     // defines: l2norm_forward, MIXER_* (and dataloader.h: malloc_check, Rng)
+#include "../cuda_common.cuh"  // defines: cudaCheck, floatX
 
 static double rel_err_f(const float* gpu, const float* cpu, size_t n) {
     double d = 0.0, r = 0.0;

@@ -136,7 +136,7 @@ static void bench_kernel(const KernelCase* kc) {
     cudaCheck(cudaMalloc(&dqkv, N * 3 * C * sizeof(floatX)));
     // recurrent mixer inputs: normalised q, k; beta in (0,1); gate = log alpha in (-0.5, 0)
     floatX *q = NULL, *k = NULL, *dqk = NULL;
-    float *beta = NULL, *gate = NULL, *states = NULL, *dbeta = NULL, *dgate = NULL;
+    float *beta = NULL, *gate = NULL, *states = NULL, *dbeta = NULL, *dgate = NULL, *scratch = NULL;
     if (kc->kind != K_ATTN) {
         cudaCheck(cudaMalloc(&q, N * C * sizeof(floatX)));
         cudaCheck(cudaMalloc(&k, N * C * sizeof(floatX)));
@@ -149,6 +149,7 @@ static void bench_kernel(const KernelCase* kc) {
         gate = to_gpu(h + N * H, N * H);
         free(h);
         cudaCheck(cudaMalloc(&states, delta_rule_state_floats(B, T, C, H) * sizeof(float)));
+        cudaCheck(cudaMalloc(&scratch, delta_rule_scratch_floats(B, T, C, H) * sizeof(float)));
         cudaCheck(cudaMalloc(&dbeta, N * H * sizeof(float)));
         cudaCheck(cudaMalloc(&dgate, N * H * sizeof(float)));
     }
@@ -164,9 +165,9 @@ static void bench_kernel(const KernelCase* kc) {
         } else {
             int mixer = kc->kind == K_GDN ? MIXER_GDN : MIXER_GLA;
             float* b = mixer == MIXER_GDN ? beta : NULL;
-            delta_rule_forward_gpu(out, states, q, k, qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, st);
+            delta_rule_forward_gpu(out, states, q, k, qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, scratch, st);
             delta_rule_backward_gpu(dqk, dqk + N * C, dqkv + 2 * C, mixer == MIXER_GDN ? dbeta : NULL, dgate, dout, states, q, k,
-                                    qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, st);
+                                    qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, scratch, st);
         }
         cudaCheck(cudaEventRecord(e1, st));
         cudaCheck(cudaEventSynchronize(e1));
@@ -179,7 +180,7 @@ static void bench_kernel(const KernelCase* kc) {
            m <= kc->target_ms ? "met" : "gap");
     fflush(stdout);
     cudaFree(qkv); cudaFree(dout); cudaFree(out); cudaFree(lse); cudaFree(delta); cudaFree(dqkv);
-    cudaFree(q); cudaFree(k); cudaFree(dqk); cudaFree(beta); cudaFree(gate); cudaFree(states); cudaFree(dbeta); cudaFree(dgate);
+    cudaFree(q); cudaFree(k); cudaFree(dqk); cudaFree(beta); cudaFree(gate); cudaFree(states); cudaFree(scratch); cudaFree(dbeta); cudaFree(dgate);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaStreamDestroy(st);

@@ -166,7 +166,7 @@ __global__ void delta_v1_backward_kernel(floatX* dq, floatX* dk, floatX* dv, flo
 
 typedef struct {
     floatX *q, *k, *qkva, *dout, *o, *dq, *dk, *dqkva;
-    float *beta, *gate, *states, *dbeta, *dgate, *scratch;
+    float *beta, *gate, *states, *dbeta, *dgate, *scratch;  // scratch: version 1's, or delta_rule_scratch_floats
 } Bufs;
 
 static Bufs bufs_make(const DeltaInputs* in, int version) {
@@ -186,7 +186,7 @@ static Bufs bufs_make(const DeltaInputs* in, int version) {
     b.states = gpu_zeros(delta_rule_state_floats(B, T, C, H));
     b.dbeta = gpu_zeros(nH);
     b.dgate = gpu_zeros(nH);
-    b.scratch = version == 1 ? gpu_zeros(v1_scratch_floats(B, H, D)) : NULL;
+    b.scratch = gpu_zeros(version == 1 ? v1_scratch_floats(B, H, D) : delta_rule_scratch_floats(B, T, H * D, H));
     return b;
 }
 static void bufs_free(Bufs* b) {
@@ -202,7 +202,7 @@ static void run_forward(Bufs* b, int version, int B, int T, int H, int D, int mi
         delta_v1_forward_kernel<<<B * H, D>>>(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, T, C, H, mixer);
         cudaCheck(cudaGetLastError());
     } else {
-        delta_rule_forward_gpu(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, 0);
+        delta_rule_forward_gpu(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
     }
 }
 static void run_backward(Bufs* b, int version, int B, int T, int H, int D, int mixer) {
@@ -215,7 +215,7 @@ static void run_backward(Bufs* b, int version, int B, int T, int H, int D, int m
         cudaCheck(cudaGetLastError());
     } else {
         delta_rule_backward_gpu(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
-                                b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, 0);
+                                b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
     }
 }
 

@@ -1,0 +1,83 @@
+/*
+cuda_common.cuh — the GPU primitives every kernel file shares (llm.c's llmc/cuda_common.h): checked
+CUDA calls, the build's precision (floatX), 16-byte loads and stores, warp and block sums, async
+global-to-shared copies, and the grid size of an element-wise launch.
+
+defines: cudaCheck, floatX, PRECISION_NAME, X128, x128, load128, store128, warp_sum, block_sum,
+         REDUCE_THREADS, cp_async(_commit, _wait_all, _wait_but_last), blocks_for
+*/
+#ifndef CUDA_COMMON_CUH
+#define CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include "utils.h"  // defines: die_at
+
+// CUDA calls, checked the same way: one line with the CUDA error and the file:line of the call
+static void cuda_check_at(cudaError_t err, const char* file, int line) {
+    if (err != cudaSuccess) { die_at(file, line, "CUDA: %s", cudaGetErrorString(err)); }
+}
+#define cudaCheck(err) cuda_check_at((err), __FILE__, __LINE__)
+
+// Precision of the GPU build (compile time, llm.c style: make PRECISION=BF16|FP32). floatX is the
+// type of activations, the parameters the kernels read, and matmul inputs/outputs; statistics (rstd,
+// lse, recurrent state, gates), parameter gradients, master weights and AdamW state are fp32 in
+// every build. FP32 is the build the tests diff against the CPU reference at fp32 tolerances.
+#if defined(PRECISION_BF16)
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 floatX;
+#define PRECISION_NAME "bf16"
+#elif defined(PRECISION_FP32)
+typedef float floatX;
+#define PRECISION_NAME "fp32"
+#else
+#error "define PRECISION_BF16 or PRECISION_FP32 (make PRECISION=BF16|FP32)"
+#endif
+
+// 16 bytes of floatX (8 bf16 or 4 fp32): one load or store instruction per thread. Element-wise
+// kernels walk activation rows in these: rows (C, D, F, Vp) are multiples of 8 (gpu_check_config)
+// and every activation tensor starts on 16 bytes (act_layout's align); parameters need not.
+#define X128 (16 / (int)sizeof(floatX))
+typedef struct __align__(16) { floatX v[X128]; } x128;
+__device__ static inline x128 load128(const floatX* p) { return *(const x128*)p; }
+__device__ static inline void store128(floatX* p, x128 x) { *(x128*)p = x; }
+
+// Σ over a warp's lanes; every lane gets it (fixed order, so deterministic)
+__device__ static inline float warp_sum(float v) {
+    for (int off = 16; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
+    return v;
+}
+
+// Asynchronous global -> shared copies (sm_80+): a block issues all of a tile's copies, keeps
+// computing, and waits only when it needs the data. bytes 16 or 4; src_bytes 0 fills the
+// destination with zeros (rows past the end of a sequence). Copies are grouped by commit; a wait
+// covers this thread's copies only, so a __syncthreads must follow before others read them.
+__device__ static inline void cp_async(void* smem, const void* gmem, int bytes, int src_bytes) {
+    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
+    if (bytes == 16) {  // src_bytes 0 fills the destination with zeros
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+    }
+}
+__device__ static inline void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ static inline void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ static inline void cp_async_wait_but_last() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+// Σ over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total, in a
+// fixed order, so deterministic. REDUCE_THREADS: the block size of the reduction kernels.
+#define REDUCE_THREADS 256
+__device__ static float block_sum(float v) {
+    __shared__ float partial[32];
+    v = warp_sum(v);
+    if (threadIdx.x % 32 == 0) { partial[threadIdx.x / 32] = v; }
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x / 32); w++) { total += partial[w]; }
+    __syncthreads();
+    return total;
+}
+
+// blocks of `threads` threads that cover n elements, one thread each
+static int blocks_for(size_t n, int threads) { return (int)((n + threads - 1) / threads); }
+
+#endif // CUDA_COMMON_CUH

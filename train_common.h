@@ -1,0 +1,546 @@
+/*
+train_common.h — what both trainers (train_hybrid.cu, dev/train_cpu.c) share around the model:
+their flags and how they fit together, the output paths checked before the first step, the checked
+JSONL log, the needle evals of a run, stopping on a signal or a non-finite step, resuming from a
+checkpoint, and what a run prints (config table, step lines with elapsed time and ETA, the
+end-of-run summary).
+
+defines: TrainArgs, train_flags, train_args_default, train_args_resolve, train_check_outputs,
+         RunLog (run_log_open/flush/close), TrainEval (train_eval_init/due/report/free),
+         train_signals_install, train_resume_read, train_run_record, train_open_data,
+         train_should_save, train_step_finite, train_stop_status, report_val, report_step,
+         print_config_table, model_flops_per_token, RunSummary
+*/
+#ifndef TRAIN_COMMON_H
+#define TRAIN_COMMON_H
+
+#include <limits.h>       // PATH_MAX
+#include <signal.h>       // SIGINT/SIGTERM: finish the step, save, exit
+#include <unistd.h>       // access
+#include "flags.h"        // defines: FlagSpec, flags_parse, flag_given
+#include "checkpoint.h"   // defines: Checkpoint, RunRecord, checkpoint_save (and hybrid_cpu.h, dataloader.h)
+#include "needle_eval.h"  // defines: NeedleResult, needle_result_summary, needle_result_json
+
+// ----------------------------------------------------------------------------
+// Command line shared by the trainers: the flag table (flags.h parses it) and the checks across flags.
+
+typedef struct {
+    int L, C, H, F;          // model size (F = 0: round64(8C/3))
+    const char* pattern;     // layer pattern, tiled to L
+    int window;              // SWA window
+    int pos_full, pos_swa;   // POS_ROPE / POS_NOPE per layer type
+    int mixer;               // MIXER_GDN / MIXER_GLA
+    int B, T;                // micro-batch
+    int accum;               // micro-batches per optimizer step
+    OptConfig opt;           // lr, schedule, AdamW, clipping; opt.steps = steps
+    DataConfig data;         // sources and needle mixture
+    long seed;               // init, data and needles
+    int val_every, val_batches;
+    const char* log_path;    // JSONL log ("" = none)
+    const char* ckpt_path;   // checkpoint at the end and every ckpt_every steps ("" = none)
+    int ckpt_every;          // 0: only at the end
+    int ckpt_keep;           // saves kept: the newest at ckpt_path, the ones before as ckpt_path.step<k>
+    int ckpt_opt;            // 1: with the AdamW state
+    const char* resume;      // checkpoint to start from ("" = none)
+    int skip_nonfinite;      // 1: skip a step whose loss or gradient norm is not finite, 0: stop
+    int eval_every;          // needle grid and retrieval heads every this many steps (0 = never)
+    int eval_early;          // during the first eval_early steps, EVAL_EARLY_RATE times as often
+    int eval_text;           // 1: for byte data trained on symbol needles, the text-needle grid too
+    int eval_samples;        // needle samples per (length, depth) cell
+    long eval_seed;          // seed of the needle grid
+} TrainArgs;
+
+
+// The flags both trainers take; returns how many were written to out (MAX_FLAGS entries).
+static int train_flags(TrainArgs* a, FlagSpec* out) {
+    FlagSpec f[] = {
+        {"-i", FLAG_STR, &a->data.train, 0, 0, NULL, "train data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
+        {"-j", FLAG_STR, &a->data.val, 0, 0, NULL, "val data: glob of llm.c shards (with -i)"},
+        {"--bytes", FLAG_BOOL, &a->data.bytes, 0, 0, NULL, "-i names plain files read as bytes (last 10% = val)"},
+        {"--needle-frac", FLAG_FLOAT, &a->data.needle_frac, 0, 1, NULL, "fraction of training sequences that carry needles"},
+        {"--needle-kind", FLAG_CHOICE, &a->data.needles.kind, 0, 0, "symbol|text", "needle kind"},
+        {"--needle-key", FLAG_INT, &a->data.needles.key_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle key"},
+        {"--needle-val", FLAG_INT, &a->data.needles.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
+        {"--needle-density", FLAG_INT, &a->data.needles.per_1k, 0, 1000, NULL, "needles per 1000 tokens of a training sequence"},
+        {"--needle-queries", FLAG_INT, &a->data.needles.queries, 0, MAX_SEQ_LEN, NULL, "queries per training sequence"},
+        {"--needle-symbols", FLAG_INT, &a->data.n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols appended to the vocabulary"},
+        {"-p", FLAG_STR, &a->pattern, 0, 0, NULL, "layer pattern over F (full attn), S (sliding window), R (recurrent), tiled to L"},
+        {"-w", FLAG_INT, &a->window, 1, MAX_SEQ_LEN, NULL, "sliding window W: query i sees keys i-W < j <= i"},
+        {"--pos-full", FLAG_CHOICE, &a->pos_full, 0, 0, "rope|nope", "positional encoding of F layers"},
+        {"--pos-swa", FLAG_CHOICE, &a->pos_swa, 0, 0, "rope|nope", "positional encoding of S layers"},
+        {"--mixer", FLAG_CHOICE, &a->mixer, 0, 0, "gdn|gla", "R layers: Gated DeltaNet or gated linear attention"},
+        {"-L", FLAG_INT, &a->L, 1, MAX_LAYERS, NULL, "layers"},
+        {"-C", FLAG_INT, &a->C, 2, MAX_CHANNELS, NULL, "channels"},
+        {"-H", FLAG_INT, &a->H, 1, MAX_CHANNELS, NULL, "heads (head dim C/H)"},
+        {"-F", FLAG_INT, &a->F, 0, MAX_FFN, NULL, "SwiGLU hidden (0 = round64(8C/3))"},
+        {"-B", FLAG_INT, &a->B, 1, MAX_BATCH, NULL, "micro-batch size"},
+        {"-T", FLAG_INT, &a->T, 1, MAX_SEQ_LEN, NULL, "sequence length"},
+        {"-a", FLAG_INT, &a->accum, 1, MAX_BATCH, NULL, "gradient accumulation: micro-batches per step"},
+        {"-n", FLAG_INT, &a->opt.steps, 0, MAX_STEPS, NULL, "optimizer steps"},
+        {"-l", FLAG_DOUBLE, &a->opt.lr, 1e-9, 10, NULL, "peak learning rate"},
+        {"--warmup", FLAG_INT, &a->opt.warmup, -1, MAX_STEPS, NULL, "linear warmup steps (-1 = 5% of -n)"},
+        {"--schedule", FLAG_CHOICE, &a->opt.schedule, 0, 0, "cosine|wsd", "LR schedule after warmup"},
+        {"--min-lr-frac", FLAG_DOUBLE, &a->opt.min_lr_frac, 0, 1, NULL, "final lr as a fraction of the peak"},
+        {"--decay-frac", FLAG_DOUBLE, &a->opt.decay_frac, 0, 1, NULL, "wsd: fraction of steps in the final decay"},
+        {"--wd", FLAG_DOUBLE, &a->opt.weight_decay, 0, 10, NULL, "AdamW weight decay (embedding and projection matrices)"},
+        {"--clip", FLAG_DOUBLE, &a->opt.grad_clip, 0, 1e6, NULL, "global gradient-norm clip (0 = off)"},
+        {"-s", FLAG_LONG, &a->seed, 0, SEED_MAX, NULL, "seed of init, data and needles"},
+        {"-v", FLAG_INT, &a->val_every, 0, MAX_STEPS, NULL, "val loss every this many steps (0 = never)"},
+        {"-V", FLAG_INT, &a->val_batches, 1, 1000000, NULL, "val batches per evaluation"},
+        {"-o", FLAG_STR, &a->log_path, 0, 0, NULL, "JSONL log file (\"\" = none)"},
+        {"-c", FLAG_STR, &a->ckpt_path, 0, 0, NULL, "checkpoint written at the end, every --ckpt-every steps and on SIGINT/SIGTERM (\"\" = none)"},
+        {"--ckpt-every", FLAG_INT, &a->ckpt_every, 0, MAX_STEPS, NULL, "also write the checkpoint every this many steps (0 = only at the end)"},
+        {"--ckpt-keep", FLAG_INT, &a->ckpt_keep, 1, 1000, NULL, "checkpoints kept: the newest at -c, older ones as <-c>.step<k>"},
+        {"--ckpt-opt", FLAG_INT, &a->ckpt_opt, 0, 1, NULL, "1: the checkpoint carries the AdamW state (3x the size; needed for an exact resume), 0: parameters only"},
+        {"-r", FLAG_STR, &a->resume, 0, 0, NULL, "resume from this checkpoint: its model (model flags, if given, must match it), AdamW state, step and data position; pass the run's data and schedule flags again"},
+        {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, 0, 0, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
+        {"--eval-every", FLAG_INT, &a->eval_every, 0, MAX_STEPS, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
+        {"--eval-early", FLAG_INT, &a->eval_early, 0, MAX_STEPS, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
+        {"--eval-text", FLAG_INT, &a->eval_text, 0, 1, NULL, "1: byte data trained on symbol needles is also evaluated on text needles, 0: symbol needles only"},
+        {"--eval-samples", FLAG_INT, &a->eval_samples, 1, 100000, NULL, "needle samples per (length, depth) cell"},
+        {"--eval-seed", FLAG_LONG, &a->eval_seed, 0, SEED_MAX, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
+    };
+    int n = (int)(sizeof(f) / sizeof(f[0]));
+    static_assert(sizeof(f) / sizeof(f[0]) <= MAX_FLAGS, "MAX_FLAGS holds the shared flags");
+    memcpy(out, f, sizeof(f));
+    return n;
+}
+
+// What both trainers default to; each then sets its own model size, batch, steps, lr and periods.
+static void train_args_default(TrainArgs* a) {
+    memset(a, 0, sizeof(*a));
+    a->pattern = "SSSF";
+    a->pos_full = POS_ROPE; a->pos_swa = POS_ROPE; a->mixer = MIXER_GDN;
+    a->T = 128; a->accum = 1;
+    a->data = data_config_default();
+    a->seed = 1337;
+    a->log_path = ""; a->ckpt_path = ""; a->resume = "";
+    a->ckpt_keep = 1; a->ckpt_opt = 1;
+    a->eval_text = 1; a->eval_seed = 20260615;
+}
+
+// Fills the derived defaults and checks what one flag's range cannot: flags that contradict each other.
+static void train_args_resolve(TrainArgs* a) {
+    if (a->opt.warmup == -1) { a->opt.warmup = a->opt.steps / 20; }
+    if (a->opt.warmup > a->opt.steps) { die("--warmup %d is longer than the run (-n %d)", a->opt.warmup, a->opt.steps); }
+    if (!a->ckpt_path[0] && (a->ckpt_every > 0 || a->ckpt_keep > 1)) {
+        die("--ckpt-every %d --ckpt-keep %d without -c: no checkpoint is written (give -c FILE)", a->ckpt_every, a->ckpt_keep);
+    }
+    if (a->eval_early > 0 && a->eval_every == 0) { die("--eval-early %d without --eval-every: there are no needle evals to run early", a->eval_early); }
+    if ((long)a->B * a->T > MAX_TOKENS_PER_BATCH) {
+        die("-B %d -T %d: %ld tokens per micro-batch, at most %d (use -a to accumulate)", a->B, a->T, (long)a->B * a->T, MAX_TOKENS_PER_BATCH);
+    }
+    NeedleConfig* nc = &a->data.needles;
+    if (nc->key_len + nc->val_len > NEEDLE_MAX - 2) {
+        die("--needle-key %d --needle-val %d: together at most %d", nc->key_len, nc->val_len, NEEDLE_MAX - 2);
+    }
+    long keys = needle_keys(nc, a->data.n_symbols);
+    if (a->data.needle_frac > 0 && (long)nc->per_1k * a->T > keys / 2 * 1000) {
+        die("--needle-density %d at -T %d: %.1f needles per sequence, more than half of the %ld distinct keys (keys differ within a sequence; lower the density, or raise --needle-key or --needle-symbols)",
+            nc->per_1k, a->T, nc->per_1k * a->T / 1000.0, keys);
+    }
+    // a needle, its question and its answer in one sequence (training) and in the grid's shortest
+    // sample, T/4 (evals): else no needle is ever placed, or the first eval fails mid-run
+    Vocab bytes = vocab_make(256, a->data.n_symbols);  // the lengths do not depend on the data vocabulary
+    int task = needle_task_len(nc, &bytes);
+    const char* kind = nc->kind == NEEDLE_SYMBOL ? "symbol" : "text";
+    if (a->data.needle_frac > 0 && task > a->T + 1) {
+        die("-T %d: a %s needle with its question and answer takes %d tokens, more than a sequence (-T + 1); raise -T or give --needle-frac 0",
+            a->T, kind, task);
+    }
+    if (a->eval_every > 0 && task > a->T / 4) {
+        die("-T %d --eval-every %d: the needle grid's shortest sample (T/4 = %d tokens) cannot hold a %s needle with its question (%d tokens); raise -T to %d or give --eval-every 0",
+            a->T, a->eval_every, a->T / 4, kind, task, 4 * task);
+    }
+    if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
+    if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
+    if (a->data.bytes && a->data.val != NULL) { die("-j with --bytes: byte data takes its val split from the last 10%% of -i"); }
+}
+
+// ----------------------------------------------------------------------------
+// Run reporting shared by the trainers: model FLOPs for MFU, the config table, a clock.
+
+// Model FLOPs per trained token (forward + backward = 3 × forward), at sequence length T:
+//   matmuls: 2 FLOPs per weight per token (every projection, and the tied LM head Vp·C)
+//   attention: QKᵀ and PV, 4·C FLOPs per key a query sees: (T+1)/2 on average for F, min(W, that) for S
+//   recurrence: per head 4 D×D products per token (S'k, u kᵀ, S q, the decay), 8·C·D FLOPs
+// The embedding lookup, norms and elementwise work are not counted (as in llm.c / PaLM's MFU).
+static double model_flops_per_token(const Config* c, int T) {
+    int C = c->n_embd, D = C / c->n_head;
+    double fwd = 2.0 * c->padded_vocab * C, keys_full = (T + 1) / 2.0;
+    for (int l = 0; l < c->n_layer; l++) {
+        char type = c->pattern[l];
+        for (int k = 0; k < NUM_LAYER_PARAMS; k++) {
+            const TensorKind* tk = &LAYER_PARAMS[k];
+            if (tk->decay) { fwd += 2.0 * tensor_numel(c, tk, type); }  // the matrices are the decayed tensors
+        }
+        if (type == 'F') { fwd += 4.0 * C * keys_full; }
+        if (type == 'S') { fwd += 4.0 * C * (c->window < keys_full ? c->window : keys_full); }
+        if (type == 'R') { fwd += 8.0 * C * D; }
+    }
+    return 3.0 * fwd;
+}
+
+
+// one row of the config table
+static void table_row(const char* label, const char* fmt, ...) {
+    char value[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof(value), fmt, ap);
+    va_end(ap);
+    printf("| %-21s | %-40s |\n", label, value);
+}
+
+// ----------------------------------------------------------------------------
+// Output paths, checked before the first step: a bad -c or -o fails now, not after the whole run,
+// and no output ever lands on an input (a log appended to the checkpoint being resumed, say).
+
+// path's directory ("." for a bare name) into dir
+static void path_dir(const char* path, char* dir, size_t size) {
+    const char* slash = strrchr(path, '/');
+    if (slash == NULL) { snprintf(dir, size, "."); }
+    else if (slash == path) { snprintf(dir, size, "/"); }
+    else { snprintf(dir, size, "%.*s", (int)(slash - path), path); }
+}
+
+// path with its directory resolved (symlinks, "..", "./"), whether or not the file exists yet; 0 when
+// the directory does not exist.
+static int path_resolve(const char* path, char* out, size_t size) {
+    char dir[4096], real[PATH_MAX];
+    path_dir(path, dir, sizeof(dir));
+    if (realpath(dir, real) == NULL) { return 0; }
+    const char* slash = strrchr(path, '/');
+    snprintf(out, size, "%s/%s", real, slash ? slash + 1 : path);
+    return 1;
+}
+
+// Do a and b name one file? By device and inode when both exist (hard links, symlinks), else by
+// the resolved path.
+static int same_file(const char* a, const char* b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) { return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino; }
+    char ra[4096 + PATH_MAX], rb[4096 + PATH_MAX];
+    return path_resolve(a, ra, sizeof(ra)) && path_resolve(b, rb, sizeof(rb)) && strcmp(ra, rb) == 0;
+}
+
+// An output file: a regular file or not there yet, in an existing directory this process can write.
+static void output_file_check(const char* flag, const char* path) {
+    char dir[4096];
+    struct stat st;
+    path_dir(path, dir, sizeof(dir));
+    size_t len = strlen(path);
+    if (path[len - 1] == '/') { die("%s %s: names a directory, expected a file name", flag, path); }
+    if (stat(dir, &st) != 0) { die("%s %s: directory '%s': %s", flag, path, dir, strerror(errno)); }
+    if (!S_ISDIR(st.st_mode)) { die("%s %s: '%s' is not a directory", flag, path, dir); }
+    if (access(dir, W_OK | X_OK) != 0) { die("%s %s: cannot create files in '%s': %s", flag, path, dir, strerror(errno)); }
+    if (stat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode)) { die("%s %s is %s, expected a regular file (or a new name)", flag, path, file_kind(st.st_mode)); }
+        if (access(path, W_OK) != 0) { die("%s %s: %s", flag, path, strerror(errno)); }
+    }
+}
+
+// Is path one of the files the checkpoint saves of -c write or delete: ckpt itself, ckpt.tmp, or a
+// kept save ckpt.step<k>? -c itself counts only when ckpt_itself (it may be the -r file).
+static int ckpt_writes(const char* ckpt, const char* path, int ckpt_itself) {
+    char tmp[4096 + 8], rc[4096 + PATH_MAX], rp[4096 + PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", ckpt);
+    if ((ckpt_itself && same_file(path, ckpt)) || same_file(path, tmp)) { return 1; }
+    return path_resolve(ckpt, rc, sizeof(rc)) && path_resolve(path, rp, sizeof(rp)) && kept_save_step(rp, rc) >= 0;
+}
+
+// Refuses `out` (the file of flag out_flag) when it is one of the files the glob `in` of in_flag
+// matches; for -c, also when an input is a name its saves write (ckpt_writes).
+static void output_not_input(const char* out_flag, const char* out, const char* in_flag, const char* in) {
+    if (out[0] == '\0' || in == NULL || in[0] == '\0') { return; }
+    glob_t g;
+    if (glob(in, 0, NULL, &g) != 0) { return; }
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        int hit = strcmp(out_flag, "-c") == 0 ? ckpt_writes(out, g.gl_pathv[i], 1) : same_file(out, g.gl_pathv[i]);
+        if (hit) { die("%s %s would overwrite or delete %s, the file of %s: an output may not be an input", out_flag, out, g.gl_pathv[i], in_flag); }
+    }
+    globfree(&g);
+}
+
+// -c and -o: writable, not an input, not each other. -c may be the -r checkpoint (resume in place):
+// it is read whole before training starts and only ever replaced by an atomic rename.
+static void train_check_outputs(const TrainArgs* a) {
+    const char* outs[2][2] = {{"-o", a->log_path}, {"-c", a->ckpt_path}};
+    for (int i = 0; i < 2; i++) {
+        const char *flag = outs[i][0], *path = outs[i][1];
+        if (path[0] == '\0') { continue; }
+        output_file_check(flag, path);
+        output_not_input(flag, path, "-i", a->data.train);
+        output_not_input(flag, path, "-j", a->data.val);
+        if (i == 0) { output_not_input(flag, path, "-r", a->resume); }
+    }
+    if (a->ckpt_path[0]) {
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", a->ckpt_path);
+        output_file_check("-c", tmp);  // the save writes there first
+    }
+    if (a->log_path[0] && a->ckpt_path[0] && ckpt_writes(a->ckpt_path, a->log_path, 1)) {
+        die("-o %s is a file the checkpoint saves of -c %s write or delete (%s, .tmp, .step<k>)", a->log_path, a->ckpt_path, a->ckpt_path);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The JSONL log (-o): every record is flushed and checked, so a full disk stops the run with a
+// clear line instead of ending it with exit 0 and a short log.
+
+typedef struct {
+    FILE* f;          // NULL: no log
+    const char* path;
+} RunLog;
+
+// append: a resumed run continues its log
+static RunLog run_log_open(const char* path, int append) {
+    RunLog log = {NULL, path};
+    if (path[0]) { log.f = fopen_check(path, append ? "a" : "w"); }
+    return log;
+}
+
+static void run_log_flush(RunLog* log) {
+    if (log->f && (fflush(log->f) != 0 || ferror(log->f))) { die("-o %s: write failed: %s", log->path, strerror(errno)); }
+}
+
+static void run_log_close(RunLog* log) {
+    if (log->f == NULL) { return; }
+    run_log_flush(log);
+    if (fclose(log->f) != 0) { die("-o %s: close failed: %s", log->path, strerror(errno)); }
+    log->f = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// The needle evals of a training run (DESIGN.md §4): the symbol grid every --eval-every steps (and
+// at the last step) and, for byte data trained on symbol needles, the text-needle grid next to it,
+// at the lengths whose haystack holds the text needle's statement and question. The trainer runs
+// the grids on its model (cpu_needle_eval, gpu_needle_eval) and hands the results to
+// train_eval_report.
+
+typedef struct {
+    NeedleGrid grid, text_grid;
+    int on, text;  // grids built
+} TrainEval;
+
+static void train_eval_init(TrainEval* e, const TrainArgs* a, const Vocab* vocab) {
+    memset(e, 0, sizeof(*e));
+    e->on = a->eval_every > 0;
+    needle_grid_default(&e->grid, a->T, a->eval_samples, (uint64_t)a->eval_seed);
+    if (e->on) { needle_grid_build(&e->grid, &a->data, vocab); }
+    DataConfig text_data = a->data;
+    text_data.needles.kind = NEEDLE_TEXT;
+    needle_grid_default(&e->text_grid, a->T, a->eval_samples, (uint64_t)a->eval_seed);
+    needle_grid_drop_short(&e->text_grid, 2 * needle_task_len(&text_data.needles, vocab));
+    e->text = e->on && a->eval_text && a->data.needles.kind == NEEDLE_SYMBOL && vocab->data_vocab == 256 && e->text_grid.n_lengths > 0;
+    if (e->text) { needle_grid_build(&e->text_grid, &text_data, vocab); }
+}
+
+#define EVAL_EARLY_RATE 4  // --eval-early: evals this many times as often while retrieval emerges
+
+static int train_eval_due(const TrainArgs* a, int step, int last, int stopping) {
+    if (a->eval_every <= 0 || stopping) { return 0; }
+    int every = a->eval_every;
+    if (step <= a->eval_early) { every = every / EVAL_EARLY_RATE > 0 ? every / EVAL_EARLY_RATE : 1; }
+    return step % every == 0 || last;
+}
+
+// Prints the results (one line each), writes them as one JSONL record, frees them. text_res is
+// used only when e->text.
+static void train_eval_report(RunLog* log, int step, const Config* cfg, const TrainEval* e, NeedleResult* res, NeedleResult* text_res) {
+    needle_result_summary(res, &e->grid, cfg, step, "needle");
+    if (e->text) { needle_result_summary(text_res, &e->text_grid, cfg, step, "text needle"); }
+    if (log->f) {
+        fprintf(log->f, "{\"step\": %d, \"needle\": ", step);
+        needle_result_json(log->f, res, &e->grid, cfg);
+        if (e->text) {
+            fprintf(log->f, ", \"text_needle\": ");
+            needle_result_json(log->f, text_res, &e->text_grid, cfg);
+        }
+        fprintf(log->f, "}\n");
+        run_log_flush(log);
+    }
+    needle_result_free(res);
+    if (e->text) { needle_result_free(text_res); }
+}
+
+static void train_eval_free(TrainEval* e) {
+    if (e->on) { needle_grid_free(&e->grid); }
+    if (e->text) { needle_grid_free(&e->text_grid); }
+}
+
+// ----------------------------------------------------------------------------
+// Stopping safely. SIGINT/SIGTERM only raise a flag: the trainer finishes its step, writes the
+// checkpoint and exits with 128 + the signal. A non-finite loss or gradient norm stops the run
+// before the update (so the last checkpoint stays the last good state), or skips the update.
+
+static volatile sig_atomic_t train_stop_signal = 0;
+static void train_on_signal(int sig) { train_stop_signal = sig; }
+
+static void train_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = train_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+// A resume trains the checkpoint's model: model flags given with -r must describe it, or they would
+// be silently ignored. Each flag is compared through the Config it makes, the others taken from the
+// checkpoint (-F 0 is the default width of C, -p is tiled to L).
+static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, const int* given, int n, const Checkpoint* ck) {
+    const Config* c = &ck->cfg;
+#define GIVEN_OR(field, ck_value) (flag_given(f, given, n, &a->field) ? a->field : (ck_value))
+    Config w = config_make(c->vocab, c->padded_vocab, GIVEN_OR(L, c->n_layer), GIVEN_OR(C, c->n_embd), GIVEN_OR(H, c->n_head),
+                           GIVEN_OR(F, c->ffn), GIVEN_OR(pattern, c->pattern), GIVEN_OR(window, c->window),
+                           GIVEN_OR(pos_full, c->pos_full), GIVEN_OR(pos_swa, c->pos_swa), GIVEN_OR(mixer, c->mixer));
+#undef GIVEN_OR
+    const char* pos[2] = {"rope", "nope"};
+    const char* mixer[2] = {"gdn", "gla"};
+    char differ[256] = "";
+    size_t len = 0;
+#define DIFFER(cond, ...) if (cond) { len += snprintf(differ + len, sizeof(differ) - len, __VA_ARGS__); }
+    DIFFER(w.n_layer != c->n_layer, " -L %d", w.n_layer)
+    DIFFER(w.n_embd != c->n_embd, " -C %d", w.n_embd)
+    DIFFER(w.n_head != c->n_head, " -H %d", w.n_head)
+    DIFFER(w.ffn != c->ffn, " -F %d", w.ffn)
+    DIFFER(strcmp(w.pattern, c->pattern) != 0, " -p %s", w.pattern)
+    DIFFER(w.window != c->window, " -w %d", w.window)
+    DIFFER(w.pos_full != c->pos_full, " --pos-full %s", pos[w.pos_full])
+    DIFFER(w.pos_swa != c->pos_swa, " --pos-swa %s", pos[w.pos_swa])
+    DIFFER(w.mixer != c->mixer, " --mixer %s", mixer[w.mixer])
+#undef DIFFER
+    if (len > 0) {
+        die("-r %s: its model is %s, L %d, C %d, H %d, F %d, W %d, pos F %s / S %s, mixer %s; the flags%s describe another (a resume trains the checkpoint's model: drop them or make them match)",
+            a->resume, c->pattern, c->n_layer, c->n_embd, c->n_head, c->ffn, c->window, pos[c->pos_full], pos[c->pos_swa],
+            mixer[c->mixer], differ);
+    }
+}
+
+// The checkpoint of -r. Its vocabulary must be the data's, its model the one the model flags given
+// describe (train_resume_check_model). With AdamW state it is an exact resume:
+// -n must go past its step, and the run must have its T, B, accum, ranks, seed and data (run), or
+// the data stream would not pick up where it was. A checkpoint of parameters only starts a new run
+// (step 0, fresh AdamW state) from them, with any batch shape.
+static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, const int* given, int n_flags, const RunRecord* run, int data_vocab) {
+    Checkpoint ck = checkpoint_read(a->resume);
+    const char* r = a->resume;
+    if (ck.cfg.vocab != data_vocab) {
+        die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", r, ck.cfg.vocab, data_vocab);
+    }
+    train_resume_check_model(a, flags, given, n_flags, &ck);
+    if (ck.m == NULL) {
+        printf("-r %s: parameters only (no AdamW state): a new run from step 0 starts from them\n", r);
+        return ck;
+    }
+    if (a->opt.steps <= ck.step) { die("-r %s is at step %d already: -n %d trains nothing; give -n > %d", r, ck.step, a->opt.steps, ck.step); }
+    const char* exact = "an exact resume needs the run's own -T, -B, -a, -s, GPUs and data flags";
+    if (ck.run.T != 0 && ck.run.T != run->T) { die("-r %s was trained with -T %d, this run gives -T %d: %s", r, ck.run.T, run->T, exact); }
+    if (ck.version == 1) {
+        printf("-r %s: a version-1 checkpoint records no -B, -a, -s or data; resumed without checking them\n", r);
+        return ck;
+    }
+    if (ck.run.B != run->B) { die("-r %s was trained with -B %d, this run gives -B %d: %s", r, ck.run.B, run->B, exact); }
+    if (ck.run.accum != run->accum) { die("-r %s was trained with -a %d, this run gives -a %d: %s", r, ck.run.accum, run->accum, exact); }
+    if (ck.run.world != run->world) { die("-r %s was trained on %d GPU(s), this run has %d: %s", r, ck.run.world, run->world, exact); }
+    if (ck.run.seed != run->seed) { die("-r %s was trained with -s %ld, this run gives -s %ld: %s", r, ck.run.seed, run->seed, exact); }
+    if (ck.run.data_id != run->data_id) {
+        die("-r %s was trained on other data: -i, -j, --bytes and the --needle-* flags must name the same files (names, sizes) and mixture; %s", r, exact);
+    }
+    return ck;
+}
+
+// What this run's checkpoints record (RunRecord) and a resume compares.
+static RunRecord train_run_record(const TrainArgs* a, int world, const DataLoader* train, const DataLoader* val) {
+    RunRecord r = {a->T, a->B, a->accum, world, a->seed, data_fingerprint(train, val, &a->data)};
+    return r;
+}
+
+// Opens the train and val data, checked to share one tokenizer.
+static void train_open_data(DataLoader* train, DataLoader* val, const TrainArgs* a) {
+    dataloader_init(train, &a->data, 0, a->B, a->T, (uint64_t)a->seed);
+    dataloader_init(val, &a->data, 1, a->B, a->T, (uint64_t)a->seed);
+    data_check_splits(train, val, &a->data);
+}
+
+// The model a new run builds: the flags' size, pattern, window and encodings over the data's vocabulary.
+static Config train_config(const TrainArgs* a, const Vocab* vocab) {
+    return config_make(vocab->vocab, vocab->padded, a->L, a->C, a->H, a->F, a->pattern, a->window, a->pos_full, a->pos_swa, a->mixer);
+}
+
+// A resumed run's data stream picks up where the saved run was (it is deterministic from the seed):
+// step0 steps of accum micro-batches on each of `world` data-parallel ranks.
+static void train_resume_data(DataLoader* train, const TrainArgs* a, int step0, int world) {
+    if (step0 == 0) { return; }
+    dataloader_skip(train, (long)step0 * a->accum * world);
+    printf("resumed from %s at step %d\n", a->resume, step0);
+}
+
+// After a SIGINT/SIGTERM: says where the run stopped; the exit status is 128 + the signal.
+static int train_stop_status(const TrainArgs* a, int step) {
+    printf("signal %d: stopped after step %d%s%s\n", (int)train_stop_signal, step, a->ckpt_path[0] ? ", checkpoint " : "", a->ckpt_path);
+    return 128 + train_stop_signal;
+}
+
+// Checkpoint a step? At the end, every ckpt_every steps, and when a signal asked to stop.
+static int train_should_save(const TrainArgs* a, int step, int step0, int last, int stopping) {
+    return a->ckpt_path[0] && step > step0 && (last || stopping || (a->ckpt_every > 0 && step % a->ckpt_every == 0));
+}
+
+// 1: apply the update of `step` (1-based); 0: skip it (--skip-nonfinite). Dies otherwise, and after
+// NONFINITE_MAX_SKIPS skipped steps in a row (the model is not coming back).
+#define NONFINITE_MAX_SKIPS 20
+static int train_step_finite(const TrainArgs* a, int step, double loss, double norm) {
+    static int skipped_in_a_row = 0;
+    if (isfinite(loss) && isfinite(norm)) {
+        skipped_in_a_row = 0;
+        return 1;
+    }
+    if (!a->skip_nonfinite) {
+        die("step %d: loss %g, gradient norm %g: not finite; stopped before the update (the last checkpoint is untouched; --skip-nonfinite skips such steps)",
+            step, loss, norm);
+    }
+    if (++skipped_in_a_row >= NONFINITE_MAX_SKIPS) { die("step %d: %d non-finite steps in a row; stopped", step, skipped_in_a_row); }
+    printf("step %5d | loss %g, gradient norm %g: not finite, update skipped\n", step, loss, norm);
+    return 0;
+}
+
+// One val evaluation: a line on stdout and a JSON line in the log (when there is one).
+static void report_val(RunLog* log, int step, double val_loss) {
+    printf("step %5d | val loss %.4f\n", step, val_loss);
+    if (log->f) { fprintf(log->f, "{\"step\": %d, \"val_loss\": %.6f}\n", step, val_loss); run_log_flush(log); }
+}
+
+// One optimizer step (1-based): a line on stdout and a JSON line in the log. mfu < 0: not reported.
+static void report_step(RunLog* log, int step, int steps, double loss, double lr, double norm, double ms, double tok_s, double mfu) {
+    printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step, steps, loss, lr, norm, ms, tok_s);
+    if (mfu >= 0) { printf(" | MFU %.1f%%", 100.0 * mfu); }
+    printf("\n");
+    if (log->f) {
+        fprintf(log->f, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f", step, loss, lr, norm, tok_s);
+        if (mfu >= 0) { fprintf(log->f, ", \"mfu\": %.5f", mfu); }
+        fprintf(log->f, ", \"ms\": %.3f}\n", ms);
+        run_log_flush(log);
+    }
+}
+
+// The run's configuration as a table, printed by both trainers before the first step.
+static void print_config_table(const Config* c, const TrainArgs* a, size_t n_params, const char* device) {
+    const char* pos[2] = {"rope", "nope"};
+    const char* rule = "+-----------------------+------------------------------------------+\n";
+    printf("%s", rule);
+    table_row("device", "%s", device);
+    table_row("model", "%s", c->pattern);
+    table_row("L, C, H, D, F", "%d, %d, %d, %d, %d", c->n_layer, c->n_embd, c->n_head, c->n_embd / c->n_head, c->ffn);
+    table_row("window, pos F/S", "%d, %s/%s", c->window, pos[c->pos_full], pos[c->pos_swa]);
+    table_row("mixer (R layers)", "%s", c->mixer == MIXER_GDN ? "gdn (Gated DeltaNet)" : "gla");
+    table_row("vocab V / padded Vp", "%d / %d", c->vocab, c->padded_vocab);
+    table_row("parameters", "%zu", n_params);
+    table_row("B, T, accum", "%d, %d, %d", a->B, a->T, a->accum);
+    table_row("steps, lr, warmup", "%d, %g, %d", a->opt.steps, a->opt.lr, a->opt.warmup);
+    table_row("data", "%s", a->data.train ? a->data.train : "built-in synthetic text");
+    table_row("needle fraction", "%g", a->data.needle_frac);
+    printf("%s", rule);
+}
+
+#endif // TRAIN_COMMON_H
