@@ -657,6 +657,7 @@ static void dataloader_skip(DataLoader* dl, long n) {
 // model, on the GPU or the CPU, sees the same samples.
 
 #define GRID_MAX 16
+#define NEEDLE_GRID_SEED 20260615  // the default grid seed (--eval-seed, eval_needle -s): every run sees the same samples
 #define GRID_MAX_TOKENS (1 << 30)  // every sample of a grid together (4 GiB of token ids)
 
 typedef struct {

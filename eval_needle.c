@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     const char* lengths = "";
     const char* depths = "";
     int T = 0, samples = 16, json = 0;
-    long seed = 20260615;
+    long seed = NEEDLE_GRID_SEED;
     DataConfig data = data_config_default();
     FlagSpec flags[] = {
         {"-c", FLAG_STR, &ckpt_path, 0, 0, NULL, "checkpoint to evaluate (required)"},

@@ -115,7 +115,10 @@ static Config config_make(int vocab, int padded_vocab, int L, int C, int H, int 
 // place (layout_build), never by hand.
 
 enum { DIM_1, DIM_C, DIM_3C, DIM_H, DIM_D, DIM_F, DIM_K, DIM_HDD, DIM_VP };
-enum { INIT_ONES, INIT_NORMAL, INIT_NORMAL_OUT, INIT_CONV, INIT_ALOG, INIT_DTBIAS };
+enum { INIT_NONE, INIT_ONES, INIT_NORMAL, INIT_NORMAL_OUT, INIT_CONV, INIT_ALOG, INIT_DTBIAS };  // NONE: activations
+enum { ANY_MIXER, GDN_ONLY };   // TensorKind.gdn_only
+enum { NO_DECAY, DECAY };       // TensorKind.decay
+enum { STORE_X, STORE_FP32 };   // TensorKind.fp32: activations in the build's floatX, or fp32 statistics
 
 typedef struct {
     const char* name;
@@ -132,66 +135,66 @@ typedef struct {
 enum { P_LN1, P_WQKV, P_WG, P_WBETA, P_WA, P_CONV, P_ALOG, P_DTBIAS, P_ONORM, P_WO,
        P_LN2, P_W1, P_W3, P_W2, NUM_LAYER_PARAMS };
 static const TensorKind LAYER_PARAMS[NUM_LAYER_PARAMS] = {
-    [P_LN1]    = {"ln1_w",   "FSR", DIM_1,  DIM_C, 0, 0, INIT_ONES},       // (C)
-    [P_WQKV]   = {"wqkv",    "FSR", DIM_3C, DIM_C, 0, 1, INIT_NORMAL},     // (3C, C) rows q|k|v
-    [P_WG]     = {"wg",      "R",   DIM_C,  DIM_C, 0, 1, INIT_NORMAL},     // (C, C) output gate
-    [P_WBETA]  = {"wbeta",   "R",   DIM_H,  DIM_C, 1, 1, INIT_NORMAL},     // (H, C) delta-rule strength
-    [P_WA]     = {"wa",      "R",   DIM_H,  DIM_C, 0, 1, INIT_NORMAL},     // (H, C) decay input
-    [P_CONV]   = {"conv_w",  "R",   DIM_3C, DIM_K, 0, 0, INIT_CONV},       // (3C, 4) depthwise causal conv
-    [P_ALOG]   = {"A_log",   "R",   DIM_1,  DIM_H, 0, 0, INIT_ALOG},       // (H)
-    [P_DTBIAS] = {"dt_bias", "R",   DIM_1,  DIM_H, 0, 0, INIT_DTBIAS},     // (H)
-    [P_ONORM]  = {"onorm_w", "R",   DIM_1,  DIM_D, 0, 0, INIT_ONES},       // (D) per-head RMSNorm of o
-    [P_WO]     = {"wo",      "FSR", DIM_C,  DIM_C, 0, 1, INIT_NORMAL_OUT}, // (C, C)
-    [P_LN2]    = {"ln2_w",   "FSR", DIM_1,  DIM_C, 0, 0, INIT_ONES},       // (C)
-    [P_W1]     = {"w1",      "FSR", DIM_F,  DIM_C, 0, 1, INIT_NORMAL},     // (F, C) silu branch
-    [P_W3]     = {"w3",      "FSR", DIM_F,  DIM_C, 0, 1, INIT_NORMAL},     // (F, C) linear branch
-    [P_W2]     = {"w2",      "FSR", DIM_C,  DIM_F, 0, 1, INIT_NORMAL_OUT}, // (C, F)
+    [P_LN1]    = {"ln1_w",    "FSR",  DIM_1,   DIM_C,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (C)
+    [P_WQKV]   = {"wqkv",     "FSR",  DIM_3C,  DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (3C, C) rows q|k|v
+    [P_WG]     = {"wg",       "R",    DIM_C,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (C, C) output gate
+    [P_WBETA]  = {"wbeta",    "R",    DIM_H,   DIM_C,  GDN_ONLY,   DECAY,     INIT_NORMAL}, // (H, C) delta-rule strength
+    [P_WA]     = {"wa",       "R",    DIM_H,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (H, C) decay input
+    [P_CONV]   = {"conv_w",   "R",    DIM_3C,  DIM_K,  ANY_MIXER,  NO_DECAY,  INIT_CONV}, // (3C, 4) depthwise causal conv
+    [P_ALOG]   = {"A_log",    "R",    DIM_1,   DIM_H,  ANY_MIXER,  NO_DECAY,  INIT_ALOG}, // (H)
+    [P_DTBIAS] = {"dt_bias",  "R",    DIM_1,   DIM_H,  ANY_MIXER,  NO_DECAY,  INIT_DTBIAS}, // (H)
+    [P_ONORM]  = {"onorm_w",  "R",    DIM_1,   DIM_D,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (D) per-head RMSNorm of o
+    [P_WO]     = {"wo",       "FSR",  DIM_C,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL_OUT}, // (C, C)
+    [P_LN2]    = {"ln2_w",    "FSR",  DIM_1,   DIM_C,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (C)
+    [P_W1]     = {"w1",       "FSR",  DIM_F,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (F, C) silu branch
+    [P_W3]     = {"w3",       "FSR",  DIM_F,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (F, C) linear branch
+    [P_W2]     = {"w2",       "FSR",  DIM_C,   DIM_F,  ANY_MIXER,  DECAY,     INIT_NORMAL_OUT}, // (C, F)
 };
 // model-level parameters: wte first, lnf_w after the layers
-static const TensorKind PARAM_WTE = {"wte", "", DIM_VP, DIM_C, 0, 1, INIT_NORMAL, 0}; // (Vp, C), tied LM head
-static const TensorKind PARAM_LNF = {"lnf_w", "", DIM_1, DIM_C, 0, 0, INIT_ONES, 0}; // (C)
+static const TensorKind PARAM_WTE = {"wte", "", DIM_VP, DIM_C, ANY_MIXER, DECAY, INIT_NORMAL, STORE_X}; // (Vp, C), tied LM head
+static const TensorKind PARAM_LNF = {"lnf_w", "", DIM_1, DIM_C, ANY_MIXER, NO_DECAY, INIT_ONES, STORE_X}; // (C)
 
-// per-layer activations, each (B, T, dim0, dim1). Columns: name, types, dims, gdn_only, -, -, fp32.
+// per-layer activations, each (B, T, dim0, dim1)
 enum { A_RESID, A_LN1, A_RSTD1, A_QKV, A_QKVR, A_LSE, A_CONV, A_QKVA, A_QN, A_KN, A_GPRE, A_BPRE,
        A_APRE, A_BETA, A_GATE, A_STATE, A_O, A_ORSTD, A_ON, A_ATTY, A_RESID2, A_LN2, A_RSTD2,
        A_H1, A_H3, A_HMID, NUM_LAYER_ACTS };
 static const TensorKind LAYER_ACTS[NUM_LAYER_ACTS] = {
-    [A_RESID]  = {"resid",  "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // block input x
-    [A_LN1]    = {"ln1",    "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // RMSNorm(x)
-    [A_RSTD1]  = {"rstd1",  "FSR", DIM_1, DIM_1,  0, 0, 0, 1}, // its 1/rms
-    [A_QKV]    = {"qkv",    "FSR", DIM_1, DIM_3C, 0, 0, 0, 0}, // ln1 · wqkvᵀ, q|k|v
-    [A_QKVR]   = {"qkvr",   "FS",  DIM_1, DIM_3C, 0, 0, 0, 0}, // q,k rotated (or copied, NoPE), v copied
-    [A_LSE]    = {"lse",    "FS",  DIM_1, DIM_H,  0, 0, 0, 1}, // softmax log-sum-exp per (b,t,h)
-    [A_CONV]   = {"conv",   "R",   DIM_1, DIM_3C, 0, 0, 0, 0}, // causal conv of qkv
-    [A_QKVA]   = {"qkva",   "R",   DIM_1, DIM_3C, 0, 0, 0, 0}, // silu(conv)
-    [A_QN]     = {"qn",     "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // L2-normalised q, times 1/sqrt(D)
-    [A_KN]     = {"kn",     "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // L2-normalised k
-    [A_GPRE]   = {"gpre",   "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // ln1 · wgᵀ (output gate before silu)
-    [A_BPRE]   = {"bpre",   "R",   DIM_1, DIM_H,  1, 0, 0, 0}, // ln1 · wbetaᵀ
-    [A_APRE]   = {"apre",   "R",   DIM_1, DIM_H,  0, 0, 0, 0}, // ln1 · waᵀ
-    [A_BETA]   = {"beta",   "R",   DIM_1, DIM_H,  1, 0, 0, 1}, // sigmoid(bpre)
-    [A_GATE]   = {"gate",   "R",   DIM_1, DIM_H,  0, 0, 0, 1}, // log alpha = -exp(A_log) softplus(apre + dt_bias)
-    [A_STATE]  = {"state",  "R",   DIM_1, DIM_HDD,0, 0, 0, 1}, // S (H, D, D), S[i][j]: i value dim, j key dim; see act_layout
-    [A_O]      = {"o",      "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // S_t q_t
-    [A_ORSTD]  = {"orstd",  "R",   DIM_1, DIM_H,  0, 0, 0, 1}, // per-head 1/rms of o
-    [A_ON]     = {"on",     "R",   DIM_1, DIM_C,  0, 0, 0, 0}, // RMSNorm_head(o)
-    [A_ATTY]   = {"atty",   "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // mixer output before wo
-    [A_RESID2] = {"resid2", "FSR", DIM_1, DIM_C,  0, 0, 0, 0}, // x + mixer
-    [A_LN2]    = {"ln2",    "FSR", DIM_1, DIM_C,  0, 0, 0, 0},
-    [A_RSTD2]  = {"rstd2",  "FSR", DIM_1, DIM_1,  0, 0, 0, 1},
-    [A_H1]     = {"h1",     "FSR", DIM_1, DIM_F,  0, 0, 0, 0}, // ln2 · w1ᵀ
-    [A_H3]     = {"h3",     "FSR", DIM_1, DIM_F,  0, 0, 0, 0}, // ln2 · w3ᵀ
-    [A_HMID]   = {"hmid",   "FSR", DIM_1, DIM_F,  0, 0, 0, 0}, // silu(h1) * h3
+    [A_RESID]  = {"resid",   "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // block input x
+    [A_LN1]    = {"ln1",     "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // RMSNorm(x)
+    [A_RSTD1]  = {"rstd1",   "FSR",  DIM_1,  DIM_1,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // its 1/rms
+    [A_QKV]    = {"qkv",     "FSR",  DIM_1,  DIM_3C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln1 · wqkvᵀ, q|k|v
+    [A_QKVR]   = {"qkvr",    "FS",   DIM_1,  DIM_3C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // q,k rotated (or copied, NoPE), v copied
+    [A_LSE]    = {"lse",     "FS",   DIM_1,  DIM_H,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // softmax log-sum-exp per (b,t,h)
+    [A_CONV]   = {"conv",    "R",    DIM_1,  DIM_3C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // causal conv of qkv
+    [A_QKVA]   = {"qkva",    "R",    DIM_1,  DIM_3C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // silu(conv)
+    [A_QN]     = {"qn",      "R",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // L2-normalised q, times 1/sqrt(D)
+    [A_KN]     = {"kn",      "R",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // L2-normalised k
+    [A_GPRE]   = {"gpre",    "R",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln1 · wgᵀ (output gate before silu)
+    [A_BPRE]   = {"bpre",    "R",    DIM_1,  DIM_H,    GDN_ONLY,   NO_DECAY,  INIT_NONE,  STORE_X}, // ln1 · wbetaᵀ
+    [A_APRE]   = {"apre",    "R",    DIM_1,  DIM_H,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln1 · waᵀ
+    [A_BETA]   = {"beta",    "R",    DIM_1,  DIM_H,    GDN_ONLY,   NO_DECAY,  INIT_NONE,  STORE_FP32}, // sigmoid(bpre)
+    [A_GATE]   = {"gate",    "R",    DIM_1,  DIM_H,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // log alpha = -exp(A_log) softplus(apre + dt_bias)
+    [A_STATE]  = {"state",   "R",    DIM_1,  DIM_HDD,  ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // S (H, D, D), S[i][j]: i value dim, j key dim; see act_layout
+    [A_O]      = {"o",       "R",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // S_t q_t
+    [A_ORSTD]  = {"orstd",   "R",    DIM_1,  DIM_H,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // per-head 1/rms of o
+    [A_ON]     = {"on",      "R",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // RMSNorm_head(o)
+    [A_ATTY]   = {"atty",    "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // mixer output before wo
+    [A_RESID2] = {"resid2",  "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // x + mixer
+    [A_LN2]    = {"ln2",     "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X},
+    [A_RSTD2]  = {"rstd2",   "FSR",  DIM_1,  DIM_1,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32},
+    [A_H1]     = {"h1",      "FSR",  DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln2 · w1ᵀ
+    [A_H3]     = {"h3",      "FSR",  DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln2 · w3ᵀ
+    [A_HMID]   = {"hmid",    "FSR",  DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // silu(h1) * h3
 };
 // model-level activations, after the layers
 enum { G_RESID, G_LNF, G_RSTDF, G_LOGITS, G_LSE, G_LOSSES, NUM_GLOBAL_ACTS };
 static const TensorKind GLOBAL_ACTS[NUM_GLOBAL_ACTS] = {
-    [G_RESID]  = {"residf", "",    DIM_1, DIM_C,  0, 0, 0, 0}, // output of the last block
-    [G_LNF]    = {"lnf",    "",    DIM_1, DIM_C,  0, 0, 0, 0},
-    [G_RSTDF]  = {"rstdf",  "",    DIM_1, DIM_1,  0, 0, 0, 1},
-    [G_LOGITS] = {"logits", "",    DIM_1, DIM_VP, 0, 0, 0, 0},
-    [G_LSE]    = {"lse",    "",    DIM_1, DIM_1,  0, 0, 0, 1}, // log-sum-exp over the V real logits
-    [G_LOSSES] = {"losses", "",    DIM_1, DIM_1,  0, 0, 0, 1}, // per-token loss, 0 where the target is masked
+    [G_RESID]  = {"residf",  "",  DIM_1,  DIM_C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // output of the last block
+    [G_LNF]    = {"lnf",     "",  DIM_1,  DIM_C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X},
+    [G_RSTDF]  = {"rstdf",   "",  DIM_1,  DIM_1,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32},
+    [G_LOGITS] = {"logits",  "",  DIM_1,  DIM_VP,  ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X},
+    [G_LSE]    = {"lse",     "",  DIM_1,  DIM_1,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // log-sum-exp over the V real logits
+    [G_LOSSES] = {"losses",  "",  DIM_1,  DIM_1,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // per-token loss, 0 where the target is masked
 };
 
 static size_t config_dim(const Config* c, int dim) {

@@ -116,7 +116,7 @@ static void train_args_default(TrainArgs* a) {
     a->seed = 1337;
     a->log_path = ""; a->ckpt_path = ""; a->resume = "";
     a->ckpt_keep = 1; a->ckpt_opt = 1;
-    a->eval_text = 1; a->eval_seed = 20260615;
+    a->eval_text = 1; a->eval_seed = NEEDLE_GRID_SEED;
 }
 
 // Fills the derived defaults and checks what one flag's range cannot: flags that contradict each other.

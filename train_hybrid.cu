@@ -63,6 +63,9 @@ static void cublas_check_at(cublasStatus_t s, const char* file, int line) {
 // CUDA kernels. Math and layouts as in hybrid_cpu.h; each kernel's launcher follows it.
 
 #define WARPS_PER_BLOCK 8
+// What a launcher does with its output: overwrite it, or add to it (the residual add, a gradient two
+// branches feed)
+enum { OUT_WRITE, OUT_ADD };
 
 // out[n, :] = wte[tokens[n], :]; one thread per element
 __global__ void encoder_forward_kernel(floatX* out, const int* tokens, const floatX* wte, int N, int C) {
@@ -178,8 +181,8 @@ __global__ void sum_slices_kernel(float* dw, const float* partial, int slices, i
 
 // dinp (= or +=) and dw (+=); scratch holds NORM_SLICES * C floats
 static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, float* scratch, const floatX* dout,
-                                 const floatX* inp, const floatX* w, const float* rstd, int N, int C, int accumulate) {
-    rmsnorm_backward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(dinp, dout, inp, w, rstd, N, C, accumulate);
+                                 const floatX* inp, const floatX* w, const float* rstd, int N, int C, int out_mode) {
+    rmsnorm_backward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(dinp, dout, inp, w, rstd, N, C, out_mode == OUT_ADD);
     cudaCheck(cudaGetLastError());
     dim3 grid((C + 31) / 32, NORM_SLICES);
     rmsnorm_weight_partial_kernel<<<grid, dim3(32, 8), 0, g->stream>>>(scratch, dout, inp, rstd, N, C);
@@ -378,15 +381,15 @@ static void gemm(const GpuContext* g, cublasOperation_t ta, cublasOperation_t tb
                              BLAS_COMPUTE, CUBLAS_GEMM_DEFAULT));
 }
 
-// out (N,OC) = inp (N,IC) · w (OC,IC)ᵀ, plus the old out when accumulate (the residual add)
+// out (N,OC) = inp (N,IC) · w (OC,IC)ᵀ, plus the old out with OUT_ADD (the residual add)
 static void matmul_forward_gpu(const GpuContext* g, floatX* out, const floatX* inp, const floatX* w, int N, int IC, int OC,
-                               int accumulate) {
-    gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, inp, IC, accumulate ? 1.0f : 0.0f, out, CUDA_R_X, OC);
+                               int out_mode) {
+    gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, inp, IC, out_mode == OUT_ADD ? 1.0f : 0.0f, out, CUDA_R_X, OC);
 }
-// dinp (N,IC) = (or += with dinp_accumulate) dout (N,OC) · w;  dw (OC,IC) += doutᵀ · inp (fp32)
+// dinp (N,IC) = (or += with OUT_ADD) dout (N,OC) · w;  dw (OC,IC) += doutᵀ · inp (fp32)
 static void matmul_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, const floatX* dout, const floatX* inp,
-                                const floatX* w, int N, int IC, int OC, int dinp_accumulate) {
-    gemm(g, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w, IC, dout, OC, dinp_accumulate ? 1.0f : 0.0f, dinp, CUDA_R_X, IC);
+                                const floatX* w, int N, int IC, int OC, int dinp_mode) {
+    gemm(g, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w, IC, dout, OC, dinp_mode == OUT_ADD ? 1.0f : 0.0f, dinp, CUDA_R_X, IC);
     gemm(g, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dw, CUDA_R_32F, IC);
 }
 
@@ -605,7 +608,7 @@ static void attn_mixer_forward(GpuModel* m, int l) {
     const Config* c = &m->cfg;
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
-    matmul_forward_gpu(g, act(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, 0);
+    matmul_forward_gpu(g, act(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
     rope_forward_gpu(g, act(m, l, A_QKVR), act(m, l, A_QKV), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
     if (c->pattern[l] == 'S') {
         swa_forward_gpu(act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, c->window, g->stream);
@@ -629,7 +632,7 @@ static void attn_mixer_backward(GpuModel* m, int l) {
     }
     rope_backward_gpu(g, dact(m, l, A_QKV), dact(m, l, A_QKVR), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
     matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV),
-                        N, C, 3 * C, 0);
+                        N, C, 3 * C, OUT_WRITE);
 }
 
 // Recurrent mixer (R): ln1 -> qkv, g, beta, a -> conv+silu -> L2 norms, gates -> chunked recurrence
@@ -639,10 +642,10 @@ static void rec_mixer_forward(GpuModel* m, int l) {
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, D = C / H, N = B * T, gdn = c->mixer == MIXER_GDN;
     const floatX* ln1 = act(m, l, A_LN1);
-    matmul_forward_gpu(g, act(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, 0);
-    matmul_forward_gpu(g, act(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, 0);
-    if (gdn) { matmul_forward_gpu(g, act(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, 0); }
-    matmul_forward_gpu(g, act(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, 0);
+    matmul_forward_gpu(g, act(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
+    matmul_forward_gpu(g, act(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, OUT_WRITE);
+    if (gdn) { matmul_forward_gpu(g, act(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, OUT_WRITE); }
+    matmul_forward_gpu(g, act(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, OUT_WRITE);
     conv_silu_forward_gpu(act(m, l, A_CONV), act(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T, 3 * C, g->stream);
     l2norm_forward_gpu(act(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
     l2norm_forward_gpu(act(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
@@ -660,7 +663,7 @@ static void rec_mixer_backward(GpuModel* m, int l) {
     const floatX* ln1 = act(m, l, A_LN1);
     swiglu_backward_gpu(g, dact(m, l, A_GPRE), dact(m, l, A_ON), dact(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
     rmsnorm_backward_gpu(g, dact(m, l, A_O), grad(m, l, P_ONORM), m->scratch, dact(m, l, A_ON), act(m, l, A_O),
-                         param(m, l, P_ONORM), act32(m, l, A_ORSTD), N * H, D, 0);
+                         param(m, l, P_ONORM), act32(m, l, A_ORSTD), N * H, D, OUT_WRITE);
     delta_rule_backward_gpu(dact(m, l, A_QN), dact(m, l, A_KN), dact(m, l, A_QKVA) + 2 * C, gdn ? dact32(m, l, A_BETA) : NULL,
                             dact32(m, l, A_GATE), dact(m, l, A_O), act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN),
                             act(m, l, A_QKVA) + 2 * C, 3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H,
@@ -672,10 +675,10 @@ static void rec_mixer_backward(GpuModel* m, int l) {
     l2norm_backward_gpu(dact(m, l, A_QKVA) + C, dact(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
     conv_silu_backward_gpu(dact(m, l, A_QKV), grad(m, l, P_CONV), dact(m, l, A_QKVA), act(m, l, A_CONV), act(m, l, A_QKV),
                            param(m, l, P_CONV), B, T, 3 * C, g->stream);
-    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, 0);
-    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WG), dact(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, 1);
-    if (gdn) { matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WBETA), dact(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, 1); }
-    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WA), dact(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, 1);
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WG), dact(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, OUT_ADD);
+    if (gdn) { matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WBETA), dact(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, OUT_ADD); }
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WA), dact(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, OUT_ADD);
 }
 
 // Forward over inputs (B,T) on the host. With targets (B,T) (entries < 0 masked) it also computes
@@ -698,16 +701,16 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
         rmsnorm_forward_gpu(g, act(m, l, A_LN1), act32(m, l, A_RSTD1), act(m, l, A_RESID), param(m, l, P_LN1), N, C);
         if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
         cudaCheck(cudaMemcpyAsync(act(m, l, A_RESID2), act(m, l, A_RESID), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
-        matmul_forward_gpu(g, act(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, 1);  // x + mixer
+        matmul_forward_gpu(g, act(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, OUT_ADD);  // x + mixer
         rmsnorm_forward_gpu(g, act(m, l, A_LN2), act32(m, l, A_RSTD2), act(m, l, A_RESID2), param(m, l, P_LN2), N, C);
-        matmul_forward_gpu(g, act(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, 0);
-        matmul_forward_gpu(g, act(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, 0);
+        matmul_forward_gpu(g, act(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, OUT_WRITE);
+        matmul_forward_gpu(g, act(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, OUT_WRITE);
         swiglu_forward_gpu(g, act(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
         cudaCheck(cudaMemcpyAsync(out, act(m, l, A_RESID2), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
-        matmul_forward_gpu(g, out, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, 1);  // resid2 + mlp
+        matmul_forward_gpu(g, out, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, OUT_ADD);  // resid2 + mlp
     }
     rmsnorm_forward_gpu(g, gact(m, G_LNF), gact32(m, G_RSTDF), gact(m, G_RESID), gparam(m, PG_LNF), N, C);
-    matmul_forward_gpu(g, gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, 0);
+    matmul_forward_gpu(g, gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, OUT_WRITE);
     m->mean_loss = -1.0;
     if (targets == NULL) { return m->mean_loss; }
     memcpy(m->targets_host, targets, (size_t)N * sizeof(int));
@@ -741,20 +744,20 @@ static void gpu_model_backward(GpuModel* m, double loss_scale) {
     // the logits' gradient overwrites the logits; dlnf borrows the (now idle) layer gradient block
     floatX* dlnf = m->dlayer;
     crossentropy_backward_gpu(g, gact(m, G_LOGITS), gact32(m, G_LSE), m->targets, (float)(loss_scale / valid), N, c->vocab, c->padded_vocab);
-    matmul_backward_gpu(g, dlnf, ggrad(m, PG_WTE), gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, 0);
-    rmsnorm_backward_gpu(g, m->dresid, ggrad(m, PG_LNF), m->scratch, dlnf, gact(m, G_RESID), gparam(m, PG_LNF), gact32(m, G_RSTDF), N, C, 0);
+    matmul_backward_gpu(g, dlnf, ggrad(m, PG_WTE), gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, OUT_WRITE);
+    rmsnorm_backward_gpu(g, m->dresid, ggrad(m, PG_LNF), m->scratch, dlnf, gact(m, G_RESID), gparam(m, PG_LNF), gact32(m, G_RSTDF), N, C, OUT_WRITE);
     for (int l = L - 1; l >= 0; l--) {
         // here m->dresid = dL/d(output of block l)
-        matmul_backward_gpu(g, dact(m, l, A_HMID), grad(m, l, P_W2), m->dresid, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, 0);
+        matmul_backward_gpu(g, dact(m, l, A_HMID), grad(m, l, P_W2), m->dresid, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, OUT_WRITE);
         swiglu_backward_gpu(g, dact(m, l, A_H1), dact(m, l, A_H3), dact(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
-        matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W3), dact(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, 0);
-        matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W1), dact(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, 1);
+        matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W3), dact(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, OUT_WRITE);
+        matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W1), dact(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, OUT_ADD);
         rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN2), m->scratch, dact(m, l, A_LN2), act(m, l, A_RESID2), param(m, l, P_LN2),
-                             act32(m, l, A_RSTD2), N, C, 1);  // now dL/d(resid2)
-        matmul_backward_gpu(g, dact(m, l, A_ATTY), grad(m, l, P_WO), m->dresid, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, 0);
+                             act32(m, l, A_RSTD2), N, C, OUT_ADD);  // now dL/d(resid2)
+        matmul_backward_gpu(g, dact(m, l, A_ATTY), grad(m, l, P_WO), m->dresid, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, OUT_WRITE);
         if (c->pattern[l] == 'R') { rec_mixer_backward(m, l); } else { attn_mixer_backward(m, l); }
         rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN1), m->scratch, dact(m, l, A_LN1), act(m, l, A_RESID), param(m, l, P_LN1),
-                             act32(m, l, A_RSTD1), N, C, 1);  // now dL/d(block input)
+                             act32(m, l, A_RSTD1), N, C, OUT_ADD);  // now dL/d(block input)
     }
     encoder_backward_gpu(g, ggrad(m, PG_WTE), m->dresid, m->enc_index, m->enc_buckets, N, C);
 }

@@ -58,7 +58,7 @@ static void test_small_kernels(const GpuContext* g) {
         cudaCheck(cudaMemset(d_dw, 0, width * sizeof(float)));
         cudaCheck(cudaMalloc(&d_scratch, (size_t)NORM_SLICES * width * sizeof(float)));
         rmsnorm_forward_gpu(g, d_y, d_rstd, d_x, d_w, rows, width);
-        rmsnorm_backward_gpu(g, d_dx, d_dw, d_scratch, d_dy, d_x, d_w, d_rstd, rows, width, !per_head);
+        rmsnorm_backward_gpu(g, d_dx, d_dw, d_scratch, d_dy, d_x, d_w, d_rstd, rows, width, per_head ? OUT_WRITE : OUT_ADD);
         cudaCheck(cudaDeviceSynchronize());
         double e[4] = {rel_err_dev_x(d_y, y, nC), rel_err_dev(d_rstd, rstd, rows), rel_err_dev_x(d_dx, dx, nC), rel_err_dev(d_dw, dw, width)};
         snprintf(name, sizeof(name), "gpu rmsnorm rows=%d width=%d %s", rows, width, per_head ? "(dinp =)" : "(dinp +=)");
