@@ -9,7 +9,7 @@ defines: TrainArgs, train_flags, train_args_default, train_args_resolve, train_c
          RunLog (run_log_open/flush/close), TrainEval (train_eval_init/due/report/free),
          train_signals_install, train_resume_read, train_run_record, train_open_data,
          train_should_save, train_step_finite, train_stop_status, report_val, report_step,
-         print_config_table, model_flops_per_token, RunSummary
+         print_config_table, model_flops_per_token, RunSummary, Tokenizer, sample_print
 */
 #ifndef TRAIN_COMMON_H
 #define TRAIN_COMMON_H
@@ -48,6 +48,10 @@ typedef struct {
     int eval_text;           // 1: for byte data trained on symbol needles, the text-needle grid too
     int eval_samples;        // needle samples per (length, depth) cell
     long eval_seed;          // seed of the needle grid
+    int sample_every;        // a sample every this many steps (0 = never)
+    int sample_len;          // tokens a sample continues the prompt by
+    int sample_only;         // --sample: print a sample of the -r checkpoint and exit
+    const char* tokenizer;   // llm.c tokenizer file that decodes token data ("" = print ids)
 } TrainArgs;
 
 
@@ -99,6 +103,10 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--eval-text", FLAG_INT, &a->eval_text, 0, 1, NULL, "1: byte data trained on symbol needles is also evaluated on text needles, 0: symbol needles only"},
         {"--eval-samples", FLAG_INT, &a->eval_samples, 1, 100000, NULL, "needle samples per (length, depth) cell"},
         {"--eval-seed", FLAG_LONG, &a->eval_seed, 0, SEED_MAX, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
+        {"--sample-every", FLAG_INT, &a->sample_every, 0, MAX_STEPS, NULL, "print a continuation of a val prompt every this many steps and at the end (0 = never)"},
+        {"--sample-len", FLAG_INT, &a->sample_len, 1, 4096, NULL, "tokens a sample adds to its prompt"},
+        {"--sample", FLAG_BOOL, &a->sample_only, 0, 0, NULL, "with -r: print a sample of the checkpoint and exit (nothing is trained or written)"},
+        {"--tokenizer", FLAG_STR, &a->tokenizer, 0, 0, NULL, "llm.c tokenizer file (gpt2_tokenizer.bin) to print samples of token data as text (\"\" = as ids)"},
     };
     int n = (int)(sizeof(f) / sizeof(f[0]));
     static_assert(sizeof(f) / sizeof(f[0]) <= MAX_FLAGS, "MAX_FLAGS holds the shared flags");
@@ -117,6 +125,7 @@ static void train_args_default(TrainArgs* a) {
     a->log_path = ""; a->ckpt_path = ""; a->resume = "";
     a->ckpt_keep = 1; a->ckpt_opt = 1;
     a->eval_text = 1; a->eval_seed = NEEDLE_GRID_SEED;
+    a->sample_len = 64; a->tokenizer = "";
 }
 
 // Fills the derived defaults and checks what one flag's range cannot: flags that contradict each other.
@@ -126,6 +135,7 @@ static void train_args_resolve(TrainArgs* a) {
     if (!a->ckpt_path[0] && (a->ckpt_every > 0 || a->ckpt_keep > 1)) {
         die("--ckpt-every %d --ckpt-keep %d without -c: no checkpoint is written (give -c FILE)", a->ckpt_every, a->ckpt_keep);
     }
+    if (a->sample_only && !a->resume[0]) { die("--sample needs -r CHECKPOINT: the model to sample from"); }
     if (a->eval_early > 0 && a->eval_every == 0) { die("--eval-early %d without --eval-every: there are no needle evals to run early", a->eval_early); }
     if ((long)a->B * a->T > MAX_TOKENS_PER_BATCH) {
         die("-B %d -T %d: %ld tokens per micro-batch, at most %d (use -a to accumulate)", a->B, a->T, (long)a->B * a->T, MAX_TOKENS_PER_BATCH);
@@ -429,6 +439,7 @@ static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, c
         die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", r, ck.cfg.vocab, data_vocab);
     }
     train_resume_check_model(a, flags, given, n_flags, &ck);
+    if (a->sample_only) { return ck; }  // nothing is trained: the exact-resume checks do not apply
     if (ck.m == NULL) {
         printf("-r %s: parameters only (no AdamW state): a new run from step 0 starts from them\n", r);
         return ck;
@@ -505,23 +516,69 @@ static int train_step_finite(const TrainArgs* a, int step, double loss, double n
     return 0;
 }
 
+
+// What a run reports as it goes and at its end, gathered by report_step and report_val.
+typedef struct {
+    double t0;          // now_s() when the training loop started
+    int step0;          // the step it started from (> 0 when resumed)
+    int last_step;      // the last step done
+    double tok_s_sum;   // tok/s summed over the steps after this process's first (which includes warm-up)
+    int tok_s_n;
+    double val_loss;    // the last val loss, NAN before the first
+} RunSummary;
+
+static RunSummary run_summary_start(int step0) {
+    RunSummary r = {now_s(), step0, step0, 0.0, 0, NAN};
+    return r;
+}
+
+// "42s", "3m05s", "2h07m"
+static void format_duration(char* out, size_t size, double s) {
+    long t = (long)(s + 0.5);
+    if (t < 60) { snprintf(out, size, "%lds", t); }
+    else if (t < 3600) { snprintf(out, size, "%ldm%02lds", t / 60, t % 60); }
+    else { snprintf(out, size, "%ldh%02ldm", t / 3600, t / 60 % 60); }
+}
+
 // One val evaluation: a line on stdout and a JSON line in the log (when there is one).
-static void report_val(RunLog* log, int step, double val_loss) {
+static void report_val(RunLog* log, RunSummary* sum, int step, double val_loss) {
     printf("step %5d | val loss %.4f\n", step, val_loss);
+    sum->val_loss = val_loss;
     if (log->f) { fprintf(log->f, "{\"step\": %d, \"val_loss\": %.6f}\n", step, val_loss); run_log_flush(log); }
 }
 
-// One optimizer step (1-based): a line on stdout and a JSON line in the log. mfu < 0: not reported.
-static void report_step(RunLog* log, int step, int steps, double loss, double lr, double norm, double ms, double tok_s, double mfu) {
+// One optimizer step (1-based): a line on stdout with the time since the loop started and the ETA
+// of the remaining steps (at the mean pace so far), and a JSON line in the log. mfu < 0: not reported.
+static void report_step(RunLog* log, RunSummary* sum, int step, int steps, double loss, double lr, double norm, double ms,
+                        double tok_s, double mfu) {
+    if (step > sum->step0 + 1) { sum->tok_s_sum += tok_s; sum->tok_s_n++; }
+    sum->last_step = step;
+    double elapsed = now_s() - sum->t0, eta = elapsed / (step - sum->step0) * (steps - step);
+    char el[32], left[32];
+    format_duration(el, sizeof(el), elapsed);
+    format_duration(left, sizeof(left), eta);
     printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step, steps, loss, lr, norm, ms, tok_s);
     if (mfu >= 0) { printf(" | MFU %.1f%%", 100.0 * mfu); }
-    printf("\n");
+    printf(" | %s, ETA %s\n", el, left);
     if (log->f) {
         fprintf(log->f, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f", step, loss, lr, norm, tok_s);
         if (mfu >= 0) { fprintf(log->f, ", \"mfu\": %.5f", mfu); }
         fprintf(log->f, ", \"ms\": %.3f}\n", ms);
         run_log_flush(log);
     }
+}
+
+// The end of a run, the same lines from both trainers: steps and time, mean throughput, the last
+// val loss, where the log and the checkpoint are; `extra` (may be "") adds the trainer's own (GPU memory).
+static void run_summary_print(const RunSummary* sum, const TrainArgs* a, const char* extra) {
+    char el[32];
+    format_duration(el, sizeof(el), now_s() - sum->t0);
+    printf("done: steps %d..%d in %s", sum->step0, sum->last_step, el);
+    if (sum->tok_s_n > 0) { printf(", mean %.0f tok/s", sum->tok_s_sum / sum->tok_s_n); }
+    if (!isnan(sum->val_loss)) { printf(", last val loss %.4f", sum->val_loss); }
+    printf("%s\n", extra);
+    if (a->log_path[0]) { printf("log: %s\n", a->log_path); }
+    if (a->ckpt_path[0] && sum->last_step > sum->step0) { printf("checkpoint: %s (step %d)\n", a->ckpt_path, sum->last_step); }
 }
 
 // The run's configuration as a table, printed by both trainers before the first step.
@@ -541,6 +598,115 @@ static void print_config_table(const Config* c, const TrainArgs* a, size_t n_par
     table_row("data", "%s", a->data.train ? a->data.train : "built-in synthetic text");
     table_row("needle fraction", "%g", a->data.needle_frac);
     printf("%s", rule);
+}
+
+// ----------------------------------------------------------------------------
+// Samples: a continuation of a val prompt, printed as text, so a run shows what its model writes.
+// The prompt is the start of the first val sequence (at most T/2 tokens); each next token is drawn
+// from the softmax over the V real logits with a fixed seed (samples differ only by the model), the
+// context cut to the last T tokens. Byte data prints as bytes (needle markers and symbols as <N>,
+// <Q>, <s7>); llm.c token data through llm.c's tokenizer file when --tokenizer gives one, else ids.
+
+#define SAMPLE_SEED 1337ull
+#define SAMPLE_PROMPT_MAX 64
+#define TOKENIZER_MAGIC 20240328  // llm.c's tokenizer file: gpt2_tokenizer.bin
+
+// llm.c's tokenizer file: header uint32[256] {magic, version 1 or 2, vocab size, eot (version 2)},
+// then per token a uint8 length and that many bytes.
+typedef struct {
+    int n;          // 0: none (print ids)
+    char** piece;   // (n) NUL-terminated bytes of each token
+} Tokenizer;
+
+static Tokenizer tokenizer_load(const char* path, int data_vocab) {
+    Tokenizer t = {0, NULL};
+    if (path[0] == '\0') { return t; }
+    size_t size = input_file_check("--tokenizer", path);
+    uint32_t h[256];
+    if (size < sizeof(h)) { die("--tokenizer %s: %zu bytes, shorter than the 1024-byte header of llm.c's tokenizer file", path, size); }
+    FILE* f = fopen_check(path, "rb");
+    fread_check(h, sizeof(uint32_t), 256, f, path);
+    if (h[0] != TOKENIZER_MAGIC || (h[1] != 1 && h[1] != 2)) {
+        die("--tokenizer %s: magic %u version %u, expected %d and 1 or 2 (llm.c's gpt2_tokenizer.bin)", path, h[0], h[1], TOKENIZER_MAGIC);
+    }
+    if ((int)h[2] != data_vocab) { die("--tokenizer %s: %u tokens, the data's vocabulary has %d", path, h[2], data_vocab); }
+    t.n = (int)h[2];
+    t.piece = (char**)calloc_check((size_t)t.n, sizeof(char*));
+    for (int i = 0; i < t.n; i++) {
+        unsigned char len;
+        fread_check(&len, 1, 1, f, path);
+        t.piece[i] = (char*)malloc_check((size_t)len + 1);
+        fread_check(t.piece[i], 1, len, f, path);
+        t.piece[i][len] = '\0';
+    }
+    fclose(f);
+    return t;
+}
+
+static void tokenizer_free(Tokenizer* t) {
+    for (int i = 0; i < t->n; i++) { free(t->piece[i]); }
+    free(t->piece);
+}
+
+// One token as text: bytes (non-printable ones as \xNN), a tokenizer piece, an id, or the needle block.
+static void sample_print_token(const Tokenizer* t, const Vocab* v, int id) {
+    if (id == v->needle_mark) { printf("<N>"); return; }
+    if (id == v->query_mark) { printf("<Q>"); return; }
+    if (id >= v->symbol0) { printf("<s%d>", id - v->symbol0); return; }
+    if (v->data_vocab == 256) {
+        if (id == '\n' || id == '\t' || (id >= 32 && id < 127)) { putchar(id); } else { printf("\\x%02x", id); }
+    } else if (t->n > 0) {
+        for (const unsigned char* p = (const unsigned char*)t->piece[id]; *p; p++) {  // skip control bytes, as llm.c does
+            if (*p >= 32 || *p == '\n' || *p == '\t') { putchar(*p); }
+        }
+    } else {
+        printf("[%d]", id);
+    }
+}
+
+// The logits of the token after tokens[0..n) (V floats), from the trainer's model.
+typedef void (*NextLogits)(void* model, const int* tokens, int n, float* logits);
+
+// Prints "sample at step S:" and the prompt, then " >>> " and sample_len sampled tokens.
+static void sample_print(NextLogits next, void* model, DataLoader* val, const Tokenizer* t, int V, int T, int sample_len, int step) {
+    dataloader_rewind(val);  // every sample starts from the same prompt (val evaluations rewind too)
+    dataloader_next_batch(val);
+    int prompt = T / 2 < SAMPLE_PROMPT_MAX ? T / 2 : SAMPLE_PROMPT_MAX;
+    if (prompt < 1) { prompt = 1; }
+    int n = prompt + sample_len;
+    int* tokens = (int*)malloc_check((size_t)n * sizeof(int));
+    float* logits = (float*)malloc_check((size_t)V * sizeof(float));
+    memcpy(tokens, val->inputs, (size_t)prompt * sizeof(int));
+    Rng rng;
+    rng_init(&rng, SAMPLE_SEED);
+    printf("sample at step %d:\n", step);
+    for (int i = 0; i < prompt; i++) { sample_print_token(t, &val->vocab, tokens[i]); }
+    printf(" >>> ");
+    for (int i = prompt; i < n; i++) {
+        int ctx = i < T ? i : T;  // the last T tokens
+        next(model, tokens + i - ctx, ctx, logits);
+        double mx = logits[0], z = 0.0;
+        for (int v = 1; v < V; v++) { if (logits[v] > mx) { mx = logits[v]; } }
+        for (int v = 0; v < V; v++) { z += exp(logits[v] - mx); }
+        double u = rng_uniform(&rng) * z, cdf = 0.0;
+        int pick = V - 1;
+        for (int v = 0; v < V; v++) {
+            cdf += exp(logits[v] - mx);
+            if (u < cdf) { pick = v; break; }
+        }
+        tokens[i] = pick;
+        sample_print_token(t, &val->vocab, pick);
+    }
+    printf("\n");
+    fflush(stdout);
+    free(tokens);
+    free(logits);
+}
+
+// Samples are due every --sample-every steps (not at step 0: an untrained model) and at the last
+// step, not while stopping.
+static int train_sample_due(const TrainArgs* a, int step, int last, int stopping) {
+    return a->sample_every > 0 && !stopping && ((step > 0 && step % a->sample_every == 0) || last);
 }
 
 #endif // TRAIN_COMMON_H

@@ -1158,6 +1158,18 @@ static void dist_sum_grads(Dist* d, GpuModel* m) {
 
 #define H100_BF16_PEAK 989e12  // dense bf16 tensor-core FLOP/s of an H100 SXM: the MFU denominator
 
+// The logits after tokens[0..n) (sample_print's NextLogits): a forward on the GPU, the last row copied back.
+static void gpu_next_logits(void* model, const int* tokens, int n, float* logits) {
+    GpuModel* m = (GpuModel*)model;
+    int V = m->cfg.vocab;
+    gpu_model_forward(m, tokens, NULL, 1, n);
+    floatX* row = (floatX*)malloc_check((size_t)V * sizeof(floatX));
+    cudaCheck(cudaStreamSynchronize(m->ctx.stream));
+    cudaCheck(cudaMemcpy(row, gact(m, G_LOGITS) + (size_t)(n - 1) * m->cfg.padded_vocab, (size_t)V * sizeof(floatX), cudaMemcpyDeviceToHost));
+    for (int v = 0; v < V; v++) { logits[v] = (float)row[v]; }
+    free(row);
+}
+
 #ifndef TESTING
 
 int main(int argc, char** argv) {
@@ -1171,6 +1183,7 @@ int main(int argc, char** argv) {
     a.log_path = "train_hybrid.jsonl";
     a.ckpt_path = "train_hybrid.ckpt";
     a.eval_every = 100; a.eval_samples = 16;
+    a.sample_every = 1000;
     int gpus = 1, nodes = 1, node_rank = 0;
     const char* nccl_id = "";
     FlagSpec flags[MAX_FLAGS];
@@ -1188,10 +1201,12 @@ int main(int argc, char** argv) {
     train_args_resolve(&a);
     // every check of the flags, files and checkpoint runs here, before the ranks fork and before any
     // CUDA call: bad input gets its one line at once (also on a machine without a GPU)
-    train_check_outputs(&a);
+    if (!a.sample_only) { train_check_outputs(&a); }
     dist_check_flags(gpus, nodes, node_rank, nccl_id);
+    if (a.sample_only && gpus * nodes > 1) { die("--sample runs on one GPU: drop --gpus and --nodes"); }
     DataLoader train, val;
     train_open_data(&train, &val, &a);
+    Tokenizer tok = tokenizer_load(a.tokenizer, train.vocab.data_vocab);
     RunRecord run = train_run_record(&a, gpus * nodes, &train, &val);
     Checkpoint ck;
     memset(&ck, 0, sizeof(ck));
@@ -1201,7 +1216,7 @@ int main(int argc, char** argv) {
 
     Dist dist = dist_init(gpus, nodes, node_rank, nccl_id);  // forks the ranks, before any other CUDA call
     if (dist.rank > 0) {  // rank 0 alone logs, evaluates and checkpoints
-        a.log_path = ""; a.ckpt_path = ""; a.val_every = 0; a.eval_every = 0;
+        a.log_path = ""; a.ckpt_path = ""; a.val_every = 0; a.eval_every = 0; a.sample_every = 0;
     }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, dist.local));
@@ -1213,6 +1228,10 @@ int main(int argc, char** argv) {
     if (a.resume[0]) {
         gpu_model_load_opt(&model, &ck);
         step0 = ck.m ? ck.step : 0;
+        if (a.sample_only) {  // --sample: one sample of the checkpoint, nothing trained or written
+            sample_print(gpu_next_logits, &model, &val, &tok, model_cfg.vocab, ck.run.T > 0 ? ck.run.T : a.T, a.sample_len, ck.step);
+            return 0;
+        }
         checkpoint_free(&ck);
     }
     const Config* cfg = &model.cfg;
@@ -1229,9 +1248,8 @@ int main(int argc, char** argv) {
     TrainEval ev;
     train_eval_init(&ev, &a, &train.vocab);
 
-    double tok_s_sum = 0.0;
-    int tok_s_n = 0;
     train_signals_install();
+    RunSummary sum = run_summary_start(step0);
     for (int step = step0; step <= a.opt.steps; step++) {
         // a signal any rank has seen stops every rank here; the flag is only ever set, never
         // overwritten, so a signal that lands during the all-reduce stops the ranks a step later
@@ -1239,7 +1257,7 @@ int main(int argc, char** argv) {
         if (agreed != 0 && train_stop_signal == 0) { train_stop_signal = agreed; }
         int last = step == a.opt.steps, stopping = train_stop_signal != 0;
         if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
-            report_val(&log, step, gpu_val_loss(&model, &val, a.val_batches));
+            report_val(&log, &sum, step, gpu_val_loss(&model, &val, a.val_batches));
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
@@ -1247,6 +1265,7 @@ int main(int argc, char** argv) {
             if (ev.text) { gpu_needle_eval(&model, &ev.text_grid, (size_t)a.B * a.T, &text_res); }
             train_eval_report(&log, step, cfg, &ev, &res, &text_res);
         }
+        if (train_sample_due(&a, step, last, stopping)) { sample_print(gpu_next_logits, &model, &val, &tok, cfg->vocab, a.T, a.sample_len, step); }
         if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, &run, a.ckpt_opt); }
         if (stopping) {
             run_log_close(&log);
@@ -1273,12 +1292,13 @@ int main(int argc, char** argv) {
         double ms = (now_s() - t0) * 1e3;
         double tok_s = (double)a.B * a.T * micros / (ms / 1e3);  // of all ranks
         double mfu = flops_per_token * tok_s / dist.world / H100_BF16_PEAK;
-        if (step > step0) { tok_s_sum += tok_s; tok_s_n++; }  // the first step includes allocation and warm-up
-        report_step(&log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, mfu);
+        report_step(&log, &sum, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, mfu);
     }
-    if (tok_s_n > 0) { printf("mean %.0f tok/s over %d steps, %.2f GiB of GPU memory for the model\n", tok_s_sum / tok_s_n, tok_s_n, model.device_bytes / 1073741824.0); }
-    if (a.ckpt_path[0] && a.opt.steps > step0) { printf("checkpoint: %s\n", a.ckpt_path); }
+    char memory[64];
+    snprintf(memory, sizeof(memory), ", %.2f GiB of GPU memory for the model", model.device_bytes / 1073741824.0);
+    run_summary_print(&sum, &a, memory);
     run_log_close(&log);
+    tokenizer_free(&tok);
     train_eval_free(&ev);
     gpu_model_free(&model);
     gpu_context_destroy(&ctx);

@@ -25,6 +25,14 @@ static double val_loss(Model* m, DataLoader* val, int batches) {
     return sum / batches;
 }
 
+// The logits after tokens[0..n) (sample_print's NextLogits): the reference model's forward on them.
+static void cpu_next_logits(void* model, const int* tokens, int n, float* logits) {
+    Model* m = (Model*)model;
+    model_forward(m, tokens, NULL, 1, n);
+    const real* row = gact(m, G_LOGITS) + (size_t)(n - 1) * m->cfg.padded_vocab;
+    for (int v = 0; v < m->cfg.vocab; v++) { logits[v] = (float)row[v]; }
+}
+
 int main(int argc, char** argv) {
     TrainArgs a;
     train_args_default(&a);
@@ -34,16 +42,20 @@ int main(int argc, char** argv) {
     a.opt.lr = 3e-3;
     a.data.needle_frac = 0.0f;  // the CPU default shows language modelling; needles are opt-in
     a.val_every = 50; a.val_batches = 4;
+    a.log_path = "train_cpu.jsonl";
+    a.ckpt_path = "train_cpu.ckpt";
     a.eval_samples = 4;         // needle evals are opt-in (--eval-every)
+    a.sample_every = 100;
     FlagSpec flags[MAX_FLAGS];
     int n_flags = train_flags(&a, flags);
     int given[MAX_FLAGS] = {0};
     flags_parse(flags, n_flags, argc, argv, given);
     train_args_resolve(&a);
-    train_check_outputs(&a);
+    if (!a.sample_only) { train_check_outputs(&a); }
 
     DataLoader train, val;
     train_open_data(&train, &val, &a);
+    Tokenizer tok = tokenizer_load(a.tokenizer, train.vocab.data_vocab);
     RunRecord run = train_run_record(&a, 1, &train, &val);
     Model model;
     int step0 = 0;
@@ -51,6 +63,10 @@ int main(int argc, char** argv) {
         Checkpoint ck = train_resume_read(&a, flags, given, n_flags, &run, train.vocab.vocab);
         model_from_checkpoint(&model, &ck);
         step0 = ck.m ? ck.step : 0;
+        if (a.sample_only) {  // --sample: one sample of the checkpoint, nothing trained or written
+            sample_print(cpu_next_logits, &model, &val, &tok, model.cfg.vocab, ck.run.T > 0 ? ck.run.T : a.T, a.sample_len, ck.step);
+            return 0;
+        }
         checkpoint_free(&ck);
     } else {
         Config cfg = train_config(&a, &train.vocab);
@@ -65,11 +81,11 @@ int main(int argc, char** argv) {
     TrainEval ev;
     train_eval_init(&ev, &a, &train.vocab);
     train_signals_install();
-
+    RunSummary sum = run_summary_start(step0);
     for (int step = step0; step <= a.opt.steps; step++) {
         int last = step == a.opt.steps, stopping = train_stop_signal != 0;
         if (a.val_every > 0 && !stopping && (step % a.val_every == 0 || last)) {
-            report_val(&log, step, val_loss(&model, &val, a.val_batches));
+            report_val(&log, &sum, step, val_loss(&model, &val, a.val_batches));
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
@@ -77,6 +93,7 @@ int main(int argc, char** argv) {
             if (ev.text) { cpu_needle_eval(&model, &ev.text_grid, &text_res); }
             train_eval_report(&log, step, &model.cfg, &ev, &res, &text_res);
         }
+        if (train_sample_due(&a, step, last, stopping)) { sample_print(cpu_next_logits, &model, &val, &tok, model.cfg.vocab, a.T, a.sample_len, step); }
         if (train_should_save(&a, step, step0, last, stopping)) {
             size_t n = model.pl.total;
             checkpoint_save(a.ckpt_path, a.ckpt_keep, &model.cfg, model.params, a.ckpt_opt ? model.m : NULL,
@@ -100,9 +117,11 @@ int main(int argc, char** argv) {
         model_update(&model, &a.opt, lr, step + 1, norm);
         double ms = (now_s() - t0) * 1e3;
         double tok_s = (double)a.B * a.T * a.accum / (ms / 1e3);
-        report_step(&log, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, -1.0);
+        report_step(&log, &sum, step + 1, a.opt.steps, loss, lr, norm, ms, tok_s, -1.0);
     }
+    run_summary_print(&sum, &a, "");
     run_log_close(&log);
+    tokenizer_free(&tok);
     train_eval_free(&ev);
     model_free(&model);
     dataloader_free(&train);

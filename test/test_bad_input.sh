@@ -162,6 +162,9 @@ trainer_rows() {
     bad "$T resume other -s" "-r good.ckpt was trained with -s 1337, this run gives -s 7" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -s 7
     bad "$T resume other needle mixture" "-r good.ckpt was trained on other data" "" "$TR" "${M[@]}" -n 9 -r good.ckpt --needle-frac 0.5
     bad "$T resume other data files" "-r good.ckpt was trained on other data" "" "$TR" "${M[@]}" -n 9 -r good.ckpt --bytes -i text.txt
+    bad "$T --sample without -r" "--sample needs -r CHECKPOINT" "" "$TR" "${M[@]}" --sample
+    bad "$T --tokenizer FIFO" "--tokenizer 'fifo.bin' is a FIFO" "" "$TR" "${M[@]}" -i train.bin -j val.bin --tokenizer fifo.bin
+    bad "$T --tokenizer not a tokenizer" "--tokenizer val.bin: magic 20240520 version 1, expected 20240328" "" "$TR" "${M[@]}" -i train.bin -j val.bin --tokenizer val.bin
     # 8. messages say why
     bad "$T missing -r" "checkpoint 'none.ckpt': No such file or directory" "" "$TR" "${M[@]}" -n 9 -r none.ckpt
     bad "$T missing shards" "shards: no file matches 'none*.bin'" "" "$TR" "${M[@]}" -i 'none*.bin' -j val.bin

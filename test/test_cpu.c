@@ -19,6 +19,7 @@ command-line errors, and a tiny end-to-end training run.
              error; out-of-range fields and NaN/inf contents behind a valid checksum -> error; a
              non-finite state is never written (the old file stays); version 1 still loads;
              --ckpt-keep matches <path>.step<digits> literally
+  tokenizer: llm.c's tokenizer file round trip; another vocabulary or a cut file -> one clear line
   training:  SRF hybrid, 300 steps on built-in data; val loss < 0.75 x unigram baseline
 */
 #include <ctype.h>
@@ -289,6 +290,34 @@ static void test_checkpoint(void) {
     free(buf);
     model_free(&m);
     remove(path); remove(bare); remove(trunc); remove(hdr); remove(var);
+}
+
+// llm.c's tokenizer file: written here with one piece per id, read back, checked against the data's vocabulary.
+static void load_tokenizer_50000(void* path) { Tokenizer t = tokenizer_load((const char*)path, 50000); tokenizer_free(&t); }
+static void load_tokenizer_50257(void* path) { Tokenizer t = tokenizer_load((const char*)path, 50257); tokenizer_free(&t); }
+static void test_tokenizer(void) {
+    const char* path = tmp_path("tok.bin");
+    FILE* f = fopen_check(path, "wb");
+    uint32_t h[256] = {TOKENIZER_MAGIC, 2, 50257, 50256};
+    fwrite(h, sizeof(h), 1, f);
+    for (int i = 0; i < 50257; i++) {
+        char piece[16];
+        unsigned char len = (unsigned char)snprintf(piece, sizeof(piece), i == 198 ? "\n" : " w%d", i);
+        fwrite(&len, 1, 1, f);
+        fwrite(piece, 1, len, f);
+    }
+    fclose(f);
+    Tokenizer t = tokenizer_load(path, 50257);
+    check(t.n == 50257 && strcmp(t.piece[7], " w7") == 0 && strcmp(t.piece[198], "\n") == 0 && strcmp(t.piece[50256], " w50256") == 0,
+          "tokenizer file round trip", "llm.c format, %d pieces, piece 7 '%s'", t.n, t.piece[7]);
+    tokenizer_free(&t);
+    expect_die("tokenizer of another vocabulary -> error", load_tokenizer_50000, (void*)path, "50257 tokens, the data's vocabulary has 50000");
+    size_t n;
+    unsigned char* buf = file_read_all(path, &n);
+    file_write_all(path, buf, n - 3);  // the last piece cut short
+    expect_die("truncated tokenizer -> error", load_tokenizer_50257, (void*)path, "read failed: unexpected end of file");
+    free(buf);
+    remove(path);
 }
 
 // --ckpt-keep prunes path.step<digits> only: the user's path is matched literally, not as a glob.
@@ -720,6 +749,7 @@ int main(void) {
     test_cli();
     test_checkpoint();
     test_kept_names();
+    test_tokenizer();
     test_needle_grid();
     test_needle_scorer();
     test_retrieval_stats();

@@ -9,6 +9,7 @@
 #   non-finite:   a parameter that overflows the forward stops the run before its first update
 #                 with one clear line, the existing checkpoint untouched; --skip-nonfinite skips
 #                 the updates instead
+#   --sample:     a checkpoint's sample is the same every time
 #   bad resume:   a data vocabulary that is not the checkpoint's -> one clear line, exit != 0
 source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step
 dir=$(mktemp -d)
@@ -59,6 +60,11 @@ run_suite() {  # trainer name, then its flags for a small fast model
     rc=$?
     if [ $rc -eq 0 ] && [ "$(grep -c 'not finite, update skipped' "$d/k.out")" = 2 ]; then pass "$tr --skip-nonfinite" "2 steps skipped, exit 0"
     else fail "$tr --skip-nonfinite" "exit $rc, $(grep -c 'update skipped' "$d/k.out") skipped"; fi
+    # --sample: the same continuation of the same val prompt every time, nothing written
+    ./"$tr" "${fl[@]}" --sample -r "$d/a.ckpt" > "$d/s1.out" 2>&1; ./"$tr" "${fl[@]}" --sample -r "$d/a.ckpt" > "$d/s2.out" 2>&1
+    if grep -q "^sample at step 12:" "$d/s1.out" && grep -q " >>> " "$d/s1.out" && cmp -s "$d/s1.out" "$d/s2.out"; then
+        pass "$tr --sample" "$(grep -A1 '^sample at' "$d/s1.out" | tail -n 1 | cut -c1-100)"
+    else fail "$tr --sample" "$(tail -n 2 "$d/s1.out" | tr '\n' ' ')"; fi
     ./"$tr" "${fl[@]}" -n 14 -r "$d/a.ckpt" --needle-symbols 17 -c "" > /dev/null 2> "$d/v.err"
     rc=$?
     if [ $rc -ne 0 ] && grep -q "checkpoint vocabulary .*, the data's is" "$d/v.err"; then pass "$tr resume vocab mismatch -> error" "$(head -c 150 "$d/v.err")"
@@ -72,7 +78,7 @@ LN1_AT=$((384 * 32)) run_suite train_cpu "${small[@]}" -C 32
 if [ -x ./train_hybrid ] && nvidia-smi -L > /dev/null 2>&1; then
     LN1_AT=$((384 * 64)) run_suite train_hybrid "${small[@]}" -C 64 --eval-every 0
 else
-    for t in determinism "--ckpt-keep 2" "exact resume" SIGTERM "non-finite loss -> stop" --skip-nonfinite "resume vocab mismatch -> error"; do
+    for t in determinism "--ckpt-keep 2" "exact resume" SIGTERM "non-finite loss -> stop" --skip-nonfinite --sample "resume vocab mismatch -> error"; do
         skip "train_hybrid $t" "no CUDA GPU here (or train_hybrid not built)"
     done
 fi

@@ -22,7 +22,7 @@ probe() {
     local name=$1; shift
     if [ -n "$ONLY" ] && ! [[ "$name" =~ ^($ONLY)$ ]]; then return 0; fi
     if ! ./train_cpu "$@" -L 2 -C 64 -H 2 -T 128 -B 8 --needle-frac 1 --needle-density 30 --needle-queries 32 \
-        -n "$STEPS" -l 3e-3 -v 1000 --eval-every 500 --eval-samples 8 --eval-text 0 -o "$OUT/$name.jsonl" > "$OUT/$name.out" 2>&1; then
+        -n "$STEPS" -l 3e-3 -v 1000 --eval-every 500 --eval-samples 8 --eval-text 0 -o "$OUT/$name.jsonl" -c "" > "$OUT/$name.out" 2>&1; then
         echo "error: $name: train_cpu failed ($(tail -n 1 "$OUT/$name.out")); output in $OUT/$name.out" >&2
         exit 1
     fi
