@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """plot.py — PNG plots of train_hybrid's JSONL logs (matplotlib; Debian: apt-get install python3-matplotlib).
 
-    python3 dev/plot.py train_hybrid.jsonl                       # -> plots/*.png
+    python3 dev/plot.py train_cpu.jsonl                          # -> train_cpu_plots/*.png
     python3 dev/plot.py w16.jsonl w64.jsonl --labels W16,W64 -o plots --step 500
 
-Writes, into -o (default plots/):
+Writes, into -o (default: <first log's name>_plots/, next to that log):
     loss.png             train loss (smoothed) and val loss vs step, one colour per log
     needle_acc.png       needle exact-match accuracy (mean over depths) vs step, one panel per length
     needle_grid.png      accuracy heatmap, length x depth, at --step (default: the last eval), per log
@@ -18,9 +18,13 @@ import json
 import os
 import sys
 
-import matplotlib
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
+try:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+except ImportError:
+    sys.exit(f"error: plot.py needs matplotlib, which {sys.executable} does not have: "
+             "apt-get install python3-matplotlib (Debian/Ubuntu) and run it with /usr/bin/python3")
 
 
 def read_log(path):
@@ -196,7 +200,7 @@ def plot_retrieval_best(logs, labels, out):
 def main():
     p = argparse.ArgumentParser(description="PNG plots of train_hybrid JSONL logs")
     p.add_argument("logs", nargs="+", help="JSONL logs (train_hybrid -o), plain or .gz")
-    p.add_argument("-o", "--out", default="plots", help="output folder (default plots/)")
+    p.add_argument("-o", "--out", help="output folder (default: <first log's name>_plots/, next to that log)")
     p.add_argument("--labels", help="comma-separated names of the logs (default: file names)")
     p.add_argument("--step", type=int, help="eval step of the length x depth heatmap (default: the last eval)")
     a = p.parse_args()
@@ -207,6 +211,11 @@ def main():
         if not os.path.isfile(path):
             sys.exit(f"error: {path}: no such log file")
     logs = [read_log(x) for x in a.logs]
+    if a.out is None:  # train_cpu.jsonl -> train_cpu_plots/ in the same folder
+        name = os.path.basename(a.logs[0])
+        for ext in (".gz", ".jsonl"):
+            name = name[: -len(ext)] if name.endswith(ext) else name
+        a.out = os.path.join(os.path.dirname(a.logs[0]), name + "_plots")
     os.makedirs(a.out, exist_ok=True)
     written = []
     plot_loss(logs, labels, os.path.join(a.out, "loss.png"))

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs each test program given as an argument, shows its output, and sums the
-# "N passed, N failed, N skipped" lines they end with into one final line of the same form.
+# "N passed, N failed, N skipped" lines they end with into one final line of the same form; each
+# program's own line gets its elapsed time, and a table of the times ends the run.
 # A program that dies without its summary line counts as one failure.
-passed=0; failed=0; skipped=0
+passed=0; failed=0; skipped=0; times=()
+start=$SECONDS
 for prog in "$@"; do
     echo "== $prog"
     out=$(mktemp)
+    t0=$SECONDS
     "./$prog" 2>&1 | tee "$out"
     last=$(tail -n 1 "$out")
     if [[ "$last" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
@@ -14,7 +17,11 @@ for prog in "$@"; do
         echo "FAIL $prog: ended without its summary line (crashed?)"
         failed=$((failed + 1))
     fi
+    times+=("$(printf '%5d s  %s' $((SECONDS - t0)) "$prog")")
+    echo "-- $prog: $((SECONDS - t0)) s"
     rm -f "$out"
 done
+echo "== time per program (all: $((SECONDS - start)) s)"
+printf '%s\n' "${times[@]}"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -195,7 +195,7 @@ trainer_run_rows "$CPU" train_cpu
 if [ -x "$ROOT/train_hybrid" ]; then
     trainer_rows "$ROOT/train_hybrid" train_hybrid
     if [ $GPU = 1 ]; then trainer_run_rows "$ROOT/train_hybrid" train_hybrid
-    else skip "train_hybrid rows that train (log and checkpoint write failures, --ckpt-keep)" "no CUDA GPU here"; fi
+    else skip "train_hybrid rows that train (log and checkpoint write failures, --ckpt-keep)" "no CUDA GPU found"; fi
 else
     skip "train_hybrid rows" "train_hybrid not built (no nvcc)"
 fi

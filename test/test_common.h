@@ -1,7 +1,7 @@
 /*
 test_common.h — the checklist harness shared by the test programs.
 
-defines: check() (one PASS/FAIL line per check), skip(), tmp_path(), run_child() (code in a child process, its
+defines: check() (one PASS/FAIL line per check), skip(), skip_all(), tmp_path(), run_child() (code in a child process, its
          stderr and exit status), expect_die() (checks that it exits non-zero with a given message), test_summary() (the final
          "N passed, N failed, N skipped" line), rel_err()
 */
@@ -34,6 +34,13 @@ static void skip(const char* name, const char* why) {
     printf("SKIP %s: %s\n", name, why);
     fflush(stdout);
     tests_skipped++;
+}
+
+// n checks skipped for one reason, as one line: "SKIP what (n checks): why"
+static void skip_all(const char* what, int n, const char* why) {
+    printf("SKIP %s (%d checks): %s\n", what, n, why);
+    fflush(stdout);
+    tests_skipped += n;
 }
 
 static int test_summary(void) {

@@ -14,6 +14,17 @@ defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros(_bytes), rel_err_dev,
 #include "../hybrid_cpu.h"     // defines: l2norm_forward, MIXER_* (and dataloader.h: malloc_check, Rng)
 #include "../cuda_common.cuh"  // defines: cudaCheck, floatX
 
+// 1 when this machine has no usable CUDA GPU, with the reason in why: "no CUDA GPU found" (no device,
+// or no NVIDIA driver, which the runtime reports as an old driver), else the runtime's error.
+static int gpu_missing(char* why, size_t size) {
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err == cudaSuccess && n > 0) { return 0; }
+    if (err == cudaSuccess || err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) { snprintf(why, size, "no CUDA GPU found"); }
+    else { snprintf(why, size, "no usable CUDA GPU (%s)", cudaGetErrorString(err)); }
+    return 1;
+}
+
 static double rel_err_f(const float* gpu, const float* cpu, size_t n) {
     double d = 0.0, r = 0.0;
     for (size_t i = 0; i < n; i++) { d += ((double)gpu[i] - cpu[i]) * ((double)gpu[i] - cpu[i]); r += (double)cpu[i] * cpu[i]; }

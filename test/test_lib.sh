@@ -4,6 +4,8 @@ passed=0; failed=0; skipped=0
 pass() { echo "PASS $1: $2"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
 skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
+# skip_n N WHAT WHY: N checks skipped for one reason, one line
+skip_n() { echo "SKIP $2 ($1 checks): $3"; skipped=$((skipped + $1)); }
 # the summary line; the exit status says whether all passed
 summary() {
     echo "$passed passed, $failed failed, $skipped skipped"

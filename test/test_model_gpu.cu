@@ -1,6 +1,6 @@
 /*
 test_model_gpu.cu — the whole model on the GPU (train_hybrid.cu, included with TESTING) against the
-CPU reference (hybrid_cpu.h, float build). Without a CUDA GPU every check is skipped with the reason.
+CPU reference (hybrid_cpu.h, float build). Without a CUDA GPU one line says so (the checks count as skipped).
 
   small kernels of the trainer on odd shapes: encoder, RMSNorm (rows of C and per-head rows of D),
   RoPE, SwiGLU, cross-entropy with masked targets, forward and backward
@@ -31,6 +31,8 @@ is identical in fp32 and within rounding of the bf16 forward in bf16 (see the ch
 // ----------------------------------------------------------------------------
 // the trainer's own small kernels
 
+#define N_SMALL_KERNEL_CHECKS 6  // test_small_kernels: rmsnorm x2, rope, swiglu, crossentropy, encoder
+#define N_TRAINING_CHECKS 4      // test_training: 10 steps vs cpu, determinism, checkpoint, needle eval
 static void test_small_kernels(const GpuContext* g) {
     int B = 2, T = 37, C = 96, H = 3, D = C / H, N = B * T, V = 50, Vp = 64;
     size_t nC = (size_t)N * C, n3 = 3 * nC;
@@ -365,21 +367,9 @@ int main(void) {
         {"SRF", 3, 8, POS_NOPE, POS_NOPE, MIXER_GLA},
     };
     int n_cases = (int)(sizeof(cases) / sizeof(cases[0]));
-    int n_gpu = 0;
-    cudaError_t err = cudaGetDeviceCount(&n_gpu);
-    if (err != cudaSuccess || n_gpu == 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "no CUDA GPU on this machine (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
-        const char* others[] = {"gpu rmsnorm (rows of C)", "gpu rmsnorm (per head)", "gpu rope", "gpu swiglu", "gpu crossentropy",
-                                "gpu encoder", "gpu 10 training steps SRF vs cpu", "gpu determinism", "gpu checkpoint round trip",
-                                "gpu needle eval = cpu needle eval"};
-        for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) { skip(others[i], why); }
-        for (int i = 0; i < n_cases; i++) {
-            char what[64], name[96];
-            case_name(what, sizeof(what), &cases[i]);
-            snprintf(name, sizeof(name), "gpu model %s", what);
-            skip(name, why);
-        }
+    char why[160];
+    if (gpu_missing(why, sizeof(why))) {
+        skip_all("test_model_gpu", N_SMALL_KERNEL_CHECKS + n_cases + N_TRAINING_CHECKS, why);
         return test_summary();
     }
     GpuContext g = gpu_context_create();

@@ -40,7 +40,7 @@ if [ ! -x ./train_hybrid ]; then why="train_hybrid not built"
 elif [ "${n_gpu:-0}" -lt 2 ]; then why="needs 2 CUDA GPUs, this host has ${n_gpu:-0}"
 elif ./train_hybrid --gpus 2 -n 0 -c "" -o "" --eval-every 0 -v 0 2>&1 | grep -q "has no NCCL"; then why="train_hybrid built without NCCL"; fi
 if [ -n "$why" ]; then
-    for t in "${names[@]}"; do skip "$t" "$why"; done
+    skip_n ${#names[@]} "2-GPU checks" "$why"
     summary
     exit
 fi

@@ -78,9 +78,7 @@ LN1_AT=$((384 * 32)) run_suite train_cpu "${small[@]}" -C 32
 if [ -x ./train_hybrid ] && nvidia-smi -L > /dev/null 2>&1; then
     LN1_AT=$((384 * 64)) run_suite train_hybrid "${small[@]}" -C 64 --eval-every 0
 else
-    for t in determinism "--ckpt-keep 2" "exact resume" SIGTERM "non-finite loss -> stop" --skip-nonfinite --sample "resume vocab mismatch -> error"; do
-        skip "train_hybrid $t" "no CUDA GPU here (or train_hybrid not built)"
-    done
+    skip_n 8 "train_hybrid" "no CUDA GPU found (or train_hybrid not built)"
 fi
 rm -rf "$dir"
 summary
