@@ -105,7 +105,7 @@ test/test_gpu test/test_gpu_bf16: test/test_gpu.cu test/test_common.h test/test_
 train_hybrid: train_hybrid.cu $(GPU_HEADERS) $(PRECISION_STAMP)
 	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
-# step and kernel speed against DESIGN.md §5's targets; includes train_hybrid.cu with TESTING
+# step and kernel speed against the targets of dev/bench/README.md; includes train_hybrid.cu with TESTING
 dev/bench/bench_step: dev/bench/bench_step.cu test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS) $(PRECISION_STAMP)
 	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(PRECISION) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 

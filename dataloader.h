@@ -652,7 +652,7 @@ static void dataloader_skip(DataLoader* dl, long n) {
 }
 
 // ----------------------------------------------------------------------------
-// The needle eval grid (DESIGN.md §4): lengths × depths × samples. Every sample is fixed by the
+// The needle eval grid (README.md, "Retrieval metrics"): lengths × depths × samples. Every sample is fixed by the
 // grid's seed and the val haystack (its own stream, read from the start), so every run and every
 // model, on the GPU or the CPU, sees the same samples.
 
@@ -674,7 +674,7 @@ typedef struct {
 // sample s of cell (length li, depth di); the samples of one length are contiguous
 static int grid_index(const NeedleGrid* g, int li, int di, int s) { return (li * g->n_depths + di) * g->samples + s; }
 
-// DESIGN.md's grid around training length T: lengths T/4, T/2, T, 2T, 4T; depths 0, .25, .5, .75, 1.
+// The default grid around training length T: lengths T/4, T/2, T, 2T, 4T; depths 0, .25, .5, .75, 1.
 static void needle_grid_default(NeedleGrid* g, int T, int samples, uint64_t seed) {
     memset(g, 0, sizeof(*g));
     const double mult[5] = {0.25, 0.5, 1.0, 2.0, 4.0};

@@ -1,7 +1,7 @@
 /*
 eval_needle.c — the needle-in-a-haystack grid and the retrieval heads of a checkpoint, on the CPU
 with the reference implementation (hybrid_cpu.h): the same samples and scoring as the evaluation
-train_hybrid runs while it trains (DESIGN.md §4), so the two can be checked against each other.
+train_hybrid runs while it trains (README.md, "Retrieval metrics"), so the two can be checked against each other.
 
     make eval_needle && ./eval_needle -c train_hybrid.ckpt      # grid T/4..4T around the training T
     ./eval_needle -c run.ckpt --lengths 256,512,2048 --depths 0,0.5,1 -N 32 --json

@@ -1,5 +1,5 @@
 /*
-hybrid_cpu.h — the CPU reference of the hybrid model (../shared/DESIGN.md §1): every layer's forward
+hybrid_cpu.h — the CPU reference of the hybrid model (README.md, "The model"): every layer's forward
 and backward as plain loops, the whole model from a layer pattern, AdamW and the LR schedule.
 
 defines: real, Config, parameter/activation tensor tables and layouts, layer forward/backward pairs,
@@ -767,7 +767,7 @@ static real* ggrad(const Model* m, int k) { return m->grads + m->pl.global_off[k
 static real* gact(const Model* m, int k) { return m->acts + m->al.global_off[k]; }
 static real* gdact(const Model* m, int k) { return m->dacts + m->al.global_off[k]; }
 
-// Draws every parameter of layout pl from rng in layout order (DESIGN.md §1 init). Padded wte rows
+// Draws every parameter of layout pl from rng in layout order (README.md, "The model": init). Padded wte rows
 // stay 0. The GPU trainer fills its host copy with this too, so a seed gives both the same model.
 static void params_init(real* params, const Layout* pl, const Config* c, uint64_t seed) {
     Rng rng;

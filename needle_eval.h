@@ -20,7 +20,7 @@ defines: NeedleResult, needle_result_init/free, logits_argmax, needle_score_answ
 #include "hybrid_cpu.h"  // defines: Config, Model, model_forward (and dataloader.h: NeedleGrid)
 
 // ----------------------------------------------------------------------------
-// Needle evaluation (DESIGN.md §4), shared by the trainer, eval_needle.c and the tests.
+// Needle evaluation (README.md, "Retrieval metrics"), shared by the trainer, eval_needle.c and the tests.
 //   accuracy: a sample is right when every answer token is the argmax of the logits that predict it
 //             under teacher forcing (= greedy exact match); token accuracy counts answer tokens.
 //   retrieval score of head h of attention layer l: over the answer tokens of the samples of length

@@ -322,7 +322,7 @@ static void run_log_close(RunLog* log) {
 }
 
 // ----------------------------------------------------------------------------
-// The needle evals of a training run (DESIGN.md §4): the symbol grid every --eval-every steps (and
+// The needle evals of a training run (README.md, "Retrieval metrics"): the symbol grid every --eval-every steps (and
 // at the last step) and, for byte data trained on symbol needles, the text-needle grid next to it,
 // at the lengths whose haystack holds the text needle's statement and question. The trainer runs
 // the grids on its model (cpu_needle_eval, gpu_needle_eval) and hands the results to
@@ -445,15 +445,18 @@ static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, c
         return ck;
     }
     if (a->opt.steps <= ck.step) { die("-r %s is at step %d already: -n %d trains nothing; give -n > %d", r, ck.step, a->opt.steps, ck.step); }
-    const char* exact = "an exact resume needs the run's own -T, -B, -a, -s, GPUs and data flags";
+    const char* exact = "an exact resume needs the run's own -T, -B, -a x GPUs, -s and data flags";
     if (ck.run.T != 0 && ck.run.T != run->T) { die("-r %s was trained with -T %d, this run gives -T %d: %s", r, ck.run.T, run->T, exact); }
     if (ck.version == 1) {
         printf("-r %s: a version-1 checkpoint records no -B, -a, -s or data; resumed without checking them\n", r);
         return ck;
     }
     if (ck.run.B != run->B) { die("-r %s was trained with -B %d, this run gives -B %d: %s", r, ck.run.B, run->B, exact); }
-    if (ck.run.accum != run->accum) { die("-r %s was trained with -a %d, this run gives -a %d: %s", r, ck.run.accum, run->accum, exact); }
-    if (ck.run.world != run->world) { die("-r %s was trained on %d GPU(s), this run has %d: %s", r, ck.run.world, run->world, exact); }
+    // the data position is step · accum · world micro-batches: any split of the same global batch resumes
+    if (ck.run.accum * ck.run.world != run->accum * run->world) {
+        die("-r %s was trained with -a %d on %d GPU(s) (%d micro-batches a step), this run has -a %d on %d (%d): %s", r, ck.run.accum,
+            ck.run.world, ck.run.accum * ck.run.world, run->accum, run->world, run->accum * run->world, exact);
+    }
     if (ck.run.seed != run->seed) { die("-r %s was trained with -s %ld, this run gives -s %ld: %s", r, ck.run.seed, run->seed, exact); }
     if (ck.run.data_id != run->data_id) {
         die("-r %s was trained on other data: -i, -j, --bytes and the --needle-* flags must name the same files (names, sizes) and mixture; %s", r, exact);

@@ -1,7 +1,7 @@
 /*
 train_hybrid.cu — trains a hybrid of full attention (F), sliding-window attention (S) and Gated
 DeltaNet (R) layers on one GPU, or data-parallel on several (--gpus N, NCCL). The model is
-hybrid_cpu.h's (../shared/DESIGN.md §1), layer by layer: the same tensor tables and layouts, the
+hybrid_cpu.h's (README.md, "The model"), layer by layer: the same tensor tables and layouts, the
 same forward/backward lists, so a GPU run can be diffed against the CPU reference tensor by tensor
 (test/test_model_gpu.cu does).
 

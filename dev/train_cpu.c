@@ -2,16 +2,17 @@
 train_cpu.c — trains a small hybrid on the CPU with the reference implementation (hybrid_cpu.h),
 so the model can be studied, stepped through and diffed without a GPU.
 
-    make train_cpu && ./train_cpu                 # built-in data, small SSSF hybrid
+    make train_cpu && ./train_cpu                 # built-in data, small SSSF hybrid -> train_cpu.jsonl, train_cpu.ckpt
     ./train_cpu -p SRF -w 16 --mixer gla -n 100   # any pattern, window, mixer
     ./train_cpu -n 100 -c run.ckpt --ckpt-every 20  # checkpoints; ^C saves one and exits
     ./train_cpu -n 200 -c run.ckpt -r run.ckpt       # resume: the same losses as one 200-step run
     ./train_cpu -h                                # every flag with its default
 
-Prints loss, lr, grad norm, ms and tok/s per step, val loss every -v steps, the needle grid and
-retrieval heads every --eval-every steps (off by default: slow on a CPU), and writes one JSON line
-per step (and per val and eval) to -o. Checkpoints, resume, the non-finite guard and signals behave
-as in train_hybrid (README, "Checkpoints and resume").
+Prints loss, lr, grad norm, ms, tok/s, elapsed time and ETA per step, val loss every -v steps, a
+sample every --sample-every steps, the needle grid and retrieval heads every --eval-every steps (off
+by default: slow on a CPU), and a summary at the end; writes one JSON line per step (and per val and
+eval) to -o (default train_cpu.jsonl) and the checkpoint to -c (default train_cpu.ckpt). Checkpoints, resume, the non-finite guard and signals behave
+as in train_hybrid (README, "Training runs").
 */
 #include "../train_common.h"
 

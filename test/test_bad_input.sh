@@ -40,10 +40,10 @@ shard() {
       else head -c $((2 * $4)) ascii.txt | od -An -v -tx1 -w2 | while read -r a b; do printf "\\x$a\\x$b\\x00\\x00"; done; fi
     } > "$1"
 }
-LC_ALL=C tr -cd 'a-z .\n' < "$ROOT/README.md" > ascii.txt  # pairs of ASCII bytes: ids < 32896
+yes 'the quick brown fox jumps over the lazy dog.' | head -c 20000 > ascii.txt  # pairs of ASCII bytes: ids < 32896
 shard train.bin 20240520 1 4000 2; shard val.bin 20240520 1 2000 2; shard data.bin.step3 20240520 1 4000 2
 shard llama.bin 20240801 7 4000 4; shard short.bin 20240520 1 10 2
-mkfifo fifo.bin; mkdir adir; head -c 20000 "$ROOT/README.md" > text.txt; head -c 30 "$ROOT/README.md" > tiny.txt
+mkfifo fifo.bin; mkdir adir; cp ascii.txt text.txt; head -c 30 ascii.txt > tiny.txt
 "$CPU" "${M[@]}" -n 3 -c good.ckpt > fixture.out 2>&1 || { fail "setup" "train_cpu fixture: $(tail -n 1 fixture.out)"; summary; exit 1; }
 ln -s good.ckpt link.ckpt; mkdir sub
 cp good.ckpt nan_m.ckpt; "$EDIT" nan_m.ckpt m 5 nan
@@ -158,7 +158,7 @@ trainer_rows() {
     bad "$T --eval-early without --eval-every" "--eval-early 100 without --eval-every" "" "$TR" "${M[@]}" --eval-early 100
     bad "$T resume other -T" "-r good.ckpt was trained with -T 32, this run gives -T 64" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -T 64
     bad "$T resume other -B" "-r good.ckpt was trained with -B 2, this run gives -B 3" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -B 3
-    bad "$T resume other -a" "-r good.ckpt was trained with -a 1, this run gives -a 2" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -a 2
+    bad "$T resume other -a" "-r good.ckpt was trained with -a 1 on 1 GPU(s) (1 micro-batches a step), this run has -a 2 on 1 (2)" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -a 2
     bad "$T resume other -s" "-r good.ckpt was trained with -s 1337, this run gives -s 7" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -s 7
     bad "$T resume other needle mixture" "-r good.ckpt was trained on other data" "" "$TR" "${M[@]}" -n 9 -r good.ckpt --needle-frac 0.5
     bad "$T resume other data files" "-r good.ckpt was trained on other data" "" "$TR" "${M[@]}" -n 9 -r good.ckpt --bytes -i text.txt

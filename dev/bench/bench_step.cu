@@ -1,6 +1,6 @@
 /*
 bench_step.cu — speed of train_hybrid's training step and of its mixer kernels, printed next to the
-targets of ../shared/DESIGN.md §5 (H100, peers: PyTorch 2.11 + torch.compile on the same model).
+targets of dev/bench/README.md (H100, peers: PyTorch 2.11 + torch.compile on the same model).
 
     make dev/bench/bench_step && ./dev/bench/bench_step          # every config and kernel
     ./dev/bench/bench_step -c F -n 5                              # one config, 5 timed steps
@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
     if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found: the benchmark needs one"); }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s, precision %s; targets: DESIGN.md §5 (H100, bf16)\n\n", prop.name, PRECISION_NAME);
+    printf("device: %s, precision %s; targets: dev/bench/README.md (H100, bf16)\n\n", prop.name, PRECISION_NAME);
     if (!kernels_only) {
         printf("| config      |  ms/step  |  tok/s   |  MFU   |  GiB   | target                   | peer (torch.compile)      |      |\n");
         printf("|-------------|-----------|----------|--------|--------|--------------------------|---------------------------|------|\n");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scaling.sh — data-parallel scaling of train_hybrid --gpus N on DESIGN.md §5's gpt2s SSSF W 512
+# scaling.sh — data-parallel scaling of train_hybrid --gpus N on the gpt2s SSSF W 512 of dev/bench/README.md
 # (C 768, L 12, H 12, SwiGLU 2048, B 8 x T 4096 per GPU), random GPT-2 tokens, next to the target
 # (>= 90% efficiency: N-GPU tok/s / (N x 1-GPU tok/s); the first count given is the baseline).
 #

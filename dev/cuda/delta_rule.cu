@@ -1,7 +1,7 @@
 /*
 delta_rule.cu — the recurrence of the R layer (Gated DeltaNet, and its gla mode) on its own, llm.c
 dev/cuda style: each version checked against the CPU reference (hybrid_cpu.h) on small shapes, then
-timed forward and backward at the benchmark shape (B 8, T 4096, H 12, D 64) next to DESIGN.md §5's
+timed forward and backward at the benchmark shape (B 8, T 4096, H 12, D 64) next to dev/bench/README.md's
 targets.
 
     make dev/cuda/delta_rule
@@ -267,7 +267,7 @@ static void time_version(int version, int mixer) {
     TimeCase tc = {&b, version, B, T, H, D, mixer};
     float fwd, bwd;
     time_fwd_bwd(time_run, &tc, REPS, &fwd, &bwd);
-    // DESIGN.md §5: forward + backward targets on the H100, fla's kernels 2.61 (gdn) / 1.31 (gla) ms
+    // forward + backward targets (dev/bench/README.md) on the H100, fla's kernels 2.61 (gdn) / 1.31 (gla) ms
     double target = mixer == MIXER_GDN ? 1.3 : 0.9;
     printf("time  v%d %s B=%d T=%d H=%d D=%d: fwd %8.3f ms  bwd %8.3f ms  total %8.3f ms (target <= %.1f)\n", version,
            mixer == MIXER_GDN ? "gdn" : "gla", B, T, H, D, fwd, bwd, fwd + bwd, target);

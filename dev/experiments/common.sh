@@ -2,12 +2,12 @@
 # model sizes, the data, and run_config, which trains one config for every seed, skipping runs
 # whose log is complete. Settings come from the environment:
 #
-#   SIZE      mini (default: C 512, L 8, H 8, T 1024, B 32; DESIGN.md §6), small (C 256, L 8, H 4,
+#   SIZE      mini (default: C 512, L 8, H 8, T 1024, B 32; dev/experiments/README.md), small (C 256, L 8, H 4,
 #             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test);
 #             at T 1024: 30 needles per 1000 tokens (31 a sequence, the most that 1-symbol keys
 #             over 64 symbols allow: they differ within a sequence) and 128 queries a sequence;
-#             the calibration that chose these and the learning rate is in README.md
-#   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; DESIGN.md §6
+#             the calibration that chose these and the learning rate is in dev/experiments/README.md
+#   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; the protocol
 #             allows 5 minutes of H100 per run)
 #   SEEDS     seeds per config (default "1 2")
 #   DATA      a text file read as bytes (default dev/experiments/data/gcide.txt, made by
@@ -25,7 +25,7 @@
 #   GPUS      e.g. "0 1": the seeds of a config run side by side, one per GPU; "0 0": two at a time on
 #             GPU 0 (default: one at a time)
 #   ONLY      a regex: only the configs whose name it matches (e.g. ONLY=F for the emergence check
-#             DESIGN.md §6 asks for first, ONLY='SSSF_w(32|512)')
+#             the protocol asks for first, ONLY='SSSF_w(32|512)')
 #
 # A run: NAME.sSEED.jsonl while it trains, with checkpoint NAME.sSEED.ckpt every CKPT_EVERY steps; when
 # the trainer exits 0 the log is gzipped to NAME.sSEED.jsonl.gz (complete: skipped from then on)

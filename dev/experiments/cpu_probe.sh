@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cpu_probe.sh — finding 1's Gated DeltaNet hybrid that did not retrieve at mini, checked on the CPU fp32
-# reference (train_cpu: the recurrence token by token as DESIGN.md writes it; no GPU kernel, no
+# reference (train_cpu: the recurrence token by token as README.md's model section writes it; no GPU kernel, no
 # bf16): all-F, RF with gla and RF with Gated DeltaNet, 2 layers, C 64, T 128, the built-in text
 # with dense symbol needles, 6000 steps (about 9 minutes a run on 2 cores). Each run's log goes to
 # OUT/<name>.jsonl.gz; the last line of each run's needle eval is printed. ONLY (a regex of the names

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# f1_emergence.sh — finding 1 (DESIGN.md §6): efficient-attention design changes how fast retrieval
+# f1_emergence.sh — finding 1 (dev/experiments/README.md): efficient-attention design changes how fast retrieval
 # emerges, and hybrids converge with enough training. Configs: all-F, SSSF with W 32 / 128 / 512,
 # RRRF with Gated DeltaNet and with gla; every seed of SEEDS. Settings: common.sh (SIZE=small for the
 # second model size). Resumable: complete runs are skipped.

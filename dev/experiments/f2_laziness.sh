@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# f2_laziness.sh — finding 2 (DESIGN.md §6), "Large-Window Laziness": the larger the SWA window, the
+# f2_laziness.sh — finding 2 (dev/experiments/README.md), "Large-Window Laziness": the larger the SWA window, the
 # later the full-attention layers form retrieval heads. The SSSF runs of f1_emergence.sh (W 32, 128,
 # 512; reused, not re-run) plus W 64 and 256, so the step where the best F-layer head first scores
 # over 0.5 can be read against W. Settings: common.sh.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# f3_nope.sh — finding 3 (DESIGN.md §6): NoPE on the full-attention layers only (S layers keep
+# f3_nope.sh — finding 3 (dev/experiments/README.md): NoPE on the full-attention layers only (S layers keep
 # RoPE) of a small-window SWA hybrid improves retrieval beyond the training length (the needle grid's
 # 2T and 4T) at a negligible cost in short-context val loss. SSSF at W 32 and W 512, F = RoPE
 # (f1_emergence.sh's runs, reused) and F = NoPE. Settings: common.sh.

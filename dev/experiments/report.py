@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """report.py — the paper-mini results from the experiment logs: PNG plots and a markdown table per
-finding (DESIGN.md §6). Needs no GPU: it reads only the JSONL logs that f1_emergence.sh,
+finding (dev/experiments/README.md). Needs no GPU: it reads only the JSONL logs that f1_emergence.sh,
 f2_laziness.sh and f3_nope.sh leave (matplotlib; Debian: apt-get install python3-matplotlib).
 
     python3 dev/experiments/report.py                      # logs/<size>/ -> results/<size>/
@@ -67,7 +67,7 @@ class Run:
         self.evals = evals
         self.val_loss = val[-1][1] if val else None
         self.lengths = evals[0][1]["lengths"]
-        self.T = self.lengths[len(self.lengths) // 2]  # the grid is T/4, T/2, T, 2T, 4T (DESIGN.md §4)
+        self.T = self.lengths[len(self.lengths) // 2]  # the grid is T/4, T/2, T, 2T, 4T (README.md, "Retrieval metrics")
 
     def acc_at(self, length):
         """(steps, accuracy at `length`, mean over depths) over the evals"""
