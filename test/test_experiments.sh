@@ -57,18 +57,18 @@ else fail "experiments LEVER" "exit $rc: $err; $out; $(ls -R "$dir/lever" 2>&1 |
 
 # cpu_probe.sh at 20 steps: three logs, each ending on a needle eval, with the F layers of its pattern
 # (F: layers 0 and 1; RF: layer 1 only)
-out=$(STEPS=20 OUT="$dir/probe" bash dev/experiments/cpu_probe.sh 2>&1)
+out=$(STEPS=20 OUT="$dir/probe" EXTRA="--eval-samples 1" bash dev/experiments/cpu_probe.sh 2>&1)
 f_layers() { gzip -dc "$1" | grep '"needle"' | tail -n 1 | grep -o '"layer": [0-9]*, "type": "F"' | grep -o '[0-9]' | tr -d '\n'; }
 if [ "$(f_layers "$dir/probe/F.jsonl.gz")" = 01 ] && [ "$(f_layers "$dir/probe/RF_gla.jsonl.gz")" = 1 ] \
     && [ "$(f_layers "$dir/probe/RF_gdn.jsonl.gz")" = 1 ] && [ "$(echo "$out" | grep -c '^RF_g[dl][na]: step    20 | needle acc')" = 2 ]; then
     pass "experiments cpu_probe" "STEPS=20: F, RF_gla, RF_gdn logs with their F layers; $(echo "$out" | tail -n 1)"
 else fail "experiments cpu_probe" "$(echo "$out" | tr '\n' ' ' | cut -c1-300); $(ls "$dir/probe" | tr '\n' ' ')"; fi
-out=$(STEPS=20 ONLY=RF_gdn OUT="$dir/probe1" bash dev/experiments/cpu_probe.sh 2>&1)
+out=$(STEPS=2 ONLY=RF_gdn OUT="$dir/probe1" EXTRA="--eval-samples 1" bash dev/experiments/cpu_probe.sh 2>&1)
 if [ "$(ls "$dir/probe1")" = RF_gdn.jsonl.gz ]; then pass "experiments cpu_probe ONLY" "ONLY=RF_gdn: only its log"
 else fail "experiments cpu_probe ONLY" "$(ls "$dir/probe1" | tr '\n' ' '); $out"; fi
 
 # stop the first run of a fresh grid once it has a checkpoint and 25 logged steps, then go on
-export STEPS=200 EXTRA="--eval-every 50"
+export STEPS=100 EXTRA="--eval-every 50"
 LOGDIR="$dir/b" setsid bash dev/experiments/f3_nope.sh > "$dir/b.out" 2>&1 &
 pid=$!
 log="$dir/b/tiny/SSSF_w32.s1.jsonl"
@@ -82,7 +82,7 @@ wait $pid 2> /dev/null || rc=$?
 s_stop=$(ckpt_step "${log%.jsonl}.ckpt")
 out=$(LOGDIR="$dir/b" SEEDS=1 bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
 LOGDIR="$dir/c" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' > /dev/null 2>&1
-if [ $rc = 143 ] && [ "$s_stop" -ge 25 ] && [ "$s_stop" -lt 200 ] && [[ "$out" == *"resume $dir/b/tiny/SSSF_w32.s1 from step $s_stop"* ]] && [ -s "$log.gz" ] \
+if [ $rc = 143 ] && [ "$s_stop" -ge 25 ] && [ "$s_stop" -lt 100 ] && [[ "$out" == *"resume $dir/b/tiny/SSSF_w32.s1 from step $s_stop"* ]] && [ -s "$log.gz" ] \
     && cmp -s <(numbers "$log.gz") <(numbers "$dir/c/tiny/SSSF_w32.s1.jsonl.gz"); then
     pass "experiments resume" "$(echo "$out" | grep -o 'from step [0-9]*'), finished log equal to the uninterrupted run's ($(numbers "$log.gz" | wc -l) records)"
 else fail "experiments resume" "grid exit $rc, checkpoint at step $s_stop; $(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
