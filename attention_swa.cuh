@@ -6,7 +6,8 @@ defines: swa_forward_gpu, swa_backward_gpu
 The kernels are full_attn.cuh's: they take the window and visit only the tiles inside the band
 (attn_key_range / attn_query_range), so a query tile reads at most ceil((W + TILE - 1)/TILE) + 1 key
 tiles and the work grows with T·W, not T². With W >= T the band covers every causal tile and the
-result equals full attention.
+result equals full attention. The file stays thin on purpose: the band is full_attn.cuh's own tile
+loop, so SWA needs no kernels of its own; this is its entry point and the check of W.
 */
 #ifndef ATTENTION_SWA_CUH
 #define ATTENTION_SWA_CUH
