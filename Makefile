@@ -1,6 +1,9 @@
 # hybrid.cu build. Plain `make` builds every program this machine can build; `make test` builds and
 # runs every test this machine can run (GPU tests only where a GPU is present).
 
+# every core builds: the CUDA programs take most of a clean build
+MAKEFLAGS += --jobs=$(shell nproc 2>/dev/null || echo 2)
+
 CC ?= gcc
 CFLAGS ?= -O3 -march=native
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-function
