@@ -19,7 +19,8 @@ command-line errors, and a tiny end-to-end training run.
              error; out-of-range fields and NaN/inf contents behind a valid checksum -> error; a
              non-finite state is never written (the old file stays); version 1 still loads;
              --ckpt-keep matches <path>.step<digits> literally
-  tokenizer: llm.c's tokenizer file round trip; another vocabulary or a cut file -> one clear line
+  tokenizer: llm.c's tokenizer file round trip; another vocabulary or a cut file -> one clear line;
+             sample tokens printed through it (and as ids without one)
   training:  SRF hybrid, 300 steps on built-in data; val loss < 0.75 x unigram baseline
 */
 #include <ctype.h>
@@ -308,6 +309,30 @@ static void test_tokenizer(void) {
     }
     fclose(f);
     Tokenizer t = tokenizer_load(path, 50257);
+    // how a sample prints: pieces through the tokenizer, the needle block by name, ids without one
+    Vocab v = vocab_make(50257, 64);
+    const char* printed = tmp_path("tok_print.txt");
+    fflush(stdout);
+    int saved = dup(1);
+    FILE* out = fopen_check(printed, "w");
+    dup2(fileno(out), 1);
+    int ids[] = {7, 198, v.needle_mark, v.query_mark, v.symbol0 + 3};
+    for (int i = 0; i < 5; i++) { sample_print_token(&t, &v, ids[i]); }
+    Tokenizer none = {0, NULL};
+    sample_print_token(&none, &v, 7);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    fclose(out);
+    char got[64] = "";
+    FILE* in = fopen_check(printed, "r");
+    size_t got_n = fread(got, 1, sizeof(got) - 1, in);
+    got[got_n] = '\0';
+    fclose(in);
+    remove(printed);
+    int ok = strcmp(got, " w7\n<N><Q><s3>[7]") == 0;
+    for (char* c = got; *c; c++) { if (*c == '\n') { *c = '|'; } }  // one line in the report
+    check(ok, "sample tokens decoded", "ids 7, 198 (newline), <N>, <Q>, symbol 3, then 7 without a tokenizer -> \"%s\"", got);
     check(t.n == 50257 && strcmp(t.piece[7], " w7") == 0 && strcmp(t.piece[198], "\n") == 0 && strcmp(t.piece[50256], " w50256") == 0,
           "tokenizer file round trip", "llm.c format, %d pieces, piece 7 '%s'", t.n, t.piece[7]);
     tokenizer_free(&t);
