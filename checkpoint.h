@@ -4,7 +4,7 @@ checkpoint.h — the checkpoint file: writing (atomic, checked, never a non-fini
 --ckpt-keep, and the run record an exact resume compares. Shared by the trainers and eval_needle.c.
 
 defines: RunRecord, Checkpoint, checkpoint_write, checkpoint_read, checkpoint_free,
-         model_from_checkpoint, checkpoint_save, kept_save_step, checkpoint_checksum
+         model_from_checkpoint, checkpoint_save, kept_save_step, checkpoint_checksum, checkpoint_seal
 */
 #ifndef CHECKPOINT_H
 #define CHECKPOINT_H
@@ -87,6 +87,13 @@ static int state_finite(const Config* c, const float* params, const float* m, co
     return 0;
 }
 
+// A 64-bit value in two header ints, low 32 bits first (the seed, the data fingerprint, the checksum)
+static void header_put64(int32_t* h, int at, uint64_t x) {
+    h[at] = (int32_t)(uint32_t)x;
+    h[at + 1] = (int32_t)(uint32_t)(x >> 32);
+}
+static uint64_t header_get64(const int32_t* h, int at) { return (uint64_t)(uint32_t)h[at] | ((uint64_t)(uint32_t)h[at + 1] << 32); }
+
 // hash64 of a header (its checksum field taken as zero) and the payload
 static uint64_t checkpoint_checksum(const int32_t* h, const float* params, const float* m, const float* v, size_t n) {
     int32_t hz[CKPT_HEADER_INTS];
@@ -101,14 +108,19 @@ static uint64_t checkpoint_checksum(const int32_t* h, const float* params, const
     return sum;
 }
 
+// Stores the checksum of header h and its payload in h.
+static void checkpoint_seal(int32_t* h, const float* params, const float* m, const float* v, size_t n) {
+    header_put64(h, CKPT_CHECKSUM_INT, checkpoint_checksum(h, params, m, v, n));
+}
+
 static void checkpoint_header(int32_t* h, const Config* c, int has_opt, size_t n, int step, const RunRecord* run) {
     memset(h, 0, CKPT_HEADER_INTS * sizeof(int32_t));
     int32_t fields[] = {CKPT_MAGIC, CKPT_VERSION, c->vocab, c->padded_vocab, c->n_layer, c->n_embd, c->n_head, c->ffn,
                         c->window, c->pos_full, c->pos_swa, c->mixer, (int32_t)c->rope_theta, has_opt, step,
-                        (int32_t)(n & 0x7fffffff), (int32_t)(n >> 31), run->T, run->B, run->accum, run->world,
-                        (int32_t)(uint32_t)run->seed, (int32_t)((uint64_t)run->seed >> 32),
-                        (int32_t)(uint32_t)run->data_id, (int32_t)(run->data_id >> 32)};
+                        (int32_t)(n & 0x7fffffff), (int32_t)(n >> 31), run->T, run->B, run->accum, run->world};
     memcpy(h, fields, sizeof(fields));
+    header_put64(h, 21, (uint64_t)run->seed);
+    header_put64(h, 23, run->data_id);
     memcpy((char*)h + CKPT_PATTERN_BYTE, c->pattern, strlen(c->pattern));
 }
 
@@ -128,9 +140,7 @@ static void checkpoint_write(const char* path, const Config* c, const float* par
     }
     int32_t h[CKPT_HEADER_INTS];
     checkpoint_header(h, c, m != NULL, n, step, run);
-    uint64_t sum = checkpoint_checksum(h, params, m, v, n);
-    h[CKPT_CHECKSUM_INT] = (int32_t)(uint32_t)sum;
-    h[CKPT_CHECKSUM_INT + 1] = (int32_t)(sum >> 32);
+    checkpoint_seal(h, params, m, v, n);
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE* f = fopen(tmp, "wb");
@@ -199,8 +209,8 @@ static Checkpoint checkpoint_read(const char* path) {
     ck.run.T = h[17];
     if (version == CKPT_VERSION) {
         ck.run.B = h[18]; ck.run.accum = h[19]; ck.run.world = h[20];
-        ck.run.seed = (long)((uint64_t)(uint32_t)h[21] | ((uint64_t)(uint32_t)h[22] << 32));
-        ck.run.data_id = (uint64_t)(uint32_t)h[23] | ((uint64_t)(uint32_t)h[24] << 32);
+        ck.run.seed = (long)header_get64(h, 21);
+        ck.run.data_id = header_get64(h, 23);
     }
     size_t expect = param_layout(&ck.cfg).total;
     if (ck.n_params != expect) { die("%s: header says %zu parameters, its config has %zu", path, ck.n_params, expect); }
@@ -217,9 +227,9 @@ static Checkpoint checkpoint_read(const char* path) {
     }
     fclose(f);
     if (version == CKPT_VERSION) {
-        uint64_t sum = checkpoint_checksum(h, ck.params, ck.m, ck.v, ck.n_params);
-        uint64_t stored = (uint64_t)(uint32_t)h[CKPT_CHECKSUM_INT] | ((uint64_t)(uint32_t)h[CKPT_CHECKSUM_INT + 1] << 32);
-        if (sum != stored) { die("%s: checksum mismatch (the file is corrupt or was edited)", path); }
+        if (checkpoint_checksum(h, ck.params, ck.m, ck.v, ck.n_params) != header_get64(h, CKPT_CHECKSUM_INT)) {
+            die("%s: checksum mismatch (the file is corrupt or was edited)", path);
+        }
     }
     char why[160];
     if (state_finite(&ck.cfg, ck.params, ck.m, ck.v, ck.n_params, why, sizeof(why))) { die("%s: %s; refusing a non-finite checkpoint", path, why); }

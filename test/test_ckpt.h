@@ -31,14 +31,11 @@ static void ckpt_reseal(unsigned char* buf, size_t n) {
     const float* p = (const float*)(buf + header);
     size_t params = (size_t)(uint32_t)h[15] | ((size_t)(uint32_t)h[16] << 31);
     int has_opt = h[13] == 1;
-    uint64_t sum;
     if (n == header + (has_opt ? 3 : 1) * params * sizeof(float)) {
-        sum = checkpoint_checksum(h, p, has_opt ? p + params : NULL, has_opt ? p + 2 * params : NULL, params);
+        checkpoint_seal(h, p, has_opt ? p + params : NULL, has_opt ? p + 2 * params : NULL, params);
     } else {
-        sum = checkpoint_checksum(h, p, NULL, NULL, (n - header) / sizeof(float));
+        checkpoint_seal(h, p, NULL, NULL, (n - header) / sizeof(float));
     }
-    h[CKPT_CHECKSUM_INT] = (int32_t)(uint32_t)sum;
-    h[CKPT_CHECKSUM_INT + 1] = (int32_t)(sum >> 32);
 }
 
 #endif // TEST_CKPT_H
