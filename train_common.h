@@ -251,11 +251,11 @@ static void output_file_check(const char* flag, const char* path) {
 }
 
 // Is path one of the files the checkpoint saves of -c write or delete: ckpt itself, ckpt.tmp, or a
-// kept save ckpt.step<k>? -c itself counts only when ckpt_itself (it may be the -r file).
-static int ckpt_writes(const char* ckpt, const char* path, int ckpt_itself) {
+// kept save ckpt.step<k>?
+static int ckpt_writes(const char* ckpt, const char* path) {
     char tmp[4096 + 8], rc[4096 + PATH_MAX], rp[4096 + PATH_MAX];
     snprintf(tmp, sizeof(tmp), "%s.tmp", ckpt);
-    if ((ckpt_itself && same_file(path, ckpt)) || same_file(path, tmp)) { return 1; }
+    if (same_file(path, ckpt) || same_file(path, tmp)) { return 1; }
     return path_resolve(ckpt, rc, sizeof(rc)) && path_resolve(path, rp, sizeof(rp)) && kept_save_step(rp, rc) >= 0;
 }
 
@@ -266,7 +266,7 @@ static void output_not_input(const char* out_flag, const char* out, const char* 
     glob_t g;
     if (glob(in, 0, NULL, &g) != 0) { return; }
     for (size_t i = 0; i < g.gl_pathc; i++) {
-        int hit = strcmp(out_flag, "-c") == 0 ? ckpt_writes(out, g.gl_pathv[i], 1) : same_file(out, g.gl_pathv[i]);
+        int hit = strcmp(out_flag, "-c") == 0 ? ckpt_writes(out, g.gl_pathv[i]) : same_file(out, g.gl_pathv[i]);
         if (hit) { die("%s %s would overwrite or delete %s, the file of %s: an output may not be an input", out_flag, out, g.gl_pathv[i], in_flag); }
     }
     globfree(&g);
@@ -289,7 +289,7 @@ static void train_check_outputs(const TrainArgs* a) {
         snprintf(tmp, sizeof(tmp), "%s.tmp", a->ckpt_path);
         output_file_check("-c", tmp);  // the save writes there first
     }
-    if (a->log_path[0] && a->ckpt_path[0] && ckpt_writes(a->ckpt_path, a->log_path, 1)) {
+    if (a->log_path[0] && a->ckpt_path[0] && ckpt_writes(a->ckpt_path, a->log_path)) {
         die("-o %s is a file the checkpoint saves of -c %s write or delete (%s, .tmp, .step<k>)", a->log_path, a->ckpt_path, a->ckpt_path);
     }
 }
