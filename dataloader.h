@@ -562,6 +562,15 @@ static DataConfig data_config_default(void) {
     return d;
 }
 
+// The data flags that must fit together, checked by the trainers and eval_needle alike.
+static void data_config_check(const DataConfig* dc) {
+    if (dc->needles.key_len + dc->needles.val_len > NEEDLE_MAX - 2) {
+        die("--needle-key %d --needle-val %d: together at most %d", dc->needles.key_len, dc->needles.val_len, NEEDLE_MAX - 2);
+    }
+    if (dc->val != NULL && dc->train == NULL) { die("-j given without -i: val shards need train shards"); }
+    if (dc->bytes && dc->train == NULL) { die("--bytes needs -i FILES"); }
+}
+
 // The haystack stream of a split (0 = train, 1 = val) of the configured source. The built-in text
 // takes its seed from `seed`; bytes and shards start at the beginning of the split.
 static void stream_open(TokenStream* s, const DataConfig* dc, int split, uint64_t seed, size_t min_len) {

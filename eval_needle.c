@@ -61,11 +61,7 @@ int main(int argc, char** argv) {
     };
     flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv, NULL);
     if (ckpt_path[0] == '\0') { die("-c: which checkpoint? (eval_needle -c FILE, -h lists the flags)"); }
-    if (data.needles.key_len + data.needles.val_len > NEEDLE_MAX - 2) {
-        die("--needle-key %d --needle-val %d: together at most %d", data.needles.key_len, data.needles.val_len, NEEDLE_MAX - 2);
-    }
-    if (data.val != NULL && data.train == NULL) { die("-j given without -i: val shards need train shards"); }
-    if (data.bytes && data.train == NULL) { die("--bytes needs -i FILES"); }
+    data_config_check(&data);
 
     Checkpoint ck = checkpoint_read(ckpt_path);
     if (T == 0) { T = ck.run.T; }

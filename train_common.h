@@ -140,10 +140,8 @@ static void train_args_resolve(TrainArgs* a) {
     if ((long)a->B * a->T > MAX_TOKENS_PER_BATCH) {
         die("-B %d -T %d: %ld tokens per micro-batch, at most %d (use -a to accumulate)", a->B, a->T, (long)a->B * a->T, MAX_TOKENS_PER_BATCH);
     }
+    data_config_check(&a->data);
     NeedleConfig* nc = &a->data.needles;
-    if (nc->key_len + nc->val_len > NEEDLE_MAX - 2) {
-        die("--needle-key %d --needle-val %d: together at most %d", nc->key_len, nc->val_len, NEEDLE_MAX - 2);
-    }
     long keys = needle_keys(nc, a->data.n_symbols);
     if (a->data.needle_frac > 0 && (long)nc->per_1k * a->T > keys / 2 * 1000) {
         die("--needle-density %d at -T %d: %.1f needles per sequence, more than half of the %ld distinct keys (keys differ within a sequence; lower the density, or raise --needle-key or --needle-symbols)",
@@ -162,8 +160,6 @@ static void train_args_resolve(TrainArgs* a) {
         die("-T %d --eval-every %d: the needle grid's shortest sample (T/4 = %d tokens) cannot hold a %s needle with its question (%d tokens); raise -T to %d or give --eval-every 0",
             a->T, a->eval_every, a->T / 4, kind, task, 4 * task);
     }
-    if (a->data.val != NULL && a->data.train == NULL) { die("-j given without -i: val shards need train shards"); }
-    if (a->data.bytes && a->data.train == NULL) { die("--bytes needs -i FILES"); }
     if (a->data.bytes && a->data.val != NULL) { die("-j with --bytes: byte data takes its val split from the last 10%% of -i"); }
 }
 
