@@ -66,7 +66,8 @@ static double rel_err(const double* a, const double* b, size_t n) {
 }
 
 // Runs fn(arg) in a child process with its stderr captured into err (the first line, NUL-terminated)
-// and a 10 s alarm against hangs; returns the wait status (fn returning counts as exit 0).
+// and a 10 s alarm against hangs; returns the wait status (fn returning counts as exit 0). The pipe
+// is drained to the end (what does not fit err is dropped), so a chatty child cannot block on it.
 static int run_child(void (*fn)(void*), void* arg, char* err, size_t err_size) {
     int fds[2];
     err[0] = '\0';
@@ -83,7 +84,10 @@ static int run_child(void (*fn)(void*), void* arg, char* err, size_t err_size) {
     close(fds[1]);
     size_t got = 0;
     ssize_t r;
-    while (got < err_size - 1 && (r = read(fds[0], err + got, err_size - 1 - got)) > 0) { got += (size_t)r; }
+    char sink[256];
+    while ((r = read(fds[0], got < err_size - 1 ? err + got : sink, got < err_size - 1 ? err_size - 1 - got : sizeof(sink))) > 0) {
+        if (got < err_size - 1) { got += (size_t)r; }
+    }
     err[got] = '\0';
     close(fds[0]);
     int status = 0;

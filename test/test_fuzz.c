@@ -22,7 +22,6 @@ sanitizer report or an exit without that line fails it.
 #include "test_ckpt.h"
 
 #define FUZZ_CASES 300  // per file kind
-#define FUZZ_ALARM_S 10
 
 // What a reader made of a file, as one hash: equal digests = identical results.
 typedef uint64_t (*Reader)(const char* path);
@@ -49,37 +48,30 @@ static uint64_t read_shard(const char* path) {
     return d;
 }
 
-// Runs reader(path) in a child: its stderr (first line) into err, its digest into *digest, a
-// FUZZ_ALARM_S alarm against hangs. Returns the wait status.
+// One case for run_child: the reader on path, its digest written to fd (the parent reads it back).
+typedef struct {
+    Reader reader;
+    const char* path;
+    int fd;
+} FuzzCase;
+
+static void fuzz_child(void* arg) {
+    const FuzzCase* c = (const FuzzCase*)arg;
+    uint64_t d = c->reader(c->path);
+    if (write(c->fd, &d, sizeof(d)) != (ssize_t)sizeof(d)) { _exit(3); }
+}
+
+// Runs reader(path) in a child (run_child: stderr's first line into err, a 10 s alarm against
+// hangs); its digest into *digest (0 when it did not return). Returns the wait status.
 static int fuzz_run(Reader reader, const char* path, uint64_t* digest, char* err, size_t size) {
-    int errp[2], digp[2];
-    if (pipe(errp) != 0 || pipe(digp) != 0) { die("fuzz: pipe: %s", strerror(errno)); }
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) { die("fuzz: fork: %s", strerror(errno)); }
-    if (pid == 0) {
-        close(errp[0]); close(digp[0]);
-        dup2(errp[1], 2);
-        alarm(FUZZ_ALARM_S);
-        uint64_t d = reader(path);
-        if (write(digp[1], &d, sizeof(d)) != (ssize_t)sizeof(d)) { _exit(3); }
-        _exit(0);
-    }
-    close(errp[1]); close(digp[1]);
-    size_t got = 0;
-    ssize_t r;
-    char sink[256];
-    while ((r = read(errp[0], got < size - 1 ? err + got : sink, got < size - 1 ? size - 1 - got : sizeof(sink))) > 0) {
-        if (got < size - 1) { got += (size_t)r; }
-    }
-    err[got] = '\0';
+    int digp[2];
+    if (pipe(digp) != 0) { die("fuzz: pipe: %s", strerror(errno)); }
+    FuzzCase c = {reader, path, digp[1]};
+    int status = run_child(fuzz_child, &c, err, size);
+    close(digp[1]);  // the child has exited: the digest, if any, waits in the pipe
     *digest = 0;
     if (read(digp[0], digest, sizeof(*digest)) != (ssize_t)sizeof(*digest)) { *digest = 0; }
-    close(errp[0]); close(digp[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    char* nl = strchr(err, '\n');
-    if (nl) { *nl = '\0'; }
+    close(digp[0]);
     return status;
 }
 
