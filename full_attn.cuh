@@ -33,6 +33,7 @@ probabilities and accumulators stay in registers (FlashAttention-2's scheme).
 
 #include <cuda_bf16.h>
 #include "cuda_common.cuh"  // defines: floatX, cudaCheck, cp_async
+#include "hopper.cuh"       // defines: tma_map_3d, mbar_*, tma_load_3d, smem_desc_*, wgmma_*, reg_alloc
 
 #define ATTN_TILE 32  // v1: query rows per block = key rows per tile = threads per block
 
@@ -334,14 +335,23 @@ __device__ static void fa_abt(float (*s)[4], const bf16* a_tile, int m0, const b
     }
 }
 
+// The A fragment of columns 16k..16k+15 of a score tile in C-tile layout (two n8 tiles), as bf16
+// pairs: the same registers serve mma.sync (per warp) and wgmma from registers (per warpgroup).
+__device__ static inline void fa_pack_a(uint32_t* a, float (*p)[4], int k) {
+    a[0] = pack_bf16(p[2 * k][0], p[2 * k][1]);
+    a[1] = pack_bf16(p[2 * k][2], p[2 * k][3]);
+    a[2] = pack_bf16(p[2 * k + 1][0], p[2 * k + 1][1]);
+    a[3] = pack_bf16(p[2 * k + 1][2], p[2 * k + 1][3]);
+}
+
 // acc (16 x HD, HD/8 C tiles) += p (16 x 64, C tiles, rounded to bf16) · tile v (64 x HD)
 template <int HD>
 __device__ static void fa_pv(float (*acc)[4], float (*p)[4], const bf16* v_tile) {
     const int ld = HD + FA_PAD;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-        uint32_t a[4] = {pack_bf16(p[2 * k][0], p[2 * k][1]), pack_bf16(p[2 * k][2], p[2 * k][3]),
-                         pack_bf16(p[2 * k + 1][0], p[2 * k + 1][1]), pack_bf16(p[2 * k + 1][2], p[2 * k + 1][3])};
+        uint32_t a[4];
+        fa_pack_a(a, p, k);
 #pragma unroll
         for (int n = 0; n < HD / 8; n += 2) {
             uint32_t b[4];
@@ -368,12 +378,13 @@ __device__ static inline void fa_store_row(bf16* dst, float (*acc)[4], int i, fl
     for (int n = 0; n < HD / 8; n++) { *(uint32_t*)(dst + n * 8 + 2 * t) = pack_bf16(acc[n][2 * i] * scale, acc[n][2 * i + 1] * scale); }
 }
 
-// Query-major score tile: scale to log2 units; -inf where row qr0+g(+8) may not see key k0+col
-// (or the key is past T). `edge` = 0 for tiles wholly inside the band, where nothing is masked.
+// Query-major score tile of NC key columns: scale to log2 units; -inf where row qr0+g(+8) may not
+// see key k0+col (or the key is past T). `edge` = 0 for tiles wholly inside the band: no mask.
+template <int NC>
 __device__ static inline void fa_mask_rows(float (*s)[4], int qr0, int k0, int T, int window, float sl2, int edge) {
     int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
 #pragma unroll
-    for (int n = 0; n < 8; n++) {
+    for (int n = 0; n < NC / 8; n++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int q = qr0 + g + (e >> 1) * 8, j = k0 + n * 8 + 2 * t + (e & 1);
@@ -381,9 +392,82 @@ __device__ static inline void fa_mask_rows(float (*s)[4], int qr0, int k0, int T
         }
     }
 }
-// Does the 64x64 tile (queries q0.., keys k0..) have a masked entry (diagonal, band edge, past T)?
-__device__ static inline int fa_edge_tile(int q0, int k0, int T, int window) {
-    return k0 + FA_ROWS - 1 > q0 || k0 + FA_ROWS > T || q0 + FA_ROWS > T || (window > 0 && q0 + FA_ROWS - 1 - k0 >= window);
+// Does the tile of queries q0..q0+nq-1 and keys k0..k0+nk-1 have a masked entry (the diagonal,
+// the band's edge, or past T)?
+__device__ static inline int fa_edge_tile(int q0, int nq, int k0, int nk, int T, int window) {
+    return k0 + nk - 1 > q0 || k0 + nk > T || q0 + nq > T || (window > 0 && q0 + nq - 1 - k0 >= window);
+}
+
+// One key tile of the online softmax, for this thread's rows g (i = 0) and g+8 (i = 1): s (log2
+// units, NC columns) becomes the probabilities against the new running max mx; the row sums l and
+// the output accumulator o (HD columns) are rescaled to it. 4 lanes share a row.
+template <int NC, int HD>
+__device__ static inline void fa_softmax_tile(float (*s)[4], float (*o)[4], float* mx, float* l) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float mnew = mx[i];
+#pragma unroll
+        for (int n = 0; n < NC / 8; n++) { mnew = fmaxf(mnew, fmaxf(s[n][2 * i], s[n][2 * i + 1])); }
+        mnew = fmaxf(mnew, __shfl_xor_sync(0xffffffff, mnew, 1));
+        mnew = fmaxf(mnew, __shfl_xor_sync(0xffffffff, mnew, 2));
+        float ref = mnew == -INFINITY ? 0.0f : mnew;  // a row with nothing visible yet stays at 0
+        float corr = exp2f(mx[i] - ref);
+        mx[i] = mnew;
+        l[i] *= corr;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) { o[n][2 * i] *= corr; o[n][2 * i + 1] *= corr; }
+#pragma unroll
+        for (int n = 0; n < NC / 8; n++) {
+            s[n][2 * i] = exp2f(s[n][2 * i] - ref);
+            s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - ref);
+            l[i] += s[n][2 * i] + s[n][2 * i + 1];
+        }
+    }
+}
+
+// The forward's last step for this thread's rows qr0+g and qr0+g+8: out = o / l (bf16), and the
+// row's log-sum-exp (natural log) from the running max and sum (log2 units).
+template <int HD>
+__device__ static inline void fa_store_out(bf16* out, float* lse, float (*o)[4], const float* mx, float* l, int b, int qr0,
+                                          int T, int C, int H, int h) {
+    int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffff, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffff, l[i], 2);
+        int row = qr0 + g + 8 * i;
+        if (row >= T) { continue; }
+        fa_store_row<HD>(out + ((size_t)b * T + row) * C + h * HD, o, i, 1.0f / l[i]);
+        if (t == 0) { lse[((size_t)b * T + row) * H + h] = (mx[i] + log2f(l[i])) / LOG2E_F; }
+    }
+}
+
+// dq's probabilities: p (log2-unit scores, masked) becomes ds = exp2(p - L2) (dp - Dl), rows g, g+8
+template <int NC>
+__device__ static inline void fa_dq_ds(float (*p)[4], float (*dp)[4], const float* L2, const float* Dl) {
+#pragma unroll
+    for (int n = 0; n < NC / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) { p[n][e] = exp2f(p[n][e] - L2[e >> 1]) * (dp[n][e] - Dl[e >> 1]); }
+    }
+}
+
+// dk/dv's transposed tile (rows = keys jr0+g(+8), NC columns = queries q0..): p = exp(s·scale - lse)
+// (0 where masked) and dp becomes ds = p (dp - delta). Ls, Ds: the tile's lse and delta, in shared.
+template <int NC>
+__device__ static inline void fa_dkdv_probs(float (*p)[4], float (*dp)[4], int jr0, int q0, const float* Ls, const float* Ds,
+                                            int T, int window, float sl2, int edge) {
+    int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < NC / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int j = jr0 + g + (e >> 1) * 8, qc = n * 8 + 2 * t + (e & 1), q = q0 + qc;
+            int masked = edge && (q >= T || !attn_visible(q, j, window));
+            p[n][e] = masked ? 0.0f : exp2f(p[n][e] * sl2 - Ls[qc] * LOG2E_F);
+            dp[n][e] = p[n][e] * (dp[n][e] - Ds[qc]);
+        }
+    }
 }
 
 // Where a thread of a v2 block works: batch b and head h (blockIdx.y), its warp's first row m0 of
@@ -407,7 +491,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, fl
     bf16* Qs = (bf16*)fa_smem;   // (64, HD+PAD)
     bf16* KV = Qs + FA_TILE(HD);  // two stages of K, V tiles: stage s at KV + 2 s FA_TILE
     FaPos p = fa_pos(H);
-    int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
+    int b = p.b, h = p.h, m0 = p.m0;
     int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;  // the longest rows (most key tiles) start first
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;  // scores in log2 units: exp2 is one instruction
@@ -423,38 +507,11 @@ __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, fl
         bf16* Vs = Ks + FA_TILE(HD);
         float s[8][4];
         fa_abt<HD>(s, Qs, m0, Ks);
-        fa_mask_rows(s, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, k0, T, window));
-#pragma unroll
-        for (int i = 0; i < 2; i++) {  // online softmax of rows g (i = 0) and g+8 (i = 1); 4 lanes share a row
-            float mnew = mx[i];
-#pragma unroll
-            for (int n = 0; n < 8; n++) { mnew = fmaxf(mnew, fmaxf(s[n][2 * i], s[n][2 * i + 1])); }
-            mnew = fmaxf(mnew, __shfl_xor_sync(0xffffffff, mnew, 1));
-            mnew = fmaxf(mnew, __shfl_xor_sync(0xffffffff, mnew, 2));
-            float ref = mnew == -INFINITY ? 0.0f : mnew;  // a row with nothing visible yet stays at 0
-            float corr = exp2f(mx[i] - ref);
-            mx[i] = mnew;
-            l[i] *= corr;
-#pragma unroll
-            for (int n = 0; n < HD / 8; n++) { o[n][2 * i] *= corr; o[n][2 * i + 1] *= corr; }
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                s[n][2 * i] = exp2f(s[n][2 * i] - ref);
-                s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - ref);
-                l[i] += s[n][2 * i] + s[n][2 * i + 1];
-            }
-        }
+        fa_mask_rows<FA_ROWS>(s, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, FA_ROWS, k0, FA_ROWS, T, window));
+        fa_softmax_tile<FA_ROWS, HD>(s, o, mx, l);
         fa_pv<HD>(o, s, Vs);
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffff, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffff, l[i], 2);
-        int row = q0 + m0 + g + 8 * i;
-        if (row >= T) { continue; }
-        fa_store_row<HD>(out + ((size_t)b * T + row) * C + h * HD, o, i, 1.0f / l[i]);
-        if (t == 0) { lse[((size_t)b * T + row) * H + h] = (mx[i] + log2f(l[i])) / LOG2E_F; }
-    }
+    fa_store_out<HD>(out, lse, o, mx, l, b, q0 + m0, T, C, H, h);
 }
 
 // dq: grid (ceil(T/64), B*H), block 128 = 64 query rows; key tiles streamed.
@@ -491,16 +548,9 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
         bf16* Vs = Ks + FA_TILE(HD);
         float p[8][4], dp[8][4];
         fa_abt<HD>(p, Qs, m0, Ks);
-        fa_mask_rows(p, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, k0, T, window));
+        fa_mask_rows<FA_ROWS>(p, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, FA_ROWS, k0, FA_ROWS, T, window));
         fa_abt<HD>(dp, dOs, m0, Vs);
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float pe = exp2f(p[n][e] - L2[e >> 1]);
-                p[n][e] = pe * (dp[n][e] - Dl[e >> 1]);  // ds
-            }
-        }
+        fa_dq_ds<FA_ROWS>(p, dp, L2, Dl);
         fa_pv<HD>(dq, p, Ks);
     }
     float scale = rsqrtf((float)HD);
@@ -542,7 +592,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
     bf16* Vs = Ks + FA_TILE(HD);
     unsigned char* stages = (unsigned char*)(Vs + FA_TILE(HD));  // two query stages of FA_QSTAGE bytes
     FaPos p = fa_pos(H);
-    int b = p.b, h = p.h, m0 = p.m0, g = p.g, t = p.t;
+    int b = p.b, h = p.h, m0 = p.m0, g = p.g;
     int k0 = blockIdx.x * FA_ROWS;  // causal: the first key tiles have the most query tiles
     const bf16* base = qkvr + (size_t)b * T * 3 * C + h * HD;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
@@ -565,17 +615,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
         float p[8][4], dp[8][4];
         fa_abt<HD>(p, Ks, m0, Qs);   // (keys, queries)
         fa_abt<HD>(dp, Vs, m0, dOs);
-        int edge = fa_edge_tile(q0, k0, T, window);
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int j = k0 + m0 + g + (e >> 1) * 8, qc = n * 8 + 2 * t + (e & 1), q = q0 + qc;
-                int masked = edge && (q >= T || !attn_visible(q, j, window));
-                p[n][e] = masked ? 0.0f : exp2f(p[n][e] * sl2 - Ls[qc] * LOG2E_F);
-                dp[n][e] = p[n][e] * (dp[n][e] - Ds[qc]);  // ds
-            }
-        }
+        fa_dkdv_probs<FA_ROWS>(p, dp, k0 + m0, q0, Ls, Ds, T, window, sl2, fa_edge_tile(q0, FA_ROWS, k0, FA_ROWS, T, window));
         fa_pv<HD>(dv, p, dOs);
         fa_pv<HD>(dk, dp, Qs);
     }
@@ -588,6 +628,387 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
         fa_store_row<HD>(d + C, dk, i, scale);
         fa_store_row<HD>(d + 2 * C, dv, i, 1.0f);
     }
+}
+
+// ----------------------------------------------------------------------------
+// v3: Hopper (sm_90a) — wgmma fed by TMA, warp-specialised (FlashAttention-3's scheme)
+//
+// A block is 3 warpgroups. Warpgroup 0 copies: one thread issues the TMA loads of every tile the
+// block needs into a ring of F3_STAGES shared-memory stages (an mbarrier per stage says "full",
+// another "empty"), and the warpgroup gives most of its registers to the other two. Warpgroups 1
+// and 2 compute: each owns 64 of the block's 128 rows and runs wgmma on the staged tiles, scores
+// and accumulators in registers; the probabilities go from the score accumulators straight into
+// the A operand of the next product (wgmma from registers). While they compute on stage s, the
+// copies into the other stage are in flight. A warpgroup skips (waits for and releases) a tile
+// none of its rows can see, so SWA work stays ∝ T·W; only tiles that cross the diagonal, the
+// band's edge or T are masked. No atomics: every output element is written once, by one thread.
+//   forward  block = 128 queries; K, V tiles of BN keys streamed (BN 128, or 64 for W <= 256)
+//   dq       block = 128 queries; K, V tiles of 64 keys streamed; dq = Σ ds·K
+//   dk, dv   block = 128 keys; Q, dO tiles of 64 queries streamed with their lse and delta
+// Tiles sit in shared memory as TMA writes them (hopper.cuh: 64-column slabs, 128-byte swizzle);
+// the descriptors read them K-major for Q·Kᵀ-type products and MN-major for P·V-type ones.
+
+#define F3_ROWS 128    // rows a block owns: 2 computing warpgroups x 64
+#define F3_THREADS 384 // warpgroup 0 copies, 1 and 2 compute
+#define F3_STAGES 2
+#define F3_QTILE 64    // query rows per streamed tile of the dk/dv kernel
+#define F3_KTILE_DQ 64 // key rows per streamed tile of the dq kernel
+
+// bytes of a (rows, HD) bf16 tile; a multiple of 1024, so every tile stays on the swizzle's boundary
+#define F3_TILE_BYTES(rows, HD) ((rows) * (HD) * 2)
+
+// a stage of the dk/dv kernel: Q and dO tiles, then lse and delta (2 x 64 floats, padded to 1024)
+#define F3_DKDV_STAGE(HD) (2 * F3_TILE_BYTES(F3_QTILE, HD) + 1024)
+// dynamic shared memory of a v3 kernel: its tiles, its barriers, and the slack to align the start
+#define F3_SMEM(tile_bytes) ((size_t)(tile_bytes) + 64 + 1024)
+
+// The block's dynamic shared memory rounded up to 1024 bytes (the launch adds 1024 of slack)
+__device__ static inline unsigned char* f3_smem_base(unsigned char* raw) {
+    return raw + ((1024 - (smem_u32(raw) & 1023)) & 1023);
+}
+
+// Rows row0..row0+rows-1 of the HD columns at `col` of a (B, T, ·) tensor into dst: HD/64 boxes
+template <int HD>
+__device__ static inline void f3_load_tile(unsigned char* dst, const CUtensorMap* map, int col, int row0, int rows, int b,
+                                           uint64_t* bar) {
+#pragma unroll
+    for (int s = 0; s < HD / 64; s++) { tma_load_3d(dst + s * rows * 128, map, col + 64 * s, row0, b, bar); }
+}
+
+// Where a computing thread works: its warpgroup's index (0 or 1), its warp's first row of the
+// warpgroup's 64, and the byte offset of the warpgroup's 64 rows inside a 128-row tile
+typedef struct { int wg, m0, half; } F3Pos;
+__device__ static inline F3Pos f3_pos(void) {
+    F3Pos p;
+    p.wg = threadIdx.x / 128 - 1;
+    p.m0 = (threadIdx.x / 32) % 4 * 16;
+    p.half = p.wg * 64 * 128;
+    return p;
+}
+
+// s (64 × N) = A · Bᵀ over HD: A rows at a (a tile of a_rows rows), B rows at bt (b_rows rows), both
+// K-major; issued, not waited for
+template <int N, int HD>
+__device__ static inline void f3_abt(float (*s)[4], uint32_t a, int a_rows, uint32_t bt, int b_rows) {
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) { wgmma_ss<N>(s, smem_desc_k(a, a_rows, kk), smem_desc_k(bt, b_rows, kk), kk > 0); }
+}
+// p (64 × K, accumulator layout) as the bf16 A operands of its K/16 slices; packed before a batch
+// of products is issued, so no register is written inside the batch's asynchronous window
+template <int K>
+__device__ static inline void f3_pack(uint32_t (*a)[4], float (*p)[4]) {
+#pragma unroll
+    for (int kk = 0; kk < K / 16; kk++) { fa_pack_a(a[kk], p, kk); }
+}
+// acc (64 × HD) += P (64 × K, packed by f3_pack) · V (K rows at v, MN-major); issued, not waited for
+template <int K, int HD>
+__device__ static inline void f3_pv(float (*acc)[4], uint32_t (*a)[4], uint32_t v) {
+#pragma unroll
+    for (int kk = 0; kk < K / 16; kk++) { wgmma_rs<HD>(acc, a[kk], smem_desc_mn(v, K, kk), 1); }
+}
+// closes the products issued since the last fence and waits for them
+template <int N>
+__device__ static inline void f3_finish(float (*acc)[4]) {
+    wg_commit();
+    wg_wait0();
+    wg_fence_acc<N>(acc);
+}
+
+// The copying thread before it loads streamed tile i: its stage, once free (tile i - STAGES,
+// which used it last, released by all 256 computing threads)
+__device__ static inline int f3_acquire(uint64_t* empty, int i) {
+    int st = i % F3_STAGES;
+    if (i >= F3_STAGES) { mbar_wait(&empty[st], (i / F3_STAGES - 1) & 1); }
+    return st;
+}
+
+// forward: grid (ceil(T/128), B*H); qmap boxes 128 rows, kvmap boxes BN rows (both over qkvr)
+template <int HD, int BN>
+__global__ void __launch_bounds__(F3_THREADS, 1)
+    flash3_forward_kernel(const __grid_constant__ CUtensorMap qmap, const __grid_constant__ CUtensorMap kvmap, bf16* out,
+                          float* lse, int T, int C, int H, int window) {
+#ifdef HOPPER_ASM
+    const int QB = F3_TILE_BYTES(F3_ROWS, HD), KB = F3_TILE_BYTES(BN, HD);
+    extern __shared__ unsigned char f3_raw[];
+    unsigned char* Qs = f3_smem_base(f3_raw);
+    unsigned char* KV = Qs + QB;  // stage s: K at KV + 2 s KB, V after it
+    uint64_t* bars = (uint64_t*)(KV + 2 * F3_STAGES * KB);
+    uint64_t *q_full = bars, *k_full = bars + 1, *v_full = k_full + F3_STAGES, *empty = v_full + F3_STAGES;
+    int b = blockIdx.y / H, h = blockIdx.y % H;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * F3_ROWS;  // the longest rows (most key tiles) start first
+    int lo, hi;
+    attn_key_range(q0, F3_ROWS, T, window, &lo, &hi);
+    int k_first = lo / BN * BN, n_tiles = (hi - k_first) / BN + 1;
+    if (threadIdx.x == 0) {
+        mbar_init(q_full, 1);
+        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&k_full[s], 1); mbar_init(&v_full[s], 1); mbar_init(&empty[s], 256); }
+    }
+    __syncthreads();
+    if (threadIdx.x < 128) {  // copying warpgroup
+        reg_dealloc<24>();
+        if (threadIdx.x != 0) { return; }
+        mbar_expect_tx(q_full, QB);
+        f3_load_tile<HD>(Qs, &qmap, h * HD, q0, F3_ROWS, b, q_full);
+        for (int i = 0; i < n_tiles; i++) {
+            int st = f3_acquire(empty, i);
+            int k0 = k_first + i * BN;
+            unsigned char* Ks = KV + 2 * st * KB;
+            mbar_expect_tx(&k_full[st], KB);
+            f3_load_tile<HD>(Ks, &kvmap, C + h * HD, k0, BN, b, &k_full[st]);
+            mbar_expect_tx(&v_full[st], KB);
+            f3_load_tile<HD>(Ks + KB, &kvmap, 2 * C + h * HD, k0, BN, b, &v_full[st]);
+        }
+        return;
+    }
+    reg_alloc<240>();
+    F3Pos p = f3_pos();
+    int r0 = q0 + p.wg * 64;  // this warpgroup's first query
+    int wlo, whi;
+    attn_key_range(r0, 64, T, window, &wlo, &whi);
+    float sl2 = rsqrtf((float)HD) * LOG2E_F;
+    float o[HD / 8][4];
+    fa_zero<HD>(o);
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    uint32_t qa = smem_u32(Qs) + p.half;
+    mbar_wait(q_full, 0);
+    for (int i = 0; i < n_tiles; i++) {
+        int st = i % F3_STAGES, ph = (i / F3_STAGES) & 1, k0 = k_first + i * BN;
+        uint32_t ka = smem_u32(KV + 2 * st * KB), va = ka + KB;
+        mbar_wait(&k_full[st], ph);
+        if (k0 > whi || k0 + BN - 1 < wlo) {  // no row of this warpgroup sees the tile
+            mbar_wait(&v_full[st], ph);
+            mbar_arrive(&empty[st]);
+            continue;
+        }
+        float s[BN / 8][4];
+        wg_fence();
+        f3_abt<BN, HD>(s, qa, F3_ROWS, ka, BN);
+        f3_finish<BN>(s);
+        fa_mask_rows<BN>(s, r0 + p.m0, k0, T, window, sl2, fa_edge_tile(r0, 64, k0, BN, T, window));
+        fa_softmax_tile<BN, HD>(s, o, mx, l);
+        uint32_t pa[BN / 16][4];
+        f3_pack<BN>(pa, s);
+        mbar_wait(&v_full[st], ph);
+        wg_fence_acc<HD>(o);
+        wg_fence();
+        f3_pv<BN, HD>(o, pa, va);
+        f3_finish<HD>(o);
+        mbar_arrive(&empty[st]);
+    }
+    fa_store_out<HD>(out, lse, o, mx, l, b, r0 + p.m0, T, C, H, h);
+#else
+    __trap();
+#endif
+}
+
+// dq: grid (ceil(T/128), B*H); qmap/omap box 128 rows (qkvr, dout), kvmap box 64 rows (qkvr).
+//   p = exp(q·k s - lse);  ds = p (dout·v - delta);  dq = s Σ_j ds_j k_j
+template <int HD>
+__global__ void __launch_bounds__(F3_THREADS, 1)
+    flash3_backward_dq_kernel(const __grid_constant__ CUtensorMap qmap, const __grid_constant__ CUtensorMap omap,
+                              const __grid_constant__ CUtensorMap kvmap, bf16* dqkvr, const float* lse, const float* delta,
+                              int T, int C, int H, int window) {
+#ifdef HOPPER_ASM
+    const int BN = F3_KTILE_DQ, QB = F3_TILE_BYTES(F3_ROWS, HD), KB = F3_TILE_BYTES(BN, HD);
+    extern __shared__ unsigned char f3_raw[];
+    unsigned char* Qs = f3_smem_base(f3_raw);
+    unsigned char* dOs = Qs + QB;
+    unsigned char* KV = dOs + QB;  // stage s: K at KV + 2 s KB, V after it
+    uint64_t* bars = (uint64_t*)(KV + 2 * F3_STAGES * KB);
+    uint64_t *q_full = bars, *full = bars + 1, *empty = full + F3_STAGES;
+    int b = blockIdx.y / H, h = blockIdx.y % H;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * F3_ROWS;
+    int lo, hi;
+    attn_key_range(q0, F3_ROWS, T, window, &lo, &hi);
+    int k_first = lo / BN * BN, n_tiles = (hi - k_first) / BN + 1;
+    if (threadIdx.x == 0) {
+        mbar_init(q_full, 1);
+        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&full[s], 1); mbar_init(&empty[s], 256); }
+    }
+    __syncthreads();
+    if (threadIdx.x < 128) {
+        reg_dealloc<24>();
+        if (threadIdx.x != 0) { return; }
+        mbar_expect_tx(q_full, 2 * QB);
+        f3_load_tile<HD>(Qs, &qmap, h * HD, q0, F3_ROWS, b, q_full);
+        f3_load_tile<HD>(dOs, &omap, h * HD, q0, F3_ROWS, b, q_full);
+        for (int i = 0; i < n_tiles; i++) {
+            int st = f3_acquire(empty, i);
+            int k0 = k_first + i * BN;
+            unsigned char* Ks = KV + 2 * st * KB;
+            mbar_expect_tx(&full[st], 2 * KB);
+            f3_load_tile<HD>(Ks, &kvmap, C + h * HD, k0, BN, b, &full[st]);
+            f3_load_tile<HD>(Ks + KB, &kvmap, 2 * C + h * HD, k0, BN, b, &full[st]);
+        }
+        return;
+    }
+    reg_alloc<240>();
+    F3Pos p = f3_pos();
+    int r0 = q0 + p.wg * 64, g = (threadIdx.x % 32) / 4;
+    int wlo, whi;
+    attn_key_range(r0, 64, T, window, &wlo, &whi);
+    float sl2 = rsqrtf((float)HD) * LOG2E_F;
+    float L2[2], Dl[2];  // rows g, g+8: lse in log2 units, delta
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int row = r0 + p.m0 + g + 8 * i;
+        L2[i] = row < T ? lse[((size_t)b * T + row) * H + h] * LOG2E_F : 0.0f;
+        Dl[i] = row < T ? delta[((size_t)b * T + row) * H + h] : 0.0f;
+    }
+    float dq[HD / 8][4];
+    fa_zero<HD>(dq);
+    uint32_t qa = smem_u32(Qs) + p.half, oa = smem_u32(dOs) + p.half;
+    mbar_wait(q_full, 0);
+    for (int i = 0; i < n_tiles; i++) {
+        int st = i % F3_STAGES, ph = (i / F3_STAGES) & 1, k0 = k_first + i * BN;
+        uint32_t ka = smem_u32(KV + 2 * st * KB), va = ka + KB;
+        mbar_wait(&full[st], ph);
+        if (k0 > whi || k0 + BN - 1 < wlo) {
+            mbar_arrive(&empty[st]);
+            continue;
+        }
+        float s[BN / 8][4], dp[BN / 8][4];
+        wg_fence();
+        f3_abt<BN, HD>(s, qa, F3_ROWS, ka, BN);
+        f3_abt<BN, HD>(dp, oa, F3_ROWS, va, BN);
+        wg_commit();
+        wg_wait0();
+        wg_fence_acc<BN>(s);
+        wg_fence_acc<BN>(dp);
+        fa_mask_rows<BN>(s, r0 + p.m0, k0, T, window, sl2, fa_edge_tile(r0, 64, k0, BN, T, window));
+        fa_dq_ds<BN>(s, dp, L2, Dl);
+        uint32_t dsa[BN / 16][4];
+        f3_pack<BN>(dsa, s);
+        wg_fence_acc<HD>(dq);
+        wg_fence();
+        f3_pv<BN, HD>(dq, dsa, ka);
+        f3_finish<HD>(dq);
+        mbar_arrive(&empty[st]);
+    }
+    float scale = rsqrtf((float)HD);
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int row = r0 + p.m0 + g + 8 * i;
+        if (row < T) { fa_store_row<HD>(dqkvr + ((size_t)b * T + row) * 3 * C + h * HD, dq, i, scale); }
+    }
+#else
+    __trap();
+#endif
+}
+
+// dk, dv: grid (ceil(T/128), B*H); kmap box 128 rows, qmap/omap box 64 rows. A stage holds a query
+// tile's Q and dO (TMA) and its lse and delta (64 floats each), which the copying warp's 32 lanes
+// load with plain loads and announce by arriving on the stage's barrier beside the TMA thread.
+// Transposed scores (keys x queries): dv_j = Σ_q p dout_q;  dk_j = s Σ_q ds q_q.
+template <int HD>
+__global__ void __launch_bounds__(F3_THREADS, 1)
+    flash3_backward_dkdv_kernel(const __grid_constant__ CUtensorMap kmap, const __grid_constant__ CUtensorMap qmap,
+                                const __grid_constant__ CUtensorMap omap, bf16* dqkvr, const float* lse, const float* delta,
+                                int T, int C, int H, int window) {
+#ifdef HOPPER_ASM
+    const int BM = F3_QTILE, KB = F3_TILE_BYTES(F3_ROWS, HD), QB = F3_TILE_BYTES(BM, HD);
+    const int STAGE = F3_DKDV_STAGE(HD);  // Q, dO, then lse and delta
+    extern __shared__ unsigned char f3_raw[];
+    unsigned char* Ks = f3_smem_base(f3_raw);
+    unsigned char* Vs = Ks + KB;
+    unsigned char* stages = Vs + KB;
+    uint64_t* bars = (uint64_t*)(stages + F3_STAGES * STAGE);
+    uint64_t *kv_full = bars, *full = bars + 1, *empty = full + F3_STAGES;
+    int b = blockIdx.y / H, h = blockIdx.y % H;
+    int k0 = blockIdx.x * F3_ROWS;  // causal: the first key tiles have the most query tiles
+    int lo, hi;
+    attn_query_range(k0, F3_ROWS, T, window, &lo, &hi);
+    int q_first = lo / BM * BM, n_tiles = (hi - q_first) / BM + 1;
+    if (threadIdx.x == 0) {
+        mbar_init(kv_full, 1);
+        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&full[s], 1 + 32); mbar_init(&empty[s], 256); }
+    }
+    __syncthreads();
+    if (threadIdx.x < 128) {
+        reg_dealloc<24>();
+        if (threadIdx.x >= 32) { return; }
+        int lane = threadIdx.x;
+        if (lane == 0) {
+            mbar_expect_tx(kv_full, 2 * KB);
+            f3_load_tile<HD>(Ks, &kmap, C + h * HD, k0, F3_ROWS, b, kv_full);
+            f3_load_tile<HD>(Vs, &kmap, 2 * C + h * HD, k0, F3_ROWS, b, kv_full);
+        }
+        for (int i = 0; i < n_tiles; i++) {
+            int st = f3_acquire(empty, i);
+            int q = q_first + i * BM;
+            unsigned char* S = stages + st * STAGE;
+            if (lane == 0) {
+                mbar_expect_tx(&full[st], 2 * QB);
+                f3_load_tile<HD>(S, &qmap, h * HD, q, BM, b, &full[st]);
+                f3_load_tile<HD>(S + QB, &omap, h * HD, q, BM, b, &full[st]);
+            }
+            float* LD = (float*)(S + 2 * QB);
+            for (int r = lane; r < BM; r += 32) {
+                size_t at = ((size_t)b * T + min(q + r, T - 1)) * H + h;
+                LD[r] = q + r < T ? lse[at] : 0.0f;
+                LD[BM + r] = q + r < T ? delta[at] : 0.0f;
+            }
+            mbar_arrive(&full[st]);
+        }
+        return;
+    }
+    reg_alloc<240>();
+    F3Pos p = f3_pos();
+    int j0 = k0 + p.wg * 64;  // this warpgroup's first key
+    int wlo, whi;
+    attn_query_range(j0, 64, T, window, &wlo, &whi);
+    float sl2 = rsqrtf((float)HD) * LOG2E_F;
+    float dk[HD / 8][4], dv[HD / 8][4];
+    fa_zero<HD>(dk);
+    fa_zero<HD>(dv);
+    uint32_t ka = smem_u32(Ks) + p.half, va = smem_u32(Vs) + p.half;
+    mbar_wait(kv_full, 0);
+    for (int i = 0; i < n_tiles; i++) {
+        int st = i % F3_STAGES, ph = (i / F3_STAGES) & 1, q = q_first + i * BM;
+        unsigned char* S = stages + st * STAGE;
+        uint32_t qa = smem_u32(S), oa = qa + QB;
+        const float *Ls = (const float*)(S + 2 * QB), *Ds = Ls + BM;
+        mbar_wait(&full[st], ph);
+        if (q > whi || q + BM - 1 < wlo) {
+            mbar_arrive(&empty[st]);
+            continue;
+        }
+        float s[BM / 8][4], dp[BM / 8][4];
+        wg_fence();
+        f3_abt<BM, HD>(s, ka, F3_ROWS, qa, BM);   // (keys, queries)
+        f3_abt<BM, HD>(dp, va, F3_ROWS, oa, BM);
+        wg_commit();
+        wg_wait0();
+        wg_fence_acc<BM>(s);
+        wg_fence_acc<BM>(dp);
+        fa_dkdv_probs<BM>(s, dp, j0 + p.m0, q, Ls, Ds, T, window, sl2, fa_edge_tile(q, BM, j0, 64, T, window));
+        uint32_t pa[BM / 16][4], dsa[BM / 16][4];
+        f3_pack<BM>(pa, s);
+        f3_pack<BM>(dsa, dp);
+        wg_fence_acc<HD>(dv);
+        wg_fence_acc<HD>(dk);
+        wg_fence();
+        f3_pv<BM, HD>(dv, pa, oa);
+        f3_pv<BM, HD>(dk, dsa, qa);
+        wg_commit();
+        wg_wait0();
+        wg_fence_acc<HD>(dv);
+        wg_fence_acc<HD>(dk);
+        mbar_arrive(&empty[st]);
+    }
+    float scale = rsqrtf((float)HD);
+    int g = (threadIdx.x % 32) / 4;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int row = j0 + p.m0 + g + 8 * i;
+        if (row >= T) { continue; }
+        bf16* d = dqkvr + ((size_t)b * T + row) * 3 * C + h * HD;
+        fa_store_row<HD>(d + C, dk, i, scale);
+        fa_store_row<HD>(d + 2 * C, dv, i, 1.0f);
+    }
+#else
+    __trap();
+#endif
 }
 
 // ----------------------------------------------------------------------------
@@ -623,7 +1044,7 @@ template <int HD>
 static size_t attention_v2_smem(int tiles, int rows) { return (size_t)tiles * FA_ROWS * (HD + FA_PAD) * sizeof(bf16) + rows * sizeof(float); }
 
 // Raises a kernel's dynamic shared-memory limit the first time it is launched (HD 128 needs > 48 KB).
-static void attention_v2_smem_limit(const void* kernel, size_t smem, int* done) {
+static void attention_smem_limit(const void* kernel, size_t smem, int* done) {
     if (*done) { return; }
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     *done = 1;
@@ -634,7 +1055,7 @@ static void attention_v2_forward(bf16* out, float* lse, const bf16* qkvr, int B,
                                  cudaStream_t stream) {
     static int limit_set = 0;
     size_t smem = attention_v2_smem<HD>(5, 0);  // Q, two stages of K, V
-    attention_v2_smem_limit((const void*)flash_forward_kernel<HD>, smem, &limit_set);
+    attention_smem_limit((const void*)flash_forward_kernel<HD>, smem, &limit_set);
     dim3 grid((T + FA_ROWS - 1) / FA_ROWS, B * H);
     flash_forward_kernel<HD><<<grid, FA_THREADS, smem, stream>>>(out, lse, qkvr, T, C, H, window);
     cudaCheck(cudaGetLastError());
@@ -646,8 +1067,8 @@ static void attention_v2_backward(bf16* dqkvr, const bf16* dout, const float* ls
     static int dq_set = 0, dkdv_set = 0;
     // dq: Q, dO, two stages of K, V; dk/dv: K, V, two stages of Q, dO, lse, delta
     size_t smem_dq = attention_v2_smem<HD>(6, 0), smem_dkdv = attention_v2_smem<HD>(6, 4 * FA_ROWS);
-    attention_v2_smem_limit((const void*)flash_backward_dq_kernel<HD>, smem_dq, &dq_set);
-    attention_v2_smem_limit((const void*)flash_backward_dkdv_kernel<HD>, smem_dkdv, &dkdv_set);
+    attention_smem_limit((const void*)flash_backward_dq_kernel<HD>, smem_dq, &dq_set);
+    attention_smem_limit((const void*)flash_backward_dkdv_kernel<HD>, smem_dkdv, &dkdv_set);
     dim3 grid((T + FA_ROWS - 1) / FA_ROWS, B * H);
     flash_backward_dq_kernel<HD><<<grid, FA_THREADS, smem_dq, stream>>>(dqkvr, dout, lse, delta, qkvr, T, C, H, window);
     cudaCheck(cudaGetLastError());
@@ -655,11 +1076,61 @@ static void attention_v2_backward(bf16* dqkvr, const bf16* dout, const float* ls
     cudaCheck(cudaGetLastError());
 }
 
-// The build's version: v2 on tensor cores for bf16, v1 for fp32.
+// A TMA map over the (B, T, width) bf16 tensor x, boxes of box_rows rows × 64 columns
+static CUtensorMap f3_map(const bf16* x, int width, int T, int B, int box_rows) {
+    return tma_map_3d(x, width, T, B, width, (size_t)T * width, box_rows);
+}
+
+template <int HD, int BN>
+static void attention_v3_forward_bn(bf16* out, float* lse, const bf16* qkvr, int B, int T, int C, int H, int window,
+                                    cudaStream_t stream) {
+    static int limit_set = 0;
+    size_t smem = F3_SMEM(F3_TILE_BYTES(F3_ROWS, HD) + 2 * F3_STAGES * F3_TILE_BYTES(BN, HD));  // Q, stages of K, V
+    attention_smem_limit((const void*)flash3_forward_kernel<HD, BN>, smem, &limit_set);
+    CUtensorMap qmap = f3_map(qkvr, 3 * C, T, B, F3_ROWS), kvmap = f3_map(qkvr, 3 * C, T, B, BN);
+    dim3 grid((T + F3_ROWS - 1) / F3_ROWS, B * H);
+    flash3_forward_kernel<HD, BN><<<grid, F3_THREADS, smem, stream>>>(qmap, kvmap, out, lse, T, C, H, window);
+    cudaCheck(cudaGetLastError());
+}
+// key tiles of 64 for narrow windows (a 128-key tile would be mostly outside the band), else 128
+template <int HD>
+static void attention_v3_forward(bf16* out, float* lse, const bf16* qkvr, int B, int T, int C, int H, int window,
+                                 cudaStream_t stream) {
+    if (window > 0 && window <= 256) { attention_v3_forward_bn<HD, 64>(out, lse, qkvr, B, T, C, H, window, stream); }
+    else { attention_v3_forward_bn<HD, 128>(out, lse, qkvr, B, T, C, H, window, stream); }
+}
+
+template <int HD>
+static void attention_v3_backward(bf16* dqkvr, const bf16* dout, const float* lse, const float* delta, const bf16* qkvr,
+                                  int B, int T, int C, int H, int window, cudaStream_t stream) {
+    static int dq_set = 0, dkdv_set = 0;
+    // dq: Q, dO, stages of K, V; dk/dv: K, V, stages of Q, dO, lse, delta
+    size_t smem_dq = F3_SMEM(2 * F3_TILE_BYTES(F3_ROWS, HD) + 2 * F3_STAGES * F3_TILE_BYTES(F3_KTILE_DQ, HD));
+    size_t smem_dkdv = F3_SMEM(2 * F3_TILE_BYTES(F3_ROWS, HD) + F3_STAGES * F3_DKDV_STAGE(HD));
+    attention_smem_limit((const void*)flash3_backward_dq_kernel<HD>, smem_dq, &dq_set);
+    attention_smem_limit((const void*)flash3_backward_dkdv_kernel<HD>, smem_dkdv, &dkdv_set);
+    CUtensorMap qkv_128 = f3_map(qkvr, 3 * C, T, B, F3_ROWS), qkv_64 = f3_map(qkvr, 3 * C, T, B, 64);
+    CUtensorMap dout_128 = f3_map(dout, C, T, B, F3_ROWS), dout_64 = f3_map(dout, C, T, B, 64);
+    dim3 grid((T + F3_ROWS - 1) / F3_ROWS, B * H);
+    flash3_backward_dq_kernel<HD><<<grid, F3_THREADS, smem_dq, stream>>>(qkv_128, dout_128, qkv_64, dqkvr, lse, delta, T, C, H, window);
+    cudaCheck(cudaGetLastError());
+    flash3_backward_dkdv_kernel<HD><<<grid, F3_THREADS, smem_dkdv, stream>>>(qkv_128, qkv_64, dout_64, dqkvr, lse, delta, T, C, H,
+                                                                              window);
+    cudaCheck(cudaGetLastError());
+}
+
+// Is the v3 path usable: a Hopper GPU, and this build compiled its sm_90a kernels?
+static int attention_v3_available(void) { return hopper_kernels_built((const void*)flash3_forward_kernel<64, 128>); }
+
+// The build's version: for bf16, v3 (Hopper) at head dims 64 and 128 where available, else v2
+// (tensor cores, any GPU since sm_80); v1 for fp32.
 template <int HD>
 static void attention_forward_hd(floatX* out, float* lse, const floatX* qkvr, int B, int T, int C, int H, int window,
                                  cudaStream_t stream) {
 #if defined(PRECISION_BF16)
+    if constexpr (HD >= 64) {
+        if (attention_v3_available()) { return attention_v3_forward<HD>(out, lse, qkvr, B, T, C, H, window, stream); }
+    }
     attention_v2_forward<HD>(out, lse, qkvr, B, T, C, H, window, stream);
 #else
     attention_v1_forward<HD>(out, lse, qkvr, B, T, C, H, window, stream);
@@ -669,6 +1140,9 @@ template <int HD>
 static void attention_backward_hd(floatX* dqkvr, const floatX* dout, const float* lse, const float* delta, const floatX* qkvr,
                                   int B, int T, int C, int H, int window, cudaStream_t stream) {
 #if defined(PRECISION_BF16)
+    if constexpr (HD >= 64) {
+        if (attention_v3_available()) { return attention_v3_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream); }
+    }
     attention_v2_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream);
 #else
     attention_v1_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream);

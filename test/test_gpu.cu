@@ -4,14 +4,15 @@ Without a CUDA GPU one line says so (the checks count as skipped), and the progr
 
   attention (full_attn.cuh, attention_swa.cuh), forward out and lse, backward dq, dk, dv, on odd
   shapes: T not a multiple of the 32-row tile, W = 1, W < T, W > T, several heads, batch > 1,
-  head dims 32 and 64.
+  head dims 32, 64 and 128, several 128-row blocks (the v3 kernels' stage rings wrap), narrow
+  windows whose tiles are skipped; in the bf16 build also the v2 kernels where v3 would run.
   R layer's small kernels: causal conv + SiLU, L2 norm (row stride 3C), gates (gdn, gla), forward
   and backward including the parameter-gradient reductions; tolerance 1e-5.
   recurrent mixer (recurrent_mixer.cuh), chunked form vs the CPU's token-by-token recurrence, gdn
   and gla: o, and dq, dk, dv, dbeta, dgate; T = 1, 64 (one full chunk), 67 and 130 (partial last
   chunk), 700 (eleven chunks), several heads, batch > 1, head dims 32, 48 and 64.
 Built twice: with PRECISION_FP32 (the v1 kernels, fp32 end to end) and PRECISION_BF16 (activations
-in bf16, attention on the v2 tensor-core kernels). Inputs are rounded to the build's floatX first,
+in bf16, attention on the v3 Hopper kernels where the GPU has them, else v2). Inputs are rounded to the build's floatX first,
 so both sides start from the same numbers.
 Tolerances, norm-wise relative error ||gpu - cpu|| / ||cpu||, fp32 | bf16: attention out 1e-5 | 1e-2,
 lse 1e-5 | 1e-3 (fp32 sums of exact bf16 products), gradients 1e-4 | 2e-2; recurrent mixer o and
@@ -25,7 +26,37 @@ gradients 1e-4 | 2e-2 (the chunked form reorders the sums of the recurrence); sm
 #include "test_common.h"
 #include "test_gpu_common.cuh"  // defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros, rel_err_dev
 
-static void test_attention(int B, int T, int H, int D, int window) {
+// The kernels under test: the build's choice (v3 on a Hopper GPU at D 64/128 in bf16, else v2 in
+// bf16, v1 in fp32), or with force_v2 the v2 kernels wherever v3 would run (bf16 build only).
+// Returns the version that ran.
+static int attention_run(int force_v2, floatX* out, float* lse, floatX* dqkvr, float* delta, const floatX* dout,
+                         const floatX* qkvr, int B, int T, int C, int H, int window) {
+#if defined(PRECISION_BF16)
+    if (force_v2) {
+        int rows = B * T * H;
+        if (C / H == 64) {
+            attention_v2_forward<64>(out, lse, qkvr, B, T, C, H, window, 0);
+            attention_delta_kernel<<<(rows + 255) / 256, 256>>>(delta, dout, out, B * T, C, H);
+            attention_v2_backward<64>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0);
+        } else {
+            attention_v2_forward<128>(out, lse, qkvr, B, T, C, H, window, 0);
+            attention_delta_kernel<<<(rows + 255) / 256, 256>>>(delta, dout, out, B * T, C, H);
+            attention_v2_backward<128>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0);
+        }
+        return 2;
+    }
+#endif
+    if (window > 0) {
+        swa_forward_gpu(out, lse, qkvr, B, T, C, H, window, 0);
+        swa_backward_gpu(dqkvr, delta, dout, out, lse, qkvr, B, T, C, H, window, 0);
+    } else {
+        attention_forward_gpu(out, lse, qkvr, B, T, C, H, 0, 0);
+        attention_backward_gpu(dqkvr, delta, dout, out, lse, qkvr, B, T, C, H, 0, 0);
+    }
+    return !force_v2 && PRECISION_IS_BF16 && C / H >= 64 && attention_v3_available() ? 3 : PRECISION_IS_BF16 ? 2 : 1;
+}
+
+static void test_attention(int B, int T, int H, int D, int window, int force_v2) {
     int C = H * D;
     size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, nrow = (size_t)B * T * H;
     Rng r;
@@ -48,13 +79,7 @@ static void test_attention(int B, int T, int H, int D, int window) {
     cudaCheck(cudaMalloc(&d_dqkvr, nqkv * sizeof(floatX)));
     cudaCheck(cudaMemset(d_out, 0xFF, nout * sizeof(floatX)));  // NaN: every element must be written
     cudaCheck(cudaMemset(d_dqkvr, 0xFF, nqkv * sizeof(floatX)));
-    if (window > 0) {
-        swa_forward_gpu(d_out, d_lse, d_qkvr, B, T, C, H, window, 0);
-        swa_backward_gpu(d_dqkvr, d_delta, d_dout, d_out, d_lse, d_qkvr, B, T, C, H, window, 0);
-    } else {
-        attention_forward_gpu(d_out, d_lse, d_qkvr, B, T, C, H, 0, 0);
-        attention_backward_gpu(d_dqkvr, d_delta, d_dout, d_out, d_lse, d_qkvr, B, T, C, H, 0, 0);
-    }
+    int version = attention_run(force_v2, d_out, d_lse, d_dqkvr, d_delta, d_dout, d_qkvr, B, T, C, H, window);
     cudaCheck(cudaDeviceSynchronize());
     float *g_out = from_gpu_x(d_out, nout), *g_lse = from_gpu(d_lse, nrow), *g_dqkvr = from_gpu_x(d_dqkvr, nqkv);
     // split the gradient into its q, k, v thirds
@@ -73,7 +98,7 @@ static void test_attention(int B, int T, int H, int D, int window) {
     char name[96];
     char win[32] = "full";
     if (window > 0) { snprintf(win, sizeof(win), "W=%d", window); }
-    snprintf(name, sizeof(name), "gpu attention B=%d T=%d H=%d D=%d %s", B, T, H, D, win);
+    snprintf(name, sizeof(name), "gpu attention v%d B=%d T=%d H=%d D=%d %s", version, B, T, H, D, win);
     double tol_out = TOL_X(1e-5, 1e-2), tol_lse = TOL_X(1e-5, 1e-3), tol_grad = TOL_X(1e-4, 2e-2);
     check(e_out < tol_out && e_lse < tol_lse && e_dq < tol_grad && e_dk < tol_grad && e_dv < tol_grad, name,
           "rel err out %.1e (tol %.0e) lse %.1e (tol %.0e), dq %.1e dk %.1e dv %.1e (tol %.0e)", e_out, tol_out, e_lse, tol_lse,
@@ -216,15 +241,26 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
 int main(void) {
     char why[160];
     if (gpu_missing(why, sizeof(why))) {
-        skip_all("test_gpu", 22, why);  // the 22 checks below
+        skip_all("test_gpu", PRECISION_IS_BF16 ? 31 : 29, why);  // the checks below
         return test_summary();
     }
-    test_attention(2, 67, 3, 64, 0);    // T not a multiple of the tile
-    test_attention(2, 67, 3, 64, 1);    // each query sees only itself
-    test_attention(2, 100, 2, 64, 17);  // band narrower than T, not tile-aligned
-    test_attention(1, 45, 2, 64, 300);  // window beyond T = full attention
-    test_attention(3, 130, 4, 32, 40);  // D = 32
-    test_attention(2, 1, 2, 64, 0);     // a single token
+    test_attention(2, 67, 3, 64, 0, 0);      // T not a multiple of the tile
+    test_attention(2, 67, 3, 64, 1, 0);      // each query sees only itself
+    test_attention(2, 100, 2, 64, 17, 0);    // band narrower than T, not tile-aligned
+    test_attention(1, 45, 2, 64, 300, 0);    // window beyond T = full attention
+    test_attention(3, 130, 4, 32, 40, 0);    // D = 32
+    test_attention(2, 1, 2, 64, 0, 0);       // a single token
+    test_attention(1, 700, 2, 64, 0, 0);     // six 128-row blocks: the stage rings wrap several times
+    test_attention(2, 520, 2, 64, 200, 0);   // W <= 256 (64-key tiles), tiles outside the band skipped
+    test_attention(2, 300, 2, 128, 0, 0);    // D = 128, a partial last block
+    test_attention(1, 1000, 2, 128, 600, 0); // D = 128, W > 256 (128-key tiles)
+    test_attention(2, 67, 2, 128, 1, 0);     // D = 128, W = 1
+    test_attention(2, 130, 2, 128, 300, 0);  // D = 128, W > T
+    test_attention(2, 1, 2, 128, 0, 0);      // D = 128, a single token
+    if (PRECISION_IS_BF16) {                 // v2 where v3 runs by default: the fallback of other GPUs
+        test_attention(2, 300, 3, 64, 0, 1);
+        test_attention(2, 100, 2, 128, 17, 1);
+    }
     test_rec_small_kernels(2, 67, 3, 64);
     test_rec_small_kernels(3, 50, 3, 16);  // 144 channels (not a multiple of 32), D 16: lanes past D idle
     test_delta_rule(2, 67, 3, 64, MIXER_GDN);   // a full chunk and a partial one

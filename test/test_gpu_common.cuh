@@ -3,7 +3,7 @@ test_gpu_common.cuh — host helpers of the GPU tests: device copies of host arr
 and the norm-wise relative error ||gpu - cpu|| / ||cpu|| used by every GPU check.
 
 defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros(_bytes), rel_err_dev, and for buffers of the
-         build's floatX: TOL_X, round_x, to_gpu_x, from_gpu_x, gpu_zeros_x, rel_err_dev_x; the inputs of
+         build's floatX: TOL_X, PRECISION_IS_BF16, round_x, to_gpu_x, from_gpu_x, gpu_zeros_x, rel_err_dev_x; the inputs of
          the recurrent mixer's checks: DeltaInputs, delta_inputs_host, delta_inputs_free; for the dev/cuda
          timings: time_fwd_bwd
 */
@@ -69,8 +69,10 @@ static double rel_err_dev(const float* d, const float* ref, size_t n) {
 // mask or missed term gives O(1e-1..1) in either build.
 #if defined(PRECISION_BF16)
 #define TOL_X(fp32_tol, bf16_tol) (bf16_tol)
+#define PRECISION_IS_BF16 1
 #else
 #define TOL_X(fp32_tol, bf16_tol) (fp32_tol)
+#define PRECISION_IS_BF16 0
 #endif
 
 // rounds host values to floatX, so the CPU reference sees exactly the GPU's inputs
