@@ -378,17 +378,25 @@ __device__ static inline void fa_store_row(bf16* dst, float (*acc)[4], int i, fl
     for (int n = 0; n < HD / 8; n++) { *(uint32_t*)(dst + n * 8 + 2 * t) = pack_bf16(acc[n][2 * i] * scale, acc[n][2 * i + 1] * scale); }
 }
 
-// Query-major score tile of NC key columns: scale to log2 units; -inf where row qr0+g(+8) may not
-// see key k0+col (or the key is past T). `edge` = 0 for tiles wholly inside the band: no mask.
+// exp2 as the one special-function instruction (exp2f adds range fix-ups around it); -inf -> 0
+__device__ static inline float fa_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Query-major score tile of NC key columns: -inf where row qr0+g(+8) may not see key k0+col (or
+// the key is past T). `edge` = 0 for tiles wholly inside the band: nothing to do.
 template <int NC>
-__device__ static inline void fa_mask_rows(float (*s)[4], int qr0, int k0, int T, int window, float sl2, int edge) {
+__device__ static inline void fa_mask_rows(float (*s)[4], int qr0, int k0, int T, int window, int edge) {
+    if (!edge) { return; }
     int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
 #pragma unroll
     for (int n = 0; n < NC / 8; n++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int q = qr0 + g + (e >> 1) * 8, j = k0 + n * 8 + 2 * t + (e & 1);
-            s[n][e] = (edge && (j >= T || !attn_visible(q, j, window))) ? -INFINITY : s[n][e] * sl2;
+            if (j >= T || !attn_visible(q, j, window)) { s[n][e] = -INFINITY; }
         }
     }
 }
@@ -398,30 +406,41 @@ __device__ static inline int fa_edge_tile(int q0, int nq, int k0, int nk, int T,
     return k0 + nk - 1 > q0 || k0 + nk > T || q0 + nq > T || (window > 0 && q0 + nq - 1 - k0 >= window);
 }
 
-// One key tile of the online softmax, for this thread's rows g (i = 0) and g+8 (i = 1): s (log2
-// units, NC columns) becomes the probabilities against the new running max mx; the row sums l and
-// the output accumulator o (HD columns) are rescaled to it. 4 lanes share a row.
-template <int NC, int HD>
-__device__ static inline void fa_softmax_tile(float (*s)[4], float (*o)[4], float* mx, float* l) {
+// One key tile of the online softmax, for this thread's rows g (i = 0) and g+8 (i = 1): the raw
+// scores s (NC columns) become the probabilities exp2(s·sl2 - max) against the new running max mx
+// (log2 units; sl2 = log2(e)/sqrt(D)), the row sums l are rescaled to it, and corr[i] is the factor
+// the output accumulator must be rescaled by (fa_rescale; kept apart so that v3 can do it once the
+// previous P·V has landed). 4 lanes share a row. One FFMA and one exp2 per score.
+template <int NC>
+__device__ static inline void fa_softmax_rows(float (*s)[4], float* mx, float* l, float* corr, float sl2) {
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        float mnew = mx[i];
+        float mraw = -INFINITY;
 #pragma unroll
-        for (int n = 0; n < NC / 8; n++) { mnew = fmaxf(mnew, fmaxf(s[n][2 * i], s[n][2 * i + 1])); }
-        mnew = fmaxf(mnew, __shfl_xor_sync(0xffffffff, mnew, 1));
-        mnew = fmaxf(mnew, __shfl_xor_sync(0xffffffff, mnew, 2));
+        for (int n = 0; n < NC / 8; n++) { mraw = fmaxf(mraw, fmaxf(s[n][2 * i], s[n][2 * i + 1])); }
+        mraw = fmaxf(mraw, __shfl_xor_sync(0xffffffff, mraw, 1));
+        mraw = fmaxf(mraw, __shfl_xor_sync(0xffffffff, mraw, 2));
+        float mnew = fmaxf(mx[i], mraw * sl2);
         float ref = mnew == -INFINITY ? 0.0f : mnew;  // a row with nothing visible yet stays at 0
-        float corr = exp2f(mx[i] - ref);
+        corr[i] = fa_exp2(mx[i] - ref);
         mx[i] = mnew;
-        l[i] *= corr;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) { o[n][2 * i] *= corr; o[n][2 * i + 1] *= corr; }
+        l[i] *= corr[i];
 #pragma unroll
         for (int n = 0; n < NC / 8; n++) {
-            s[n][2 * i] = exp2f(s[n][2 * i] - ref);
-            s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - ref);
+            s[n][2 * i] = fa_exp2(fmaf(s[n][2 * i], sl2, -ref));
+            s[n][2 * i + 1] = fa_exp2(fmaf(s[n][2 * i + 1], sl2, -ref));
             l[i] += s[n][2 * i] + s[n][2 * i + 1];
         }
+    }
+}
+template <int HD>
+__device__ static inline void fa_rescale(float (*o)[4], const float* corr) {
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        o[n][0] *= corr[0];
+        o[n][1] *= corr[0];
+        o[n][2] *= corr[1];
+        o[n][3] *= corr[1];
     }
 }
 
@@ -442,13 +461,13 @@ __device__ static inline void fa_store_out(bf16* out, float* lse, float (*o)[4],
     }
 }
 
-// dq's probabilities: p (log2-unit scores, masked) becomes ds = exp2(p - L2) (dp - Dl), rows g, g+8
+// dq's probabilities: the raw masked scores p become ds = exp2(p·sl2 - L2) (dp - Dl), rows g, g+8
 template <int NC>
-__device__ static inline void fa_dq_ds(float (*p)[4], float (*dp)[4], const float* L2, const float* Dl) {
+__device__ static inline void fa_dq_ds(float (*p)[4], float (*dp)[4], const float* L2, const float* Dl, float sl2) {
 #pragma unroll
     for (int n = 0; n < NC / 8; n++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) { p[n][e] = exp2f(p[n][e] - L2[e >> 1]) * (dp[n][e] - Dl[e >> 1]); }
+        for (int e = 0; e < 4; e++) { p[n][e] = fa_exp2(fmaf(p[n][e], sl2, -L2[e >> 1])) * (dp[n][e] - Dl[e >> 1]); }
     }
 }
 
@@ -464,7 +483,7 @@ __device__ static inline void fa_dkdv_probs(float (*p)[4], float (*dp)[4], int j
         for (int e = 0; e < 4; e++) {
             int j = jr0 + g + (e >> 1) * 8, qc = n * 8 + 2 * t + (e & 1), q = q0 + qc;
             int masked = edge && (q >= T || !attn_visible(q, j, window));
-            p[n][e] = masked ? 0.0f : exp2f(p[n][e] * sl2 - Ls[qc] * LOG2E_F);
+            p[n][e] = masked ? 0.0f : fa_exp2(fmaf(p[n][e], sl2, -Ls[qc] * LOG2E_F));
             dp[n][e] = p[n][e] * (dp[n][e] - Ds[qc]);
         }
     }
@@ -507,8 +526,10 @@ __global__ void __launch_bounds__(FA_THREADS) flash_forward_kernel(bf16* out, fl
         bf16* Vs = Ks + FA_TILE(HD);
         float s[8][4];
         fa_abt<HD>(s, Qs, m0, Ks);
-        fa_mask_rows<FA_ROWS>(s, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, FA_ROWS, k0, FA_ROWS, T, window));
-        fa_softmax_tile<FA_ROWS, HD>(s, o, mx, l);
+        fa_mask_rows<FA_ROWS>(s, q0 + m0, k0, T, window, fa_edge_tile(q0, FA_ROWS, k0, FA_ROWS, T, window));
+        float corr[2];
+        fa_softmax_rows<FA_ROWS>(s, mx, l, corr, sl2);
+        fa_rescale<HD>(o, corr);
         fa_pv<HD>(o, s, Vs);
     }
     fa_store_out<HD>(out, lse, o, mx, l, b, q0 + m0, T, C, H, h);
@@ -548,9 +569,9 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dq_kernel(bf16* dqk
         bf16* Vs = Ks + FA_TILE(HD);
         float p[8][4], dp[8][4];
         fa_abt<HD>(p, Qs, m0, Ks);
-        fa_mask_rows<FA_ROWS>(p, q0 + m0, k0, T, window, sl2, fa_edge_tile(q0, FA_ROWS, k0, FA_ROWS, T, window));
+        fa_mask_rows<FA_ROWS>(p, q0 + m0, k0, T, window, fa_edge_tile(q0, FA_ROWS, k0, FA_ROWS, T, window));
         fa_abt<HD>(dp, dOs, m0, Vs);
-        fa_dq_ds<FA_ROWS>(p, dp, L2, Dl);
+        fa_dq_ds<FA_ROWS>(p, dp, L2, Dl, sl2);
         fa_pv<HD>(dq, p, Ks);
     }
     float scale = rsqrtf((float)HD);
@@ -639,10 +660,12 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
 // and 2 compute: each owns 64 of the block's 128 rows and runs wgmma on the staged tiles, scores
 // and accumulators in registers; the probabilities go from the score accumulators straight into
 // the A operand of the next product (wgmma from registers). While they compute on stage s, the
-// copies into the other stage are in flight. A warpgroup skips (waits for and releases) a tile
-// none of its rows can see, so SWA work stays ∝ T·W; only tiles that cross the diagonal, the
+// copies into the other stages are in flight. A block visits only the tiles of its band, so SWA
+// work stays ∝ T·W; only tiles that cross the diagonal, the
 // band's edge or T are masked. No atomics: every output element is written once, by one thread.
-//   forward  block = 128 queries; K, V tiles of BN keys streamed (BN 128, or 64 for W <= 256)
+// The grid is (B·H, row blocks) and blocks start in the order of their linear index, so in causal
+// attention every head's longest blocks start first and the short ones fill the tail.
+//   forward  block = 128 queries; K, V tiles of BN keys streamed (BN 128; 64 for W <= 256 or D 128)
 //   dq       block = 128 queries; K, V tiles of 64 keys streamed; dq = Σ ds·K
 //   dk, dv   block = 128 keys; Q, dO tiles of 64 queries streamed with their lse and delta
 // Tiles sit in shared memory as TMA writes them (hopper.cuh: 64-column slabs, 128-byte swizzle);
@@ -650,7 +673,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
 
 #define F3_ROWS 128    // rows a block owns: 2 computing warpgroups x 64
 #define F3_THREADS 384 // warpgroup 0 copies, 1 and 2 compute
-#define F3_STAGES 2
+#define F3_STAGES 4    // streamed tiles in flight: a tile is loaded about three tiles ahead of its use
 #define F3_QTILE 64    // query rows per streamed tile of the dk/dv kernel
 #define F3_KTILE_DQ 64 // key rows per streamed tile of the dq kernel
 
@@ -676,12 +699,15 @@ __device__ static inline void f3_load_tile(unsigned char* dst, const CUtensorMap
 }
 
 // Where a computing thread works: its warpgroup's index (0 or 1), its warp's first row of the
-// warpgroup's 64, and the byte offset of the warpgroup's 64 rows inside a 128-row tile
+// warpgroup's 64, and the byte offset of the warpgroup's 64 rows inside a 128-row tile. The warp
+// index goes through a shuffle so the compiler knows it is the same on every lane: branches and
+// loop bounds that depend on it are then uniform, and wgmma inside them is not serialised.
 typedef struct { int wg, m0, half; } F3Pos;
 __device__ static inline F3Pos f3_pos(void) {
+    int warp = __shfl_sync(0xffffffff, threadIdx.x / 32, 0);
     F3Pos p;
-    p.wg = threadIdx.x / 128 - 1;
-    p.m0 = (threadIdx.x / 32) % 4 * 16;
+    p.wg = warp / 4 - 1;
+    p.m0 = warp % 4 * 16;
     p.half = p.wg * 64 * 128;
     return p;
 }
@@ -706,14 +732,6 @@ __device__ static inline void f3_pv(float (*acc)[4], uint32_t (*a)[4], uint32_t 
 #pragma unroll
     for (int kk = 0; kk < K / 16; kk++) { wgmma_rs<HD>(acc, a[kk], smem_desc_mn(v, K, kk), 1); }
 }
-// closes the products issued since the last fence and waits for them
-template <int N>
-__device__ static inline void f3_finish(float (*acc)[4]) {
-    wg_commit();
-    wg_wait0();
-    wg_fence_acc<N>(acc);
-}
-
 // The copying thread before it loads streamed tile i: its stage, once free (tile i - STAGES,
 // which used it last, released by all 256 computing threads)
 __device__ static inline int f3_acquire(uint64_t* empty, int i) {
@@ -721,8 +739,29 @@ __device__ static inline int f3_acquire(uint64_t* empty, int i) {
     if (i >= F3_STAGES) { mbar_wait(&empty[st], (i / F3_STAGES - 1) & 1); }
     return st;
 }
+// A computing thread waits for streamed tile i (returns its stage), and later releases it
+__device__ static inline int f3_wait_full(uint64_t* full, int i) {
+    mbar_wait(&full[i % F3_STAGES], (i / F3_STAGES) & 1);
+    return i % F3_STAGES;
+}
+// Turns (FlashAttention-3's ping-pong): the two computing warpgroups take turns to issue their
+// products, so that one's exponentials run while the other's products occupy the tensor cores
+// (without it they drift into step, both computing, then both waiting). Warpgroup w waits on named
+// barrier 1 + w, which the other warpgroup's f3_turn_pass completes; warpgroup 1 passes once at the
+// start so that warpgroup 0 goes first. Both take the same number of turns (both walk every tile
+// of the block) and warpgroup 1 skips its last pass, so every barrier is complete at the end.
+__device__ static inline void f3_turn_wait(int wg) { asm volatile("bar.sync %0, 256;" ::"r"(1 + wg) : "memory"); }
+__device__ static inline void f3_turn_pass(int wg) { asm volatile("bar.arrive %0, 256;" ::"r"(2 - wg) : "memory"); }
 
-// forward: grid (ceil(T/128), B*H); qmap boxes 128 rows, kvmap boxes BN rows (both over qkvr)
+// The computing loops are software-pipelined (FlashAttention-3's intra-warpgroup overlap): the
+// scores of tile i+1 are issued to the tensor cores with the products of tile i that use its
+// probabilities, and the exponentials of tile i+1 run while those products are in flight. Only
+// what no product in flight reads or writes is touched before the wait (wg_wait<1>: the scores
+// have landed, the P·V-type products may still run; wg_wait<0>: all have). Both warpgroups walk
+// all n_tiles tiles of the block, so their turns pair up; a tile outside a warpgroup's band is
+// an edge tile, masked whole (the waste is at most one tile of a band).
+
+// forward: grid (B*H, ceil(T/128)); qmap boxes 128 rows, kvmap boxes BN rows (both over qkvr)
 template <int HD, int BN>
 __global__ void __launch_bounds__(F3_THREADS, 1)
     flash3_forward_kernel(const __grid_constant__ CUtensorMap qmap, const __grid_constant__ CUtensorMap kvmap, bf16* out,
@@ -733,15 +772,15 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
     unsigned char* Qs = f3_smem_base(f3_raw);
     unsigned char* KV = Qs + QB;  // stage s: K at KV + 2 s KB, V after it
     uint64_t* bars = (uint64_t*)(KV + 2 * F3_STAGES * KB);
-    uint64_t *q_full = bars, *k_full = bars + 1, *v_full = k_full + F3_STAGES, *empty = v_full + F3_STAGES;
-    int b = blockIdx.y / H, h = blockIdx.y % H;
-    int q0 = (gridDim.x - 1 - blockIdx.x) * F3_ROWS;  // the longest rows (most key tiles) start first
+    uint64_t *q_full = bars, *full = bars + 1, *empty = full + F3_STAGES;
+    int b = blockIdx.x / H, h = blockIdx.x % H;
+    int q0 = (gridDim.y - 1 - blockIdx.y) * F3_ROWS;  // the longest rows (most key tiles) start first
     int lo, hi;
     attn_key_range(q0, F3_ROWS, T, window, &lo, &hi);
     int k_first = lo / BN * BN, n_tiles = (hi - k_first) / BN + 1;
     if (threadIdx.x == 0) {
         mbar_init(q_full, 1);
-        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&k_full[s], 1); mbar_init(&v_full[s], 1); mbar_init(&empty[s], 256); }
+        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&full[s], 1); mbar_init(&empty[s], 256); }
     }
     __syncthreads();
     if (threadIdx.x < 128) {  // copying warpgroup
@@ -750,58 +789,77 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
         mbar_expect_tx(q_full, QB);
         f3_load_tile<HD>(Qs, &qmap, h * HD, q0, F3_ROWS, b, q_full);
         for (int i = 0; i < n_tiles; i++) {
-            int st = f3_acquire(empty, i);
-            int k0 = k_first + i * BN;
+            int st = f3_acquire(empty, i), k0 = k_first + i * BN;
             unsigned char* Ks = KV + 2 * st * KB;
-            mbar_expect_tx(&k_full[st], KB);
-            f3_load_tile<HD>(Ks, &kvmap, C + h * HD, k0, BN, b, &k_full[st]);
-            mbar_expect_tx(&v_full[st], KB);
-            f3_load_tile<HD>(Ks + KB, &kvmap, 2 * C + h * HD, k0, BN, b, &v_full[st]);
+            mbar_expect_tx(&full[st], 2 * KB);
+            f3_load_tile<HD>(Ks, &kvmap, C + h * HD, k0, BN, b, &full[st]);
+            f3_load_tile<HD>(Ks + KB, &kvmap, 2 * C + h * HD, k0, BN, b, &full[st]);
         }
         return;
     }
     reg_alloc<240>();
     F3Pos p = f3_pos();
-    int r0 = q0 + p.wg * 64;  // this warpgroup's first query
-    int wlo, whi;
-    attn_key_range(r0, 64, T, window, &wlo, &whi);
+    int r0 = q0 + p.wg * 64, qr0 = r0 + p.m0;  // this warpgroup's first query, this warp's
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
-    float o[HD / 8][4];
+    float o[HD / 8][4], s[BN / 8][4], mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, corr[2];
+    uint32_t pa[BN / 16][4];  // the probabilities of the tile whose P·V is next
     fa_zero<HD>(o);
-    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     uint32_t qa = smem_u32(Qs) + p.half;
+    if (p.wg == 1) { f3_turn_pass(1); }
     mbar_wait(q_full, 0);
-    for (int i = 0; i < n_tiles; i++) {
-        int st = i % F3_STAGES, ph = (i / F3_STAGES) & 1, k0 = k_first + i * BN;
-        uint32_t ka = smem_u32(KV + 2 * st * KB), va = ka + KB;
-        mbar_wait(&k_full[st], ph);
-        if (k0 > whi || k0 + BN - 1 < wlo) {  // no row of this warpgroup sees the tile
-            mbar_wait(&v_full[st], ph);
-            mbar_arrive(&empty[st]);
-            continue;
-        }
-        float s[BN / 8][4];
+    {  // the first tile's scores and probabilities
+        uint32_t ka = smem_u32(KV + 2 * f3_wait_full(full, 0) * KB);
+        f3_turn_wait(p.wg);
         wg_fence();
         f3_abt<BN, HD>(s, qa, F3_ROWS, ka, BN);
-        f3_finish<BN>(s);
-        fa_mask_rows<BN>(s, r0 + p.m0, k0, T, window, sl2, fa_edge_tile(r0, 64, k0, BN, T, window));
-        fa_softmax_tile<BN, HD>(s, o, mx, l);
-        uint32_t pa[BN / 16][4];
+        wg_commit();
+        f3_turn_pass(p.wg);
+        wg_wait<0>();
+        wg_fence_acc<BN>(s);
+        fa_mask_rows<BN>(s, qr0, k_first, T, window, fa_edge_tile(r0, 64, k_first, BN, T, window));
+        fa_softmax_rows<BN>(s, mx, l, corr, sl2);
         f3_pack<BN>(pa, s);
-        mbar_wait(&v_full[st], ph);
+    }
+    for (int i = 0; i < n_tiles - 1; i++) {  // every tile but the last: P·V of i beside the softmax of i+1
+        int st = i % F3_STAGES, k0 = k_first + (i + 1) * BN;
+        uint32_t kn = smem_u32(KV + 2 * f3_wait_full(full, i + 1) * KB);
         wg_fence_acc<HD>(o);
+        f3_turn_wait(p.wg);
         wg_fence();
-        f3_pv<BN, HD>(o, pa, va);
-        f3_finish<HD>(o);
+        f3_abt<BN, HD>(s, qa, F3_ROWS, kn, BN);
+        wg_commit();
+        f3_pv<BN, HD>(o, pa, smem_u32(KV + 2 * st * KB) + KB);
+        wg_commit();
+        f3_turn_pass(p.wg);
+        wg_wait<1>();  // the scores of i+1 have landed
+        wg_fence_acc<BN>(s);
+        fa_mask_rows<BN>(s, qr0, k0, T, window, fa_edge_tile(r0, 64, k0, BN, T, window));
+        fa_softmax_rows<BN>(s, mx, l, corr, sl2);
+        wg_wait<0>();  // P·V of i has landed: o may be rescaled, pa refilled, the stage released
+        wg_fence_acc<HD>(o);
+        mbar_arrive(&empty[st]);
+        fa_rescale<HD>(o, corr);
+        f3_pack<BN>(pa, s);
+    }
+    {  // the last tile's P·V
+        int st = (n_tiles - 1) % F3_STAGES;
+        wg_fence_acc<HD>(o);
+        f3_turn_wait(p.wg);
+        wg_fence();
+        f3_pv<BN, HD>(o, pa, smem_u32(KV + 2 * st * KB) + KB);
+        wg_commit();
+        if (p.wg == 0) { f3_turn_pass(0); }
+        wg_wait<0>();
+        wg_fence_acc<HD>(o);
         mbar_arrive(&empty[st]);
     }
-    fa_store_out<HD>(out, lse, o, mx, l, b, r0 + p.m0, T, C, H, h);
+    fa_store_out<HD>(out, lse, o, mx, l, b, qr0, T, C, H, h);
 #else
     __trap();
 #endif
 }
 
-// dq: grid (ceil(T/128), B*H); qmap/omap box 128 rows (qkvr, dout), kvmap box 64 rows (qkvr).
+// dq: grid (B*H, ceil(T/128)); qmap/omap box 128 rows (qkvr, dout), kvmap box 64 rows (qkvr).
 //   p = exp(q·k s - lse);  ds = p (dout·v - delta);  dq = s Σ_j ds_j k_j
 template <int HD>
 __global__ void __launch_bounds__(F3_THREADS, 1)
@@ -816,8 +874,8 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
     unsigned char* KV = dOs + QB;  // stage s: K at KV + 2 s KB, V after it
     uint64_t* bars = (uint64_t*)(KV + 2 * F3_STAGES * KB);
     uint64_t *q_full = bars, *full = bars + 1, *empty = full + F3_STAGES;
-    int b = blockIdx.y / H, h = blockIdx.y % H;
-    int q0 = (gridDim.x - 1 - blockIdx.x) * F3_ROWS;
+    int b = blockIdx.x / H, h = blockIdx.x % H;
+    int q0 = (gridDim.y - 1 - blockIdx.y) * F3_ROWS;
     int lo, hi;
     attn_key_range(q0, F3_ROWS, T, window, &lo, &hi);
     int k_first = lo / BN * BN, n_tiles = (hi - k_first) / BN + 1;
@@ -833,8 +891,7 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
         f3_load_tile<HD>(Qs, &qmap, h * HD, q0, F3_ROWS, b, q_full);
         f3_load_tile<HD>(dOs, &omap, h * HD, q0, F3_ROWS, b, q_full);
         for (int i = 0; i < n_tiles; i++) {
-            int st = f3_acquire(empty, i);
-            int k0 = k_first + i * BN;
+            int st = f3_acquire(empty, i), k0 = k_first + i * BN;
             unsigned char* Ks = KV + 2 * st * KB;
             mbar_expect_tx(&full[st], 2 * KB);
             f3_load_tile<HD>(Ks, &kvmap, C + h * HD, k0, BN, b, &full[st]);
@@ -844,51 +901,73 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
     }
     reg_alloc<240>();
     F3Pos p = f3_pos();
-    int r0 = q0 + p.wg * 64, g = (threadIdx.x % 32) / 4;
-    int wlo, whi;
-    attn_key_range(r0, 64, T, window, &wlo, &whi);
+    int r0 = q0 + p.wg * 64, qr0 = r0 + p.m0, g = (threadIdx.x % 32) / 4;
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
     float L2[2], Dl[2];  // rows g, g+8: lse in log2 units, delta
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        int row = r0 + p.m0 + g + 8 * i;
+        int row = qr0 + g + 8 * i;
         L2[i] = row < T ? lse[((size_t)b * T + row) * H + h] * LOG2E_F : 0.0f;
         Dl[i] = row < T ? delta[((size_t)b * T + row) * H + h] : 0.0f;
     }
-    float dq[HD / 8][4];
+    float dq[HD / 8][4], s[BN / 8][4], dp[BN / 8][4];
+    uint32_t dsa[BN / 16][4];  // ds of the tile whose ds·K is next
     fa_zero<HD>(dq);
     uint32_t qa = smem_u32(Qs) + p.half, oa = smem_u32(dOs) + p.half;
+    if (p.wg == 1) { f3_turn_pass(1); }
     mbar_wait(q_full, 0);
-    for (int i = 0; i < n_tiles; i++) {
-        int st = i % F3_STAGES, ph = (i / F3_STAGES) & 1, k0 = k_first + i * BN;
-        uint32_t ka = smem_u32(KV + 2 * st * KB), va = ka + KB;
-        mbar_wait(&full[st], ph);
-        if (k0 > whi || k0 + BN - 1 < wlo) {
-            mbar_arrive(&empty[st]);
-            continue;
-        }
-        float s[BN / 8][4], dp[BN / 8][4];
+    {  // the first tile's scores
+        uint32_t ka = smem_u32(KV + 2 * f3_wait_full(full, 0) * KB);
+        f3_turn_wait(p.wg);
         wg_fence();
         f3_abt<BN, HD>(s, qa, F3_ROWS, ka, BN);
-        f3_abt<BN, HD>(dp, oa, F3_ROWS, va, BN);
+        f3_abt<BN, HD>(dp, oa, F3_ROWS, ka + KB, BN);
         wg_commit();
-        wg_wait0();
+        f3_turn_pass(p.wg);
+    }
+    // tile i's scores have been issued: wait for them and form ds (the caller issues ds·K)
+    auto form_ds = [&](int i) {
+        int k0 = k_first + i * BN;
+        wg_wait<0>();
         wg_fence_acc<BN>(s);
         wg_fence_acc<BN>(dp);
-        fa_mask_rows<BN>(s, r0 + p.m0, k0, T, window, sl2, fa_edge_tile(r0, 64, k0, BN, T, window));
-        fa_dq_ds<BN>(s, dp, L2, Dl);
-        uint32_t dsa[BN / 16][4];
+        fa_mask_rows<BN>(s, qr0, k0, T, window, fa_edge_tile(r0, 64, k0, BN, T, window));
+        fa_dq_ds<BN>(s, dp, L2, Dl, sl2);
         f3_pack<BN>(dsa, s);
         wg_fence_acc<HD>(dq);
+    };
+    for (int i = 0; i < n_tiles - 1; i++) {  // the last tile is peeled off: no branch around wgmma
+        int st = i % F3_STAGES;
+        form_ds(i);
+        uint32_t kn = smem_u32(KV + 2 * f3_wait_full(full, i + 1) * KB);
+        f3_turn_wait(p.wg);
         wg_fence();
-        f3_pv<BN, HD>(dq, dsa, ka);
-        f3_finish<HD>(dq);
+        f3_pv<BN, HD>(dq, dsa, smem_u32(KV + 2 * st * KB));
+        wg_commit();
+        f3_abt<BN, HD>(s, qa, F3_ROWS, kn, BN);  // tile i+1's scores queue behind ds·K of tile i
+        f3_abt<BN, HD>(dp, oa, F3_ROWS, kn + KB, BN);
+        wg_commit();
+        f3_turn_pass(p.wg);
+        wg_wait<1>();  // ds·K of tile i has landed: its stage is free
+        wg_fence_acc<HD>(dq);
+        mbar_arrive(&empty[st]);
+    }
+    {
+        int st = (n_tiles - 1) % F3_STAGES;
+        form_ds(n_tiles - 1);
+        f3_turn_wait(p.wg);
+        wg_fence();
+        f3_pv<BN, HD>(dq, dsa, smem_u32(KV + 2 * st * KB));
+        wg_commit();
+        if (p.wg == 0) { f3_turn_pass(0); }
+        wg_wait<0>();
+        wg_fence_acc<HD>(dq);
         mbar_arrive(&empty[st]);
     }
     float scale = rsqrtf((float)HD);
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        int row = r0 + p.m0 + g + 8 * i;
+        int row = qr0 + g + 8 * i;
         if (row < T) { fa_store_row<HD>(dqkvr + ((size_t)b * T + row) * 3 * C + h * HD, dq, i, scale); }
     }
 #else
@@ -896,9 +975,10 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
 #endif
 }
 
-// dk, dv: grid (ceil(T/128), B*H); kmap box 128 rows, qmap/omap box 64 rows. A stage holds a query
-// tile's Q and dO (TMA) and its lse and delta (64 floats each), which the copying warp's 32 lanes
-// load with plain loads and announce by arriving on the stage's barrier beside the TMA thread.
+// dk, dv: grid (B*H, ceil(T/128)); kmap box 128 rows, qmap/omap box 64 rows. A stage holds a query
+// tile's Q and dO (TMA) and its lse and delta (64 floats each, strided by H in memory, so no TMA
+// box): the copying warp's 32 lanes fetch those with cp.async, and each lane's copies arrive on the
+// stage's barrier when they land, beside the TMA thread's arrival.
 // Transposed scores (keys x queries): dv_j = Σ_q p dout_q;  dk_j = s Σ_q ds q_q.
 template <int HD>
 __global__ void __launch_bounds__(F3_THREADS, 1)
@@ -914,8 +994,8 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
     unsigned char* stages = Vs + KB;
     uint64_t* bars = (uint64_t*)(stages + F3_STAGES * STAGE);
     uint64_t *kv_full = bars, *full = bars + 1, *empty = full + F3_STAGES;
-    int b = blockIdx.y / H, h = blockIdx.y % H;
-    int k0 = blockIdx.x * F3_ROWS;  // causal: the first key tiles have the most query tiles
+    int b = blockIdx.x / H, h = blockIdx.x % H;
+    int k0 = blockIdx.y * F3_ROWS;  // causal: the first key tiles have the most query tiles
     int lo, hi;
     attn_query_range(k0, F3_ROWS, T, window, &lo, &hi);
     int q_first = lo / BM * BM, n_tiles = (hi - q_first) / BM + 1;
@@ -934,67 +1014,90 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
             f3_load_tile<HD>(Vs, &kmap, 2 * C + h * HD, k0, F3_ROWS, b, kv_full);
         }
         for (int i = 0; i < n_tiles; i++) {
-            int st = f3_acquire(empty, i);
-            int q = q_first + i * BM;
+            int st = f3_acquire(empty, i), q = q_first + i * BM;
             unsigned char* S = stages + st * STAGE;
             if (lane == 0) {
                 mbar_expect_tx(&full[st], 2 * QB);
                 f3_load_tile<HD>(S, &qmap, h * HD, q, BM, b, &full[st]);
                 f3_load_tile<HD>(S + QB, &omap, h * HD, q, BM, b, &full[st]);
             }
-            float* LD = (float*)(S + 2 * QB);
+            float* LD = (float*)(S + 2 * QB);  // (lse, delta) of the tile's 64 queries; zeros past T
             for (int r = lane; r < BM; r += 32) {
                 size_t at = ((size_t)b * T + min(q + r, T - 1)) * H + h;
-                LD[r] = q + r < T ? lse[at] : 0.0f;
-                LD[BM + r] = q + r < T ? delta[at] : 0.0f;
+                cp_async(LD + r, lse + at, 4, q + r < T ? 4 : 0);
+                cp_async(LD + BM + r, delta + at, 4, q + r < T ? 4 : 0);
             }
-            mbar_arrive(&full[st]);
+            mbar_arrive_cp_async(&full[st]);  // arrives when the copies land: the loop goes on at once
         }
         return;
     }
     reg_alloc<240>();
     F3Pos p = f3_pos();
     int j0 = k0 + p.wg * 64;  // this warpgroup's first key
-    int wlo, whi;
-    attn_query_range(j0, 64, T, window, &wlo, &whi);
     float sl2 = rsqrtf((float)HD) * LOG2E_F;
-    float dk[HD / 8][4], dv[HD / 8][4];
+    float dk[HD / 8][4], dv[HD / 8][4], s[BM / 8][4], dp[BM / 8][4];
+    uint32_t pa[BM / 16][4], dsa[BM / 16][4];  // P and dS of the tile whose products are next
     fa_zero<HD>(dk);
     fa_zero<HD>(dv);
     uint32_t ka = smem_u32(Ks) + p.half, va = smem_u32(Vs) + p.half;
+    if (p.wg == 1) { f3_turn_pass(1); }
     mbar_wait(kv_full, 0);
-    for (int i = 0; i < n_tiles; i++) {
-        int st = i % F3_STAGES, ph = (i / F3_STAGES) & 1, q = q_first + i * BM;
-        unsigned char* S = stages + st * STAGE;
-        uint32_t qa = smem_u32(S), oa = qa + QB;
-        const float *Ls = (const float*)(S + 2 * QB), *Ds = Ls + BM;
-        mbar_wait(&full[st], ph);
-        if (q > whi || q + BM - 1 < wlo) {
-            mbar_arrive(&empty[st]);
-            continue;
-        }
-        float s[BM / 8][4], dp[BM / 8][4];
+    {  // the first tile's scores
+        uint32_t qa = smem_u32(stages + f3_wait_full(full, 0) * STAGE);
+        f3_turn_wait(p.wg);
         wg_fence();
-        f3_abt<BM, HD>(s, ka, F3_ROWS, qa, BM);   // (keys, queries)
-        f3_abt<BM, HD>(dp, va, F3_ROWS, oa, BM);
+        f3_abt<BM, HD>(s, ka, F3_ROWS, qa, BM);  // (keys, queries)
+        f3_abt<BM, HD>(dp, va, F3_ROWS, qa + QB, BM);
         wg_commit();
-        wg_wait0();
+        f3_turn_pass(p.wg);
+    }
+    // tile i's scores have been issued: wait for them, form P and dS, issue dv += Pᵀ·dO, dk += dSᵀ·Q
+    // (the caller holds the turn)
+    auto form_probs = [&](int i) {
+        int st = i % F3_STAGES, q = q_first + i * BM;
+        const float *Ls = (const float*)(stages + st * STAGE + 2 * QB), *Ds = Ls + BM;
+        wg_wait<0>();
         wg_fence_acc<BM>(s);
         wg_fence_acc<BM>(dp);
         fa_dkdv_probs<BM>(s, dp, j0 + p.m0, q, Ls, Ds, T, window, sl2, fa_edge_tile(q, BM, j0, 64, T, window));
-        uint32_t pa[BM / 16][4], dsa[BM / 16][4];
         f3_pack<BM>(pa, s);
         f3_pack<BM>(dsa, dp);
         wg_fence_acc<HD>(dv);
         wg_fence_acc<HD>(dk);
+    };
+    auto grad_products = [&](int i) {
+        uint32_t qa = smem_u32(stages + (i % F3_STAGES) * STAGE), oa = qa + QB;
         wg_fence();
         f3_pv<BM, HD>(dv, pa, oa);
         f3_pv<BM, HD>(dk, dsa, qa);
         wg_commit();
-        wg_wait0();
+    };
+    for (int i = 0; i < n_tiles - 1; i++) {  // the last tile is peeled off: no branch around wgmma
+        form_probs(i);
+        uint32_t qn = smem_u32(stages + f3_wait_full(full, i + 1) * STAGE);
+        f3_turn_wait(p.wg);
+        grad_products(i);
+        // at D 128 the next scores wait for these products (P, dS and the next scores together do
+        // not fit the registers beside dk and dv)
+        if (HD > 64) { wg_wait<0>(); }
+        f3_abt<BM, HD>(s, ka, F3_ROWS, qn, BM);
+        f3_abt<BM, HD>(dp, va, F3_ROWS, qn + QB, BM);
+        wg_commit();
+        f3_turn_pass(p.wg);
+        wg_wait<1>();  // tile i's products have landed: its stage is free
         wg_fence_acc<HD>(dv);
         wg_fence_acc<HD>(dk);
-        mbar_arrive(&empty[st]);
+        mbar_arrive(&empty[i % F3_STAGES]);
+    }
+    {
+        form_probs(n_tiles - 1);
+        f3_turn_wait(p.wg);
+        grad_products(n_tiles - 1);
+        if (p.wg == 0) { f3_turn_pass(0); }
+        wg_wait<0>();
+        wg_fence_acc<HD>(dv);
+        wg_fence_acc<HD>(dk);
+        mbar_arrive(&empty[(n_tiles - 1) % F3_STAGES]);
     }
     float scale = rsqrtf((float)HD);
     int g = (threadIdx.x % 32) / 4;
@@ -1088,16 +1191,18 @@ static void attention_v3_forward_bn(bf16* out, float* lse, const bf16* qkvr, int
     size_t smem = F3_SMEM(F3_TILE_BYTES(F3_ROWS, HD) + 2 * F3_STAGES * F3_TILE_BYTES(BN, HD));  // Q, stages of K, V
     attention_smem_limit((const void*)flash3_forward_kernel<HD, BN>, smem, &limit_set);
     CUtensorMap qmap = f3_map(qkvr, 3 * C, T, B, F3_ROWS), kvmap = f3_map(qkvr, 3 * C, T, B, BN);
-    dim3 grid((T + F3_ROWS - 1) / F3_ROWS, B * H);
+    dim3 grid(B * H, (T + F3_ROWS - 1) / F3_ROWS);  // blocks start in order of x, then y: the longest first
     flash3_forward_kernel<HD, BN><<<grid, F3_THREADS, smem, stream>>>(qmap, kvmap, out, lse, T, C, H, window);
     cudaCheck(cudaGetLastError());
 }
-// key tiles of 64 for narrow windows (a 128-key tile would be mostly outside the band), else 128
+// Key tiles of 64 for narrow windows (a 128-key tile would be mostly outside the band) and at D 128
+// (four stages of 128 x 128 K and V tiles do not fit the shared memory), else 128.
 template <int HD>
 static void attention_v3_forward(bf16* out, float* lse, const bf16* qkvr, int B, int T, int C, int H, int window,
                                  cudaStream_t stream) {
+    const int BN_WIDE = HD > 64 ? 64 : 128;
     if (window > 0 && window <= 256) { attention_v3_forward_bn<HD, 64>(out, lse, qkvr, B, T, C, H, window, stream); }
-    else { attention_v3_forward_bn<HD, 128>(out, lse, qkvr, B, T, C, H, window, stream); }
+    else { attention_v3_forward_bn<HD, BN_WIDE>(out, lse, qkvr, B, T, C, H, window, stream); }
 }
 
 template <int HD>
@@ -1111,7 +1216,7 @@ static void attention_v3_backward(bf16* dqkvr, const bf16* dout, const float* ls
     attention_smem_limit((const void*)flash3_backward_dkdv_kernel<HD>, smem_dkdv, &dkdv_set);
     CUtensorMap qkv_128 = f3_map(qkvr, 3 * C, T, B, F3_ROWS), qkv_64 = f3_map(qkvr, 3 * C, T, B, 64);
     CUtensorMap dout_128 = f3_map(dout, C, T, B, F3_ROWS), dout_64 = f3_map(dout, C, T, B, 64);
-    dim3 grid((T + F3_ROWS - 1) / F3_ROWS, B * H);
+    dim3 grid(B * H, (T + F3_ROWS - 1) / F3_ROWS);  // blocks start in order of x, then y: the longest first
     flash3_backward_dq_kernel<HD><<<grid, F3_THREADS, smem_dq, stream>>>(qkv_128, dout_128, qkv_64, dqkvr, lse, delta, T, C, H, window);
     cudaCheck(cudaGetLastError());
     flash3_backward_dkdv_kernel<HD><<<grid, F3_THREADS, smem_dkdv, stream>>>(qkv_128, qkv_64, dout_64, dqkvr, lse, delta, T, C, H,
@@ -1120,16 +1225,26 @@ static void attention_v3_backward(bf16* dqkvr, const bf16* dout, const float* ls
 }
 
 // Is the v3 path usable: a Hopper GPU, and this build compiled its sm_90a kernels?
-static int attention_v3_available(void) { return hopper_kernels_built((const void*)flash3_forward_kernel<64, 128>); }
+static int attention_v3_available(void) { return hopper_kernels_built((const void*)flash3_forward_kernel<64, 64>); }
 
-// The build's version: for bf16, v3 (Hopper) at head dims 64 and 128 where available, else v2
-// (tensor cores, any GPU since sm_80); v1 for fp32.
+// Windows up to this stay on v2 even where v3 runs: a query block of v3 is 128 rows, so with a narrow
+// band most of each key tile is masked, and v2's 64-row blocks did less (H200, B 8, T 4096, D 64:
+// W 64 v2 0.45 ms, v3 0.55; W 512 v2 1.23, v3 1.10).
+#define ATTN_V3_MIN_WINDOW 128
+
+// Does the bf16 build take v3 for head dim D and this window?
+static int attention_uses_v3(int D, int window) {
+    return (D == 64 || D == 128) && (window <= 0 || window > ATTN_V3_MIN_WINDOW) && attention_v3_available();
+}
+
+// The build's version: for bf16, v3 (Hopper) at head dims 64 and 128 where available, except narrow
+// windows (attention_uses_v3), else v2 (tensor cores, any GPU since sm_80); v1 for fp32.
 template <int HD>
 static void attention_forward_hd(floatX* out, float* lse, const floatX* qkvr, int B, int T, int C, int H, int window,
                                  cudaStream_t stream) {
 #if defined(PRECISION_BF16)
     if constexpr (HD >= 64) {
-        if (attention_v3_available()) { return attention_v3_forward<HD>(out, lse, qkvr, B, T, C, H, window, stream); }
+        if (attention_uses_v3(HD, window)) { return attention_v3_forward<HD>(out, lse, qkvr, B, T, C, H, window, stream); }
     }
     attention_v2_forward<HD>(out, lse, qkvr, B, T, C, H, window, stream);
 #else
@@ -1141,7 +1256,7 @@ static void attention_backward_hd(floatX* dqkvr, const floatX* dout, const float
                                   int B, int T, int C, int H, int window, cudaStream_t stream) {
 #if defined(PRECISION_BF16)
     if constexpr (HD >= 64) {
-        if (attention_v3_available()) { return attention_v3_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream); }
+        if (attention_uses_v3(HD, window)) { return attention_v3_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream); }
     }
     attention_v2_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream);
 #else

@@ -4,8 +4,8 @@ accelerator (TMA) that copies a tile of a tensor into shared memory, the mbarrie
 on, warpgroup matrix products (wgmma) that read their operands from shared memory (or A from
 registers), and setmaxnreg, which moves registers from the copying warps to the computing ones.
 
-defines: tma_map_3d, mbar_init, mbar_expect_tx, mbar_arrive, mbar_wait, tma_load_3d,
-         smem_desc_k, smem_desc_mn, wgmma_ss<N>, wgmma_rs<N>, wg_fence, wg_commit, wg_wait0,
+defines: tma_map_3d, mbar_init, mbar_expect_tx, mbar_arrive, mbar_arrive_cp_async, mbar_wait, tma_load_3d,
+         smem_desc_k, smem_desc_mn, wgmma_ss<N>, wgmma_rs<N>, wg_fence, wg_commit, wg_wait<N>,
          wg_fence_acc<N>, reg_dealloc<R>, reg_alloc<R>, hopper_kernels_built
 
 Shared-memory tiles. A tile of R rows × 64 bf16 (128 bytes a row) is what one TMA box brings in
@@ -78,6 +78,11 @@ __device__ static inline void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
 __device__ static inline void mbar_arrive(uint64_t* bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
 }
+// one arrival, made when this thread's earlier cp.async copies have landed (the thread goes on at
+// once; the barrier's count includes these arrivals)
+__device__ static inline void mbar_arrive_cp_async(uint64_t* bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
 // waits until the barrier's phase of parity `parity` has completed
 __device__ static inline void mbar_wait(uint64_t* bar, int parity) {
     asm volatile(
@@ -123,9 +128,11 @@ __device__ static inline void wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
 #endif
 }
-__device__ static inline void wg_wait0() {
+// waits until at most N committed groups are still running (groups finish in order)
+template <int N>
+__device__ static inline void wg_wait() {
 #ifdef HOPPER_ASM
-    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 #endif
 }
 // keeps the compiler from moving accumulator reads or writes into a product's asynchronous window

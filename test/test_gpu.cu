@@ -5,7 +5,8 @@ Without a CUDA GPU one line says so (the checks count as skipped), and the progr
   attention (full_attn.cuh, attention_swa.cuh), forward out and lse, backward dq, dk, dv, on odd
   shapes: T not a multiple of the 32-row tile, W = 1, W < T, W > T, several heads, batch > 1,
   head dims 32, 64 and 128, several 128-row blocks (the v3 kernels' stage rings wrap), narrow
-  windows whose tiles are skipped; in the bf16 build also the v2 kernels where v3 would run.
+  windows whose tiles are skipped; in the bf16 build also v2 where v3 would run and v3 at the narrow
+  windows that default to v2.
   R layer's small kernels: causal conv + SiLU, L2 norm (row stride 3C), gates (gdn, gla), forward
   and backward including the parameter-gradient reductions; tolerance 1e-5.
   recurrent mixer (recurrent_mixer.cuh), chunked form vs the CPU's token-by-token recurrence, gdn
@@ -26,26 +27,28 @@ gradients 1e-4 | 2e-2 (the chunked form reorders the sums of the recurrence); sm
 #include "test_common.h"
 #include "test_gpu_common.cuh"  // defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros, rel_err_dev
 
-// The kernels under test: the build's choice (v3 on a Hopper GPU at D 64/128 in bf16, else v2 in
-// bf16, v1 in fp32), or with force_v2 the v2 kernels wherever v3 would run (bf16 build only).
+// The kernels under test: version 0 = the build's choice (bf16: v3 on a Hopper GPU at D 64/128
+// except narrow windows, else v2; fp32: v1), or 2 / 3 forced (bf16 build; 3 needs a Hopper GPU).
 // Returns the version that ran.
-static int attention_run(int force_v2, floatX* out, float* lse, floatX* dqkvr, float* delta, const floatX* dout,
-                         const floatX* qkvr, int B, int T, int C, int H, int window) {
+template <int HD>
+static void attention_run_forced(int version, floatX* out, float* lse, floatX* dqkvr, float* delta, const floatX* dout,
+                                 const floatX* qkvr, int B, int T, int C, int H, int window) {
 #if defined(PRECISION_BF16)
-    if (force_v2) {
-        int rows = B * T * H;
-        if (C / H == 64) {
-            attention_v2_forward<64>(out, lse, qkvr, B, T, C, H, window, 0);
-            attention_delta_kernel<<<(rows + 255) / 256, 256>>>(delta, dout, out, B * T, C, H);
-            attention_v2_backward<64>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0);
-        } else {
-            attention_v2_forward<128>(out, lse, qkvr, B, T, C, H, window, 0);
-            attention_delta_kernel<<<(rows + 255) / 256, 256>>>(delta, dout, out, B * T, C, H);
-            attention_v2_backward<128>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0);
-        }
-        return 2;
-    }
+    int rows = B * T * H;
+    if (version == 2) { attention_v2_forward<HD>(out, lse, qkvr, B, T, C, H, window, 0); }
+    else { attention_v3_forward<HD>(out, lse, qkvr, B, T, C, H, window, 0); }
+    attention_delta_kernel<<<(rows + 255) / 256, 256>>>(delta, dout, out, B * T, C, H);
+    if (version == 2) { attention_v2_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0); }
+    else { attention_v3_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0); }
 #endif
+}
+static int attention_run(int version, floatX* out, float* lse, floatX* dqkvr, float* delta, const floatX* dout,
+                         const floatX* qkvr, int B, int T, int C, int H, int window) {
+    if (version != 0) {
+        if (C / H == 64) { attention_run_forced<64>(version, out, lse, dqkvr, delta, dout, qkvr, B, T, C, H, window); }
+        else { attention_run_forced<128>(version, out, lse, dqkvr, delta, dout, qkvr, B, T, C, H, window); }
+        return version;
+    }
     if (window > 0) {
         swa_forward_gpu(out, lse, qkvr, B, T, C, H, window, 0);
         swa_backward_gpu(dqkvr, delta, dout, out, lse, qkvr, B, T, C, H, window, 0);
@@ -53,10 +56,10 @@ static int attention_run(int force_v2, floatX* out, float* lse, floatX* dqkvr, f
         attention_forward_gpu(out, lse, qkvr, B, T, C, H, 0, 0);
         attention_backward_gpu(dqkvr, delta, dout, out, lse, qkvr, B, T, C, H, 0, 0);
     }
-    return !force_v2 && PRECISION_IS_BF16 && C / H >= 64 && attention_v3_available() ? 3 : PRECISION_IS_BF16 ? 2 : 1;
+    return !PRECISION_IS_BF16 ? 1 : attention_uses_v3(C / H, window) ? 3 : 2;
 }
 
-static void test_attention(int B, int T, int H, int D, int window, int force_v2) {
+static void test_attention(int B, int T, int H, int D, int window, int version) {
     int C = H * D;
     size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, nrow = (size_t)B * T * H;
     Rng r;
@@ -79,7 +82,7 @@ static void test_attention(int B, int T, int H, int D, int window, int force_v2)
     cudaCheck(cudaMalloc(&d_dqkvr, nqkv * sizeof(floatX)));
     cudaCheck(cudaMemset(d_out, 0xFF, nout * sizeof(floatX)));  // NaN: every element must be written
     cudaCheck(cudaMemset(d_dqkvr, 0xFF, nqkv * sizeof(floatX)));
-    int version = attention_run(force_v2, d_out, d_lse, d_dqkvr, d_delta, d_dout, d_qkvr, B, T, C, H, window);
+    version = attention_run(version, d_out, d_lse, d_dqkvr, d_delta, d_dout, d_qkvr, B, T, C, H, window);
     cudaCheck(cudaDeviceSynchronize());
     float *g_out = from_gpu_x(d_out, nout), *g_lse = from_gpu(d_lse, nrow), *g_dqkvr = from_gpu_x(d_dqkvr, nqkv);
     // split the gradient into its q, k, v thirds
@@ -241,7 +244,7 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
 int main(void) {
     char why[160];
     if (gpu_missing(why, sizeof(why))) {
-        skip_all("test_gpu", PRECISION_IS_BF16 ? 31 : 29, why);  // the checks below
+        skip_all("test_gpu", PRECISION_IS_BF16 ? 34 : 29, why);  // the checks below
         return test_summary();
     }
     test_attention(2, 67, 3, 64, 0, 0);      // T not a multiple of the tile
@@ -253,13 +256,20 @@ int main(void) {
     test_attention(1, 700, 2, 64, 0, 0);     // six 128-row blocks: the stage rings wrap several times
     test_attention(2, 520, 2, 64, 200, 0);   // W <= 256 (64-key tiles), tiles outside the band skipped
     test_attention(2, 300, 2, 128, 0, 0);    // D = 128, a partial last block
-    test_attention(1, 1000, 2, 128, 600, 0); // D = 128, W > 256 (128-key tiles)
+    test_attention(1, 1000, 2, 128, 600, 0); // D = 128, W > 256 (64-key tiles at D 128)
     test_attention(2, 67, 2, 128, 1, 0);     // D = 128, W = 1
     test_attention(2, 130, 2, 128, 300, 0);  // D = 128, W > T
     test_attention(2, 1, 2, 128, 0, 0);      // D = 128, a single token
-    if (PRECISION_IS_BF16) {                 // v2 where v3 runs by default: the fallback of other GPUs
-        test_attention(2, 300, 3, 64, 0, 1);
-        test_attention(2, 100, 2, 128, 17, 1);
+    if (PRECISION_IS_BF16) {  // v2 where v3 runs by default (the fallback of other GPUs)
+        test_attention(2, 300, 3, 64, 0, 2);
+        test_attention(2, 100, 2, 128, 17, 2);
+    }
+    if (PRECISION_IS_BF16 && attention_v3_available()) {  // v3 at the narrow windows that default to v2
+        test_attention(2, 67, 3, 64, 1, 3);
+        test_attention(2, 100, 2, 64, 17, 3);
+        test_attention(2, 300, 2, 128, 64, 3);
+    } else if (PRECISION_IS_BF16) {
+        skip_all("gpu attention v3 at narrow windows", 3, "v3 needs a Hopper GPU (sm_90) and a build for sm_90a");
     }
     test_rec_small_kernels(2, 67, 3, 64);
     test_rec_small_kernels(3, 50, 3, 16);  // 144 channels (not a multiple of 32), D 16: lanes past D idle
