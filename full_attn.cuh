@@ -6,7 +6,9 @@ probabilities from the saved log-sum-exp.
 defines: key/query ranges (attn_key_range / attn_query_range), attention_delta_kernel,
          v1 fp32 kernels (attention_forward_kernel, attention_backward_dq/dkdv_kernel),
          v2 bf16 tensor-core kernels (flash_forward_kernel, flash_backward_dq/dkdv_kernel),
-         launchers attention_forward_gpu / attention_backward_gpu (v1 in the FP32 build, v2 in BF16)
+         v3 Hopper kernels (flash3_forward_kernel, flash3_backward_dq/dkdv_kernel),
+         launchers attention_forward_gpu / attention_backward_gpu (v1 in the FP32 build; in BF16 v3
+         on a Hopper GPU at D 64/128 unless W <= ATTN_V3_MIN_WINDOW, else v2)
 
 One set of kernels serves full attention (window <= 0) and sliding-window attention (window W:
 query i sees keys i-W < j <= i). The window only narrows the range of tiles a block visits, so the
@@ -27,6 +29,10 @@ v2 (bf16 inputs, fp32 accumulation, mma.sync m16n8k16 tensor-core instructions):
 owns 64 rows, each warp 16 of them; the 64-row tiles of the other side stream through shared
 memory, double-buffered (cp.async fetches the next tiles while the block works on these); scores,
 probabilities and accumulators stay in registers (FlashAttention-2's scheme).
+v3 (bf16, sm_90a: FlashAttention-3's scheme, our own code): 128-row blocks of three warpgroups, one
+copying tiles with TMA into a four-stage mbarrier ring, two computing with wgmma from shared memory
+and from registers, pipelined and taking turns at the tensor cores (the comment above the v3
+kernels has the details).
 */
 #ifndef FULL_ATTN_CUH
 #define FULL_ATTN_CUH
@@ -732,6 +738,20 @@ __device__ static inline void f3_pv(float (*acc)[4], uint32_t (*a)[4], uint32_t 
 #pragma unroll
     for (int kk = 0; kk < K / 16; kk++) { wgmma_rs<HD>(acc, a[kk], smem_desc_mn(v, K, kk), 1); }
 }
+// The barriers of a v3 block at `bars`: [0] its fixed tiles (one arrival), then F3_STAGES "full"
+// (full_count arrivals) and F3_STAGES "empty" (the 256 computing threads). Thread 0 sets them up,
+// then the block syncs: the only block-wide barrier of a v3 kernel.
+__device__ static inline void f3_barriers_init(uint64_t* bars, int full_count) {
+    if (threadIdx.x == 0) {
+        mbar_init(bars, 1);
+        for (int s = 0; s < F3_STAGES; s++) {
+            mbar_init(bars + 1 + s, full_count);
+            mbar_init(bars + 1 + F3_STAGES + s, 256);
+        }
+    }
+    __syncthreads();
+}
+
 // The copying thread before it loads streamed tile i: its stage, once free (tile i - STAGES,
 // which used it last, released by all 256 computing threads)
 __device__ static inline int f3_acquire(uint64_t* empty, int i) {
@@ -778,11 +798,7 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
     int lo, hi;
     attn_key_range(q0, F3_ROWS, T, window, &lo, &hi);
     int k_first = lo / BN * BN, n_tiles = (hi - k_first) / BN + 1;
-    if (threadIdx.x == 0) {
-        mbar_init(q_full, 1);
-        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&full[s], 1); mbar_init(&empty[s], 256); }
-    }
-    __syncthreads();
+    f3_barriers_init(bars, 1);
     if (threadIdx.x < 128) {  // copying warpgroup
         reg_dealloc<24>();
         if (threadIdx.x != 0) { return; }
@@ -879,11 +895,7 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
     int lo, hi;
     attn_key_range(q0, F3_ROWS, T, window, &lo, &hi);
     int k_first = lo / BN * BN, n_tiles = (hi - k_first) / BN + 1;
-    if (threadIdx.x == 0) {
-        mbar_init(q_full, 1);
-        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&full[s], 1); mbar_init(&empty[s], 256); }
-    }
-    __syncthreads();
+    f3_barriers_init(bars, 1);
     if (threadIdx.x < 128) {
         reg_dealloc<24>();
         if (threadIdx.x != 0) { return; }
@@ -999,11 +1011,7 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
     int lo, hi;
     attn_query_range(k0, F3_ROWS, T, window, &lo, &hi);
     int q_first = lo / BM * BM, n_tiles = (hi - q_first) / BM + 1;
-    if (threadIdx.x == 0) {
-        mbar_init(kv_full, 1);
-        for (int s = 0; s < F3_STAGES; s++) { mbar_init(&full[s], 1 + 32); mbar_init(&empty[s], 256); }
-    }
-    __syncthreads();
+    f3_barriers_init(bars, 1 + 32);  // a full stage: the TMA thread's arrival and the 32 lanes' copies
     if (threadIdx.x < 128) {
         reg_dealloc<24>();
         if (threadIdx.x >= 32) { return; }
@@ -1228,8 +1236,8 @@ static void attention_v3_backward(bf16* dqkvr, const bf16* dout, const float* ls
 static int attention_v3_available(void) { return hopper_kernels_built((const void*)flash3_forward_kernel<64, 64>); }
 
 // Windows up to this stay on v2 even where v3 runs: a query block of v3 is 128 rows, so with a narrow
-// band most of each key tile is masked, and v2's 64-row blocks did less (H200, B 8, T 4096, D 64:
-// W 64 v2 0.45 ms, v3 0.55; W 512 v2 1.23, v3 1.10).
+// band most of each key tile is masked, and v2's 64-row blocks do less (H200, B 8, T 4096, D 64,
+// fwd+bwd: W 64 v2 0.45 ms, v3 0.67; W 512 v2 1.17, v3 1.16; W 2048 v2 3.05, v3 2.26).
 #define ATTN_V3_MIN_WINDOW 128
 
 // Does the bf16 build take v3 for head dim D and this window?
