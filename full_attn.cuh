@@ -1233,7 +1233,7 @@ static void attention_v3_backward(bf16* dqkvr, const bf16* dout, const float* ls
 }
 
 // Is the v3 path usable: a Hopper GPU, and this build compiled its sm_90a kernels?
-static int attention_v3_available(void) { return hopper_kernels_built((const void*)flash3_forward_kernel<64, 64>); }
+static int attention_v3_available(void) { return hopper_kernels_built(); }
 
 // Windows up to this stay on v2 even where v3 runs: a query block of v3 is 128 rows, so with a narrow
 // band most of each key tile is masked, and v2's 64-row blocks do less (H200, B 8, T 4096, D 64,

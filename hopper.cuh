@@ -215,18 +215,31 @@ __device__ static inline void reg_alloc() {
 #endif
 }
 
-// Were the kernel's sm_90a instructions compiled for this device? (a build for another GPU_ARCH
-// has no wgmma in it; then the launchers use the v2 kernels)
-static int hopper_kernels_built(const void* kernel) {
+// Does this build's device code have the sm_90a instructions, for this GPU? A probe kernel says
+// what it was compiled with (a build for another GPU_ARCH, plain sm_90 included, has no wgmma; its
+// v3 kernels trap, and the launchers use v2). Run once, at the first call: before any graph capture.
+__global__ void hopper_probe_kernel(int* has_asm) {
+#ifdef HOPPER_ASM
+    *has_asm = 1;
+#else
+    *has_asm = 0;
+#endif
+}
+static int hopper_kernels_built(void) {
     static int cached = -1;
     if (cached < 0) {
-        int dev;
+        int dev, *d_flag, flag = 0;
         cudaDeviceProp p;
-        cudaFuncAttributes a;
         cudaCheck(cudaGetDevice(&dev));
         cudaCheck(cudaGetDeviceProperties(&p, dev));
-        cudaCheck(cudaFuncGetAttributes(&a, kernel));
-        cached = p.major == 9 && a.binaryVersion == 90;
+        if (p.major == 9) {
+            cudaCheck(cudaMalloc(&d_flag, sizeof(int)));
+            hopper_probe_kernel<<<1, 1>>>(d_flag);
+            cudaCheck(cudaGetLastError());
+            cudaCheck(cudaMemcpy(&flag, d_flag, sizeof(int), cudaMemcpyDeviceToHost));
+            cudaCheck(cudaFree(d_flag));
+        }
+        cached = flag;
     }
     return cached;
 }
