@@ -667,8 +667,8 @@ __global__ void __launch_bounds__(FA_THREADS) flash_backward_dkdv_kernel(bf16* d
 // and accumulators in registers; the probabilities go from the score accumulators straight into
 // the A operand of the next product (wgmma from registers). While they compute on stage s, the
 // copies into the other stages are in flight. A block visits only the tiles of its band, so SWA
-// work stays ∝ T·W; only tiles that cross the diagonal, the
-// band's edge or T are masked. No atomics: every output element is written once, by one thread.
+// work stays ∝ T·W; only tiles that cross the diagonal, the band's edge or T are masked. No
+// atomics: every output element is written once, by one thread.
 // The grid is (B·H, row blocks) and blocks start in the order of their linear index, so in causal
 // attention every head's longest blocks start first and the short ones fill the tail.
 //   forward  block = 128 queries; K, V tiles of BN keys streamed (BN 128; 64 for W <= 256 or D 128)
@@ -759,7 +759,8 @@ __device__ static inline int f3_acquire(uint64_t* empty, int i) {
     if (i >= F3_STAGES) { mbar_wait(&empty[st], (i / F3_STAGES - 1) & 1); }
     return st;
 }
-// A computing thread waits for streamed tile i (returns its stage), and later releases it
+// A computing thread waits for streamed tile i and gets its stage (it releases the stage later,
+// arriving on empty[stage] once no product in flight reads it)
 __device__ static inline int f3_wait_full(uint64_t* full, int i) {
     mbar_wait(&full[i % F3_STAGES], (i / F3_STAGES) & 1);
     return i % F3_STAGES;
