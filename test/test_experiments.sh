@@ -13,8 +13,10 @@
 #              for number (timings aside), the log of the same run never stopped
 #   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs; ONLY picks runs
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
-#              an F head over 0.5 at step 20, 100k tokens per step) and reports exactly those, in
-#              the findings' tables, the layers' table and the calibration table;
+#              an F head over 0.5 at step 20 / 30 / never for W 32 / 64 / 128, 100k tokens per
+#              step) and reports exactly those, in the findings' tables, the trend test (p = 1/90),
+#              the layers' table and the calibration table; the trend test's exact p-values equal
+#              those of enumerating every assignment (report.py --self-test);
 #              draws the plots of the real tiny logs (skipped without matplotlib)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -95,13 +97,16 @@ else
     # depth but the farthest (depth 0 of length T: 0 until step 40, then 1; so the mean at T passes
     # 0.5 at step 30, the farthest needle at 40), the F head 0.2 / 0.6 / 0.9 / 1.0; val loss 2.5 at
     # the end
+    # SSSF_w64 and SSSF_w128 the same but for the F head: over 0.5 first at step 30 (W 64) and never
+    # (W 128): the trend test's one ordering of 90 that is wholly increasing, p = 1/90
     mkdir -p "$dir/syn/mini"
     "$PY" - "$dir/syn/mini" << 'EOF'
 import gzip, json, sys
-for seed in (1, 2):
-    with gzip.open(f"{sys.argv[1]}/SSSF_w32.s{seed}.jsonl.gz", "wt") as f:
+heads = {32: (0.2, 0.6, 0.9, 1.0), 64: (0.2, 0.3, 0.6, 1.0), 128: (0.1, 0.2, 0.3, 0.4)}
+for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
+    with gzip.open(f"{sys.argv[1]}/SSSF_w{w}.s{seed}.jsonl.gz", "wt") as f:
         f.write(json.dumps({"step": 1, "loss": 5.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
-        for step, acc, head in ((10, 0.0, 0.2), (20, 0.3, 0.6), (30, 0.7, 0.9), (40, 1.0, 1.0)):
+        for (step, acc), head in zip(((10, 0.0), (20, 0.3), (30, 0.7), (40, 1.0)), head_of):
             rows = [[a] * 5 for a in (acc, acc, acc, acc / 2, 0.0)]
             rows[2][0] = 1.0 if step == 40 else 0.0
             layers = [{"layer": 0, "type": "S", "score": [0.1, 0.0], "mass": [0, 0]}, {"layer": 1, "type": "F", "score": [head, 0.0], "mass": [0, 0]}]
@@ -111,11 +116,16 @@ EOF
     msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" --calibration "$dir/syn/mini" 2>&1)
     md="$dir/synres/mini/results.md"
     if grep -q '^| SSSF_w32 | 2 | 3 (3, 3) | 4 (4, 4) | 1.00 (1.00, 1.00) | 0.50 (0.50, 0.50) | 0.00 (0.00, 0.00) | 2.500 (2.500, 2.500) |$' "$md" 2> /dev/null \
-        && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) |$' "$md" \
+        && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 4 (4, 4) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) / 0.50 (0.50, 0.50) / 0.00 (0.00, 0.00) |$' "$md" \
+        && grep -q '^| SSSF W 128 | 2 | - (-, -) | 4 (4, 4) | 0.40 (0.40, 0.40) |' "$md" \
+        && grep -q 'JT = 12 (null mean 6); p = 0.0111 for heads forming later with larger W, p = 1.0000 for earlier. At α = 0.05: \*\*reproduced' "$md" \
         && grep -q '^| SSSF_w32 | 2 | 1.00 | 1: 1.00 | 0: 0.10 |$' "$md" \
         && grep -q '^| SSSF_w32.s2 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 |$' "$dir/synres/calibration.md"; then
-        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20 (W 32), 30 (W 64), never (W 128: censored), trend p = 1/90 -> reproduced, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
     else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
+    msg=$("$PY" dev/experiments/report.py --self-test 2>&1)
+    if [[ "$msg" == *"self-test: 10 passed, 0 failed" ]]; then pass "experiments trend test" "exact JT p-values by counting = by enumerating every assignment, 9 cases with ties and censored runs; strictly increasing groups p = 1/90"
+    else fail "experiments trend test" "$(echo "$msg" | grep -v '^ok' | tr '\n' ' ')"; fi
     msg=$("$PY" dev/experiments/report.py --logs "$dir/a" --out "$dir/res" --calibration "$dir/none" 2>&1)
     missing=""
     for f in f1_emergence f2_laziness f3_nope; do [ -s "$dir/res/tiny/$f.png" ] || missing="$missing $f.png"; done

@@ -11,12 +11,16 @@ LEVER) it writes into results/<size>/:
     f1_emergence.png   needle accuracy at length T vs tokens seen, per config (mean over seeds,
                        the band spans the seeds)
     f2_laziness.png    best F-layer retrieval score vs tokens for the SSSF windows, and the step where
-                       it first exceeds 0.5 against W
+                       it first exceeds 0.5 against W (every seed a point, runs that never got there
+                       as triangles at their end, the median marked)
     f3_nope.png        needle accuracy vs length (T/4 .. 4T) at the end of training, F = RoPE vs NoPE
                        (mean over seeds; each seed faintly)
     results.md         the tables behind the plots (with when the farthest needle, at depth 0 beyond
-                       every window, is first found), and per config the final best head of each
-                       attention layer (which layers carry retrieval)
+                       every window, is first found), per config the final best head of each
+                       attention layer (which layers carry retrieval), and finding 2's trend test:
+                       an exact permutation Jonckheere–Terpstra test of the F-head formation steps
+                       across W (runs without a head censored at their end), whose p-values call
+                       the finding reproduced, reversed or not settled (α = 0.05)
 and from the calibration logs (calibration/, all-F runs whose names give the flags that differ from
 the mini protocol) results/calibration.md: when retrieval emerged under each setting.
 A run's log is <config>.s<seed>.jsonl.gz; only complete (gzipped) logs are read. Numbers come only
@@ -24,8 +28,11 @@ from the logs: "-" where an event did not happen within the run.
 """
 import argparse
 import gzip
+import itertools
 import json
+import math
 import os
+import random
 import re
 import sys
 from collections import defaultdict
@@ -34,9 +41,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from plot import mean_over_depths, plt, read_log  # noqa: E402  (dev/plot.py: log reader, matplotlib set up)
 
 F1_CONFIGS = ["F", "SSSF_w32", "SSSF_w128", "SSSF_w512", "RRRF_gdn", "RRRF_gla"]
-F2_WINDOWS = [32, 64, 128, 256, 512]
+F2_WINDOWS = [32, 64, 128, 256, 512, 1024]
 F3_PAIRS = [("SSSF_w32", "SSSF_w32_fnope"), ("SSSF_w512", "SSSF_w512_fnope")]
 THRESHOLD = 0.5
+ALPHA = 0.05  # the level at which the laziness trend test calls finding 2 reproduced or reversed
 
 
 def tokens_per_step(path):
@@ -103,6 +111,107 @@ class Run:
         return [best_f_head(n) for _, n in self.evals]
 
 
+def jt_statistic(groups):
+    """Jonckheere–Terpstra statistic of groups ordered by the factor (here W ascending): the number of
+    pairs (a in an earlier group, b in a later one) with a < b, ties counting 1/2. None = censored
+    (no F head formed within the run): later than every observed step, tied with the other censored."""
+    val = lambda x: math.inf if x is None else x
+    jt = 0.0
+    for i, j in itertools.combinations(range(len(groups)), 2):
+        for a in groups[i]:
+            for b in groups[j]:
+                jt += 1.0 if val(a) < val(b) else 0.5 if val(a) == val(b) else 0.0
+    return jt
+
+
+def jt_test(groups):
+    """Exact permutation test of the JT statistic: under the null every assignment of the pooled values
+    to groups of these sizes is equally likely. Returns (jt, its null mean, P(JT >= jt), P(JT <= jt)):
+    the first p-value is that of a rise with the factor, the second that of a fall. The null
+    distribution is counted exactly by walking the pooled values in increasing order, tie block by tie
+    block, over the counts already placed in each group (no enumeration of the assignments)."""
+    sizes = [len(g) for g in groups]
+    pooled = sorted((math.inf if x is None else x) for g in groups for x in g)
+    blocks = [len(list(run)) for _, run in itertools.groupby(pooled)]
+    # dist: {(placed per group): {2·JT so far: ways}}; within a block, a pair across groups i < j is a tie (1 half-unit)
+    dist = {tuple(0 for _ in sizes): {0: 1}}
+    for m in blocks:
+        new = defaultdict(lambda: defaultdict(int))
+        for placed, by_jt in dist.items():
+            room = [n - c for n, c in zip(sizes, placed)]
+            for ks in compositions(m, room):
+                ways = math.factorial(m)
+                for k in ks:
+                    ways //= math.factorial(k)
+                add = 0
+                for g, k in enumerate(ks):
+                    add += 2 * k * sum(placed[:g])  # strictly smaller values already in earlier groups
+                    add += k * sum(ks[:g])          # ties with this block's members of earlier groups
+                key = tuple(c + k for c, k in zip(placed, ks))
+                for jt2, w in by_jt.items():
+                    new[key][jt2 + add] += w * ways
+        dist = new
+    (final,) = dist.values()
+    total = sum(final.values())
+    jt2 = round(2 * jt_statistic(groups))
+    p_up = sum(w for v, w in final.items() if v >= jt2) / total
+    p_down = sum(w for v, w in final.items() if v <= jt2) / total
+    mean_jt = sum(a * b for a, b in itertools.combinations(sizes, 2)) / 2
+    return jt2 / 2, mean_jt, p_up, p_down
+
+
+def compositions(m, room):
+    """every way to split m items over len(room) groups with at most room[g] in group g"""
+    if len(room) == 1:
+        if m <= room[0]:
+            yield (m,)
+        return
+    for k in range(min(m, room[0]) + 1):
+        for rest in compositions(m - k, room[1:]):
+            yield (k,) + rest
+
+
+def jt_brute(groups):
+    """the same p-values by enumerating every assignment: the check of jt_test (report.py --self-test)"""
+    pooled = [x for g in groups for x in g]
+    sizes = [len(g) for g in groups]
+    obs = jt_statistic(groups)
+    n_up = n_down = total = 0
+    for perm in set(itertools.permutations(range(len(pooled)))):
+        labels = []
+        for g, n in enumerate(sizes):
+            labels += [g] * n
+        arrangement = [[] for _ in sizes]
+        for pos, g in zip(perm, labels):
+            arrangement[g].append(pooled[pos])
+        v = jt_statistic(arrangement)
+        total += 1
+        n_up += v >= obs
+        n_down += v <= obs
+    return n_up / total, n_down / total
+
+
+def self_test():
+    """jt_test against enumeration on small cases with ties and censored runs; known values"""
+    rng = random.Random(5)
+    cases = [[[1, 2], [3, 4], [5, 6]], [[5, 6], [3, 4], [1, 2]], [[1, None], [2, None], [None, 3]]]
+    for _ in range(6):
+        cases.append([[rng.choice([10, 20, 20, 30, None]) for _ in range(rng.randint(1, 3))] for _ in range(3)])
+    bad = 0
+    for g in cases:
+        _, _, up, down = jt_test(g)
+        bu, bd = jt_brute(g)
+        ok = abs(up - bu) < 1e-12 and abs(down - bd) < 1e-12
+        bad += not ok
+        print(f"{'ok ' if ok else 'BAD'} groups {g}: p_up {up:.6f} (enumerated {bu:.6f}), p_down {down:.6f} (enumerated {bd:.6f})")
+    _, _, up, _ = jt_test([[1, 2], [3, 4], [5, 6]])
+    if abs(up - 1 / 90) > 1e-12:  # 90 = 6!/(2!2!2!) assignments, one with every pair in order
+        print(f"BAD strictly increasing groups: p_up {up}, expected 1/90")
+        bad += 1
+    print(f"self-test: {len(cases) + 1 - bad} passed, {bad} failed")
+    return bad
+
+
 def load_runs(folder):
     """{config: [Run per seed]} of one size's folder"""
     runs = defaultdict(list)
@@ -111,6 +220,13 @@ def load_runs(folder):
         if m:
             runs[m.group(1)].append(Run(os.path.join(folder, name)))
     return runs
+
+
+def median_censored(xs, ends):
+    """median of per-seed steps where None (censored) counts as its run's end, which is where it sits
+    in the order (later than every observed step of the same run length)"""
+    v = sorted(e if x is None else x for x, e in zip(xs, ends))
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 def mean(xs):
@@ -199,24 +315,41 @@ def finding2(runs, out, md):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     firsts = {w: [r.first_step(r.best_f()) for r in runs[f"SSSF_w{w}"]] for w in windows}
-    for w in windows:
+    ends = {w: [r.evals[-1][0] for r in runs[f"SSSF_w{w}"]] for w in windows}
+    cens_label = "no head (censored at the run's end)"
+    for w in windows:  # every seed a point; a run with no head over the threshold, a triangle at its end
         ys = [s for s in firsts[w] if s is not None]
         ax2.plot([w] * len(ys), ys, "o", color="C0", alpha=0.6)
-    pts = [(w, mean(firsts[w])) for w in windows if mean(firsts[w]) is not None]
-    if pts:
-        ax2.plot(*zip(*pts), "-", color="C0", label="mean over seeds")
+        cens = [e for s, e in zip(firsts[w], ends[w]) if s is None]
+        if cens:
+            ax2.plot([w] * len(cens), cens, "^", color="C3", alpha=0.6, label=cens_label)
+            cens_label = None  # one legend entry
+    meds = [(w, median_censored(firsts[w], ends[w])) for w in windows]
+    ax2.plot([w for w, m in meds], [m for w, m in meds], "_", color="k", ms=18, mew=2, label="median")
     ax2.set_xscale("log", base=2)
     finish(fig, ax2, "SWA window W", f"first step with a retrieval head > {THRESHOLD}", os.path.join(out, "f2_laziness.png"))
     md.append("### Finding 2: Large-Window Laziness\n")
     md.append(f"The first eval step at which the best head of an F layer scores over {THRESHOLD} (the fraction of answer "
               "tokens whose attention argmax is the needle token being copied), and that score at the end.\n")
-    md.append(f"| config | seeds | first step best F head > {THRESHOLD} | final best F head | final acc at T |")
-    md.append("|---|---|---|---|---|")
+    md.append(f"| config | seeds | first step best F head > {THRESHOLD} | M tokens to farthest > 0.5 | final best F head | final acc at T / 2T / 4T |")
+    md.append("|---|---|---|---|---|---|")
     for w in windows:
         rs = runs[f"SSSF_w{w}"]
-        md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | "
-                  f"{seeds_fmt([r.final_acc(r.T) for r in rs], '{:.2f}')} |")
+        far = [r.m_tokens(r.first_step(r.far_acc())) for r in rs]
+        final = " / ".join(seeds_fmt([r.final_acc(x * r.T) for r in rs], "{:.2f}") for x in (1, 2, 4))
+        md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt(far, '{:.0f}')} | "
+                  f"{seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | {final} |")
     md.append("")
+    if len(windows) >= 2:
+        groups = [firsts[w] for w in windows]
+        jt, mean_jt, p_up, p_down = jt_test(groups)
+        n_cens = sum(x is None for g in groups for x in g)
+        verdict = ("reproduced (later heads with larger windows)" if p_up < ALPHA else
+                   "reversed (earlier heads with larger windows)" if p_down < ALPHA else "not settled")
+        md.append(f"Trend test across W = {', '.join(map(str, windows))} (Jonckheere–Terpstra, exact permutation over "
+                  f"{sum(map(len, groups))} runs, {n_cens} censored at their end): JT = {jt:g} (null mean {mean_jt:g}); "
+                  f"p = {p_up:.4f} for heads forming later with larger W, p = {p_down:.4f} for earlier. "
+                  f"At α = {ALPHA}: **{verdict}**.\n")
     layers_table(runs, md)
 
 
@@ -303,7 +436,10 @@ def main():
     p.add_argument("--logs", default=os.path.join(here, "logs"), help="folder of <size>/ log folders (default dev/experiments/logs)")
     p.add_argument("--out", default=os.path.join(here, "results"), help="output folder (default dev/experiments/results)")
     p.add_argument("--calibration", default=os.path.join(here, "calibration"), help="folder of calibration logs (default dev/experiments/calibration; skipped when absent)")
+    p.add_argument("--self-test", action="store_true", help="check the trend test against enumeration, then exit")
     a = p.parse_args()
+    if a.self_test:
+        sys.exit(1 if self_test() else 0)
     done = calibration(a.calibration, a.out) if os.path.isdir(a.calibration) else 0
     sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d))) if os.path.isdir(a.logs) else []
     for size in sizes:
