@@ -56,7 +56,7 @@ else
   $(info ✗ nvcc not found (set CUDA_HOME): CUDA programs and GPU tests are not built)
 endif
 
-CPU_PROGRAMS = train_cpu eval_needle
+CPU_PROGRAMS = train_cpu eval_needle dev/experiments/needle_share
 CPU_HEADERS = utils.h dataloader.h hybrid_cpu.h needle_eval.h checkpoint.h flags.h train_common.h
 GPU_HEADERS = cuda_common.cuh hopper.cuh full_attn.cuh attention_swa.cuh recurrent_mixer.cuh $(CPU_HEADERS)
 CPU_TESTS = test/test_grad test/test_cpu
@@ -77,6 +77,10 @@ train_cpu: dev/train_cpu.c $(CPU_HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 eval_needle: eval_needle.c $(CPU_HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# the share of training questions inside an SWA window (finding 2), measured on the generator
+dev/experiments/needle_share: dev/experiments/needle_share.c $(CPU_HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # the gradient checks build the reference with real = double

@@ -461,15 +461,18 @@ static long needle_keys(const NeedleConfig* c, int n_symbols) {
 
 // Training sequence: seq[0..n) is haystack on entry. Walking left to right, needles and queries
 // (question + answer) of earlier needles are spliced in at random, the haystack filling the rest.
-// Returns the number of needles placed.
-static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab* v, Rng* rng) {
+// Returns the number of needles placed. dist (NULL, or room for n) gets, per question, how far its
+// first answer token is from the needle's first value token (a window W >= dist lets the token
+// before the answer see the value), and *n_dist their count.
+static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab* v, Rng* rng, int* dist, int* n_dist) {
     // keys are distinct within a sequence: at most 3/4 of the key space, so drawing a fresh key
     // stays cheap (the flags check that the expected count is at most half of it)
     long keys34 = needle_keys(c, v->n_symbols) * 3 / 4;
     int cap = n < 1024 ? n : 1024;
     if (keys34 < cap) { cap = (int)keys34; }
     Needle* placed = (Needle*)malloc_check((size_t)cap * sizeof(Needle));
-    int n_placed = 0;
+    int* value_at = (int*)malloc_check((size_t)cap * sizeof(int));  // where each needle's value starts
+    int n_placed = 0, n_q = 0;
     double p_needle = c->per_1k / 1000.0;
     double p_query = (double)c->queries / n;
     int* hay = (int*)malloc_check(n * sizeof(int));
@@ -481,23 +484,29 @@ static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab
             Needle nd = needle_make(c, v, rng, placed, n_placed);
             if (out + nd.needle_len <= n) {
                 memcpy(seq + out, nd.needle, nd.needle_len * sizeof(int));
+                value_at[n_placed] = out + nd.value_off;
                 out += nd.needle_len;
                 placed[n_placed++] = nd;
                 continue;
             }
         } else if (r < p_needle + p_query && n_placed > 0) {
-            const Needle* nd = &placed[rng_int(rng, n_placed)];
+            int k = rng_int(rng, n_placed);
+            const Needle* nd = &placed[k];
             if (out + nd->query_len + nd->answer_len <= n) {
                 memcpy(seq + out, nd->query, nd->query_len * sizeof(int));
                 memcpy(seq + out + nd->query_len, nd->answer, nd->answer_len * sizeof(int));
+                if (dist) { dist[n_q] = out + nd->query_len - value_at[k]; }
+                n_q++;
                 out += nd->query_len + nd->answer_len;
                 continue;
             }
         }
         seq[out++] = hay[src++];
     }
+    if (n_dist) { *n_dist = n_q; }
     free(hay);
     free(placed);
+    free(value_at);
     return n_placed;
 }
 
@@ -631,7 +640,7 @@ static void dataloader_next_batch(DataLoader* dl) {
     for (int b = 0; b < dl->B; b++) {
         for (int t = 0; t <= T; t++) { dl->seq[t] = stream_next(&dl->stream); }
         if (dl->needle_frac > 0.0f && rng_uniform(&dl->rng) < dl->needle_frac) {
-            needle_fill_train(dl->seq, T + 1, &dl->needles, &dl->vocab, &dl->rng);
+            needle_fill_train(dl->seq, T + 1, &dl->needles, &dl->vocab, &dl->rng, NULL, NULL);
         }
         memcpy(dl->inputs + (size_t)b * T, dl->seq, T * sizeof(int));
         memcpy(dl->targets + (size_t)b * T, dl->seq + 1, T * sizeof(int));

@@ -539,18 +539,22 @@ static void test_batches(void) {
 // ----------------------------------------------------------------------------
 // needles
 
-// Scans a training sequence: every ⟨Q⟩ key must be followed by the value of the earlier ⟨N⟩ key.
+// Scans a training sequence: every ⟨Q⟩ key must be followed by the value of the earlier ⟨N⟩ key,
+// and the distances needle_fill_train reports (answer to value, per question in order) must be the
+// ones read off the sequence.
 static void test_needles_train(void) {
     Vocab v = vocab_make(256, 64);
     NeedleConfig nc = needle_config_default();
     nc.key_len = 2; nc.val_len = 3; nc.per_1k = 40; nc.queries = 8;
     Rng r;
     rng_init(&r, 9);
-    int n = 2048, seq[2048];
-    int total_needles = 0, total_queries = 0, wrong = 0, orphan = 0;
+    int n = 2048, seq[2048], dist[2048];
+    int total_needles = 0, total_queries = 0, wrong = 0, orphan = 0, dist_wrong = 0, n_reported = 0;
     for (int rep = 0; rep < 20; rep++) {
         for (int i = 0; i < n; i++) { seq[i] = 'a' + i % 26; }
-        total_needles += needle_fill_train(seq, n, &nc, &v, &r);
+        int n_dist, q = 0;
+        total_needles += needle_fill_train(seq, n, &nc, &v, &r, dist, &n_dist);
+        n_reported += n_dist;
         for (int i = 0; i + 1 + nc.key_len + nc.val_len <= n; i++) {
             if (seq[i] != v.query_mark) { continue; }
             total_queries++;
@@ -560,10 +564,15 @@ static void test_needles_train(void) {
             }
             if (found < 0) { orphan++; continue; }
             wrong += memcmp(seq + found + 1 + nc.key_len, seq + i + 1 + nc.key_len, nc.val_len * sizeof(int)) != 0;
+            // answer starts after ⟨Q⟩ key, value after ⟨N⟩ key: the same offset, so the distance is i - found
+            dist_wrong += q >= n_dist || dist[q] != i - found;
+            q++;
         }
     }
-    check(total_needles > 20 * 40 && total_queries > 20 * 2 && wrong == 0 && orphan == 0, "training needles answer correctly",
-          "%d needles, %d queries, %d wrong answers, %d queries without a needle", total_needles, total_queries, wrong, orphan);
+    check(total_needles > 20 * 40 && total_queries > 20 * 2 && wrong == 0 && orphan == 0 && n_reported == total_queries &&
+              dist_wrong == 0,
+          "training needles answer correctly", "%d needles, %d queries (%d reported), %d wrong answers, %d queries without a needle, %d distances off",
+          total_needles, total_queries, n_reported, wrong, orphan, dist_wrong);
 }
 
 // More needle draws than distinct keys (1-symbol keys over 8 symbols, a draw at every token): the
@@ -577,7 +586,7 @@ static void test_needles_key_space(void) {
     int n = 512, seq[512], max_placed = 0, repeated = 0;
     for (int rep = 0; rep < 10; rep++) {
         for (int i = 0; i < n; i++) { seq[i] = 'a' + i % 26; }
-        int placed = needle_fill_train(seq, n, &nc, &v, &r);
+        int placed = needle_fill_train(seq, n, &nc, &v, &r, NULL, NULL);
         if (placed > max_placed) { max_placed = placed; }
         int seen[8] = {0};
         for (int i = 0; i + 1 < n; i++) {

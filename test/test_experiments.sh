@@ -12,6 +12,8 @@
 #              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
 #   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs; ONLY picks runs
+#   needle_share: the share of training questions inside a window, in [0, 1], rising with W, 1 at
+#              W = T; a bad -w is a clear error
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
 #              an F head over 0.5 at step 20 / 30 / never for W 32 / 64 / 128, 100k tokens per
 #              step) and reports exactly those, in the findings' tables, the trend test (p = 1/90),
@@ -88,6 +90,16 @@ if [ $rc = 143 ] && [ "$s_stop" -ge 25 ] && [ "$s_stop" -lt 100 ] && [[ "$out" =
     && cmp -s <(numbers "$log.gz") <(numbers "$dir/c/tiny/SSSF_w32.s1.jsonl.gz"); then
     pass "experiments resume" "$(echo "$out" | grep -o 'from step [0-9]*'), finished log equal to the uninterrupted run's ($(numbers "$log.gz" | wc -l) records)"
 else fail "experiments resume" "grid exit $rc, checkpoint at step $s_stop; $(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
+
+# needle_share at the mini protocol: shares in [0, 1], rising with W, 1 at W = T; a bad -w is an error
+out=$(./dev/experiments/needle_share -T 1024 -w 32,128,512,1024 -n 300 2>&1)
+shares=$(echo "$out" | awk -F'|' '/^\| +[0-9]/ { printf "%s ", $3 + 0 }')
+rc=0
+err=$(./dev/experiments/needle_share -w 32,x 2>&1) || rc=$?
+if echo "$shares" | awk '{ ok = NF == 4 && $4 == 1; for (i = 1; i <= NF; i++) { ok = ok && $i >= 0 && $i <= 1 && (i == 1 || $i >= $(i - 1)) } exit !ok }' \
+    && [ $rc = 1 ] && [[ "$err" == "error: -w 32,x: expected"* ]]; then
+    pass "experiments needle_share" "T 1024, W 32/128/512/1024: $shares(rising, 1 at W = T); -w 32,x: $err"
+else fail "experiments needle_share" "shares '$shares', exit $rc: $err; $out"; fi
 
 if ! "$PY" -c "import matplotlib" 2>/dev/null; then
     skip "experiments report" "no matplotlib for $PY (apt-get install python3-matplotlib)"

@@ -1,0 +1,78 @@
+/*
+needle_share.c — how many training questions an SWA layer could answer inside its window: the share
+of questions whose needle value lies within W tokens before the answer, measured on the training
+sequences the trainer's generator makes (dataloader.h, needle_fill_train), beside the formula
+(W/T)(1 + ln(T/W)) of a needle and a question placed at random (finding 2 of dev/experiments).
+The share depends only on T and the needle flags, not on the haystack or the model.
+
+    make dev/experiments/needle_share
+    ./dev/experiments/needle_share -T 1024 --needle-density 30 --needle-queries 128 -w 32,128,512
+
+One line per W: W, questions within W / all questions, the formula.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../hybrid_cpu.h"  // defines: MAX_SEQ_LEN, MAX_SYMBOLS (and dataloader.h: needle_fill_train, vocab_make)
+#include "../../flags.h"       // defines: flags_parse
+
+#define SHARE_MAX_W 16
+
+int main(int argc, char** argv) {
+    int T = 1024, n_seq = 2000, n_symbols = NEEDLE_SYMBOLS_DEFAULT;
+    double seed = 1;
+    const char* windows = "32,64,128,256,512";
+    NeedleConfig nc = needle_config_default();
+    nc.per_1k = 30;
+    nc.queries = 128;
+    FlagSpec flags[] = {
+        {"-T", FLAG_INT, &T, 2, MAX_SEQ_LEN, NULL, "training sequence length"},
+        {"--needle-key", FLAG_INT, &nc.key_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle key"},
+        {"--needle-val", FLAG_INT, &nc.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
+        {"--needle-density", FLAG_INT, &nc.per_1k, 1, 1000, NULL, "needles per 1000 tokens of a training sequence"},
+        {"--needle-queries", FLAG_INT, &nc.queries, 1, MAX_SEQ_LEN, NULL, "queries per training sequence"},
+        {"--needle-symbols", FLAG_INT, &n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols"},
+        {"-w", FLAG_STR, &windows, 0, 0, NULL, "windows, comma-separated (at most 16)"},
+        {"-n", FLAG_INT, &n_seq, 1, 1000000, NULL, "training sequences to measure"},
+        {"-s", FLAG_DOUBLE, &seed, 0, SEED_MAX, NULL, "seed of the generator"},
+    };
+    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv, NULL);
+    int W[SHARE_MAX_W], n_w = 0;
+    for (const char* p = windows; *p;) {
+        char* end;
+        long w = strtol(p, &end, 10);
+        if (end == p || w < 1 || w > MAX_SEQ_LEN || (*end && *end != ',') || n_w == SHARE_MAX_W) {
+            die("-w %s: expected up to %d windows in 1..%d, comma-separated", windows, SHARE_MAX_W, MAX_SEQ_LEN);
+        }
+        W[n_w++] = (int)w;
+        p = *end ? end + 1 : end;
+    }
+    if (n_w == 0) { die("-w %s: expected at least one window", windows); }
+    Vocab v = vocab_make(256, n_symbols);
+    Rng rng;
+    rng_init(&rng, (uint64_t)seed);
+    // the trainer's sequences are T+1 tokens (inputs and the shifted targets)
+    int n = T + 1, *seq = (int*)malloc_check((size_t)n * sizeof(int)), *dist = (int*)malloc_check((size_t)n * sizeof(int));
+    long questions = 0, within[SHARE_MAX_W] = {0};
+    for (int i = 0; i < n_seq; i++) {
+        for (int t = 0; t < n; t++) { seq[t] = 'a'; }
+        int n_dist;
+        needle_fill_train(seq, n, &nc, &v, &rng, dist, &n_dist);
+        questions += n_dist;
+        for (int q = 0; q < n_dist; q++) {
+            for (int k = 0; k < n_w; k++) { within[k] += dist[q] <= W[k]; }
+        }
+    }
+    if (questions == 0) { die("no questions in %d sequences of T %d (raise --needle-queries or --needle-density)", n_seq, T); }
+    printf("T %d, %d needles / 1000 tokens, %d queries a sequence: %ld questions in %d sequences\n", T, nc.per_1k, nc.queries,
+           questions, n_seq);
+    printf("|    W | within W (measured) | (W/T)(1 + ln(T/W)) |\n|------|---------------------|--------------------|\n");
+    for (int k = 0; k < n_w; k++) {
+        double x = W[k] >= T ? 1.0 : (double)W[k] / T * (1.0 + log((double)T / W[k]));
+        printf("| %4d | %19.3f | %18.3f |\n", W[k], (double)within[k] / questions, x);
+    }
+    free(seq);
+    free(dist);
+    return 0;
+}
