@@ -12,6 +12,8 @@
 #              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
 #   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs; ONLY picks runs
+#   t4096:     f2_laziness.sh's T 4096 grid (a stand-in trainer records the runs): all-F, then
+#              SSSF W 64, 1024, 256, five seeds each, with the t4096 flags
 #   needle_share: the share of training questions inside a window, in [0, 1], rising with W, 1 at
 #              W = T; a bad -w is a clear error
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
@@ -90,6 +92,19 @@ if [ $rc = 143 ] && [ "$s_stop" -ge 25 ] && [ "$s_stop" -lt 100 ] && [[ "$out" =
     && cmp -s <(numbers "$log.gz") <(numbers "$dir/c/tiny/SSSF_w32.s1.jsonl.gz"); then
     pass "experiments resume" "$(echo "$out" | grep -o 'from step [0-9]*'), finished log equal to the uninterrupted run's ($(numbers "$log.gz" | wc -l) records)"
 else fail "experiments resume" "grid exit $rc, checkpoint at step $s_stop; $(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
+
+# the t4096 grid of f2_laziness.sh, with a stand-in trainer that logs its flags: all-F first, then
+# SSSF W 64, 1024, 256, five seeds each, at T 4096 with 256 needle symbols and 496 queries
+stub="$dir/stub_trainer.sh"
+printf '#!/bin/sh\necho "$*" >> "%s/calls"\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && : > "$2"; shift; done\n' "$dir" > "$stub"
+chmod +x "$stub"
+out=$(SIZE=t4096 SEEDS= STEPS=4000 EXTRA= LEVER=plan LOGDIR="$dir/t4" TRAINER="$stub" bash dev/experiments/f2_laziness.sh 2>&1) || true
+plan=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-o") { n = split($(i + 1), a, "/"); print a[n] } }' "$dir/calls" 2> /dev/null | tr '\n' ' ')
+want="F.s1.jsonl F.s2.jsonl F.s3.jsonl F.s4.jsonl F.s5.jsonl SSSF_w64.s1.jsonl SSSF_w64.s2.jsonl SSSF_w64.s3.jsonl SSSF_w64.s4.jsonl SSSF_w64.s5.jsonl SSSF_w1024.s1.jsonl SSSF_w1024.s2.jsonl SSSF_w1024.s3.jsonl SSSF_w1024.s4.jsonl SSSF_w1024.s5.jsonl SSSF_w256.s1.jsonl SSSF_w256.s2.jsonl SSSF_w256.s3.jsonl SSSF_w256.s4.jsonl SSSF_w256.s5.jsonl "
+if [ "$plan" = "$want" ] && [ "$(grep -c -- '-T 4096 -B 8 .*--needle-queries 496 --needle-symbols 256' "$dir/calls")" = 20 ] \
+    && [ "$(grep -c -- '-p SSSF -w 1024' "$dir/calls")" = 5 ]; then
+    pass "experiments t4096 grid" "20 runs: F, SSSF W 64, 1024, 256 x 5 seeds at T 4096, 256 symbols, 496 queries"
+else fail "experiments t4096 grid" "runs: $plan; $(echo "$out" | tail -n 2 | tr '\n' ' ')"; fi
 
 # needle_share at the mini protocol: shares in [0, 1], rising with W, 1 at W = T; a bad -w is an error
 out=$(./dev/experiments/needle_share -T 1024 -w 32,128,512,1024 -n 300 2>&1)

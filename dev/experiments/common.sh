@@ -3,13 +3,17 @@
 # whose log is complete. Settings come from the environment:
 #
 #   SIZE      mini (default: C 512, L 8, H 8, T 1024, B 32; dev/experiments/README.md), small (C 256, L 8, H 4,
-#             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test);
+#             T 1024, B 32: the second model size), tiny (C 32, L 4, H 2, T 64, B 4: the CPU test),
+#             t4096 (the mini model at T 4096, B 8: the same tokens a step; finding 2 where the
+#             windows lie well below the needle distances);
 #             at T 1024: 30 needles per 1000 tokens (31 a sequence, the most that 1-symbol keys
 #             over 64 symbols allow: they differ within a sequence) and 128 queries a sequence;
-#             the calibration that chose these and the learning rate is in dev/experiments/README.md
+#             the calibration that chose these and the learning rate is in dev/experiments/README.md;
+#             at t4096: 256 needle symbols (30 needles per 1000 tokens need 123 distinct keys a
+#             sequence) and 496 queries: 0.082 questions a token as at mini (needle_share measures it)
 #   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; the protocol
 #             allows 5 minutes of H100 per run)
-#   SEEDS     seeds per config (default "1 2")
+#   SEEDS     seeds per config (default "1 2"; "1 2 3 4 5" at t4096)
 #   DATA      a text file read as bytes (default dev/experiments/data/gcide.txt, made by
 #             prepare_text.sh), or "builtin" for the built-in text stream
 #   TRAINER   default ./train_hybrid (./train_cpu works for tiny runs)
@@ -35,7 +39,7 @@ set -euo pipefail
 
 SIZE=${SIZE:-mini}
 STEPS=${STEPS:-4000}
-SEEDS=${SEEDS:-"1 2"}
+if [ "$SIZE" = t4096 ]; then SEEDS=${SEEDS:-"1 2 3 4 5"}; else SEEDS=${SEEDS:-"1 2"}; fi
 PROTOCOL_DATA=dev/experiments/data/gcide.txt
 DATA=${DATA:-$PROTOCOL_DATA}
 TRAINER=${TRAINER:-./train_hybrid}
@@ -50,8 +54,9 @@ EXP_START=${EXP_START:-$(date +%s)}  # all.sh shares its start (and so DEADLINE)
 case "$SIZE" in
     mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 5e-4 --needle-density 30 --needle-queries 128) ;;
     small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 1e-3 --needle-density 30 --needle-queries 128) ;;
+    t4096) MODEL=(-C 512 -L 8 -H 8 -T 4096 -B 8 -l 5e-4 --needle-density 30 --needle-queries 496 --needle-symbols 256) ;;
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
-    *) echo "error: SIZE=$SIZE: expected mini, small or tiny" >&2; exit 1 ;;
+    *) echo "error: SIZE=$SIZE: expected mini, small, t4096 or tiny" >&2; exit 1 ;;
 esac
 if [ "$SIZE" != tiny ] && [ -z "$LEVER" ] && { [ "$STEPS" != 4000 ] || [ -n "$EXTRA" ] || [ "$DATA" != "$PROTOCOL_DATA" ]; }; then
     echo "error: STEPS=$STEPS EXTRA='$EXTRA' DATA=$DATA is off the protocol (4000 steps, no EXTRA, gcide.txt): name these runs with LEVER=... so they log apart" >&2
