@@ -11,30 +11,9 @@ retrieval score and the attention mass on the needle at the training length; --j
 same as one JSON object. The data flags must name the data the checkpoint was trained on (the
 haystack comes from its val split, and the vocabulary must match).
 */
-#include "flags.h"        // defines: FlagSpec, flags_parse, SEED_MAX
+#include "flags.h"        // defines: FlagSpec, flags_parse, flags_parse_list, SEED_MAX
 #include "checkpoint.h"   // defines: checkpoint_read, model_from_checkpoint (and hybrid_cpu.h, dataloader.h)
 #include "needle_eval.h"  // defines: cpu_needle_eval, needle_result_print, needle_result_json
-
-// "a,b,c" -> values, each finite and in [lo, hi] (integral when integer); returns the count. Exits with
-// a clear line on a bad list, showing the value as typed.
-static int parse_list(const char* flag, const char* s, double lo, double hi, int integer, double* out, int max) {
-    int n = 0;
-    const char* p = s;
-    while (*p) {
-        char* end = NULL;
-        double x = strtod(p, &end);
-        int len = (int)(end > p ? end - p : (long)strcspn(p, ","));
-        if (end == p || (*end != ',' && *end != '\0')) { die("%s '%s': expected numbers separated by commas", flag, s); }
-        if (!isfinite(x) || x < lo || x > hi || (integer && x != floor(x))) {
-            die("%s '%s': '%.*s' is not %s in %.10g..%.10g", flag, s, len, p, integer ? "an integer" : "a number", lo, hi);
-        }
-        if (n == max) { die("%s '%s': at most %d values", flag, s, max); }
-        out[n++] = x;
-        p = *end == ',' ? end + 1 : end;
-    }
-    if (n == 0) { die("%s: empty list", flag); }
-    return n;
-}
 
 int main(int argc, char** argv) {
     const char* ckpt_path = "";
@@ -78,10 +57,10 @@ int main(int argc, char** argv) {
     needle_grid_default(&grid, T, samples, (uint64_t)seed);
     if (lengths[0]) {
         double x[GRID_MAX];
-        grid.n_lengths = parse_list("--lengths", lengths, 1, 4 * MAX_SEQ_LEN, 1, x, GRID_MAX);
+        grid.n_lengths = flags_parse_list("--lengths", lengths, 1, 4 * MAX_SEQ_LEN, 1, x, GRID_MAX);
         for (int i = 0; i < grid.n_lengths; i++) { grid.lengths[i] = (int)x[i]; }
     }
-    if (depths[0]) { grid.n_depths = parse_list("--depths", depths, 0, 1, 0, grid.depths, GRID_MAX); }
+    if (depths[0]) { grid.n_depths = flags_parse_list("--depths", depths, 0, 1, 0, grid.depths, GRID_MAX); }
     int task = needle_task_len(&data.needles, &vocab);
     for (int i = 0; i < grid.n_lengths; i++) {
         if (grid.lengths[i] < task) {

@@ -3,7 +3,8 @@ flags.h — the command line of every program: one table of flags (FlagSpec rows
 destination, range, choices, help) drives parsing, the -h text with defaults and ranges, and the
 errors, so they cannot disagree. Any problem is one line naming the flag and the value as typed.
 
-defines: FlagSpec, FLAG_* types, MAX_FLAGS, SEED_MAX, flags_parse, flags_print_help, flag_given
+defines: FlagSpec, FLAG_* types, MAX_FLAGS, SEED_MAX, flags_parse, flags_print_help, flag_given,
+         flags_parse_list
 */
 #ifndef FLAGS_H
 #define FLAGS_H
@@ -120,6 +121,27 @@ static void flags_parse(const FlagSpec* f, int n, int argc, char** argv, int* gi
 static int flag_given(const FlagSpec* f, const int* given, int n, const void* dst) {
     for (int i = 0; i < n; i++) { if (f[i].dst == dst) { return given[i]; } }
     return 0;
+}
+
+// A list flag's value "a,b,c" -> values, each finite and in [lo, hi] (integral when integer); returns the count. Exits with
+// a clear line on a bad list, showing the value as typed.
+static int flags_parse_list(const char* flag, const char* s, double lo, double hi, int integer, double* out, int max) {
+    int n = 0;
+    const char* p = s;
+    while (*p) {
+        char* end = NULL;
+        double x = strtod(p, &end);
+        int len = (int)(end > p ? end - p : (long)strcspn(p, ","));
+        if (end == p || (*end != ',' && *end != '\0')) { die("%s '%s': expected numbers separated by commas", flag, s); }
+        if (!isfinite(x) || x < lo || x > hi || (integer && x != floor(x))) {
+            die("%s '%s': '%.*s' is not %s in %.10g..%.10g", flag, s, len, p, integer ? "an integer" : "a number", lo, hi);
+        }
+        if (n == max) { die("%s '%s': at most %d values", flag, s, max); }
+        out[n++] = x;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) { die("%s: empty list", flag); }
+    return n;
 }
 
 #endif // FLAGS_H

@@ -112,7 +112,7 @@ shares=$(echo "$out" | awk -F'|' '/^\| +[0-9]/ { printf "%s ", $3 + 0 }')
 rc=0
 err=$(./dev/experiments/needle_share -w 32,x 2>&1) || rc=$?
 if echo "$shares" | awk '{ ok = NF == 4 && $4 == 1; for (i = 1; i <= NF; i++) { ok = ok && $i >= 0 && $i <= 1 && (i == 1 || $i >= $(i - 1)) } exit !ok }' \
-    && [ $rc = 1 ] && [[ "$err" == "error: -w 32,x: expected"* ]]; then
+    && [ $rc = 1 ] && [[ "$err" == "error: -w '32,x': expected numbers separated by commas"* ]]; then
     pass "experiments needle_share" "T 1024, W 32/128/512/1024: $shares(rising, 1 at W = T); -w 32,x: $err"
 else fail "experiments needle_share" "shares '$shares', exit $rc: $err; $out"; fi
 

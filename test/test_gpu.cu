@@ -13,8 +13,8 @@ Without a CUDA GPU one line says so (the checks count as skipped), and the progr
   and gla: o, and dq, dk, dv, dbeta, dgate; T = 1, 64 (one full chunk), 67 and 130 (partial last
   chunk), 700 (eleven chunks), several heads, batch > 1, head dims 32, 48 and 64.
 Built twice: with PRECISION_FP32 (the v1 kernels, fp32 end to end) and PRECISION_BF16 (activations
-in bf16, attention on the v3 Hopper kernels where the GPU has them, else v2). Inputs are rounded to the build's floatX first,
-so both sides start from the same numbers.
+in bf16, attention on the v3 Hopper kernels where the GPU has them, else v2). Inputs are rounded to
+the build's floatX first, so both sides start from the same numbers.
 Tolerances, norm-wise relative error ||gpu - cpu|| / ||cpu||, fp32 | bf16: attention out 1e-5 | 1e-2,
 lse 1e-5 | 1e-3 (fp32 sums of exact bf16 products), gradients 1e-4 | 2e-2; recurrent mixer o and
 gradients 1e-4 | 2e-2 (the chunked form reorders the sums of the recurrence); small kernels

@@ -13,7 +13,7 @@ versions:
     2  bf16 on tensor cores (mma.sync m16n8k16, fp32 accumulate): 4 warps x 16 rows, 64-row tiles
        streamed through shared memory, scores and probabilities kept in registers
     3  Hopper (sm_90a): wgmma from TMA-filled shared memory, a copying warpgroup and two computing
-       ones (setmaxnreg), 128-row blocks, a two-stage mbarrier ring; D 64 and 128
+       ones (setmaxnreg), 128-row blocks, a four-stage mbarrier ring; D 64 and 128
 Check: norm-wise relative error against the CPU (inputs rounded to the version's type first);
 tolerances as test/test_gpu.cu: fp32 1e-5 (out) / 1e-4 (gradients), bf16 1e-2 / 2e-2.
 Timing: median of 10 launches after a warm-up, CUDA events (time_fwd_bwd).

@@ -15,13 +15,13 @@ One line per W: W, questions within W / all questions, the formula.
 #include <stdlib.h>
 #include <string.h>
 #include "../../hybrid_cpu.h"  // defines: MAX_SEQ_LEN, MAX_SYMBOLS (and dataloader.h: needle_fill_train, vocab_make)
-#include "../../flags.h"       // defines: flags_parse
+#include "../../flags.h"       // defines: flags_parse, flags_parse_list
 
 #define SHARE_MAX_W 16
 
 int main(int argc, char** argv) {
     int T = 1024, n_seq = 2000, n_symbols = NEEDLE_SYMBOLS_DEFAULT;
-    double seed = 1;
+    long seed = 1;
     const char* windows = "32,64,128,256,512";
     NeedleConfig nc = needle_config_default();
     nc.per_1k = 30;
@@ -35,20 +35,11 @@ int main(int argc, char** argv) {
         {"--needle-symbols", FLAG_INT, &n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols"},
         {"-w", FLAG_STR, &windows, 0, 0, NULL, "windows, comma-separated (at most 16)"},
         {"-n", FLAG_INT, &n_seq, 1, 1000000, NULL, "training sequences to measure"},
-        {"-s", FLAG_DOUBLE, &seed, 0, SEED_MAX, NULL, "seed of the generator"},
+        {"-s", FLAG_LONG, &seed, 0, SEED_MAX, NULL, "seed of the generator"},
     };
     flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv, NULL);
-    int W[SHARE_MAX_W], n_w = 0;
-    for (const char* p = windows; *p;) {
-        char* end;
-        long w = strtol(p, &end, 10);
-        if (end == p || w < 1 || w > MAX_SEQ_LEN || (*end && *end != ',') || n_w == SHARE_MAX_W) {
-            die("-w %s: expected up to %d windows in 1..%d, comma-separated", windows, SHARE_MAX_W, MAX_SEQ_LEN);
-        }
-        W[n_w++] = (int)w;
-        p = *end ? end + 1 : end;
-    }
-    if (n_w == 0) { die("-w %s: expected at least one window", windows); }
+    double W[SHARE_MAX_W];  // whole numbers (flags_parse_list checks)
+    int n_w = flags_parse_list("-w", windows, 1, MAX_SEQ_LEN, 1, W, SHARE_MAX_W);
     Vocab v = vocab_make(256, n_symbols);
     Rng rng;
     rng_init(&rng, (uint64_t)seed);
@@ -69,8 +60,8 @@ int main(int argc, char** argv) {
            questions, n_seq);
     printf("|    W | within W (measured) | (W/T)(1 + ln(T/W)) |\n|------|---------------------|--------------------|\n");
     for (int k = 0; k < n_w; k++) {
-        double x = W[k] >= T ? 1.0 : (double)W[k] / T * (1.0 + log((double)T / W[k]));
-        printf("| %4d | %19.3f | %18.3f |\n", W[k], (double)within[k] / questions, x);
+        double x = W[k] >= T ? 1.0 : W[k] / T * (1.0 + log(T / W[k]));
+        printf("| %4d | %19.3f | %18.3f |\n", (int)W[k], (double)within[k] / questions, x);
     }
     free(seq);
     free(dist);
