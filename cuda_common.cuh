@@ -4,7 +4,8 @@ CUDA calls, the build's precision (floatX), 16-byte loads and stores, warp and b
 global-to-shared copies, and the grid size of an element-wise launch.
 
 defines: cudaCheck, floatX, PRECISION_NAME, X128, x128, load128, store128, warp_sum, block_sum,
-         REDUCE_THREADS, cp_async(_commit, _wait_all, _wait_but_last), blocks_for
+         REDUCE_THREADS, cp_async(_commit, _wait_all, _wait_but_last), bf16, mma_16816, lds32,
+         pack_bf16, ldsm_x4(_t), blocks_for
 */
 #ifndef CUDA_COMMON_CUH
 #define CUDA_COMMON_CUH
@@ -75,6 +76,39 @@ __device__ static float block_sum(float v) {
     for (int w = 0; w < (int)(blockDim.x / 32); w++) { total += partial[w]; }
     __syncthreads();
     return total;
+}
+
+// ----------------------------------------------------------------------------
+// bf16 tensor cores: mma.sync m16n8k16 (fp32 accumulate) and ldmatrix, shared by the attention's v2
+// and the recurrence's v3 kernels. Fragments (PTX ISA), lane = 4g + t (g = lane/4, t = lane%4):
+//   A (16x16, row-major)  a0 (row g, cols 2t,2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+//   B (16x8, k x n)       b0 (k 2t,2t+1; n g)       b1 (k 2t+8, 2t+9; n g)
+//   C (16x8, fp32)        c0 c1 (row g, cols 2t, 2t+1)   c2 c3 (row g+8, cols 2t, 2t+1)
+// A register holds two bf16, the lower column in the low half.
+typedef __nv_bfloat16 bf16;
+
+__device__ static inline void mma_16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ static inline uint32_t lds32(const bf16* p) { return *(const uint32_t*)p; }
+__device__ static inline uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t*)&v;
+}
+
+// ldmatrix.x4: four 8x8 bf16 matrices, lanes 8q..8q+7 give the row addresses of matrix q; each
+// lane gets (row g, cols 2t, 2t+1) of every matrix, or with .trans the same of its transpose
+__device__ static inline void ldsm_x4(uint32_t* r, const bf16* p) {
+    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ static inline void ldsm_x4_t(uint32_t* r, const bf16* p) {
+    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
 // blocks of `threads` threads that cover n elements, one thread each

@@ -38,7 +38,7 @@ kernels has the details).
 #define FULL_ATTN_CUH
 
 #include <cuda_bf16.h>
-#include "cuda_common.cuh"  // defines: floatX, cudaCheck, cp_async
+#include "cuda_common.cuh"  // defines: floatX, cudaCheck, cp_async, bf16, mma_16816, pack_bf16
 #include "hopper.cuh"       // defines: tma_map_3d, mbar_*, tma_load_3d, smem_desc_*, wgmma_*, reg_alloc
 
 #define ATTN_TILE 32  // v1: query rows per block = key rows per tile = threads per block
@@ -232,34 +232,16 @@ __global__ void attention_backward_dkdv_kernel(float* dqkvr, const float* dout, 
 }
 
 // ----------------------------------------------------------------------------
-// v2: bf16 tensor cores (mma.sync m16n8k16, fp32 accumulate)
-//
-// Fragments of mma.m16n8k16 (PTX ISA), lane = 4g + t (g = lane/4, t = lane%4):
-//   A (16x16, row-major)  a0 (row g, cols 2t,2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
-//   B (16x8, k x n)       b0 (k 2t,2t+1; n g)       b1 (k 2t+8, 2t+9; n g)
-//   C (16x8, fp32)        c0 c1 (row g, cols 2t, 2t+1)   c2 c3 (row g+8, cols 2t, 2t+1)
-// A register holds two bf16, the lower column in the low half. The C tiles of a 16x64 score block,
+// v2: bf16 tensor cores (mma.sync m16n8k16, fp32 accumulate; fragments: cuda_common.cuh).
+// The C tiles of a 16x64 score block,
 // repacked two n8 tiles at a time, are the A fragments of the next product (P·V): the
 // probabilities never leave registers.
-
-typedef __nv_bfloat16 bf16;
 
 #define FA_ROWS 64      // rows a block owns (queries; keys in dk/dv) = rows of each streamed tile
 #define FA_THREADS 128  // 4 warps x 16 rows
 #define FA_PAD 8        // bf16 of padding per shared row (16 B): 8 rows at one column hit 8 different bank quads
 #define FA_TILE(HD) (FA_ROWS * ((HD) + FA_PAD))  // bf16 of one shared tile (64, HD+PAD)
 #define LOG2E_F 1.4426950408889634f
-
-__device__ static inline void mma_16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ static inline uint32_t lds32(const bf16* p) { return *(const uint32_t*)p; }
-__device__ static inline uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t*)&v;
-}
 
 // A fragment: rows m0..m0+15, cols k0..k0+15 of a row-major shared tile (leading dim ld)
 __device__ static inline void lds_a(uint32_t* a, const bf16* tile, int ld, int m0, int k0) {

@@ -935,17 +935,7 @@ __global__ void __launch_bounds__(DELTA_THREADS) delta_chunk_backward_kernel(flo
 #define DELTA_SMEM_STATE_BWD (DELTA_SMEM(1, 0) + 2 * DELTA_BWD_BUF * sizeof(float))
 #define DELTA_SMEM_CHUNK_BWD DELTA_SMEM(11, DELTA_GATE_VECS + 3)
 
-// Floats of the chunked kernels' scratch for a (B,T) batch: Ũ, W and dUl tiles (B, H, n_chunks, c, D)
-// and dstates (B, H, n_chunks, D, D). The caller owns it (the trainer's GpuModel allocates it with the
-// activations); every layer reuses it.
-static size_t delta_rule_scratch_floats(int B, int T, int C, int H) {
-    size_t tile = (size_t)B * H * delta_rule_n_chunks(T) * DELTA_CHUNK * (C / H);
-    return 3 * tile + delta_rule_state_floats(B, T, C, H);
-}
-
-static void delta_rule_check_dims(int C, int H) {
-    int D = C / H;
-    if (D > DELTA_MAX_D || D % 16 != 0) { die("recurrent mixer: head dim %d, the GPU kernels take a multiple of 16 up to %d", D, DELTA_MAX_D); }
+static void delta_v2_set_smem() {
     static int smem_set = 0;  // opt in to > 48 KiB of shared memory once
     if (!smem_set) {
         cudaCheck(cudaFuncSetAttribute(delta_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)DELTA_SMEM_PREP));
@@ -958,13 +948,11 @@ static void delta_rule_check_dims(int C, int H) {
     }
 }
 
-// o (B,T,C) and the chunk-entry states (delta_rule_state_floats) from q, k, v, beta, gate; scratch
-// holds delta_rule_scratch_floats(B, T, C, H):
-// gdn prep (Ũ, W per chunk, parallel) -> state pass (sequential in chunks) -> output (parallel)
-static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
+// v2 forward: gdn prep (Ũ, W per chunk, parallel) -> state pass (sequential in chunks) -> output (parallel)
+static void delta_v2_forward(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                    const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                    float* scratch, cudaStream_t stream) {
-    delta_rule_check_dims(C, H);
+    delta_v2_set_smem();
     int chunks = B * H * delta_rule_n_chunks(T);
     float* Ut = scratch;
     float* W = Ut + (size_t)chunks * DELTA_CHUNK * (C / H);
@@ -979,13 +967,12 @@ static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, co
     cudaCheck(cudaGetLastError());
 }
 
-// dq, dk (B,T,C), dv (inside dqkva, stride vstride), dbeta (gdn), dgate (B,T,H) from dout (B,T,C):
-// prep (W, dUl per chunk, parallel) -> dS state pass (reverse, sequential) -> gradients (parallel)
-static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
+// v2 backward: prep (W, dUl per chunk, parallel) -> dS state pass (reverse, sequential) -> gradients (parallel)
+static void delta_v2_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
                                     const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                     const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
                                     float* scratch, cudaStream_t stream) {
-    delta_rule_check_dims(C, H);
+    delta_v2_set_smem();
     int chunks = B * H * delta_rule_n_chunks(T);
     size_t tile = (size_t)chunks * DELTA_CHUNK * (C / H);
     float* W = scratch + tile;
@@ -999,6 +986,832 @@ static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* d
     delta_chunk_backward_kernel<<<chunks, DELTA_THREADS, DELTA_SMEM_CHUNK_BWD, stream>>>(
         dq, dk, dv, dbeta, dgate, dout, states, dstates, q, k, v, vstride, beta, gate, T, C, H, mixer);
     cudaCheck(cudaGetLastError());
+}
+
+// ----------------------------------------------------------------------------
+// v3 (bf16 build, head dim 64 or 128): the same chunked algebra with bf16 tiles in shared memory
+// and mma.sync m16n8k16 products whose fp32 sums stay in registers. 4 warps a block; in every
+// (c, ·) product warp w owns rows 16w..16w+15, so per-row work (gates, masks, row sums) needs no
+// barrier. What v2 does differently and why v3 is faster:
+//  - state passes split each head's state by value rows: block (b h, slab) carries D3_BV rows of S
+//    (or dS), B·H·D/D3_BV blocks instead of B·H (U = Ũ - W S0ᵀ and S_end = b_last S0 + Uᵀ diag(w) K
+//    never mix value rows; the backward pass alike);
+//  - Ti is solved once per chunk in each direction (v2: three times), U leaves the forward state
+//    pass and dU the backward one, so the output and gradient kernels do not form them again;
+//  - operands are bf16 (fp32 state and sums, as fla): half the shared memory, two blocks an SM.
+// Scratch (bf16, (B, H, n_chunks, ·) per chunk): Ũ then U (c, D), W (c, D), dUl then dU (c, D),
+// Ti (c, c); then dstates fp32 (D, D). q, k, v, o and gradients are bf16 (floatX of this build).
+#ifdef PRECISION_BF16
+#define D3_THREADS 128
+#define D3_BV 16                         // value rows of the state one state-pass block owns
+#define D3_PAD 8                         // bf16 padding of a shared row: ldmatrix rows hit distinct banks
+#define D3_LDC (DELTA_CHUNK + D3_PAD)    // row stride of (c, c) tiles
+#define D3_LDV (D3_BV + D3_PAD)          // row stride of (c, D3_BV) slabs
+#define D3_N 0  // operand as stored: X (M, K) row-major, Y (K, N) row-major
+#define D3_T 1  // operand transposed: X stored (K, M), Y stored (N, K)
+
+__host__ __device__ static inline int d3_ld(int HD) { return HD + D3_PAD; }  // row stride of (c, D) and (D, D) tiles
+
+// A fragment (16 x 16 at rows m0, cols k0) of X (D3_N) or of Xᵀ (D3_T)
+template <int F>
+__device__ static inline void d3_frag_a(uint32_t* a, const bf16* X, int ld, int m0, int k0) {
+    int l = threadIdx.x % 32, q = l >> 3;
+    if (F == D3_N) { ldsm_x4(a, X + (m0 + (l & 15)) * ld + k0 + (l >> 4) * 8); }
+    else { ldsm_x4_t(a, X + (k0 + (q >> 1) * 8 + (l & 7)) * ld + m0 + (q & 1) * 8); }
+}
+// B fragments of the n8 tiles n0 and n0 + 8, k rows k0..k0+15, of Y (D3_N) or of Yᵀ (D3_T):
+// b[0], b[1] for n0, b[2], b[3] for n0 + 8
+template <int F>
+__device__ static inline void d3_frag_b(uint32_t* b, const bf16* Y, int ld, int k0, int n0) {
+    int l = threadIdx.x % 32, q = l >> 3;
+    if (F == D3_N) { ldsm_x4_t(b, Y + (k0 + (q & 1) * 8 + (l & 7)) * ld + n0 + (q >> 1) * 8); }
+    else { ldsm_x4(b, Y + (n0 + (q >> 1) * 8 + (l & 7)) * ld + k0 + (q & 1) * 8); }
+}
+// acc (16, 8 NT) += X(rows m0.., 16 KT cols) · Y(16 KT rows, cols n0..), forms FA, FB as above
+template <int NT, int KT, int FA, int FB>
+__device__ static inline void d3_mm(float (*acc)[4], const bf16* X, int ldx, int m0, const bf16* Y, int ldy, int n0) {
+#pragma unroll
+    for (int kt = 0; kt < KT; kt++) {
+        uint32_t a[4];
+        d3_frag_a<FA>(a, X, ldx, m0, 16 * kt);
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+            uint32_t b[4];
+            d3_frag_b<FB>(b, Y, ldy, 16 * kt, n0 + 8 * j);
+            mma_16816(acc[j], a, b[0], b[1]);
+            mma_16816(acc[j + 1], a, b[2], b[3]);
+        }
+    }
+}
+// the same with the A fragments in registers (a[kt]: k slice kt, as d3_pack makes them)
+template <int NT, int KT, int FB>
+__device__ static inline void d3_mm_reg(float (*acc)[4], const uint32_t (*a)[4], const bf16* Y, int ldy, int n0) {
+#pragma unroll
+    for (int kt = 0; kt < KT; kt++) {
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+            uint32_t b[4];
+            d3_frag_b<FB>(b, Y, ldy, 16 * kt, n0 + 8 * j);
+            mma_16816(acc[j], a[kt], b[0], b[1]);
+            mma_16816(acc[j + 1], a[kt], b[2], b[3]);
+        }
+    }
+}
+// the (16, 8 NT) accumulator as A fragments of k slices NT / 2, row g scaled by r0, row g+8 by r1
+template <int NT>
+__device__ static inline void d3_pack(uint32_t (*a)[4], const float (*x)[4], float r0, float r1) {
+#pragma unroll
+    for (int j = 0; j < NT; j += 2) {
+        a[j / 2][0] = pack_bf16(r0 * x[j][0], r0 * x[j][1]);
+        a[j / 2][1] = pack_bf16(r1 * x[j][2], r1 * x[j][3]);
+        a[j / 2][2] = pack_bf16(r0 * x[j + 1][0], r0 * x[j + 1][1]);
+        a[j / 2][3] = pack_bf16(r1 * x[j + 1][2], r1 * x[j + 1][3]);
+    }
+}
+template <int NT>
+__device__ static inline void d3_zero(float (*x)[4]) {
+#pragma unroll
+    for (int j = 0; j < NT; j++) { x[j][0] = x[j][1] = x[j][2] = x[j][3] = 0.0f; }
+}
+// scales row g of the accumulator by r0, row g+8 by r1
+template <int NT>
+__device__ static inline void d3_scale_rows(float (*x)[4], float r0, float r1) {
+#pragma unroll
+    for (int j = 0; j < NT; j++) { x[j][0] *= r0; x[j][1] *= r0; x[j][2] *= r1; x[j][3] *= r1; }
+}
+// x (accumulator layout) = X[m0.., col0..] of a bf16 tile
+template <int NT>
+__device__ static inline void d3_load(float (*x)[4], const bf16* X, int ld, int m0, int col0) {
+    int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float2 v = __bfloat1622float2(*(const __nv_bfloat162*)(X + (m0 + g + 8 * h) * ld + col0 + 8 * j + 2 * t));
+            x[j][2 * h] = v.x;
+            x[j][2 * h + 1] = v.y;
+        }
+    }
+}
+// dst[row][col0 + ..] = scaled accumulator for its rows m0 + g (r0), m0 + g + 8 (r1) below n;
+// dst is a shared tile or global rows of `ld`
+template <int NT>
+__device__ static inline void d3_store(bf16* dst, size_t ld, int m0, int n, int col0, const float (*x)[4], float r0, float r1) {
+    int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int row = m0 + g + 8 * h;
+        float r = h ? r1 : r0;
+        if (row < n) {
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                *(uint32_t*)(dst + row * ld + col0 + 8 * j + 2 * t) = pack_bf16(r * x[j][2 * h], r * x[j][2 * h + 1]);
+            }
+        }
+    }
+}
+// s0, s1: Σ over row m0+g (m0+g+8) of x ⊙ y, y an accumulator or (d3_rowdot_tile) a bf16 tile; every
+// lane of the row's quad gets it
+__device__ static inline void d3_quad_sum(float* s0, float* s1) {
+    for (int off = 1; off < 4; off *= 2) {
+        *s0 += __shfl_xor_sync(0xffffffff, *s0, off);
+        *s1 += __shfl_xor_sync(0xffffffff, *s1, off);
+    }
+}
+template <int NT>
+__device__ static inline void d3_rowsum(const float (*x)[4], float* s0, float* s1) {
+    *s0 = 0.0f; *s1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NT; j++) { *s0 += x[j][0] + x[j][1]; *s1 += x[j][2] + x[j][3]; }
+    d3_quad_sum(s0, s1);
+}
+template <int NT>
+__device__ static inline void d3_rowdot(const float (*x)[4], const float (*y)[4], float* s0, float* s1) {
+    *s0 = 0.0f; *s1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NT; j++) { *s0 += x[j][0] * y[j][0] + x[j][1] * y[j][1]; *s1 += x[j][2] * y[j][2] + x[j][3] * y[j][3]; }
+    d3_quad_sum(s0, s1);
+}
+template <int NT>
+__device__ static inline void d3_rowdot_tile(const float (*x)[4], const bf16* Y, int ld, int m0, float* s0, float* s1) {
+    float y[NT][4];
+    d3_load<NT>(y, Y, ld, m0, 0);
+    d3_rowdot<NT>(x, y, s0, s1);
+}
+// part[col] += Σ over the warp's 16 rows of x[row][col] (part: this warp's own c floats, so every
+// element has one writer and the block's sum can be taken in a fixed order)
+template <int NT>
+__device__ static inline void d3_colsum(float* part, const float (*x)[4]) {
+    int lane = threadIdx.x % 32, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float v = x[j][e] + x[j][e + 2];
+            for (int off = 4; off < 32; off *= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
+            if (lane < 4) { part[8 * j + 2 * t + e] += v; }
+        }
+    }
+}
+// x[t][s] *= Γ[t][s] = exp(g_t - g_s) where t - s >= strict, else 0, for a (16, c) block at rows m0;
+// keys_as_rows: rows are s and columns t (Pᵀ)
+template <int NT>
+__device__ static inline void d3_decay_mask(float (*x)[4], const float* g, int m0, int strict, int keys_as_rows) {
+    int gi = (threadIdx.x % 32) / 4, ti = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int r = m0 + gi + 8 * (e >> 1), c = 8 * j + 2 * ti + (e & 1);
+            int tq = keys_as_rows ? c : r, s = keys_as_rows ? r : c;
+            x[j][e] = tq - s >= strict ? x[j][e] * __expf(g[tq] - g[s]) : 0.0f;
+        }
+    }
+}
+// starts copying rows row0 + t (t < c; zeros for t >= n) of `cols` bf16 at col0 of src (rows of
+// `stride`) into the shared tile X (rows of ld)
+__device__ static void d3_fetch(bf16* X, int ld, const bf16* src, size_t stride, size_t row0, int n, int col0, int cols) {
+    int per_row = cols / 8;
+    BLOCK_LOOP(idx, DELTA_CHUNK * per_row) {
+        int t = idx / per_row, i = (idx % per_row) * 8;
+        cp_async(X + t * ld + i, src + (row0 + min(t, n - 1)) * stride + col0 + i, 16, t < n ? 16 : 0);
+    }
+}
+// the fp32 (HD, HD) state at src as a bf16 shared tile (rows of d3_ld(HD)); returns this thread's
+// share of <src, dot_with> when dot_with is given
+template <int HD>
+__device__ static float d3_load_state(bf16* X, const float* src, const float* dot_with) {
+    float part = 0.0f;
+    BLOCK_LOOP(idx, HD * HD / 4) {
+        int r = idx / (HD / 4), c = (idx % (HD / 4)) * 4;
+        float4 v = *(const float4*)(src + r * HD + c);
+        *(__nv_bfloat162*)(X + r * d3_ld(HD) + c) = __floats2bfloat162_rn(v.x, v.y);
+        *(__nv_bfloat162*)(X + r * d3_ld(HD) + c + 2) = __floats2bfloat162_rn(v.z, v.w);
+        if (dot_with) {
+            float4 d = *(const float4*)(dot_with + r * HD + c);
+            part += v.x * d.x + v.y * d.y + v.z * d.z + v.w * d.w;
+        }
+    }
+    return part;
+}
+
+// Where the v3 scratch tiles of chunk i are (bf16 elements from the scratch start; dstates in floats
+// after them)
+struct D3Scratch {
+    bf16 *U, *W, *dU, *Ti;
+    float* dstates;
+};
+static D3Scratch d3_scratch(float* scratch, int B, int T, int C, int H) {
+    size_t chunks = (size_t)B * H * delta_rule_n_chunks(T), tile = chunks * DELTA_CHUNK * (C / H);
+    D3Scratch s;
+    s.U = (bf16*)scratch;
+    s.W = s.U + tile;
+    s.dU = s.W + tile;
+    s.Ti = s.dU + tile;
+    s.dstates = (float*)(s.Ti + chunks * DELTA_CHUNK * DELTA_CHUNK);
+    return s;
+}
+static size_t d3_scratch_floats(int B, int T, int C, int H) {
+    size_t chunks = (size_t)B * H * delta_rule_n_chunks(T), D = C / H;
+    return (chunks * DELTA_CHUNK * (3 * D + DELTA_CHUNK)) / 2 + chunks * D * D;
+}
+
+// Per chunk, all chunks in parallel. gdn (W given): Ti = (I + A)⁻¹, Ũ = Ti diag(β) V, W = Ti diag(βb) K,
+// and Ti itself when Ti_out is given; with dout: dUl = Pᵀ dO (both mixers).
+template <int HD>
+__global__ void __launch_bounds__(D3_THREADS) delta3_prep_kernel(bf16* Ut, bf16* W, bf16* Ti_out, bf16* dUl, const bf16* q,
+                                                                 const bf16* k, const bf16* v, int vstride, const bf16* dout,
+                                                                 const float* beta, const float* gate, int T, int C, int H) {
+    extern __shared__ __align__(16) unsigned char d3_smem[];
+    const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NT = HD / 8;
+    DeltaPos p = delta_pos(blockIdx.x, T, C, H);
+    int m0 = 16 * (threadIdx.x / 32);
+    bf16 *sK = (bf16*)d3_smem, *sV = sK + c * LD, *sQ = sV + c * LD, *sdO = sQ + c * LD;
+    bf16 *sTb = sdO + c * LD, *sTbb = sTb + c * D3_LDC;  // Ti diag(β), Ti diag(βb)
+    float *sA = (float*)(sTbb + c * D3_LDC), *sX = sA + DELTA_SLOT, *sY = sX + DELTA_SLOT;
+    DeltaGates gv;
+    delta_gates_carve(&gv, sY + 16 * DL);
+    d3_fetch(sK, LD, k, C, p.row0, p.n, p.h * HD, HD);
+    if (W) { d3_fetch(sV, LD, v, vstride, p.row0, p.n, p.h * HD, HD); }
+    if (dout) {
+        d3_fetch(sQ, LD, q, C, p.row0, p.n, p.h * HD, HD);
+        d3_fetch(sdO, LD, dout, C, p.row0, p.n, p.h * HD, HD);
+    }
+    delta_fetch_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    delta_fetch_wait();
+    delta_gates_finish(gv);
+    if (W) {
+        float s[8][4];  // A = β_t Γ ⊙ K Kᵀ (s < t), to fp32 for the solve
+        d3_zero<8>(s);
+        d3_mm<8, KT, D3_N, D3_T>(s, sK, LD, m0, sK, LD, 0);
+        d3_decay_mask<8>(s, gv.g, m0, 1, 0);
+        int gi = (threadIdx.x % 32) / 4, ti = threadIdx.x % 4;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = m0 + gi + 8 * (e >> 1);
+                sA[r * DL + 8 * j + 2 * ti + (e & 1)] = gv.beta[r] * s[j][e];
+            }
+        }
+        __syncthreads();
+        unit_lower_inverse(sX, sA, sY);
+        bf16* ti_chunk = Ti_out ? Ti_out + (size_t)blockIdx.x * c * c : NULL;
+        BLOCK_LOOP(idx, c * c) {
+            int t = idx / c, s = idx % c;
+            float x = sX[t * DL + s];
+            sTb[t * D3_LDC + s] = (bf16)(x * gv.beta[s]);
+            sTbb[t * D3_LDC + s] = (bf16)(x * gv.bb[s]);
+            if (ti_chunk) { ti_chunk[idx] = (bf16)x; }
+        }
+        __syncthreads();
+        float u[NT][4];
+        d3_zero<NT>(u);
+        d3_mm<NT, 4, D3_N, D3_N>(u, sTb, D3_LDC, m0, sV, LD, 0);
+        d3_store<NT>(Ut + p.tile, HD, m0, c, 0, u, 1.0f, 1.0f);
+        d3_zero<NT>(u);
+        d3_mm<NT, 4, D3_N, D3_N>(u, sTbb, D3_LDC, m0, sK, LD, 0);
+        d3_store<NT>(W + p.tile, HD, m0, c, 0, u, 1.0f, 1.0f);
+    }
+    if (dout) {
+        float s[8][4];  // Pᵀ[s][t] = Γ[t][s] (k_s·q_t), t >= s; rows are s
+        d3_zero<8>(s);
+        d3_mm<8, KT, D3_N, D3_T>(s, sK, LD, m0, sQ, LD, 0);
+        d3_decay_mask<8>(s, gv.g, m0, 0, 1);
+        uint32_t a[4][4];
+        d3_pack<8>(a, s, 1.0f, 1.0f);
+        float u[NT][4];
+        d3_zero<NT>(u);
+        d3_mm_reg<NT, 4, D3_N>(u, a, sdO, LD, 0);
+        d3_store<NT>(dUl + p.tile, HD, m0, c, 0, u, 1.0f, 1.0f);
+    }
+}
+#define D3_SMEM_PREP(HD) ((4 * DELTA_CHUNK * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDC) * 2 + (2 * DELTA_SLOT + 16 * DL + DELTA_GATE_VECS * DELTA_CHUNK) * 4)
+
+// A state pass's buffer for one chunk: K and W (c, D) tiles, two (c, D3_BV) slabs (forward: Ũ or V;
+// backward: dUl and dO), the gates
+template <int HD>
+struct D3StateBuf {
+    bf16 *K, *W, *slab, *slab2;
+    DeltaGates gv;
+};
+template <int HD>
+__device__ static D3StateBuf<HD> d3_state_buf(unsigned char* at) {
+    D3StateBuf<HD> s;
+    s.K = (bf16*)at;
+    s.W = s.K + DELTA_CHUNK * d3_ld(HD);
+    s.slab = s.W + DELTA_CHUNK * d3_ld(HD);
+    s.slab2 = s.slab + DELTA_CHUNK * D3_LDV;
+    delta_gates_carve(&s.gv, (float*)(s.slab2 + DELTA_CHUNK * D3_LDV));
+    return s;
+}
+#define D3_STATE_BUF(HD) ((2 * DELTA_CHUNK * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDV) * 2 + DELTA_GATE_VECS * DELTA_CHUNK * 4)
+#define D3_SMEM_STATE(HD) (2 * D3_STATE_BUF(HD) + (D3_BV * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDV) * 2)
+
+// Where a state-pass block is: blockIdx.x = (b H + h) slabs + slab; it owns value rows i0..i0+D3_BV
+struct D3Slab {
+    int bh, i0;
+};
+template <int HD>
+__device__ static D3Slab d3_slab() {
+    D3Slab s;
+    s.bh = blockIdx.x / (HD / D3_BV);
+    s.i0 = (blockIdx.x % (HD / D3_BV)) * D3_BV;
+    return s;
+}
+
+// x (rows g, g+8 of the slab, the warp's columns) to the fp32 (D, D) state at st and to the bf16
+// (D3_BV, D) shared tile X
+template <int HD, int NS>
+__device__ static inline void d3_state_out(float* st, bf16* X, int n0, const float (*x)[4]) {
+    int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < NS; j++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = g + 8 * h, col = n0 + 8 * j + 2 * t;
+            *(float2*)(st + r * HD + col) = make_float2(x[j][2 * h], x[j][2 * h + 1]);
+            *(uint32_t*)(X + r * d3_ld(HD) + col) = pack_bf16(x[j][2 * h], x[j][2 * h + 1]);
+        }
+    }
+}
+
+// Starts fetching chunk `chunk` for the forward state pass: K, W (gdn), the slab of Ũ (gdn) or V (gla)
+template <int HD>
+__device__ static void d3_state_forward_fetch(D3StateBuf<HD> sb, D3Slab sl, int chunk, const bf16* U, const bf16* W,
+                                              const bf16* k, const bf16* v, int vstride, const float* gate, int T, int C, int H) {
+    DeltaPos p = delta_pos(sl.bh * delta_rule_n_chunks(T) + chunk, T, C, H);
+    d3_fetch(sb.K, d3_ld(HD), k, C, p.row0, p.n, p.h * HD, HD);
+    if (W) {
+        d3_fetch(sb.W, d3_ld(HD), W + p.tile, HD, 0, DELTA_CHUNK, 0, HD);
+        d3_fetch(sb.slab, D3_LDV, U + p.tile, HD, 0, DELTA_CHUNK, sl.i0, D3_BV);
+    } else {
+        d3_fetch(sb.slab, D3_LDV, v, vstride, p.row0, p.n, p.h * HD + sl.i0, D3_BV);
+    }
+    delta_fetch_gates(sb.gv, NULL, gate, p.row0, p.n, H, p.h);
+    cp_async_commit();
+}
+
+// states (B, H, n_chunks, D, D): the state entering each chunk, D3_BV value rows a block. Per chunk:
+//   U = Ũ - W S0ᵀ (gdn, written over Ũ; gla U = V),  S_end = b_last S0 + (diag(w) U)ᵀ K
+template <int HD>
+__global__ void __launch_bounds__(D3_THREADS) delta3_state_forward_kernel(float* states, bf16* U, const bf16* W, const bf16* k,
+                                                                          const bf16* v, int vstride, const float* gate, int T,
+                                                                          int C, int H) {
+    extern __shared__ __align__(16) unsigned char d3_smem[];
+    const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NS = HD / 32;  // a warp owns HD/4 columns of S
+    D3Slab sl = d3_slab<HD>();
+    int warp = threadIdx.x / 32, m0 = 16 * warp, n0 = warp * (HD / 4), n_chunks = delta_rule_n_chunks(T);
+    int g = (threadIdx.x % 32) / 4;
+    bf16 *sS = (bf16*)(d3_smem + 2 * D3_STATE_BUF(HD)), *sUw = sS + D3_BV * LD;
+    float S[NS][4];
+    d3_zero<NS>(S);
+    d3_state_forward_fetch<HD>(d3_state_buf<HD>(d3_smem), sl, 0, U, W, k, v, vstride, gate, T, C, H);
+    for (int chunk = 0; chunk < n_chunks; chunk++) {
+        D3StateBuf<HD> sb = d3_state_buf<HD>(d3_smem + (chunk % 2) * D3_STATE_BUF(HD));
+        cp_async_wait_all();
+        d3_state_out<HD, NS>(states + ((size_t)sl.bh * n_chunks + chunk) * HD * HD + (size_t)sl.i0 * HD, sS, n0, S);
+        __syncthreads();  // chunk's tiles and sS visible; everyone is done with the other buffer
+        if (chunk + 1 < n_chunks) {
+            d3_state_forward_fetch<HD>(d3_state_buf<HD>(d3_smem + ((chunk + 1) % 2) * D3_STATE_BUF(HD)), sl, chunk + 1, U, W, k, v,
+                                       vstride, gate, T, C, H);
+        }
+        delta_gates_finish(sb.gv);
+        float u[2][4];
+        d3_load<2>(u, sb.slab, D3_LDV, m0, 0);
+        if (W) {
+            float ws[2][4];
+            d3_zero<2>(ws);
+            d3_mm<2, KT, D3_N, D3_T>(ws, sb.W, LD, m0, sS, LD, 0);
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) { u[j][e] -= ws[j][e]; }
+            }
+            DeltaPos p = delta_pos(sl.bh * n_chunks + chunk, T, C, H);
+            d3_store<2>(U + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
+        }
+        d3_store<2>(sUw, D3_LDV, m0, c, 0, u, sb.gv.w[m0 + g], sb.gv.w[m0 + g + 8]);
+        __syncthreads();
+        float bl = sb.gv.b[c - 1];
+        d3_scale_rows<NS>(S, bl, bl);
+        d3_mm<NS, 4, D3_T, D3_N>(S, sUw, D3_LDV, 0, sb.K, LD, n0);
+    }
+}
+
+// o = diag(b) Q S0ᵀ + P U per chunk (U from the state pass; gla: V)
+template <int HD>
+__global__ void __launch_bounds__(D3_THREADS) delta3_output_kernel(bf16* o, const float* states, const bf16* U, const bf16* q,
+                                                                   const bf16* k, const bf16* v, int vstride, const float* gate,
+                                                                   int T, int C, int H) {
+    extern __shared__ __align__(16) unsigned char d3_smem[];
+    const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NT = HD / 8;
+    DeltaPos p = delta_pos(blockIdx.x, T, C, H);
+    int m0 = 16 * (threadIdx.x / 32), g = (threadIdx.x % 32) / 4;
+    bf16 *sQ = (bf16*)d3_smem, *sK = sQ + c * LD, *sU = sK + c * LD, *sS0 = sU + c * LD;
+    DeltaGates gv;
+    delta_gates_carve(&gv, (float*)(sS0 + HD * LD));
+    d3_fetch(sQ, LD, q, C, p.row0, p.n, p.h * HD, HD);
+    d3_fetch(sK, LD, k, C, p.row0, p.n, p.h * HD, HD);
+    if (U) { d3_fetch(sU, LD, U + p.tile, HD, 0, c, 0, HD); }
+    else { d3_fetch(sU, LD, v, vstride, p.row0, p.n, p.h * HD, HD); }
+    delta_fetch_gates(gv, NULL, gate, p.row0, p.n, H, p.h);
+    d3_load_state<HD>(sS0, states + p.state, NULL);
+    delta_fetch_wait();
+    delta_gates_finish(gv);
+    float s[8][4];
+    d3_zero<8>(s);
+    d3_mm<8, KT, D3_N, D3_T>(s, sQ, LD, m0, sK, LD, 0);
+    d3_decay_mask<8>(s, gv.g, m0, 0, 0);
+    uint32_t a[4][4];
+    d3_pack<8>(a, s, 1.0f, 1.0f);
+    float acc[NT][4];
+    d3_zero<NT>(acc);
+    d3_mm<NT, KT, D3_N, D3_T>(acc, sQ, LD, m0, sS0, LD, 0);
+    d3_scale_rows<NT>(acc, gv.b[m0 + g], gv.b[m0 + g + 8]);
+    d3_mm_reg<NT, 4, D3_N>(acc, a, sU, LD, 0);
+    d3_store<NT>(o + p.row0 * C, C, m0, p.n, p.h * HD, acc, 1.0f, 1.0f);
+}
+#define D3_SMEM_OUTPUT(HD) ((3 * DELTA_CHUNK * d3_ld(HD) + (HD) * d3_ld(HD)) * 2 + DELTA_GATE_VECS * DELTA_CHUNK * 4)
+
+// Starts fetching chunk `chunk` for the backward state pass: K, Q (into sQ), W (gdn), the slabs of
+// dUl and dO, the gates
+template <int HD>
+__device__ static void d3_state_backward_fetch(D3StateBuf<HD> sb, bf16* sQ, D3Slab sl, int chunk, const bf16* dU, const bf16* W,
+                                               const bf16* dout, const bf16* q, const bf16* k, const float* gate, int T, int C,
+                                               int H) {
+    DeltaPos p = delta_pos(sl.bh * delta_rule_n_chunks(T) + chunk, T, C, H);
+    d3_fetch(sb.K, d3_ld(HD), k, C, p.row0, p.n, p.h * HD, HD);
+    d3_fetch(sQ, d3_ld(HD), q, C, p.row0, p.n, p.h * HD, HD);
+    if (W) { d3_fetch(sb.W, d3_ld(HD), W + p.tile, HD, 0, DELTA_CHUNK, 0, HD); }
+    d3_fetch(sb.slab, D3_LDV, dU + p.tile, HD, 0, DELTA_CHUNK, sl.i0, D3_BV);
+    d3_fetch(sb.slab2, D3_LDV, dout, C, p.row0, p.n, p.h * HD + sl.i0, D3_BV);
+    delta_fetch_gates(sb.gv, NULL, gate, p.row0, p.n, H, p.h);
+    cp_async_commit();
+}
+#define D3_SMEM_STATE_BWD(HD) (D3_SMEM_STATE(HD) + 2 * DELTA_CHUNK * d3_ld(HD) * 2)
+
+// dstates (B, H, n_chunks, D, D): dL/dS_end of each chunk, chunks in reverse, D3_BV value rows a block:
+//   dU = dUl + diag(w) K dSᵀ (written over dUl),  dS0 = b_last dS + (diag(b) dO)ᵀ Q - dUᵀ W (gla: no W term)
+template <int HD>
+__global__ void __launch_bounds__(D3_THREADS) delta3_state_backward_kernel(float* dstates, bf16* dU, const bf16* W,
+                                                                           const bf16* dout, const bf16* q, const bf16* k,
+                                                                           const float* gate, int T, int C, int H) {
+    extern __shared__ __align__(16) unsigned char d3_smem[];
+    const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NS = HD / 32;
+    D3Slab sl = d3_slab<HD>();
+    int warp = threadIdx.x / 32, m0 = 16 * warp, n0 = warp * (HD / 4), n_chunks = delta_rule_n_chunks(T);
+    int g = (threadIdx.x % 32) / 4;
+    bf16 *sdS = (bf16*)(d3_smem + 2 * D3_STATE_BUF(HD)), *sNdU = sdS + D3_BV * LD, *sBdO = sNdU + c * D3_LDV;
+    bf16* sQbuf = sBdO + c * D3_LDV;  // Q of each buffer, (c, D) twice
+    float dS[NS][4];
+    d3_zero<NS>(dS);
+    int last = n_chunks - 1;
+    d3_state_backward_fetch<HD>(d3_state_buf<HD>(d3_smem + (last % 2) * D3_STATE_BUF(HD)), sQbuf + (last % 2) * c * LD, sl, last,
+                                dU, W, dout, q, k, gate, T, C, H);
+    for (int chunk = last; chunk >= 0; chunk--) {
+        D3StateBuf<HD> sb = d3_state_buf<HD>(d3_smem + (chunk % 2) * D3_STATE_BUF(HD));
+        bf16* sQ = sQbuf + (chunk % 2) * c * LD;
+        cp_async_wait_all();
+        d3_state_out<HD, NS>(dstates + ((size_t)sl.bh * n_chunks + chunk) * HD * HD + (size_t)sl.i0 * HD, sdS, n0, dS);
+        __syncthreads();
+        if (chunk > 0) {
+            d3_state_backward_fetch<HD>(d3_state_buf<HD>(d3_smem + ((chunk - 1) % 2) * D3_STATE_BUF(HD)),
+                                        sQbuf + ((chunk - 1) % 2) * c * LD, sl, chunk - 1, dU, W, dout, q, k, gate, T, C, H);
+        }
+        delta_gates_finish(sb.gv);
+        float u[2][4], ul[2][4];
+        d3_zero<2>(u);
+        d3_mm<2, KT, D3_N, D3_T>(u, sb.K, LD, m0, sdS, LD, 0);
+        d3_load<2>(ul, sb.slab, D3_LDV, m0, 0);
+        float w0 = sb.gv.w[m0 + g], w1 = sb.gv.w[m0 + g + 8];
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            u[j][0] = w0 * u[j][0] + ul[j][0]; u[j][1] = w0 * u[j][1] + ul[j][1];
+            u[j][2] = w1 * u[j][2] + ul[j][2]; u[j][3] = w1 * u[j][3] + ul[j][3];
+        }
+        DeltaPos p = delta_pos(sl.bh * n_chunks + chunk, T, C, H);
+        d3_store<2>(dU + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
+        if (W) { d3_store<2>(sNdU, D3_LDV, m0, c, 0, u, -1.0f, -1.0f); }
+        d3_load<2>(ul, sb.slab2, D3_LDV, m0, 0);
+        d3_store<2>(sBdO, D3_LDV, m0, c, 0, ul, sb.gv.b[m0 + g], sb.gv.b[m0 + g + 8]);
+        __syncthreads();
+        float bl = sb.gv.b[c - 1];
+        d3_scale_rows<NS>(dS, bl, bl);
+        d3_mm<NS, 4, D3_T, D3_N>(dS, sBdO, D3_LDV, 0, sQ, LD, n0);
+        if (W) { d3_mm<NS, 4, D3_T, D3_N>(dS, sNdU, D3_LDV, 0, sb.W, LD, n0); }
+    }
+}
+
+// All gradients of one chunk from S0, dS and the prep's tiles (the algebra of
+// delta_chunk_backward_kernel, v2). Writes (=) dq, dk, dv, dbeta (gdn), dgate.
+template <int HD>
+__global__ void __launch_bounds__(D3_THREADS) delta3_chunk_backward_kernel(bf16* dq, bf16* dk, bf16* dv, float* dbeta, float* dgate,
+                                                                           const bf16* dout, const float* states,
+                                                                           const float* dstates, const bf16* q, const bf16* k,
+                                                                           const bf16* v, int vstride, const bf16* Ut, const bf16* W,
+                                                                           const bf16* Ti, const bf16* dU, const float* beta,
+                                                                           const float* gate, int T, int C, int H) {
+    extern __shared__ __align__(16) unsigned char d3_smem[];
+    const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NT = HD / 8;
+    DeltaPos p = delta_pos(blockIdx.x, T, C, H);
+    int warp = threadIdx.x / 32, m0 = 16 * warp, g = (threadIdx.x % 32) / 4, t4 = threadIdx.x % 4;
+    int r0 = m0 + g, r1 = m0 + g + 8, gdn = W != NULL;
+    bf16 *sQ = (bf16*)d3_smem, *sK = sQ + c * LD, *sV = sK + c * LD, *sdO = sV + c * LD, *sU = sdO + c * LD;
+    bf16 *sW = sU + c * LD, *sdU = sW + c * LD, *sTi = sdU + c * LD, *sX = sTi + c * D3_LDC;
+    bf16 *sS0 = sX + c * D3_LDC, *sdS = sS0 + HD * LD;
+    DeltaGates gv;
+    float* sdg = delta_gates_carve(&gv, (float*)(sdS + HD * LD));  // (c) dL/dg_t, row parts
+    float *sdbt = sdg + c, *colp = sdbt + c;                         // (c) dL/dβ_t; (4, c) column parts of dg, per warp
+    d3_fetch(sQ, LD, q, C, p.row0, p.n, p.h * HD, HD);
+    d3_fetch(sK, LD, k, C, p.row0, p.n, p.h * HD, HD);
+    d3_fetch(sdO, LD, dout, C, p.row0, p.n, p.h * HD, HD);
+    d3_fetch(sdU, LD, dU + p.tile, HD, 0, c, 0, HD);
+    d3_fetch(gdn ? sV : sU, LD, v, vstride, p.row0, p.n, p.h * HD, HD);  // gla: U = V
+    if (gdn) {
+        d3_fetch(sU, LD, Ut + p.tile, HD, 0, c, 0, HD);
+        d3_fetch(sW, LD, W + p.tile, HD, 0, c, 0, HD);
+        BLOCK_LOOP(idx, c * c / 8) {
+            int t = idx / (c / 8), s = (idx % (c / 8)) * 8;
+            cp_async(sTi + t * D3_LDC + s, Ti + (size_t)blockIdx.x * c * c + t * c + s, 16, 16);
+        }
+    }
+    delta_fetch_gates(gv, beta, gate, p.row0, p.n, H, p.h);
+    d3_load_state<HD>(sS0, states + p.state, NULL);
+    float dS_S0 = d3_load_state<HD>(sdS, dstates + p.state, states + p.state);  // <dS, S0>
+    BLOCK_LOOP(idx, 4 * c) { colp[idx] = 0.0f; }
+    dS_S0 = block_sum(dS_S0);
+    delta_fetch_wait();
+    delta_gates_finish(gv);
+    float w0 = gv.w[r0], w1 = gv.w[r1], b0 = gv.b[r0], b1 = gv.b[r1];
+    float dg0, dg1, dbt0 = 0.0f, dbt1 = 0.0f, s0, s1;  // this thread's rows' dL/dg, dL/dβ
+    if (gdn) {  // U = Ũ - W S0ᵀ, over Ũ (each warp its own rows)
+        float x[NT][4], ut[NT][4];
+        d3_zero<NT>(x);
+        d3_mm<NT, KT, D3_N, D3_T>(x, sW, LD, m0, sS0, LD, 0);
+        d3_load<NT>(ut, sU, LD, m0, 0);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) { ut[j][e] -= x[j][e]; }
+        }
+        d3_store<NT>(sU, LD, m0, c, 0, ut, 1.0f, 1.0f);
+        __syncthreads();
+    }
+    // S_end = b_last S0 + Uᵀ diag(w) K:  dw_t = u_t·(K dSᵀ)[t], dK = diag(w) U dS, g_last gets b_last <dS, S0>
+    float dK[NT][4], dw0, dw1;
+    {
+        float x[NT][4];
+        d3_zero<NT>(x);
+        d3_mm<NT, KT, D3_N, D3_T>(x, sK, LD, m0, sdS, LD, 0);
+        d3_rowdot_tile<NT>(x, sU, LD, m0, &dw0, &dw1);
+    }
+    d3_zero<NT>(dK);
+    d3_mm<NT, KT, D3_N, D3_N>(dK, sU, LD, m0, sdS, LD, 0);
+    d3_scale_rows<NT>(dK, w0, w1);
+    dg0 = -dw0 * w0;
+    dg1 = -dw1 * w1;
+    // dP = dO Uᵀ, P = Γ ⊙ Q Kᵀ (s <= t): dg_t += Σ_s dP P[t][s], dg_s -= Σ_t dP P[t][s]; then dP ⊙ Γ
+    {
+        float dp[8][4], pp[8][4];
+        d3_zero<8>(dp);
+        d3_zero<8>(pp);
+        d3_mm<8, KT, D3_N, D3_T>(dp, sdO, LD, m0, sU, LD, 0);
+        d3_mm<8, KT, D3_N, D3_T>(pp, sQ, LD, m0, sK, LD, 0);
+        d3_decay_mask<8>(pp, gv.g, m0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) { pp[j][e] *= dp[j][e]; }
+        }
+        d3_rowsum<8>(pp, &s0, &s1);
+        dg0 += s0;
+        dg1 += s1;
+        d3_colsum<8>(colp + warp * c, pp);
+        d3_decay_mask<8>(dp, gv.g, m0, 0, 0);
+        d3_store<8>(sX, D3_LDC, m0, c, 0, dp, 1.0f, 1.0f);
+        uint32_t a[4][4];
+        d3_pack<8>(a, dp, 1.0f, 1.0f);
+        // dQ = diag(b) dO S0 + (dP ⊙ Γ) K
+        float dQ[NT][4];
+        d3_zero<NT>(dQ);
+        d3_mm<NT, KT, D3_N, D3_N>(dQ, sdO, LD, m0, sS0, LD, 0);
+        d3_scale_rows<NT>(dQ, b0, b1);
+        d3_mm_reg<NT, 4, D3_N>(dQ, a, sK, LD, 0);
+        d3_store<NT>(dq + p.row0 * C, C, m0, p.n, p.h * HD, dQ, 1.0f, 1.0f);
+    }
+    // dg_t += b_t do_t·(S0 q_t)
+    {
+        float y[NT][4];
+        d3_zero<NT>(y);
+        d3_mm<NT, KT, D3_N, D3_T>(y, sQ, LD, m0, sS0, LD, 0);
+        d3_rowdot_tile<NT>(y, sdO, LD, m0, &s0, &s1);
+        dg0 += b0 * s0;
+        dg1 += b1 * s1;
+    }
+    __syncthreads();  // sX (dP ⊙ Γ) complete
+    d3_mm<NT, 4, D3_T, D3_N>(dK, sX, D3_LDC, m0, sQ, LD, 0);  // dK += (dP ⊙ Γ)ᵀ Q
+    if (gdn) {
+        // dR = Tiᵀ dU; R = diag(β)(V - diag(b) K S0ᵀ): dv = β dR, dβ, dg, dK -= diag(βb) dR S0
+        float dR[NT][4];
+        d3_zero<NT>(dR);
+        d3_mm<NT, 4, D3_T, D3_N>(dR, sTi, D3_LDC, m0, sdU, LD, 0);
+        float beta0 = gv.beta[r0], beta1 = gv.beta[r1], bb0 = gv.bb[r0], bb1 = gv.bb[r1];
+        d3_store<NT>(dv + p.row0 * vstride, vstride, m0, p.n, p.h * HD, dR, beta0, beta1);
+        {
+            float ks[NT][4];
+            d3_zero<NT>(ks);
+            d3_mm<NT, KT, D3_N, D3_T>(ks, sK, LD, m0, sS0, LD, 0);
+            d3_rowdot<NT>(dR, ks, &s0, &s1);  // dr_t·(S0 k_t)
+            dbt0 -= b0 * s0;
+            dbt1 -= b1 * s1;
+            dg0 -= bb0 * s0;
+            dg1 -= bb1 * s1;
+            d3_rowdot_tile<NT>(dR, sV, LD, m0, &s0, &s1);
+            dbt0 += s0;
+            dbt1 += s1;
+        }
+        uint32_t a[NT / 2][4];
+        d3_pack<NT>(a, dR, -bb0, -bb1);
+        d3_mm_reg<NT, KT, D3_N>(dK, a, sS0, LD, 0);
+        // dA = -dR Uᵀ (s < t); A = β_t Γ ⊙ K Kᵀ: dβ_t += Σ_s dA Γ KKᵀ, dg from dA ⊙ A (as t and as s),
+        // and dKK = β_t Γ ⊙ dA adds dKK K + dKKᵀ K to dK
+        d3_pack<NT>(a, dR, -1.0f, -1.0f);
+        float xa[8][4], akk[8][4];
+        d3_zero<8>(xa);
+        d3_mm_reg<8, KT, D3_T>(xa, a, sU, LD, 0);
+        d3_decay_mask<8>(xa, gv.g, m0, 1, 0);
+        d3_zero<8>(akk);
+        d3_mm<8, KT, D3_N, D3_T>(akk, sK, LD, m0, sK, LD, 0);
+        d3_rowdot<8>(xa, akk, &s0, &s1);
+        dbt0 += s0;
+        dbt1 += s1;
+        dg0 += beta0 * s0;
+        dg1 += beta1 * s1;
+        d3_scale_rows<8>(xa, beta0, beta1);  // dKK
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) { akk[j][e] *= xa[j][e]; }
+        }
+        d3_colsum<8>(colp + warp * c, akk);
+        uint32_t a2[4][4];
+        d3_pack<8>(a2, xa, 1.0f, 1.0f);
+        d3_mm_reg<NT, 4, D3_N>(dK, a2, sK, LD, 0);
+        __syncthreads();  // everyone is done reading sX
+        d3_store<8>(sX, D3_LDC, m0, c, 0, xa, 1.0f, 1.0f);
+        __syncthreads();
+        d3_mm<NT, 4, D3_T, D3_N>(dK, sX, D3_LDC, m0, sK, LD, 0);
+    } else {  // gla: dv = dU
+        float x[NT][4];
+        d3_load<NT>(x, sdU, LD, m0, 0);
+        d3_store<NT>(dv + p.row0 * vstride, vstride, m0, p.n, p.h * HD, x, 1.0f, 1.0f);
+    }
+    d3_store<NT>(dk + p.row0 * C, C, m0, p.n, p.h * HD, dK, 1.0f, 1.0f);
+    // g_last gets b_last <dS, S0> + Σ_s dw_s w_s; dgate_t = Σ_{t2 >= t} dg_t2 within the chunk
+    float dww = block_sum(t4 == 0 ? dw0 * w0 + dw1 * w1 : 0.0f);
+    if (t4 == 0) {
+        sdg[r0] = dg0; sdg[r1] = dg1;
+        sdbt[r0] = dbt0; sdbt[r1] = dbt1;
+    }
+    __syncthreads();
+    BLOCK_LOOP(t, c) {
+        float total = sdg[t] - colp[t] - colp[c + t] - colp[2 * c + t] - colp[3 * c + t];
+        sdg[t] = t == c - 1 ? total + gv.b[c - 1] * dS_S0 + dww : total;
+    }
+    __syncthreads();
+    chunk_prefix_sum(sdg);
+    BLOCK_LOOP(t, p.n) {
+        dgate[(p.row0 + t) * H + p.h] = sdg[c - 1] - (t > 0 ? sdg[t - 1] : 0.0f);
+        if (gdn) { dbeta[(p.row0 + t) * H + p.h] = sdbt[t]; }
+    }
+}
+#define D3_SMEM_CHUNK_BWD(HD) \
+    ((7 * DELTA_CHUNK * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDC + 2 * (HD) * d3_ld(HD)) * 2 + (DELTA_GATE_VECS + 6) * DELTA_CHUNK * 4)
+
+template <int HD>
+static void delta3_set_smem() {
+    static int done = 0;  // opt in to > 48 KiB of shared memory once per head dim
+    if (done) { return; }
+    cudaCheck(cudaFuncSetAttribute(delta3_prep_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_PREP(HD)));
+    cudaCheck(cudaFuncSetAttribute(delta3_state_forward_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_STATE(HD)));
+    cudaCheck(cudaFuncSetAttribute(delta3_output_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_OUTPUT(HD)));
+    cudaCheck(cudaFuncSetAttribute(delta3_state_backward_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_STATE_BWD(HD)));
+    cudaCheck(cudaFuncSetAttribute(delta3_chunk_backward_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_CHUNK_BWD(HD)));
+    done = 1;
+}
+
+// v3 forward: gdn prep (Ũ, W) -> state pass (U, states) -> output
+template <int HD>
+static void delta_v3_forward(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
+                             const float* beta, const float* gate, int B, int T, int C, int H, int mixer, float* scratch,
+                             cudaStream_t stream) {
+    delta3_set_smem<HD>();
+    int chunks = B * H * delta_rule_n_chunks(T), gdn = mixer == MIXER_GDN;
+    D3Scratch s = d3_scratch(scratch, B, T, C, H);
+    if (gdn) {
+        delta3_prep_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_PREP(HD), stream>>>(s.U, s.W, NULL, NULL, NULL, k, v, vstride, NULL,
+                                                                                   beta, gate, T, C, H);
+        cudaCheck(cudaGetLastError());
+    }
+    delta3_state_forward_kernel<HD><<<B * H * (HD / D3_BV), D3_THREADS, D3_SMEM_STATE(HD), stream>>>(
+        states, s.U, gdn ? s.W : NULL, k, v, vstride, gate, T, C, H);
+    cudaCheck(cudaGetLastError());
+    delta3_output_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_OUTPUT(HD), stream>>>(o, states, gdn ? s.U : NULL, q, k, v, vstride, gate,
+                                                                                  T, C, H);
+    cudaCheck(cudaGetLastError());
+}
+
+// v3 backward: prep (Ti, Ũ, W, dUl) -> dS state pass (dU, dstates) -> chunk gradients
+template <int HD>
+static void delta_v3_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
+                              const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
+                              const float* beta, const float* gate, int B, int T, int C, int H, int mixer, float* scratch,
+                              cudaStream_t stream) {
+    delta3_set_smem<HD>();
+    int chunks = B * H * delta_rule_n_chunks(T), gdn = mixer == MIXER_GDN;
+    D3Scratch s = d3_scratch(scratch, B, T, C, H);
+    bf16 *U = gdn ? s.U : NULL, *W = gdn ? s.W : NULL, *Ti = gdn ? s.Ti : NULL;
+    delta3_prep_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_PREP(HD), stream>>>(U, W, Ti, s.dU, q, k, v, vstride, dout, beta, gate, T,
+                                                                               C, H);
+    cudaCheck(cudaGetLastError());
+    delta3_state_backward_kernel<HD><<<B * H * (HD / D3_BV), D3_THREADS, D3_SMEM_STATE_BWD(HD), stream>>>(
+        s.dstates, s.dU, W, dout, q, k, gate, T, C, H);
+    cudaCheck(cudaGetLastError());
+    delta3_chunk_backward_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_CHUNK_BWD(HD), stream>>>(
+        dq, dk, dv, dbeta, dgate, dout, states, s.dstates, q, k, v, vstride, U, W, Ti, s.dU, beta, gate, T, C, H);
+    cudaCheck(cudaGetLastError());
+}
+#endif  // PRECISION_BF16
+
+// ----------------------------------------------------------------------------
+// The trainer's entry points: v3 where it serves the head dim, else v2
+
+// v3 serves head dims 64 and 128 in the bf16 build; v2 the other multiples of 16 up to 64 and the fp32 build
+static int delta_rule_uses_v3(int D) {
+#ifdef PRECISION_BF16
+    return D == 64 || D == 128;
+#else
+    (void)D;
+    return 0;
+#endif
+}
+static int delta_rule_head_dim_ok(int D) { return delta_rule_uses_v3(D) || (D % 16 == 0 && D > 0 && D <= DELTA_MAX_D); }
+#ifdef PRECISION_BF16
+#define DELTA_HEAD_DIMS "16, 32, 48, 64 or 128"
+#else
+#define DELTA_HEAD_DIMS "16, 32, 48 or 64 (128 needs the bf16 build)"
+#endif
+
+// Floats of the recurrence's scratch for a (B,T) batch (v2: Ũ, W, dUl fp32 tiles (B, H, n_chunks, c, D) and
+// dstates (B, H, n_chunks, D, D); v3: d3_scratch). The caller owns it (the trainer's GpuModel allocates
+// it with the activations); every layer reuses it.
+static size_t delta_rule_scratch_floats(int B, int T, int C, int H) {
+    size_t tile = (size_t)B * H * delta_rule_n_chunks(T) * DELTA_CHUNK * (C / H);
+    size_t v2 = 3 * tile + delta_rule_state_floats(B, T, C, H);
+#ifdef PRECISION_BF16
+    size_t v3 = d3_scratch_floats(B, T, C, H);
+    return v3 > v2 ? v3 : v2;
+#else
+    return v2;
+#endif
+}
+
+static void delta_rule_check_dims(int C, int H) {
+    int D = C / H;
+    if (!delta_rule_head_dim_ok(D)) { die("recurrent mixer: head dim %d, the GPU kernels take " DELTA_HEAD_DIMS, D); }
+}
+
+// o (B,T,C) and the chunk-entry states (delta_rule_state_floats) from q, k, v, beta, gate; scratch
+// holds delta_rule_scratch_floats(B, T, C, H)
+static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
+                                   const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
+                                   float* scratch, cudaStream_t stream) {
+    delta_rule_check_dims(C, H);
+#ifdef PRECISION_BF16
+    if (C / H == 64) { delta_v3_forward<64>(o, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream); return; }
+    if (C / H == 128) { delta_v3_forward<128>(o, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream); return; }
+#endif
+    delta_v2_forward(o, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream);
+}
+
+// dq, dk (B,T,C), dv (inside dqkva, stride vstride), dbeta (gdn), dgate (B,T,H) from dout (B,T,C)
+static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
+                                    const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
+                                    const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
+                                    float* scratch, cudaStream_t stream) {
+    delta_rule_check_dims(C, H);
+#ifdef PRECISION_BF16
+    if (C / H == 64) {
+        delta_v3_backward<64>(dq, dk, dv, dbeta, dgate, dout, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream);
+        return;
+    }
+    if (C / H == 128) {
+        delta_v3_backward<128>(dq, dk, dv, dbeta, dgate, dout, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream);
+        return;
+    }
+#endif
+    delta_v2_backward(dq, dk, dv, dbeta, dgate, dout, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream);
 }
 
 #endif // RECURRENT_MIXER_CUH

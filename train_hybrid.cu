@@ -467,7 +467,9 @@ static void gpu_check_config(const Config* c) {
             "multiples of 16 (16-byte vectors), got C %d, FFN %d, vocab %d, head dim %d", c->n_embd, c->n_head, c->n_embd, c->ffn,
             c->padded_vocab, D);
     }
-    if (has_rec && D > DELTA_MAX_D) { die("-C %d -H %d: head dim %d, the GPU recurrent mixer takes at most %d", c->n_embd, c->n_head, D, DELTA_MAX_D); }
+    if (has_rec && !delta_rule_head_dim_ok(D)) {
+        die("-C %d -H %d: head dim %d, the GPU recurrent mixer takes " DELTA_HEAD_DIMS, c->n_embd, c->n_head, D);
+    }
 }
 
 // Allocates params, grads and AdamW state, and uploads the parameters: from host_params when given

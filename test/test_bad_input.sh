@@ -194,6 +194,9 @@ trainer_rows "$CPU" train_cpu
 trainer_run_rows "$CPU" train_cpu
 if [ -x "$ROOT/train_hybrid" ]; then
     trainer_rows "$ROOT/train_hybrid" train_hybrid
+    # the GPU kernels' head dims, checked before the first CUDA call (R layers only: no attention check first)
+    bad "train_hybrid R layers at head dim 96" "-C 192 -H 2: head dim 96, the GPU recurrent mixer takes 16, 32, 48, 64 or 128" "" \
+        "$ROOT/train_hybrid" "${M[@]}" -p RR -C 192 -H 2
     if [ $GPU = 1 ]; then trainer_run_rows "$ROOT/train_hybrid" train_hybrid
     else skip "train_hybrid rows that train (log and checkpoint write failures, --ckpt-keep)" "no CUDA GPU found"; fi
 else

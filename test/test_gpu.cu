@@ -11,7 +11,8 @@ Without a CUDA GPU one line says so (the checks count as skipped), and the progr
   and backward including the parameter-gradient reductions; tolerance 1e-5.
   recurrent mixer (recurrent_mixer.cuh), chunked form vs the CPU's token-by-token recurrence, gdn
   and gla: o, and dq, dk, dv, dbeta, dgate; T = 1, 64 (one full chunk), 67 and 130 (partial last
-  chunk), 700 (eleven chunks), several heads, batch > 1, head dims 32, 48 and 64.
+  chunk), 700 (eleven chunks), several heads, batch > 1, head dims 32, 48 and 64; in the bf16 build
+  (v3 at D 64 and 128) also D 128 at T = 1, 64, 67, 130 and v2 forced at D 64.
 Built twice: with PRECISION_FP32 (the v1 kernels, fp32 end to end) and PRECISION_BF16 (activations
 in bf16, attention on the v3 Hopper kernels where the GPU has them, else v2). Inputs are rounded to
 the build's floatX first, so both sides start from the same numbers.
@@ -190,8 +191,9 @@ static void test_rec_small_kernels(int B, int T, int H, int D) {
     cudaFree(d_y); cudaFree(d_dy); cudaFree(d_dx);
 }
 
-// inputs in the model's ranges (delta_inputs_host)
-static void test_delta_rule(int B, int T, int H, int D, int mixer) {
+// inputs in the model's ranges (delta_inputs_host). version 0: the trainer's choice (bf16 build: v3 at
+// D 64 and 128, else v2); 2: v2 forced
+static void test_delta_rule(int B, int T, int H, int D, int mixer, int version) {
     int C = H * D;
     size_t nC = (size_t)B * T * C, n3C = 3 * nC, nH = (size_t)B * T * H;
     DeltaInputs in = delta_inputs_host(B, T, H, D, mixer);
@@ -219,9 +221,17 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     cudaCheck(cudaMalloc(&d_dbeta, nH * sizeof(float)));
     cudaCheck(cudaMalloc(&d_dgate, nH * sizeof(float)));
     cudaCheck(cudaMemset(d_dqkva, 0, n3C * sizeof(floatX)));  // only the v third is written
-    delta_rule_forward_gpu(d_o, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
-    delta_rule_backward_gpu(d_dq, d_dk, d_dqkva + 2 * C, gdn ? d_dbeta : NULL, d_dgate, d_dout, d_states, d_q, d_k,
-                            d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
+    int ran = version == 2 || !delta_rule_uses_v3(D) ? 2 : 3;
+    if (ran == 2) {
+        delta_v2_forward(d_o, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
+        delta_v2_backward(d_dq, d_dk, d_dqkva + 2 * C, gdn ? d_dbeta : NULL, d_dgate, d_dout, d_states, d_q, d_k, d_qkva + 2 * C,
+                          3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
+    } else {
+        delta_rule_forward_gpu(d_o, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer,
+                               d_scratch, 0);
+        delta_rule_backward_gpu(d_dq, d_dk, d_dqkva + 2 * C, gdn ? d_dbeta : NULL, d_dgate, d_dout, d_states, d_q, d_k,
+                                d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
+    }
     cudaCheck(cudaDeviceSynchronize());
     float *g_o = from_gpu_x(d_o, nC), *g_dq = from_gpu_x(d_dq, nC), *g_dk = from_gpu_x(d_dk, nC);
     float *g_dqkva = from_gpu_x(d_dqkva, n3C), *g_dbeta = from_gpu(d_dbeta, nH), *g_dgate = from_gpu(d_dgate, nH);
@@ -229,7 +239,7 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
     double e_dv = rel_err_f(g_dqkva, dqkva, n3C), e_dg = rel_err_f(g_dgate, dgate, nH);
     double e_db = gdn ? rel_err_f(g_dbeta, dbeta, nH) : 0.0;
     char name[96];
-    snprintf(name, sizeof(name), "gpu delta rule %s B=%d T=%d H=%d D=%d", gdn ? "gdn" : "gla", B, T, H, D);
+    snprintf(name, sizeof(name), "gpu delta rule v%d %s B=%d T=%d H=%d D=%d", ran, gdn ? "gdn" : "gla", B, T, H, D);
     double tol = TOL_X(1e-4, 2e-2);
     check(e_o < tol && e_dq < tol && e_dk < tol && e_dv < tol && e_db < tol && e_dg < tol, name,
           "rel err o %.1e dq %.1e dk %.1e dv %.1e dbeta %.1e dgate %.1e (tol %.0e)", e_o, e_dq, e_dk, e_dv, e_db, e_dg, tol);
@@ -244,7 +254,7 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer) {
 int main(void) {
     char why[160];
     if (gpu_missing(why, sizeof(why))) {
-        skip_all("test_gpu", PRECISION_IS_BF16 ? 34 : 29, why);  // the checks below
+        skip_all("test_gpu", PRECISION_IS_BF16 ? 44 : 29, why);  // the checks below
         return test_summary();
     }
     test_attention(2, 67, 3, 64, 0, 0);      // T not a multiple of the tile
@@ -273,13 +283,22 @@ int main(void) {
     }
     test_rec_small_kernels(2, 67, 3, 64);
     test_rec_small_kernels(3, 50, 3, 16);  // 144 channels (not a multiple of 32), D 16: lanes past D idle
-    test_delta_rule(2, 67, 3, 64, MIXER_GDN);   // a full chunk and a partial one
-    test_delta_rule(2, 67, 3, 64, MIXER_GLA);
-    test_delta_rule(3, 130, 2, 32, MIXER_GDN);  // three chunks, D = 32
-    test_delta_rule(3, 130, 2, 32, MIXER_GLA);
-    test_delta_rule(1, 64, 2, 64, MIXER_GDN);   // exactly one chunk
-    test_delta_rule(2, 1, 2, 64, MIXER_GDN);    // a single token
-    test_delta_rule(1, 700, 2, 64, MIXER_GDN);  // eleven chunks: the state passes carry S and dS far
-    test_delta_rule(1, 700, 2, 48, MIXER_GLA);  // D = 48: three row groups per head
+    test_delta_rule(2, 67, 3, 64, MIXER_GDN, 0);   // a full chunk and a partial one
+    test_delta_rule(2, 67, 3, 64, MIXER_GLA, 0);
+    test_delta_rule(3, 130, 2, 32, MIXER_GDN, 0);  // three chunks, D = 32
+    test_delta_rule(3, 130, 2, 32, MIXER_GLA, 0);
+    test_delta_rule(1, 64, 2, 64, MIXER_GDN, 0);   // exactly one chunk
+    test_delta_rule(2, 1, 2, 64, MIXER_GDN, 0);    // a single token
+    test_delta_rule(1, 700, 2, 64, MIXER_GDN, 0);  // eleven chunks: the state passes carry S and dS far
+    test_delta_rule(1, 700, 2, 48, MIXER_GLA, 0);  // D = 48: three row groups per head
+    if (PRECISION_IS_BF16) {
+        test_delta_rule(2, 67, 3, 64, MIXER_GDN, 2);  // v2 where v3 runs by default
+        test_delta_rule(2, 67, 3, 64, MIXER_GLA, 2);
+        int Ts[4] = {1, 64, 67, 130};                  // D 128 (v3 only): one token, one chunk, partial chunks
+        for (int i = 0; i < 4; i++) {
+            test_delta_rule(2, Ts[i], 2, 128, MIXER_GDN, 0);
+            test_delta_rule(2, Ts[i], 2, 128, MIXER_GLA, 0);
+        }
+    }
     return test_summary();
 }

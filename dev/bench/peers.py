@@ -6,6 +6,7 @@ FlexAttention); the trainer never needs it.
 
     python3 dev/bench/peers.py                          # -> dev/bench/peers.json
     python3 dev/bench/peers.py --fla PATH                # also fla's Gated DeltaNet / gla and RRRF
+    python3 dev/bench/peers.py --fla PATH --kernels-only --recurrence-only   # fla's kernels alone
     ./dev/bench/bench_step -p dev/bench/peers.json       # our rows beside these
 
 PATH is a source tree of flash-linear-attention (fla), e.g.
@@ -72,6 +73,13 @@ def sliding_window_mask(window):
 
 def bench_kernels(args, fla, out, save):
     """fills out[name] = {"ms", "fwd_ms", "peer"}; save() after each, so a run cut short keeps them"""
+    if not args.recurrence_only:
+        bench_attention(args, out, save)
+    if fla is not None:
+        bench_recurrence(args, out, save)
+
+
+def bench_attention(args, out, save):
     from torch.nn.attention.flex_attention import flex_attention
     for H, D, name in ((12, 64, "attention full"), (6, 128, "attention full D128")):
         q, k, v = rand(B, H, T, D), rand(B, H, T, D), rand(B, H, T, D)
@@ -94,8 +102,9 @@ def bench_kernels(args, fla, out, save):
         out[f"SWA W {w}"] = {"ms": total, "fwd_ms": fwd, "peer": "FlexAttention"}
         print(f"{'SWA W %d' % w:22s} FlexAttention {total:7.3f} ms (forward {fwd:.3f})", flush=True)
         save()
-    if fla is None:
-        return
+
+
+def bench_recurrence(args, out, save):
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
     from fla.ops.simple_gla import chunk_simple_gla
     for H, D, name in ((12, 64, "Gated DeltaNet"), (6, 128, "Gated DeltaNet D128"), (12, 64, "gla")):
@@ -227,6 +236,7 @@ def main():
     ap.add_argument("--step", action="append", choices=["F", "SSSF", "RRRF"],
                     help="only this step config (repeatable; default all: each compiles for a minute or two)")
     ap.add_argument("--kernels-only", action="store_true")
+    ap.add_argument("--recurrence-only", action="store_true", help="of the kernels, only fla's (with --fla)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("peers.py: no CUDA GPU found")

@@ -1,21 +1,25 @@
 /*
 delta_rule.cu — the recurrence of the R layer (Gated DeltaNet, and its gla mode) on its own, llm.c
 dev/cuda style: each version checked against the CPU reference (hybrid_cpu.h) on small shapes, then
-timed forward and backward at the benchmark shape (B 8, T 4096, H 12, D 64) next to dev/bench/README.md's
-targets.
+timed forward and backward at the benchmark shape (B 8, T 4096, H 12, D 64; version 3 also D 128,
+H 6) next to dev/bench/README.md's targets.
 
     make dev/cuda/delta_rule
-    ./dev/cuda/delta_rule 2        # version 2 (default); 1 = version 1
+    ./dev/cuda/delta_rule          # every version; ./dev/cuda/delta_rule 3 for one
 
-versions (both read and write bf16 q, k, v, o and gradients, keep the state and all sums in fp32):
+versions (all read and write bf16 q, k, v, o and gradients, keep the state and all sums in fp32):
     1  token by token, as hybrid_cpu.h writes the recurrence: one block per (b, h), thread i owns
        value row i of the state in registers. The forward saves the state entering every chunk of
        DELTA_CHUNK tokens; the backward walks the chunks in reverse, runs the forward of a chunk again
        from its saved state (keeping S' = α S_prev and u of each token in a scratch buffer), then
        walks its tokens in reverse. Sums across the rows (dq, dk, β and gate gradients) go through
        shared memory.
-    2  chunk-parallel, the trainer's kernels (recurrent_mixer.cuh): UT transform per chunk, a state
-       pass sequential in chunks, per-chunk outputs and gradients as tf32 tensor-core tile products
+    2  chunk-parallel (recurrent_mixer.cuh v2, the trainer's kernels for head dims 16-48 and the
+       fp32 build): UT transform per chunk, a state pass sequential in chunks (one block a head),
+       per-chunk outputs and gradients as tf32 tile products on fp32 shared-memory tiles
+    3  chunk-parallel (recurrent_mixer.cuh v3, the trainer's kernels for head dims 64 and 128):
+       bf16 tiles, mma.sync with register accumulators, state passes split by value rows
+       (B·H·D/16 blocks), Ti solved once per direction, U and dU handed on by the state passes
 Check: norm-wise relative error against the CPU (inputs rounded to bf16 first), tolerance 2e-2 as
 test/test_gpu.cu's bf16 build. Timing: median of 5 runs after a warm-up, CUDA events (time_fwd_bwd).
 */
@@ -201,8 +205,12 @@ static void run_forward(Bufs* b, int version, int B, int T, int H, int D, int mi
     if (version == 1) {
         delta_v1_forward_kernel<<<B * H, D>>>(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, T, C, H, mixer);
         cudaCheck(cudaGetLastError());
+    } else if (version == 2) {
+        delta_v2_forward(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
+    } else if (D == 64) {
+        delta_v3_forward<64>(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
     } else {
-        delta_rule_forward_gpu(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
+        delta_v3_forward<128>(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
     }
 }
 static void run_backward(Bufs* b, int version, int B, int T, int H, int D, int mixer) {
@@ -213,9 +221,15 @@ static void run_backward(Bufs* b, int version, int B, int T, int H, int D, int m
                                                b->q, b->k, b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, b->scratch, T, C,
                                                H, mixer);
         cudaCheck(cudaGetLastError());
+    } else if (version == 2) {
+        delta_v2_backward(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
+                          b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
+    } else if (D == 64) {
+        delta_v3_backward<64>(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
+                              b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
     } else {
-        delta_rule_backward_gpu(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
-                                b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
+        delta_v3_backward<128>(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
+                               b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
     }
 }
 
@@ -260,30 +274,50 @@ static void time_run(void* ctx, int backward) {
     else { run_forward(tc->b, tc->version, tc->B, tc->T, tc->H, tc->D, tc->mixer); }
 }
 
-static void time_version(int version, int mixer) {
-    enum { B = 8, T = 4096, H = 12, D = 64, REPS = 5 };
+// forward + backward targets on the H200 (dev/bench/README.md): gdn 2.35 ms, gla 1.0 ms at D 64; at D 128
+// (H 6) 0.77x fla's 2.62 ms
+static void time_version(int version, int mixer, int H, int D) {
+    enum { B = 8, T = 4096, REPS = 5 };
     DeltaInputs in = delta_inputs_host(B, T, H, D, mixer);
     Bufs b = bufs_make(&in, version);
     TimeCase tc = {&b, version, B, T, H, D, mixer};
     float fwd, bwd;
     time_fwd_bwd(time_run, &tc, REPS, &fwd, &bwd);
-    // forward + backward targets (dev/bench/README.md) on the H100, fla's kernels 2.61 (gdn) / 1.31 (gla) ms
-    double target = mixer == MIXER_GDN ? 1.3 : 0.9;
-    printf("time  v%d %s B=%d T=%d H=%d D=%d: fwd %8.3f ms  bwd %8.3f ms  total %8.3f ms (target <= %.1f)\n", version,
+    double target = D == 128 ? 0.77 * 2.62 : mixer == MIXER_GDN ? 2.35 : 1.0;
+    printf("time  v%d %s B=%d T=%d H=%d D=%d: fwd %8.3f ms  bwd %8.3f ms  total %8.3f ms (target <= %.2f)\n", version,
            mixer == MIXER_GDN ? "gdn" : "gla", B, T, H, D, fwd, bwd, fwd + bwd, target);
     bufs_free(&b);
     delta_inputs_free(&in);
 }
 
+static void run_version(int version) {
+    if (version == 3) {
+        check_version(3, 2, 67, 3, 64, MIXER_GDN);    // a full chunk and a partial one
+        check_version(3, 2, 67, 3, 64, MIXER_GLA);
+        check_version(3, 1, 300, 2, 128, MIXER_GDN);  // five chunks, D 128
+        check_version(3, 1, 130, 2, 128, MIXER_GLA);
+    } else {
+        check_version(version, 2, 67, 3, 64, MIXER_GDN);
+        check_version(version, 2, 67, 3, 64, MIXER_GLA);
+        check_version(version, 1, 300, 2, 32, MIXER_GDN);  // five chunks, D 32
+    }
+    time_version(version, MIXER_GDN, 12, 64);
+    time_version(version, MIXER_GLA, 12, 64);
+    if (version == 3) {
+        time_version(version, MIXER_GDN, 6, 128);
+        time_version(version, MIXER_GLA, 6, 128);
+    }
+}
+
 int main(int argc, char** argv) {
-    int version = argc > 1 ? atoi(argv[1]) : 2;
-    if (version != 1 && version != 2) { die("version %s: expected 1 (token by token) or 2 (chunk-parallel)", argv[1]); }
+    int version = argc > 1 ? atoi(argv[1]) : 0;
+    if (argc > 1 && (version < 1 || version > 3)) {
+        die("version %s: expected 1 (token by token), 2 (chunk-parallel, fp32 tiles) or 3 (chunk-parallel, bf16 mma)", argv[1]);
+    }
     int n_gpu = 0;
     if (cudaGetDeviceCount(&n_gpu) != cudaSuccess || n_gpu == 0) { die("no CUDA GPU found: dev/cuda/delta_rule needs one"); }
-    check_version(version, 2, 67, 3, 64, MIXER_GDN);   // a full chunk and a partial one
-    check_version(version, 2, 67, 3, 64, MIXER_GLA);
-    check_version(version, 1, 300, 2, 32, MIXER_GDN);  // five chunks, D 32
-    time_version(version, MIXER_GDN);
-    time_version(version, MIXER_GLA);
+    for (int v = 3; v >= 1; v--) {
+        if (version == 0 || version == v) { run_version(v); }
+    }
     return 0;
 }
