@@ -1178,21 +1178,110 @@ __device__ static void d3_fetch(bf16* X, int ld, const bf16* src, size_t stride,
     }
 }
 // the fp32 (HD, HD) state at src as a bf16 shared tile (rows of d3_ld(HD)); returns this thread's
-// share of <src, dot_with> when dot_with is given
+// share of <src, dot_with> when dot_with is given. Loads go out in batches of 8 float4 a thread,
+// so a batch costs one memory round trip, not one per load.
 template <int HD>
 __device__ static float d3_load_state(bf16* X, const float* src, const float* dot_with) {
+    const int PER = HD * HD / 4 / D3_THREADS, BATCH = PER < 8 ? PER : 8;  // float4 a thread: 8 (HD 64), 32 (HD 128)
     float part = 0.0f;
-    BLOCK_LOOP(idx, HD * HD / 4) {
-        int r = idx / (HD / 4), c = (idx % (HD / 4)) * 4;
-        float4 v = *(const float4*)(src + r * HD + c);
-        *(__nv_bfloat162*)(X + r * d3_ld(HD) + c) = __floats2bfloat162_rn(v.x, v.y);
-        *(__nv_bfloat162*)(X + r * d3_ld(HD) + c + 2) = __floats2bfloat162_rn(v.z, v.w);
-        if (dot_with) {
-            float4 d = *(const float4*)(dot_with + r * HD + c);
-            part += v.x * d.x + v.y * d.y + v.z * d.z + v.w * d.w;
+    for (int first = 0; first < PER; first += BATCH) {
+        float4 v[BATCH], d[BATCH];
+#pragma unroll
+        for (int i = 0; i < BATCH; i++) {
+            int idx = threadIdx.x + (first + i) * D3_THREADS;
+            v[i] = *(const float4*)(src + 4 * idx);
+            if (dot_with) { d[i] = *(const float4*)(dot_with + 4 * idx); }
+        }
+#pragma unroll
+        for (int i = 0; i < BATCH; i++) {
+            int idx = threadIdx.x + (first + i) * D3_THREADS, r = idx / (HD / 4), c = (idx % (HD / 4)) * 4;
+            *(__nv_bfloat162*)(X + r * d3_ld(HD) + c) = __floats2bfloat162_rn(v[i].x, v[i].y);
+            *(__nv_bfloat162*)(X + r * d3_ld(HD) + c + 2) = __floats2bfloat162_rn(v[i].z, v[i].w);
+            if (dot_with) { part += v[i].x * d[i].x + v[i].y * d[i].y + v[i].z * d[i].z + v[i].w * d[i].w; }
         }
     }
     return part;
+}
+
+// The gates of a chunk for one warp of a state pass, with no barrier: from the raw log α of the
+// chunk (c floats, landed), the warp's rows r0 = m0 + g and r0 + 8 get w = exp(g_last - g_t) and
+// b = exp(g_t) (cumulative g within the chunk), and every lane b_last = exp(g_last).
+struct D3RowGates {
+    float w0, w1, b0, b1, blast;
+};
+__device__ static D3RowGates d3_warp_gates(const float* graw, int r0) {
+    int l = threadIdx.x % 32;
+    float first = graw[2 * l], pair = first + graw[2 * l + 1], incl = pair;
+    for (int off = 1; off < 32; off *= 2) {
+        float y = __shfl_up_sync(0xffffffff, incl, off);
+        if (l >= off) { incl += y; }
+    }
+    float even = incl - pair + first, last = __shfl_sync(0xffffffff, incl, 31);
+    float e0 = __shfl_sync(0xffffffff, even, r0 >> 1), o0 = __shfl_sync(0xffffffff, incl, r0 >> 1);
+    float e1 = __shfl_sync(0xffffffff, even, (r0 + 8) >> 1), o1 = __shfl_sync(0xffffffff, incl, (r0 + 8) >> 1);
+    float g0 = r0 & 1 ? o0 : e0, g1 = r0 & 1 ? o1 : e1;  // r0 and r0 + 8 have the same parity
+    D3RowGates rg = {__expf(last - g0), __expf(last - g1), __expf(g0), __expf(g1), __expf(last)};
+    return rg;
+}
+
+// acc (16 x 8) += A(rows r0..r0+15, k 0..K) B(k 0..K, cols n0..n0+7) on fp32 tiles of stride DL, tf32
+// tensor cores (the solve's products: Ti is formed before it is rounded to bf16, as fla does)
+__device__ static inline void d3_mm_tf32(float* acc, const float* A, int r0, const float* Bm, int n0, int K) {
+    int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+    for (int k = 0; k < K; k += 8) {
+        uint32_t a[4] = {to_tf32(A[(r0 + g) * DL + k + t]), to_tf32(A[(r0 + g + 8) * DL + k + t]),
+                         to_tf32(A[(r0 + g) * DL + k + t + 4]), to_tf32(A[(r0 + g + 8) * DL + k + t + 4])};
+        mma_tf32(acc, a, to_tf32(Bm[(k + t) * DL + n0 + g]), to_tf32(Bm[(k + t + 4) * DL + n0 + g]));
+    }
+}
+
+// X = (I + A)⁻¹ for a strictly lower-triangular (c, c) fp32 A, both stride DL; Y is (16, DL) scratch;
+// 128 threads. As unit_lower_inverse, with less waiting: thread j < 64 solves column j of its 16 x 16
+// diagonal block by forward substitution in registers while the others zero the blocks above the
+// diagonal; then block row I (16 rows) for all columns left of it at once on tensor cores,
+//   Y = A[I][<I] X[<I][<I],  X[I][<I] = -X[I][I] Y,
+// each warp owning 8-column tiles of Y (so Y needs no barrier), one barrier per block row.
+__device__ static void d3_unit_lower_inverse(float* X, const float* A, float* Y) {
+    int tid = threadIdx.x, warp = tid / 32, g = (tid % 32) / 4, t = tid % 4;
+    if (tid < DELTA_CHUNK) {
+        int j = tid, base = j & ~15;
+        float x[16];
+#pragma unroll
+        for (int r = 0; r < 16; r++) {
+            float acc = base + r == j ? 1.0f : 0.0f;  // rows above j come out 0: their x are 0
+#pragma unroll
+            for (int s = 0; s < r; s++) { acc -= A[(base + r) * DL + base + s] * x[s]; }
+            x[r] = acc;
+        }
+#pragma unroll
+        for (int r = 0; r < 16; r++) { X[(base + r) * DL + j] = x[r]; }
+    } else {
+        for (int idx = tid - DELTA_CHUNK; idx < 16 * 96; idx += D3_THREADS - DELTA_CHUNK) {  // 48 + 32 + 16 columns
+            int I = idx < 16 * 48 ? 0 : idx < 16 * 80 ? 1 : 2, off = idx - (I == 0 ? 0 : I == 1 ? 16 * 48 : 16 * 80);
+            int w = 48 - 16 * I;
+            X[(16 * I + off / w) * DL + 16 * (I + 1) + off % w] = 0.0f;
+        }
+    }
+    __syncthreads();
+    for (int I = 1; I < DELTA_CHUNK / 16; I++) {
+        int r0 = 16 * I;
+        for (int nt = warp; nt < 2 * I; nt += D3_THREADS / 32) {
+            int n0 = 8 * nt;
+            float y[4] = {0.0f, 0.0f, 0.0f, 0.0f}, x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            d3_mm_tf32(y, A, r0, X, n0, r0);
+            Y[g * DL + n0 + 2 * t] = y[0];
+            Y[g * DL + n0 + 2 * t + 1] = y[1];
+            Y[(g + 8) * DL + n0 + 2 * t] = y[2];
+            Y[(g + 8) * DL + n0 + 2 * t + 1] = y[3];
+            __syncwarp();
+            d3_mm_tf32(x, X + r0, r0, Y, n0, 16);
+            X[(r0 + g) * DL + n0 + 2 * t] = -x[0];
+            X[(r0 + g) * DL + n0 + 2 * t + 1] = -x[1];
+            X[(r0 + g + 8) * DL + n0 + 2 * t] = -x[2];
+            X[(r0 + g + 8) * DL + n0 + 2 * t + 1] = -x[3];
+        }
+        __syncthreads();
+    }
 }
 
 // Where the v3 scratch tiles of chunk i are (bf16 elements from the scratch start; dstates in floats
@@ -1255,7 +1344,7 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_prep_kernel(bf16* Ut, bf16*
             }
         }
         __syncthreads();
-        unit_lower_inverse(sX, sA, sY);
+        d3_unit_lower_inverse(sX, sA, sY);
         bf16* ti_chunk = Ti_out ? Ti_out + (size_t)blockIdx.x * c * c : NULL;
         BLOCK_LOOP(idx, c * c) {
             int t = idx / c, s = idx % c;
@@ -1376,7 +1465,7 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_state_forward_kernel(float*
             d3_state_forward_fetch<HD>(d3_state_buf<HD>(d3_smem + ((chunk + 1) % 2) * D3_STATE_BUF(HD)), sl, chunk + 1, U, W, k, v,
                                        vstride, gate, T, C, H);
         }
-        delta_gates_finish(sb.gv);
+        D3RowGates rg = d3_warp_gates(sb.gv.g, m0 + g);
         float u[2][4];
         d3_load<2>(u, sb.slab, D3_LDV, m0, 0);
         if (W) {
@@ -1391,10 +1480,9 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_state_forward_kernel(float*
             DeltaPos p = delta_pos(sl.bh * n_chunks + chunk, T, C, H);
             d3_store<2>(U + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
         }
-        d3_store<2>(sUw, D3_LDV, m0, c, 0, u, sb.gv.w[m0 + g], sb.gv.w[m0 + g + 8]);
+        d3_store<2>(sUw, D3_LDV, m0, c, 0, u, rg.w0, rg.w1);
         __syncthreads();
-        float bl = sb.gv.b[c - 1];
-        d3_scale_rows<NS>(S, bl, bl);
+        d3_scale_rows<NS>(S, rg.blast, rg.blast);
         d3_mm<NS, 4, D3_T, D3_N>(S, sUw, D3_LDV, 0, sb.K, LD, n0);
     }
 }
@@ -1479,25 +1567,23 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_state_backward_kernel(float
             d3_state_backward_fetch<HD>(d3_state_buf<HD>(d3_smem + ((chunk - 1) % 2) * D3_STATE_BUF(HD)),
                                         sQbuf + ((chunk - 1) % 2) * c * LD, sl, chunk - 1, dU, W, dout, q, k, gate, T, C, H);
         }
-        delta_gates_finish(sb.gv);
+        D3RowGates rg = d3_warp_gates(sb.gv.g, m0 + g);
         float u[2][4], ul[2][4];
         d3_zero<2>(u);
         d3_mm<2, KT, D3_N, D3_T>(u, sb.K, LD, m0, sdS, LD, 0);
         d3_load<2>(ul, sb.slab, D3_LDV, m0, 0);
-        float w0 = sb.gv.w[m0 + g], w1 = sb.gv.w[m0 + g + 8];
 #pragma unroll
         for (int j = 0; j < 2; j++) {
-            u[j][0] = w0 * u[j][0] + ul[j][0]; u[j][1] = w0 * u[j][1] + ul[j][1];
-            u[j][2] = w1 * u[j][2] + ul[j][2]; u[j][3] = w1 * u[j][3] + ul[j][3];
+            u[j][0] = rg.w0 * u[j][0] + ul[j][0]; u[j][1] = rg.w0 * u[j][1] + ul[j][1];
+            u[j][2] = rg.w1 * u[j][2] + ul[j][2]; u[j][3] = rg.w1 * u[j][3] + ul[j][3];
         }
         DeltaPos p = delta_pos(sl.bh * n_chunks + chunk, T, C, H);
         d3_store<2>(dU + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
         if (W) { d3_store<2>(sNdU, D3_LDV, m0, c, 0, u, -1.0f, -1.0f); }
         d3_load<2>(ul, sb.slab2, D3_LDV, m0, 0);
-        d3_store<2>(sBdO, D3_LDV, m0, c, 0, ul, sb.gv.b[m0 + g], sb.gv.b[m0 + g + 8]);
+        d3_store<2>(sBdO, D3_LDV, m0, c, 0, ul, rg.b0, rg.b1);
         __syncthreads();
-        float bl = sb.gv.b[c - 1];
-        d3_scale_rows<NS>(dS, bl, bl);
+        d3_scale_rows<NS>(dS, rg.blast, rg.blast);
         d3_mm<NS, 4, D3_T, D3_N>(dS, sBdO, D3_LDV, 0, sQ, LD, n0);
         if (W) { d3_mm<NS, 4, D3_T, D3_N>(dS, sNdU, D3_LDV, 0, sb.W, LD, n0); }
     }
