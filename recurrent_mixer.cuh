@@ -993,8 +993,8 @@ static void delta_v2_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, 
 // and mma.sync m16n8k16 products whose fp32 sums stay in registers. 4 warps a block; in every
 // (c, ·) product warp w owns rows 16w..16w+15, so per-row work (gates, masks, row sums) needs no
 // barrier. What v2 does differently and why v3 is faster:
-//  - state passes split each head's state by value rows: block (b h, slab) carries D3_BV rows of S
-//    (or dS), B·H·D/D3_BV blocks instead of B·H (U = Ũ - W S0ᵀ and S_end = b_last S0 + Uᵀ diag(w) K
+//  - state passes split each head's state by value rows: block (b h, slab) carries D/2 rows of S
+//    (or dS), 2·B·H blocks instead of B·H (U = Ũ - W S0ᵀ and S_end = b_last S0 + Uᵀ diag(w) K
 //    never mix value rows; the backward pass alike);
 //  - Ti is solved once per chunk in each direction (v2: three times), U leaves the forward state
 //    pass and dU the backward one, so the output and gradient kernels do not form them again;
@@ -1003,10 +1003,8 @@ static void delta_v2_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, 
 // Ti (c, c); then dstates fp32 (D, D). q, k, v, o and gradients are bf16 (floatX of this build).
 #ifdef PRECISION_BF16
 #define D3_THREADS 128
-#define D3_BV 16                         // value rows of the state one state-pass block owns
 #define D3_PAD 8                         // bf16 padding of a shared row: ldmatrix rows hit distinct banks
 #define D3_LDC (DELTA_CHUNK + D3_PAD)    // row stride of (c, c) tiles
-#define D3_LDV (D3_BV + D3_PAD)          // row stride of (c, D3_BV) slabs
 #define D3_N 0  // operand as stored: X (M, K) row-major, Y (K, N) row-major
 #define D3_T 1  // operand transposed: X stored (K, M), Y stored (N, K)
 
@@ -1306,7 +1304,9 @@ static size_t d3_scratch_floats(int B, int T, int C, int H) {
 }
 
 // Per chunk, all chunks in parallel. gdn (W given): Ti = (I + A)⁻¹, Ũ = Ti diag(β) V, W = Ti diag(βb) K,
-// and Ti itself when Ti_out is given; with dout: dUl = Pᵀ dO (both mixers).
+// and Ti itself when Ti_out is given; with dout: dUl = Pᵀ dO (both mixers). Shared memory is held to
+// three blocks an SM: Q and dO land where the solve's fp32 tiles were (gdn: copied once the solve is
+// done, while Ũ and W are formed), the solve's (16, c) scratch lives in Ti diag(β)'s tile.
 template <int HD>
 __global__ void __launch_bounds__(D3_THREADS) delta3_prep_kernel(bf16* Ut, bf16* W, bf16* Ti_out, bf16* dUl, const bf16* q,
                                                                  const bf16* k, const bf16* v, int vstride, const bf16* dout,
@@ -1315,14 +1315,15 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_prep_kernel(bf16* Ut, bf16*
     const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NT = HD / 8;
     DeltaPos p = delta_pos(blockIdx.x, T, C, H);
     int m0 = 16 * (threadIdx.x / 32);
-    bf16 *sK = (bf16*)d3_smem, *sV = sK + c * LD, *sQ = sV + c * LD, *sdO = sQ + c * LD;
-    bf16 *sTb = sdO + c * LD, *sTbb = sTb + c * D3_LDC;  // Ti diag(β), Ti diag(βb)
-    float *sA = (float*)(sTbb + c * D3_LDC), *sX = sA + DELTA_SLOT, *sY = sX + DELTA_SLOT;
+    bf16 *sK = (bf16*)d3_smem, *sV = sK + c * LD;
+    bf16 *sTb = sV + c * LD, *sTbb = sTb + c * D3_LDC;  // Ti diag(β), Ti diag(βb)
+    float *sA = (float*)(sTbb + c * D3_LDC), *sX = sA + DELTA_SLOT, *sY = (float*)sTb;
+    bf16 *sQ = (bf16*)sA, *sdO = sQ + c * LD;  // 2 (c, D) bf16 tiles fit in the 2 (c, DL) fp32 ones up to D 128
     DeltaGates gv;
-    delta_gates_carve(&gv, sY + 16 * DL);
+    delta_gates_carve(&gv, sX + DELTA_SLOT);
     d3_fetch(sK, LD, k, C, p.row0, p.n, p.h * HD, HD);
     if (W) { d3_fetch(sV, LD, v, vstride, p.row0, p.n, p.h * HD, HD); }
-    if (dout) {
+    if (dout && !W) {
         d3_fetch(sQ, LD, q, C, p.row0, p.n, p.h * HD, HD);
         d3_fetch(sdO, LD, dout, C, p.row0, p.n, p.h * HD, HD);
     }
@@ -1353,7 +1354,11 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_prep_kernel(bf16* Ut, bf16*
             sTbb[t * D3_LDC + s] = (bf16)(x * gv.bb[s]);
             if (ti_chunk) { ti_chunk[idx] = (bf16)x; }
         }
-        __syncthreads();
+        __syncthreads();  // the solve's tiles are free
+        if (dout) {
+            d3_fetch(sQ, LD, q, C, p.row0, p.n, p.h * HD, HD);
+            d3_fetch(sdO, LD, dout, C, p.row0, p.n, p.h * HD, HD);
+        }
         float u[NT][4];
         d3_zero<NT>(u);
         d3_mm<NT, 4, D3_N, D3_N>(u, sTb, D3_LDC, m0, sV, LD, 0);
@@ -1361,6 +1366,7 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_prep_kernel(bf16* Ut, bf16*
         d3_zero<NT>(u);
         d3_mm<NT, 4, D3_N, D3_N>(u, sTbb, D3_LDC, m0, sK, LD, 0);
         d3_store<NT>(W + p.tile, HD, m0, c, 0, u, 1.0f, 1.0f);
+        if (dout) { delta_fetch_wait(); }
     }
     if (dout) {
         float s[8][4];  // Pᵀ[s][t] = Γ[t][s] (k_s·q_t), t >= s; rows are s
@@ -1375,70 +1381,91 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_prep_kernel(bf16* Ut, bf16*
         d3_store<NT>(dUl + p.tile, HD, m0, c, 0, u, 1.0f, 1.0f);
     }
 }
-#define D3_SMEM_PREP(HD) ((4 * DELTA_CHUNK * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDC) * 2 + (2 * DELTA_SLOT + 16 * DL + DELTA_GATE_VECS * DELTA_CHUNK) * 4)
+#define D3_SMEM_PREP(HD) ((2 * DELTA_CHUNK * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDC) * 2 + (2 * DELTA_SLOT + DELTA_GATE_VECS * DELTA_CHUNK) * 4)
 
-// A state pass's buffer for one chunk: K and W (c, D) tiles, two (c, D3_BV) slabs (forward: Ũ or V;
-// backward: dUl and dO), the gates
-template <int HD>
+// The state passes. A block owns D3_BV(HD) = HD/2 value rows of one head's state (B·H·2 blocks: one
+// wave at the benchmark shapes, fewer blocks re-reading the same K and W than narrower slabs) and
+// walks the chunks through a ring of stages, the copies of the next stages in flight while it
+// computes this one. Forward 3 stages, backward 2 (its stages carry Q too; 2 keep two blocks an SM at
+// head dim 64).
+#define D3_BV(HD) ((HD) / 2)
+#define D3_LDV(HD) (D3_BV(HD) + D3_PAD)  // row stride of (c, D3_BV) slabs
+#define D3_STAGES_FWD 3
+#define D3_STAGES_BWD 2
+
+// One stage: K, W and (backward) Q (c, D) tiles, two (c, D3_BV) slabs (forward: Ũ or V; backward:
+// dUl and dO), the gates
 struct D3StateBuf {
-    bf16 *K, *W, *slab, *slab2;
+    bf16 *K, *W, *Q, *slab, *slab2;
     DeltaGates gv;
 };
-template <int HD>
-__device__ static D3StateBuf<HD> d3_state_buf(unsigned char* at) {
-    D3StateBuf<HD> s;
-    s.K = (bf16*)at;
+#define D3_STATE_BUF(HD, WITH_Q) \
+    (((2 + (WITH_Q)) * DELTA_CHUNK * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDV(HD)) * 2 + DELTA_GATE_VECS * DELTA_CHUNK * 4)
+template <int HD, int WITH_Q>
+__device__ static D3StateBuf d3_state_buf(unsigned char* smem, int stage) {
+    D3StateBuf s;
+    s.K = (bf16*)(smem + stage * D3_STATE_BUF(HD, WITH_Q));
     s.W = s.K + DELTA_CHUNK * d3_ld(HD);
-    s.slab = s.W + DELTA_CHUNK * d3_ld(HD);
-    s.slab2 = s.slab + DELTA_CHUNK * D3_LDV;
-    delta_gates_carve(&s.gv, (float*)(s.slab2 + DELTA_CHUNK * D3_LDV));
+    s.Q = s.W + DELTA_CHUNK * d3_ld(HD);
+    s.slab = s.Q + WITH_Q * DELTA_CHUNK * d3_ld(HD);
+    s.slab2 = s.slab + DELTA_CHUNK * D3_LDV(HD);
+    delta_gates_carve(&s.gv, (float*)(s.slab2 + DELTA_CHUNK * D3_LDV(HD)));
     return s;
 }
-#define D3_STATE_BUF(HD) ((2 * DELTA_CHUNK * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDV) * 2 + DELTA_GATE_VECS * DELTA_CHUNK * 4)
-#define D3_SMEM_STATE(HD) (2 * D3_STATE_BUF(HD) + (D3_BV * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDV) * 2)
+// after the ring: the block's (D3_BV, D) state tile and (c, D3_BV) slabs of its own
+#define D3_SMEM_STATE_FWD(HD) (D3_STAGES_FWD * D3_STATE_BUF(HD, 0) + (D3_BV(HD) * d3_ld(HD) + DELTA_CHUNK * D3_LDV(HD)) * 2)
+#define D3_SMEM_STATE_BWD(HD) (D3_STAGES_BWD * D3_STATE_BUF(HD, 1) + (D3_BV(HD) * d3_ld(HD) + 2 * DELTA_CHUNK * D3_LDV(HD)) * 2)
 
-// Where a state-pass block is: blockIdx.x = (b H + h) slabs + slab; it owns value rows i0..i0+D3_BV
+// Where a state-pass block is: blockIdx.x = (b H + h) 2 + slab; it owns value rows i0..i0+D3_BV
 struct D3Slab {
     int bh, i0;
 };
 template <int HD>
 __device__ static D3Slab d3_slab() {
     D3Slab s;
-    s.bh = blockIdx.x / (HD / D3_BV);
-    s.i0 = (blockIdx.x % (HD / D3_BV)) * D3_BV;
+    s.bh = blockIdx.x / (HD / D3_BV(HD));
+    s.i0 = (blockIdx.x % (HD / D3_BV(HD))) * D3_BV(HD);
     return s;
 }
 
-// x (rows g, g+8 of the slab, the warp's columns) to the fp32 (D, D) state at st and to the bf16
-// (D3_BV, D) shared tile X
+// x (the warp's columns n0.. of the slab's rows) to the fp32 (D, D) state at st (offset to the slab)
+// and to the bf16 (D3_BV, D) shared tile X
 template <int HD, int NS>
-__device__ static inline void d3_state_out(float* st, bf16* X, int n0, const float (*x)[4]) {
+__device__ static inline void d3_state_out(float* st, bf16* X, int n0, const float (*x)[NS][4]) {
     int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
 #pragma unroll
-    for (int j = 0; j < NS; j++) {
+    for (int mt = 0; mt < D3_BV(HD) / 16; mt++) {
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int r = g + 8 * h, col = n0 + 8 * j + 2 * t;
-            *(float2*)(st + r * HD + col) = make_float2(x[j][2 * h], x[j][2 * h + 1]);
-            *(uint32_t*)(X + r * d3_ld(HD) + col) = pack_bf16(x[j][2 * h], x[j][2 * h + 1]);
+        for (int j = 0; j < NS; j++) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = 16 * mt + g + 8 * h, col = n0 + 8 * j + 2 * t;
+                *(float2*)(st + r * HD + col) = make_float2(x[mt][j][2 * h], x[mt][j][2 * h + 1]);
+                *(uint32_t*)(X + r * d3_ld(HD) + col) = pack_bf16(x[mt][j][2 * h], x[mt][j][2 * h + 1]);
+            }
         }
     }
 }
 
 // Starts fetching chunk `chunk` for the forward state pass: K, W (gdn), the slab of Ũ (gdn) or V (gla)
 template <int HD>
-__device__ static void d3_state_forward_fetch(D3StateBuf<HD> sb, D3Slab sl, int chunk, const bf16* U, const bf16* W,
+__device__ static void d3_state_forward_fetch(D3StateBuf sb, D3Slab sl, int chunk, const bf16* U, const bf16* W,
                                               const bf16* k, const bf16* v, int vstride, const float* gate, int T, int C, int H) {
     DeltaPos p = delta_pos(sl.bh * delta_rule_n_chunks(T) + chunk, T, C, H);
     d3_fetch(sb.K, d3_ld(HD), k, C, p.row0, p.n, p.h * HD, HD);
     if (W) {
         d3_fetch(sb.W, d3_ld(HD), W + p.tile, HD, 0, DELTA_CHUNK, 0, HD);
-        d3_fetch(sb.slab, D3_LDV, U + p.tile, HD, 0, DELTA_CHUNK, sl.i0, D3_BV);
+        d3_fetch(sb.slab, D3_LDV(HD), U + p.tile, HD, 0, DELTA_CHUNK, sl.i0, D3_BV(HD));
     } else {
-        d3_fetch(sb.slab, D3_LDV, v, vstride, p.row0, p.n, p.h * HD + sl.i0, D3_BV);
+        d3_fetch(sb.slab, D3_LDV(HD), v, vstride, p.row0, p.n, p.h * HD + sl.i0, D3_BV(HD));
     }
     delta_fetch_gates(sb.gv, NULL, gate, p.row0, p.n, H, p.h);
-    cp_async_commit();
+}
+
+// the ring's wait: the oldest stage's copies (this thread's) have landed
+template <int STAGES>
+__device__ static inline void d3_wait_stage() {
+    if (STAGES == 3) { cp_async_wait_but_last(); } else { cp_async_wait_all(); }
 }
 
 // states (B, H, n_chunks, D, D): the state entering each chunk, D3_BV value rows a block. Per chunk:
@@ -1448,42 +1475,52 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_state_forward_kernel(float*
                                                                           const bf16* v, int vstride, const float* gate, int T,
                                                                           int C, int H) {
     extern __shared__ __align__(16) unsigned char d3_smem[];
-    const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NS = HD / 32;  // a warp owns HD/4 columns of S
+    // a warp computes rows m0.. of U (NU n tiles) and columns n0.. of the slab's state (MS x NS tiles)
+    const int c = DELTA_CHUNK, LD = d3_ld(HD), LDV = D3_LDV(HD), KT = HD / 16, NU = D3_BV(HD) / 8, MS = D3_BV(HD) / 16;
+    const int NS = HD / 32, STAGES = D3_STAGES_FWD;
     D3Slab sl = d3_slab<HD>();
     int warp = threadIdx.x / 32, m0 = 16 * warp, n0 = warp * (HD / 4), n_chunks = delta_rule_n_chunks(T);
     int g = (threadIdx.x % 32) / 4;
-    bf16 *sS = (bf16*)(d3_smem + 2 * D3_STATE_BUF(HD)), *sUw = sS + D3_BV * LD;
-    float S[NS][4];
-    d3_zero<NS>(S);
-    d3_state_forward_fetch<HD>(d3_state_buf<HD>(d3_smem), sl, 0, U, W, k, v, vstride, gate, T, C, H);
-    for (int chunk = 0; chunk < n_chunks; chunk++) {
-        D3StateBuf<HD> sb = d3_state_buf<HD>(d3_smem + (chunk % 2) * D3_STATE_BUF(HD));
-        cp_async_wait_all();
-        d3_state_out<HD, NS>(states + ((size_t)sl.bh * n_chunks + chunk) * HD * HD + (size_t)sl.i0 * HD, sS, n0, S);
-        __syncthreads();  // chunk's tiles and sS visible; everyone is done with the other buffer
-        if (chunk + 1 < n_chunks) {
-            d3_state_forward_fetch<HD>(d3_state_buf<HD>(d3_smem + ((chunk + 1) % 2) * D3_STATE_BUF(HD)), sl, chunk + 1, U, W, k, v,
-                                       vstride, gate, T, C, H);
-        }
-        D3RowGates rg = d3_warp_gates(sb.gv.g, m0 + g);
-        float u[2][4];
-        d3_load<2>(u, sb.slab, D3_LDV, m0, 0);
-        if (W) {
-            float ws[2][4];
-            d3_zero<2>(ws);
-            d3_mm<2, KT, D3_N, D3_T>(ws, sb.W, LD, m0, sS, LD, 0);
+    bf16 *sS = (bf16*)(d3_smem + STAGES * D3_STATE_BUF(HD, 0)), *sUw = sS + D3_BV(HD) * LD;
+    float S[MS][NS][4];
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
+    for (int mt = 0; mt < MS; mt++) { d3_zero<NS>(S[mt]); }
+    for (int st = 0; st < STAGES - 1; st++) {
+        if (st < n_chunks) { d3_state_forward_fetch<HD>(d3_state_buf<HD, 0>(d3_smem, st), sl, st, U, W, k, v, vstride, gate, T, C, H); }
+        cp_async_commit();
+    }
+    for (int chunk = 0; chunk < n_chunks; chunk++) {
+        D3StateBuf sb = d3_state_buf<HD, 0>(d3_smem, chunk % STAGES);
+        d3_wait_stage<STAGES>();
+        d3_state_out<HD, NS>(states + ((size_t)sl.bh * n_chunks + chunk) * HD * HD + (size_t)sl.i0 * HD, sS, n0, S);
+        __syncthreads();  // this stage and sS visible; everyone is done with the stage read last
+        int next = chunk + STAGES - 1;
+        if (next < n_chunks) {
+            d3_state_forward_fetch<HD>(d3_state_buf<HD, 0>(d3_smem, next % STAGES), sl, next, U, W, k, v, vstride, gate, T, C, H);
+        }
+        cp_async_commit();
+        D3RowGates rg = d3_warp_gates(sb.gv.g, m0 + g);
+        float u[NU][4];
+        d3_load<NU>(u, sb.slab, LDV, m0, 0);
+        if (W) {
+            float ws[NU][4];
+            d3_zero<NU>(ws);
+            d3_mm<NU, KT, D3_N, D3_T>(ws, sb.W, LD, m0, sS, LD, 0);
+#pragma unroll
+            for (int j = 0; j < NU; j++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) { u[j][e] -= ws[j][e]; }
             }
             DeltaPos p = delta_pos(sl.bh * n_chunks + chunk, T, C, H);
-            d3_store<2>(U + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
+            d3_store<NU>(U + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
         }
-        d3_store<2>(sUw, D3_LDV, m0, c, 0, u, rg.w0, rg.w1);
+        d3_store<NU>(sUw, LDV, m0, c, 0, u, rg.w0, rg.w1);
         __syncthreads();
-        d3_scale_rows<NS>(S, rg.blast, rg.blast);
-        d3_mm<NS, 4, D3_T, D3_N>(S, sUw, D3_LDV, 0, sb.K, LD, n0);
+#pragma unroll
+        for (int mt = 0; mt < MS; mt++) {
+            d3_scale_rows<NS>(S[mt], rg.blast, rg.blast);
+            d3_mm<NS, 4, D3_T, D3_N>(S[mt], sUw, LDV, 16 * mt, sb.K, LD, n0);
+        }
     }
 }
 
@@ -1522,22 +1559,19 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_output_kernel(bf16* o, cons
 }
 #define D3_SMEM_OUTPUT(HD) ((3 * DELTA_CHUNK * d3_ld(HD) + (HD) * d3_ld(HD)) * 2 + DELTA_GATE_VECS * DELTA_CHUNK * 4)
 
-// Starts fetching chunk `chunk` for the backward state pass: K, Q (into sQ), W (gdn), the slabs of
-// dUl and dO, the gates
+// Starts fetching chunk `chunk` for the backward state pass: K, Q, W (gdn), the slabs of dUl and dO,
+// the gates
 template <int HD>
-__device__ static void d3_state_backward_fetch(D3StateBuf<HD> sb, bf16* sQ, D3Slab sl, int chunk, const bf16* dU, const bf16* W,
-                                               const bf16* dout, const bf16* q, const bf16* k, const float* gate, int T, int C,
-                                               int H) {
+__device__ static void d3_state_backward_fetch(D3StateBuf sb, D3Slab sl, int chunk, const bf16* dU, const bf16* W, const bf16* dout,
+                                               const bf16* q, const bf16* k, const float* gate, int T, int C, int H) {
     DeltaPos p = delta_pos(sl.bh * delta_rule_n_chunks(T) + chunk, T, C, H);
     d3_fetch(sb.K, d3_ld(HD), k, C, p.row0, p.n, p.h * HD, HD);
-    d3_fetch(sQ, d3_ld(HD), q, C, p.row0, p.n, p.h * HD, HD);
+    d3_fetch(sb.Q, d3_ld(HD), q, C, p.row0, p.n, p.h * HD, HD);
     if (W) { d3_fetch(sb.W, d3_ld(HD), W + p.tile, HD, 0, DELTA_CHUNK, 0, HD); }
-    d3_fetch(sb.slab, D3_LDV, dU + p.tile, HD, 0, DELTA_CHUNK, sl.i0, D3_BV);
-    d3_fetch(sb.slab2, D3_LDV, dout, C, p.row0, p.n, p.h * HD + sl.i0, D3_BV);
+    d3_fetch(sb.slab, D3_LDV(HD), dU + p.tile, HD, 0, DELTA_CHUNK, sl.i0, D3_BV(HD));
+    d3_fetch(sb.slab2, D3_LDV(HD), dout, C, p.row0, p.n, p.h * HD + sl.i0, D3_BV(HD));
     delta_fetch_gates(sb.gv, NULL, gate, p.row0, p.n, H, p.h);
-    cp_async_commit();
 }
-#define D3_SMEM_STATE_BWD(HD) (D3_SMEM_STATE(HD) + 2 * DELTA_CHUNK * d3_ld(HD) * 2)
 
 // dstates (B, H, n_chunks, D, D): dL/dS_end of each chunk, chunks in reverse, D3_BV value rows a block:
 //   dU = dUl + diag(w) K dSᵀ (written over dUl),  dS0 = b_last dS + (diag(b) dO)ᵀ Q - dUᵀ W (gla: no W term)
@@ -1546,46 +1580,55 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_state_backward_kernel(float
                                                                            const bf16* dout, const bf16* q, const bf16* k,
                                                                            const float* gate, int T, int C, int H) {
     extern __shared__ __align__(16) unsigned char d3_smem[];
-    const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NS = HD / 32;
+    const int c = DELTA_CHUNK, LD = d3_ld(HD), LDV = D3_LDV(HD), KT = HD / 16, NU = D3_BV(HD) / 8, MS = D3_BV(HD) / 16;
+    const int NS = HD / 32, STAGES = D3_STAGES_BWD;
     D3Slab sl = d3_slab<HD>();
     int warp = threadIdx.x / 32, m0 = 16 * warp, n0 = warp * (HD / 4), n_chunks = delta_rule_n_chunks(T);
     int g = (threadIdx.x % 32) / 4;
-    bf16 *sdS = (bf16*)(d3_smem + 2 * D3_STATE_BUF(HD)), *sNdU = sdS + D3_BV * LD, *sBdO = sNdU + c * D3_LDV;
-    bf16* sQbuf = sBdO + c * D3_LDV;  // Q of each buffer, (c, D) twice
-    float dS[NS][4];
-    d3_zero<NS>(dS);
-    int last = n_chunks - 1;
-    d3_state_backward_fetch<HD>(d3_state_buf<HD>(d3_smem + (last % 2) * D3_STATE_BUF(HD)), sQbuf + (last % 2) * c * LD, sl, last,
-                                dU, W, dout, q, k, gate, T, C, H);
-    for (int chunk = last; chunk >= 0; chunk--) {
-        D3StateBuf<HD> sb = d3_state_buf<HD>(d3_smem + (chunk % 2) * D3_STATE_BUF(HD));
-        bf16* sQ = sQbuf + (chunk % 2) * c * LD;
-        cp_async_wait_all();
+    bf16 *sdS = (bf16*)(d3_smem + STAGES * D3_STATE_BUF(HD, 1)), *sNdU = sdS + D3_BV(HD) * LD, *sBdO = sNdU + c * LDV;
+    float dS[MS][NS][4];
+#pragma unroll
+    for (int mt = 0; mt < MS; mt++) { d3_zero<NS>(dS[mt]); }
+    for (int st = 0; st < STAGES - 1; st++) {  // iteration i works on chunk n_chunks - 1 - i in stage i % STAGES
+        if (st < n_chunks) {
+            d3_state_backward_fetch<HD>(d3_state_buf<HD, 1>(d3_smem, st), sl, n_chunks - 1 - st, dU, W, dout, q, k, gate, T, C, H);
+        }
+        cp_async_commit();
+    }
+    for (int i = 0; i < n_chunks; i++) {
+        int chunk = n_chunks - 1 - i;
+        D3StateBuf sb = d3_state_buf<HD, 1>(d3_smem, i % STAGES);
+        d3_wait_stage<STAGES>();
         d3_state_out<HD, NS>(dstates + ((size_t)sl.bh * n_chunks + chunk) * HD * HD + (size_t)sl.i0 * HD, sdS, n0, dS);
         __syncthreads();
-        if (chunk > 0) {
-            d3_state_backward_fetch<HD>(d3_state_buf<HD>(d3_smem + ((chunk - 1) % 2) * D3_STATE_BUF(HD)),
-                                        sQbuf + ((chunk - 1) % 2) * c * LD, sl, chunk - 1, dU, W, dout, q, k, gate, T, C, H);
+        int next = i + STAGES - 1;
+        if (next < n_chunks) {
+            d3_state_backward_fetch<HD>(d3_state_buf<HD, 1>(d3_smem, next % STAGES), sl, n_chunks - 1 - next, dU, W, dout, q, k, gate,
+                                        T, C, H);
         }
+        cp_async_commit();
         D3RowGates rg = d3_warp_gates(sb.gv.g, m0 + g);
-        float u[2][4], ul[2][4];
-        d3_zero<2>(u);
-        d3_mm<2, KT, D3_N, D3_T>(u, sb.K, LD, m0, sdS, LD, 0);
-        d3_load<2>(ul, sb.slab, D3_LDV, m0, 0);
+        float u[NU][4], ul[NU][4];
+        d3_zero<NU>(u);
+        d3_mm<NU, KT, D3_N, D3_T>(u, sb.K, LD, m0, sdS, LD, 0);
+        d3_load<NU>(ul, sb.slab, LDV, m0, 0);
 #pragma unroll
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < NU; j++) {
             u[j][0] = rg.w0 * u[j][0] + ul[j][0]; u[j][1] = rg.w0 * u[j][1] + ul[j][1];
             u[j][2] = rg.w1 * u[j][2] + ul[j][2]; u[j][3] = rg.w1 * u[j][3] + ul[j][3];
         }
         DeltaPos p = delta_pos(sl.bh * n_chunks + chunk, T, C, H);
-        d3_store<2>(dU + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
-        if (W) { d3_store<2>(sNdU, D3_LDV, m0, c, 0, u, -1.0f, -1.0f); }
-        d3_load<2>(ul, sb.slab2, D3_LDV, m0, 0);
-        d3_store<2>(sBdO, D3_LDV, m0, c, 0, ul, rg.b0, rg.b1);
+        d3_store<NU>(dU + p.tile, HD, m0, c, sl.i0, u, 1.0f, 1.0f);
+        if (W) { d3_store<NU>(sNdU, LDV, m0, c, 0, u, -1.0f, -1.0f); }
+        d3_load<NU>(ul, sb.slab2, LDV, m0, 0);
+        d3_store<NU>(sBdO, LDV, m0, c, 0, ul, rg.b0, rg.b1);
         __syncthreads();
-        d3_scale_rows<NS>(dS, rg.blast, rg.blast);
-        d3_mm<NS, 4, D3_T, D3_N>(dS, sBdO, D3_LDV, 0, sQ, LD, n0);
-        if (W) { d3_mm<NS, 4, D3_T, D3_N>(dS, sNdU, D3_LDV, 0, sb.W, LD, n0); }
+#pragma unroll
+        for (int mt = 0; mt < MS; mt++) {
+            d3_scale_rows<NS>(dS[mt], rg.blast, rg.blast);
+            d3_mm<NS, 4, D3_T, D3_N>(dS[mt], sBdO, LDV, 16 * mt, sb.Q, LD, n0);
+            if (W) { d3_mm<NS, 4, D3_T, D3_N>(dS[mt], sNdU, LDV, 16 * mt, sb.W, LD, n0); }
+        }
     }
 }
 
@@ -1780,7 +1823,7 @@ static void delta3_set_smem() {
     static int done = 0;  // opt in to > 48 KiB of shared memory once per head dim
     if (done) { return; }
     cudaCheck(cudaFuncSetAttribute(delta3_prep_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_PREP(HD)));
-    cudaCheck(cudaFuncSetAttribute(delta3_state_forward_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_STATE(HD)));
+    cudaCheck(cudaFuncSetAttribute(delta3_state_forward_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_STATE_FWD(HD)));
     cudaCheck(cudaFuncSetAttribute(delta3_output_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_OUTPUT(HD)));
     cudaCheck(cudaFuncSetAttribute(delta3_state_backward_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_STATE_BWD(HD)));
     cudaCheck(cudaFuncSetAttribute(delta3_chunk_backward_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)D3_SMEM_CHUNK_BWD(HD)));
@@ -1800,7 +1843,7 @@ static void delta_v3_forward(floatX* o, float* states, const floatX* q, const fl
                                                                                    beta, gate, T, C, H);
         cudaCheck(cudaGetLastError());
     }
-    delta3_state_forward_kernel<HD><<<B * H * (HD / D3_BV), D3_THREADS, D3_SMEM_STATE(HD), stream>>>(
+    delta3_state_forward_kernel<HD><<<B * H * (HD / D3_BV(HD)), D3_THREADS, D3_SMEM_STATE_FWD(HD), stream>>>(
         states, s.U, gdn ? s.W : NULL, k, v, vstride, gate, T, C, H);
     cudaCheck(cudaGetLastError());
     delta3_output_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_OUTPUT(HD), stream>>>(o, states, gdn ? s.U : NULL, q, k, v, vstride, gate,
@@ -1821,7 +1864,7 @@ static void delta_v3_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, 
     delta3_prep_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_PREP(HD), stream>>>(U, W, Ti, s.dU, q, k, v, vstride, dout, beta, gate, T,
                                                                                C, H);
     cudaCheck(cudaGetLastError());
-    delta3_state_backward_kernel<HD><<<B * H * (HD / D3_BV), D3_THREADS, D3_SMEM_STATE_BWD(HD), stream>>>(
+    delta3_state_backward_kernel<HD><<<B * H * (HD / D3_BV(HD)), D3_THREADS, D3_SMEM_STATE_BWD(HD), stream>>>(
         s.dstates, s.dU, W, dout, q, k, gate, T, C, H);
     cudaCheck(cudaGetLastError());
     delta3_chunk_backward_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_CHUNK_BWD(HD), stream>>>(
