@@ -163,6 +163,7 @@ static const KernelCase KERNEL_CASES[] = {
     {"SWA W 512", K_ATTN, 512, 64, 1.0, 0, 0},
     {"SWA W 2048", K_ATTN, 2048, 64, 1.8, 0, 0},
     {"Gated DeltaNet", K_GDN, 0, 64, 2.35, 0, 0},
+    {"Gated DeltaNet D128", K_GDN, 0, 128, 0, 0, 0.77},
     {"gla", K_GLA, 0, 64, 1.0, 0, 0},
 };
 
