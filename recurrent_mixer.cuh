@@ -1632,20 +1632,54 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_state_backward_kernel(float
     }
 }
 
+// dy (the warp's rows of the gradient of y = scale x / sqrt(|x|^2 + eps), a (c, D) accumulator) becomes
+// dx, as l2norm_backward_kernel computes it; x_rows: the raw rows (row stride `stride`), rows >= n unread
+template <int NT>
+__device__ static inline void d3_l2norm_backward(float (*dy)[4], const bf16* x_rows, size_t stride, int m0, int n, float scale) {
+    int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+    float x[NT][4];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int row = m0 + g + 8 * h;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            float2 v = row < n ? __bfloat1622float2(*(const __nv_bfloat162*)(x_rows + row * stride + 8 * j + 2 * t)) : make_float2(0.0f, 0.0f);
+            x[j][2 * h] = v.x;
+            x[j][2 * h + 1] = v.y;
+        }
+    }
+    float ss0, ss1, xd0, xd1;
+    d3_rowdot<NT>(x, x, &ss0, &ss1);
+    d3_rowdot<NT>(x, dy, &xd0, &xd1);
+    float inv0 = rsqrtf(ss0 + (float)L2NORM_EPS), inv1 = rsqrtf(ss1 + (float)L2NORM_EPS);
+    float c0 = xd0 * inv0 * inv0, c1 = xd1 * inv1 * inv1;  // (y·dy) / |x|, per row
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        dy[j][0] = scale * (dy[j][0] - x[j][0] * c0) * inv0;
+        dy[j][1] = scale * (dy[j][1] - x[j][1] * c0) * inv0;
+        dy[j][2] = scale * (dy[j][2] - x[j][2] * c1) * inv1;
+        dy[j][3] = scale * (dy[j][3] - x[j][3] * c1) * inv1;
+    }
+}
+
 // All gradients of one chunk from S0, dS and the prep's tiles (the algebra of
-// delta_chunk_backward_kernel, v2). Writes (=) dq, dk, dv, dbeta (gdn), dgate.
+// delta_chunk_backward_kernel, v2). Writes (=) dq, dk, dv, dbeta (gdn), dgate. With qk_raw (the raw q
+// and k, k at qk_raw + C, rows of raw_stride, that q = q_scale x/|x| and k = x/|x| came from), dq and
+// dk are the gradients of those raw rows, rows of raw_stride: the L2 norms' backward done here,
+// on the gradients still in registers.
 template <int HD>
 __global__ void __launch_bounds__(D3_THREADS) delta3_chunk_backward_kernel(bf16* dq, bf16* dk, bf16* dv, float* dbeta, float* dgate,
                                                                            const bf16* dout, const float* states,
                                                                            const float* dstates, const bf16* q, const bf16* k,
                                                                            const bf16* v, int vstride, const bf16* Ut, const bf16* W,
                                                                            const bf16* Ti, const bf16* dU, const float* beta,
-                                                                           const float* gate, int T, int C, int H) {
+                                                                           const float* gate, const bf16* qk_raw, int raw_stride,
+                                                                           float q_scale, int T, int C, int H) {
     extern __shared__ __align__(16) unsigned char d3_smem[];
     const int c = DELTA_CHUNK, LD = d3_ld(HD), KT = HD / 16, NT = HD / 8;
     DeltaPos p = delta_pos(blockIdx.x, T, C, H);
     int warp = threadIdx.x / 32, m0 = 16 * warp, g = (threadIdx.x % 32) / 4, t4 = threadIdx.x % 4;
-    int r0 = m0 + g, r1 = m0 + g + 8, gdn = W != NULL;
+    int r0 = m0 + g, r1 = m0 + g + 8, gdn = W != NULL, dstride = qk_raw ? raw_stride : C;
     bf16 *sQ = (bf16*)d3_smem, *sK = sQ + c * LD, *sV = sK + c * LD, *sdO = sV + c * LD, *sU = sdO + c * LD;
     bf16 *sW = sU + c * LD, *sdU = sW + c * LD, *sTi = sdU + c * LD, *sX = sTi + c * D3_LDC;
     bf16 *sS0 = sX + c * D3_LDC, *sdS = sS0 + HD * LD;
@@ -1727,7 +1761,8 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_chunk_backward_kernel(bf16*
         d3_mm<NT, KT, D3_N, D3_N>(dQ, sdO, LD, m0, sS0, LD, 0);
         d3_scale_rows<NT>(dQ, b0, b1);
         d3_mm_reg<NT, 4, D3_N>(dQ, a, sK, LD, 0);
-        d3_store<NT>(dq + p.row0 * C, C, m0, p.n, p.h * HD, dQ, 1.0f, 1.0f);
+        if (qk_raw) { d3_l2norm_backward<NT>(dQ, qk_raw + p.row0 * raw_stride + p.h * HD, raw_stride, m0, p.n, q_scale); }
+        d3_store<NT>(dq + p.row0 * dstride, dstride, m0, p.n, p.h * HD, dQ, 1.0f, 1.0f);
     }
     // dg_t += b_t do_t·(S0 q_t)
     {
@@ -1796,7 +1831,8 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_chunk_backward_kernel(bf16*
         d3_load<NT>(x, sdU, LD, m0, 0);
         d3_store<NT>(dv + p.row0 * vstride, vstride, m0, p.n, p.h * HD, x, 1.0f, 1.0f);
     }
-    d3_store<NT>(dk + p.row0 * C, C, m0, p.n, p.h * HD, dK, 1.0f, 1.0f);
+    if (qk_raw) { d3_l2norm_backward<NT>(dK, qk_raw + C + p.row0 * raw_stride + p.h * HD, raw_stride, m0, p.n, 1.0f); }
+    d3_store<NT>(dk + p.row0 * dstride, dstride, m0, p.n, p.h * HD, dK, 1.0f, 1.0f);
     // g_last gets b_last <dS, S0> + Σ_s dw_s w_s; dgate_t = Σ_{t2 >= t} dg_t2 within the chunk
     float dww = block_sum(t4 == 0 ? dw0 * w0 + dw1 * w1 : 0.0f);
     if (t4 == 0) {
@@ -1851,12 +1887,13 @@ static void delta_v3_forward(floatX* o, float* states, const floatX* q, const fl
     cudaCheck(cudaGetLastError());
 }
 
-// v3 backward: prep (Ti, Ũ, W, dUl) -> dS state pass (dU, dstates) -> chunk gradients
+// v3 backward: prep (Ti, Ũ, W, dUl) -> dS state pass (dU, dstates) -> chunk gradients (and, with
+// qk_raw, the L2 norms' backward: delta3_chunk_backward_kernel)
 template <int HD>
 static void delta_v3_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
                               const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                               const float* beta, const float* gate, int B, int T, int C, int H, int mixer, float* scratch,
-                              cudaStream_t stream) {
+                              const floatX* qk_raw, int raw_stride, float q_scale, cudaStream_t stream) {
     delta3_set_smem<HD>();
     int chunks = B * H * delta_rule_n_chunks(T), gdn = mixer == MIXER_GDN;
     D3Scratch s = d3_scratch(scratch, B, T, C, H);
@@ -1868,7 +1905,8 @@ static void delta_v3_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, 
         s.dstates, s.dU, W, dout, q, k, gate, T, C, H);
     cudaCheck(cudaGetLastError());
     delta3_chunk_backward_kernel<HD><<<chunks, D3_THREADS, D3_SMEM_CHUNK_BWD(HD), stream>>>(
-        dq, dk, dv, dbeta, dgate, dout, states, s.dstates, q, k, v, vstride, U, W, Ti, s.dU, beta, gate, T, C, H);
+        dq, dk, dv, dbeta, dgate, dout, states, s.dstates, q, k, v, vstride, U, W, Ti, s.dU, beta, gate, qk_raw, raw_stride, q_scale,
+        T, C, H);
     cudaCheck(cudaGetLastError());
 }
 #endif  // PRECISION_BF16
@@ -1924,19 +1962,25 @@ static void delta_rule_forward_gpu(floatX* o, float* states, const floatX* q, co
     delta_v2_forward(o, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream);
 }
 
-// dq, dk (B,T,C), dv (inside dqkva, stride vstride), dbeta (gdn), dgate (B,T,H) from dout (B,T,C)
+// dq, dk (B,T,C), dv (inside dqkva, stride vstride), dbeta (gdn), dgate (B,T,H) from dout (B,T,C).
+// qk_raw (v3 only, delta_rule_uses_v3): q, k are the L2 norms of qk_raw's q and k (k at qk_raw + C,
+// rows of raw_stride, q scaled by q_scale), and dq, dk are written as the gradients of those raw rows
+// (rows of raw_stride), the norms' backward fused into the last kernel; NULL: of q, k themselves.
 static void delta_rule_backward_gpu(floatX* dq, floatX* dk, floatX* dv, float* dbeta, float* dgate, const floatX* dout,
                                     const float* states, const floatX* q, const floatX* k, const floatX* v, int vstride,
                                     const float* beta, const float* gate, int B, int T, int C, int H, int mixer,
-                                    float* scratch, cudaStream_t stream) {
+                                    float* scratch, const floatX* qk_raw, int raw_stride, float q_scale, cudaStream_t stream) {
     delta_rule_check_dims(C, H);
+    if (qk_raw && !delta_rule_uses_v3(C / H)) { die("recurrent mixer: the fused L2-norm backward needs v3 (head dim 64 or 128, bf16 build)"); }
 #ifdef PRECISION_BF16
     if (C / H == 64) {
-        delta_v3_backward<64>(dq, dk, dv, dbeta, dgate, dout, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream);
+        delta_v3_backward<64>(dq, dk, dv, dbeta, dgate, dout, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, qk_raw,
+                              raw_stride, q_scale, stream);
         return;
     }
     if (C / H == 128) {
-        delta_v3_backward<128>(dq, dk, dv, dbeta, dgate, dout, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, stream);
+        delta_v3_backward<128>(dq, dk, dv, dbeta, dgate, dout, states, q, k, v, vstride, beta, gate, B, T, C, H, mixer, scratch, qk_raw,
+                               raw_stride, q_scale, stream);
         return;
     }
 #endif

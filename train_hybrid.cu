@@ -666,15 +666,22 @@ static void rec_mixer_backward(GpuModel* m, int l) {
     swiglu_backward_gpu(g, dact(m, l, A_GPRE), dact(m, l, A_ON), dact(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
     rmsnorm_backward_gpu(g, dact(m, l, A_O), grad(m, l, P_ONORM), m->scratch, dact(m, l, A_ON), act(m, l, A_O),
                          param(m, l, P_ONORM), act32(m, l, A_ORSTD), N * H, D, OUT_WRITE);
-    delta_rule_backward_gpu(dact(m, l, A_QN), dact(m, l, A_KN), dact(m, l, A_QKVA) + 2 * C, gdn ? dact32(m, l, A_BETA) : NULL,
-                            dact32(m, l, A_GATE), dact(m, l, A_O), act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN),
-                            act(m, l, A_QKVA) + 2 * C, 3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H,
-                            c->mixer, m->delta_scratch, g->stream);
+    // v3 writes the raw q, k gradients itself (the L2 norms' backward in its last kernel: no round
+    // trip of dq, dk through memory); v2 writes those of the normalised q, k
+    int fused = delta_rule_uses_v3(D);
+    float q_scale = 1.0f / sqrtf((float)D);
+    delta_rule_backward_gpu(fused ? dact(m, l, A_QKVA) : dact(m, l, A_QN), fused ? dact(m, l, A_QKVA) + C : dact(m, l, A_KN),
+                            dact(m, l, A_QKVA) + 2 * C, gdn ? dact32(m, l, A_BETA) : NULL, dact32(m, l, A_GATE), dact(m, l, A_O),
+                            act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN), act(m, l, A_QKVA) + 2 * C, 3 * C,
+                            gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, m->delta_scratch,
+                            fused ? act(m, l, A_QKVA) : NULL, 3 * C, q_scale, g->stream);
     gates_backward_gpu(gdn ? dact(m, l, A_BPRE) : NULL, dact(m, l, A_APRE), grad(m, l, P_ALOG), grad(m, l, P_DTBIAS),
                        gdn ? dact32(m, l, A_BETA) : NULL, dact32(m, l, A_GATE), gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE),
                        act(m, l, A_APRE), param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
-    l2norm_backward_gpu(dact(m, l, A_QKVA), dact(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
-    l2norm_backward_gpu(dact(m, l, A_QKVA) + C, dact(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
+    if (!fused) {
+        l2norm_backward_gpu(dact(m, l, A_QKVA), dact(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, q_scale, g->stream);
+        l2norm_backward_gpu(dact(m, l, A_QKVA) + C, dact(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
+    }
     conv_silu_backward_gpu(dact(m, l, A_QKV), grad(m, l, P_CONV), dact(m, l, A_QKVA), act(m, l, A_CONV), act(m, l, A_QKV),
                            param(m, l, P_CONV), B, T, 3 * C, g->stream);
     matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);

@@ -12,7 +12,8 @@ Without a CUDA GPU one line says so (the checks count as skipped), and the progr
   recurrent mixer (recurrent_mixer.cuh), chunked form vs the CPU's token-by-token recurrence, gdn
   and gla: o, and dq, dk, dv, dbeta, dgate; T = 1, 64 (one full chunk), 67 and 130 (partial last
   chunk), 700 (eleven chunks), several heads, batch > 1, head dims 32, 48 and 64; in the bf16 build
-  (v3 at D 64 and 128) also D 128 at T = 1, 64, 67, 130 and v2 forced at D 64.
+  (v3 at D 64 and 128) also D 128 at T = 1, 64, 67, 130, v2 forced at D 64, and v3 with the L2
+  norms' backward fused (the raw q, k gradients, as the trainer calls it).
 Built twice: with PRECISION_FP32 (the v1 kernels, fp32 end to end) and PRECISION_BF16 (activations
 in bf16, attention on the v3 Hopper kernels where the GPU has them, else v2). Inputs are rounded to
 the build's floatX first, so both sides start from the same numbers.
@@ -192,8 +193,10 @@ static void test_rec_small_kernels(int B, int T, int H, int D) {
 }
 
 // inputs in the model's ranges (delta_inputs_host). version 0: the trainer's choice (bf16 build: v3 at
-// D 64 and 128, else v2); 2: v2 forced
-static void test_delta_rule(int B, int T, int H, int D, int mixer, int version) {
+// D 64 and 128, else v2); 2: v2 forced. fused (v3): the kernels also take the L2 norms' backward,
+// writing the raw q, k gradients into dqkva's q and k thirds, checked against the CPU's
+// l2norm_backward of its dq, dk.
+static void test_delta_rule(int B, int T, int H, int D, int mixer, int version, int fused) {
     int C = H * D;
     size_t nC = (size_t)B * T * C, n3C = 3 * nC, nH = (size_t)B * T * H;
     DeltaInputs in = delta_inputs_host(B, T, H, D, mixer);
@@ -207,6 +210,10 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer, int version) 
     int gdn = mixer == MIXER_GDN;
     delta_rule_forward(o, states, q, k, v, 3 * C, beta, gate, B, T, C, H, mixer);
     delta_rule_backward(dq, dk, dqkva + 2 * C, dbeta, dgate, dout, states, q, k, v, 3 * C, beta, gate, B, T, C, H, mixer);
+    if (fused) {
+        l2norm_backward(dqkva, dq, qkva, 3 * C, B * T, C, H, 1.0 / sqrt((double)D));
+        l2norm_backward(dqkva + C, dk, qkva + C, 3 * C, B * T, C, H, 1.0);
+    }
 
     floatX *d_q = to_gpu_x(q, nC), *d_k = to_gpu_x(k, nC), *d_qkva = to_gpu_x(qkva, n3C), *d_dout = to_gpu_x(dout, nC);
     float *d_beta = to_gpu(beta, nH), *d_gate = to_gpu(gate, nH);
@@ -229,20 +236,24 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer, int version) 
     } else {
         delta_rule_forward_gpu(d_o, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer,
                                d_scratch, 0);
-        delta_rule_backward_gpu(d_dq, d_dk, d_dqkva + 2 * C, gdn ? d_dbeta : NULL, d_dgate, d_dout, d_states, d_q, d_k,
-                                d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer, d_scratch, 0);
+        delta_rule_backward_gpu(fused ? d_dqkva : d_dq, fused ? d_dqkva + C : d_dk, d_dqkva + 2 * C, gdn ? d_dbeta : NULL, d_dgate,
+                                d_dout, d_states, d_q, d_k, d_qkva + 2 * C, 3 * C, gdn ? d_beta : NULL, d_gate, B, T, C, H, mixer,
+                                d_scratch, fused ? d_qkva : NULL, 3 * C, 1.0f / sqrtf((float)D), 0);
     }
     cudaCheck(cudaDeviceSynchronize());
     float *g_o = from_gpu_x(d_o, nC), *g_dq = from_gpu_x(d_dq, nC), *g_dk = from_gpu_x(d_dk, nC);
     float *g_dqkva = from_gpu_x(d_dqkva, n3C), *g_dbeta = from_gpu(d_dbeta, nH), *g_dgate = from_gpu(d_dgate, nH);
-    double e_o = rel_err_f(g_o, o, nC), e_dq = rel_err_f(g_dq, dq, nC), e_dk = rel_err_f(g_dk, dk, nC);
+    // fused: dq, dk are checked inside dqkva (all three thirds)
+    double e_o = rel_err_f(g_o, o, nC), e_dq = fused ? 0.0 : rel_err_f(g_dq, dq, nC), e_dk = fused ? 0.0 : rel_err_f(g_dk, dk, nC);
     double e_dv = rel_err_f(g_dqkva, dqkva, n3C), e_dg = rel_err_f(g_dgate, dgate, nH);
     double e_db = gdn ? rel_err_f(g_dbeta, dbeta, nH) : 0.0;
     char name[96];
-    snprintf(name, sizeof(name), "gpu delta rule v%d %s B=%d T=%d H=%d D=%d", ran, gdn ? "gdn" : "gla", B, T, H, D);
+    snprintf(name, sizeof(name), "gpu delta rule v%d%s %s B=%d T=%d H=%d D=%d", ran, fused ? " + L2-norm backward" : "",
+             gdn ? "gdn" : "gla", B, T, H, D);
     double tol = TOL_X(1e-4, 2e-2);
     check(e_o < tol && e_dq < tol && e_dk < tol && e_dv < tol && e_db < tol && e_dg < tol, name,
-          "rel err o %.1e dq %.1e dk %.1e dv %.1e dbeta %.1e dgate %.1e (tol %.0e)", e_o, e_dq, e_dk, e_dv, e_db, e_dg, tol);
+          "rel err o %.1e dq %.1e dk %.1e dv%s %.1e dbeta %.1e dgate %.1e (tol %.0e)", e_o, e_dq, e_dk, fused ? " (dqkva: dq dk dv)" : "",
+          e_dv, e_db, e_dg, tol);
     delta_inputs_free(&in);
     free(o); free(states);
     free(dq); free(dk); free(dqkva); free(dbeta); free(dgate);
@@ -254,7 +265,7 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer, int version) 
 int main(void) {
     char why[160];
     if (gpu_missing(why, sizeof(why))) {
-        skip_all("test_gpu", PRECISION_IS_BF16 ? 44 : 29, why);  // the checks below
+        skip_all("test_gpu", PRECISION_IS_BF16 ? 47 : 29, why);  // the checks below
         return test_summary();
     }
     test_attention(2, 67, 3, 64, 0, 0);      // T not a multiple of the tile
@@ -283,22 +294,25 @@ int main(void) {
     }
     test_rec_small_kernels(2, 67, 3, 64);
     test_rec_small_kernels(3, 50, 3, 16);  // 144 channels (not a multiple of 32), D 16: lanes past D idle
-    test_delta_rule(2, 67, 3, 64, MIXER_GDN, 0);   // a full chunk and a partial one
-    test_delta_rule(2, 67, 3, 64, MIXER_GLA, 0);
-    test_delta_rule(3, 130, 2, 32, MIXER_GDN, 0);  // three chunks, D = 32
-    test_delta_rule(3, 130, 2, 32, MIXER_GLA, 0);
-    test_delta_rule(1, 64, 2, 64, MIXER_GDN, 0);   // exactly one chunk
-    test_delta_rule(2, 1, 2, 64, MIXER_GDN, 0);    // a single token
-    test_delta_rule(1, 700, 2, 64, MIXER_GDN, 0);  // eleven chunks: the state passes carry S and dS far
-    test_delta_rule(1, 700, 2, 48, MIXER_GLA, 0);  // D = 48: three row groups per head
+    test_delta_rule(2, 67, 3, 64, MIXER_GDN, 0, 0);   // a full chunk and a partial one
+    test_delta_rule(2, 67, 3, 64, MIXER_GLA, 0, 0);
+    test_delta_rule(3, 130, 2, 32, MIXER_GDN, 0, 0);  // three chunks, D = 32
+    test_delta_rule(3, 130, 2, 32, MIXER_GLA, 0, 0);
+    test_delta_rule(1, 64, 2, 64, MIXER_GDN, 0, 0);   // exactly one chunk
+    test_delta_rule(2, 1, 2, 64, MIXER_GDN, 0, 0);    // a single token
+    test_delta_rule(1, 700, 2, 64, MIXER_GDN, 0, 0);  // eleven chunks: the state passes carry S and dS far
+    test_delta_rule(1, 700, 2, 48, MIXER_GLA, 0, 0);  // D = 48: three row groups per head
     if (PRECISION_IS_BF16) {
-        test_delta_rule(2, 67, 3, 64, MIXER_GDN, 2);  // v2 where v3 runs by default
-        test_delta_rule(2, 67, 3, 64, MIXER_GLA, 2);
+        test_delta_rule(2, 67, 3, 64, MIXER_GDN, 2, 0);  // v2 where v3 runs by default
+        test_delta_rule(2, 67, 3, 64, MIXER_GLA, 2, 0);
         int Ts[4] = {1, 64, 67, 130};                  // D 128 (v3 only): one token, one chunk, partial chunks
         for (int i = 0; i < 4; i++) {
-            test_delta_rule(2, Ts[i], 2, 128, MIXER_GDN, 0);
-            test_delta_rule(2, Ts[i], 2, 128, MIXER_GLA, 0);
+            test_delta_rule(2, Ts[i], 2, 128, MIXER_GDN, 0, 0);
+            test_delta_rule(2, Ts[i], 2, 128, MIXER_GLA, 0, 0);
         }
+        test_delta_rule(2, 67, 3, 64, MIXER_GDN, 0, 1);  // the trainer's path: L2 norms' backward fused
+        test_delta_rule(2, 67, 3, 64, MIXER_GLA, 0, 1);
+        test_delta_rule(2, 130, 2, 128, MIXER_GDN, 0, 1);
     }
     return test_summary();
 }

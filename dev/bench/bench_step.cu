@@ -215,7 +215,7 @@ static void bench_kernel(const KernelCase* kc) {
         if (kc->kind == K_ATTN) { attention_backward_gpu(dqkv, delta, dout, out, lse, qkv, B, T, C, H, kc->window, st); }
         else {
             delta_rule_backward_gpu(dqk, dqk + N * C, dqkv + 2 * C, mixer == MIXER_GDN ? dbeta : NULL, dgate, dout, states, q, k,
-                                    qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, scratch, st);
+                                    qkv + 2 * C, 3 * C, b, gate, B, T, C, H, mixer, scratch, NULL, 0, 0.0f, st);
         }
         cudaCheck(cudaEventRecord(e2, st));
         cudaCheck(cudaEventSynchronize(e2));

@@ -226,10 +226,12 @@ static void run_backward(Bufs* b, int version, int B, int T, int H, int D, int m
                           b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
     } else if (D == 64) {
         delta_v3_backward<64>(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
-                              b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
+                              b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, NULL, 0,
+                              0.0f, 0);
     } else {
         delta_v3_backward<128>(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
-                               b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
+                               b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, NULL, 0,
+                               0.0f, 0);
     }
 }
 
