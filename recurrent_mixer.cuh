@@ -4,10 +4,13 @@ forward and backward, fp32 state.
 
 defines: the R layer's small kernels (causal conv + SiLU, L2 norm, gates) and their launchers
          conv_silu_forward_gpu / conv_silu_backward_gpu, l2norm_forward_gpu / l2norm_backward_gpu,
-         gates_forward_gpu / gates_backward_gpu; the recurrence kernels delta_prep_kernel,
-         delta_state_forward_kernel, delta_output_kernel, delta_backward_prep_kernel,
-         delta_state_backward_kernel, delta_chunk_backward_kernel, launchers delta_rule_forward_gpu /
-         delta_rule_backward_gpu, delta_rule_state_floats
+         gates_forward_gpu / gates_backward_gpu; the recurrence in two versions: v2 (fp32 tiles:
+         delta_prep_kernel, delta_state_forward_kernel, delta_output_kernel,
+         delta_backward_prep_kernel, delta_state_backward_kernel, delta_chunk_backward_kernel;
+         delta_v2_forward / delta_v2_backward) and v3 (bf16 build, head dim 64 and 128: delta3_*
+         kernels; delta_v3_forward / delta_v3_backward); the trainer's entry points
+         delta_rule_forward_gpu / delta_rule_backward_gpu (v3 where delta_rule_uses_v3, else v2),
+         delta_rule_head_dim_ok, delta_rule_state_floats, delta_rule_scratch_floats
 
 Gradient rule for the whole file: activation gradients are written (=), parameter gradients
 (conv_w, A_log, dt_bias) are accumulated (+=) by deterministic per-channel reductions, no atomics.
@@ -24,11 +27,11 @@ g_t = Σ_{j<=t} log α_j within the chunk, Γ[t,s] = exp(g_t - g_s), b_t = exp(g
     O = diag(b) Q S0ᵀ + P U,   S_end = b_last S0 + Uᵀ diag(w) K
 gla mode: U = V (no A, no Ti, no W).
 Only S0 of each chunk needs the chunks before it. So the forward is three kernels: the per-chunk prep
-(Ũ, W; gdn), a state pass that carries the state through the chunks in order (one block per head,
-the next chunk's tiles in flight while this one is used) and saves each chunk's S0, and the
-per-chunk output. All matrix products are on shared-memory tiles (tile_mm): tf32 tensor cores in the
-bf16 build, fp32 CUDA cores in the fp32 build. Every global load is a cp.async (one memory round
-trip per chunk, not one per element).
+(Ũ, W; gdn), a state pass that carries the state through the chunks in order (the next chunk's
+tiles in flight while this one is used) and saves each chunk's S0, and the per-chunk output. In v2
+all matrix products are on fp32 shared-memory tiles (tile_mm): tf32 tensor cores in the bf16 build,
+fp32 CUDA cores in the fp32 build; the state pass runs one block per head. Every global load is a
+cp.async (one memory round trip per chunk, not one per element).
 
 Backward, dS = dL/dS_end of a chunk, dU = Pᵀ dO + diag(w) K dSᵀ, dR = Tiᵀ dU (gdn), and
 dS0 = b_last dS + Σ_t b_t do_t q_tᵀ - dUᵀ W. Again three kernels: per-chunk prep (W and dUl = Pᵀ dO),
@@ -42,7 +45,10 @@ dv, dbeta, dgate. Ũ, W, dUl and the dS of each chunk live in a scratch buffer t
 (delta_rule_scratch_floats), shared by all layers. No atomics: every output element has one writer.
 
 Precision: q, k, v, o and their gradients are the build's floatX (dataloader.h); beta, gate, the
-states and all arithmetic are fp32. Head dim D: a multiple of 16 up to 64.
+states and all sums are fp32. v2's products are tf32 (bf16 build) or fp32 (fp32 build) on fp32
+tiles; v3's are bf16 operands with fp32 sums (its solve's block products tf32), as fla's kernels.
+Head dim D: v2 a multiple of 16 up to 64; v3 64 or 128. The v3 section below says what it does
+differently.
 */
 #ifndef RECURRENT_MIXER_CUH
 #define RECURRENT_MIXER_CUH
@@ -998,7 +1004,11 @@ static void delta_v2_backward(floatX* dq, floatX* dk, floatX* dv, float* dbeta, 
 //    never mix value rows; the backward pass alike);
 //  - Ti is solved once per chunk in each direction (v2: three times), U leaves the forward state
 //    pass and dU the backward one, so the output and gradient kernels do not form them again;
-//  - operands are bf16 (fp32 state and sums, as fla): half the shared memory, two blocks an SM.
+//  - operands are bf16 (fp32 state and sums, as fla): half the shared memory, two or three blocks an SM;
+//  - the solve's diagonal blocks are substituted in registers and its block rows are tensor-core
+//    products (v2: element loops with a barrier each); the state passes take their gates per warp;
+//  - the trainer's call also hands the L2 norms' backward of q and k to the gradient kernel.
+// Measured on an H200 (dev/bench/README.md): Gated DeltaNet 6.45 -> 1.39 ms forward + backward.
 // Scratch (bf16, (B, H, n_chunks, ·) per chunk): Ũ then U (c, D), W (c, D), dUl then dU (c, D),
 // Ti (c, c); then dstates fp32 (D, D). q, k, v, o and gradients are bf16 (floatX of this build).
 #ifdef PRECISION_BF16
