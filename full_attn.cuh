@@ -3,7 +3,7 @@ full_attn.cuh — causal softmax attention, forward and backward, flash-style: k
 tiles with an online softmax, nothing of size T×T is stored, and the backward recomputes the
 probabilities from the saved log-sum-exp.
 
-defines: key/query ranges (attn_key_range / attn_query_range), attention_delta_kernel,
+defines: key/query ranges (attn_key_range / attn_query_range), attention_delta_kernel (attention_delta_gpu),
          v1 fp32 kernels (attention_forward_kernel, attention_backward_dq/dkdv_kernel),
          v2 bf16 tensor-core kernels (flash_forward_kernel, flash_backward_dq/dkdv_kernel),
          v3 Hopper kernels (flash3_forward_kernel, flash3_backward_dq/dkdv_kernel),
@@ -764,6 +764,22 @@ __device__ static inline void f3_turn_pass(int wg) { asm volatile("bar.arrive %0
 // all n_tiles tiles of the block, so their turns pair up; a tile outside a warpgroup's band is
 // an edge tile, masked whole (the waste is at most one tile of a band).
 
+// The copying thread's loop of the forward and dq kernels: K and V of the key tiles k_first + i BN
+// (i < n_tiles) into the stage ring at KV (stage s: K at KV + 2 s KB, V after it), each stage
+// taken when its empty barrier says the computing warpgroups are done with it
+template <int HD, int BN>
+__device__ static void f3_stream_kv(unsigned char* KV, uint64_t* full, uint64_t* empty, const CUtensorMap* kvmap, int k_first,
+                                    int n_tiles, int b, int h, int C) {
+    const int KB = F3_TILE_BYTES(BN, HD);
+    for (int i = 0; i < n_tiles; i++) {
+        int st = f3_acquire(empty, i), k0 = k_first + i * BN;
+        unsigned char* Ks = KV + 2 * st * KB;
+        mbar_expect_tx(&full[st], 2 * KB);
+        f3_load_tile<HD>(Ks, kvmap, C + h * HD, k0, BN, b, &full[st]);
+        f3_load_tile<HD>(Ks + KB, kvmap, 2 * C + h * HD, k0, BN, b, &full[st]);
+    }
+}
+
 // forward: grid (B*H, ceil(T/128)); qmap boxes 128 rows, kvmap boxes BN rows (both over qkvr)
 template <int HD, int BN>
 __global__ void __launch_bounds__(F3_THREADS, 1)
@@ -787,13 +803,7 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
         if (threadIdx.x != 0) { return; }
         mbar_expect_tx(q_full, QB);
         f3_load_tile<HD>(Qs, &qmap, h * HD, q0, F3_ROWS, b, q_full);
-        for (int i = 0; i < n_tiles; i++) {
-            int st = f3_acquire(empty, i), k0 = k_first + i * BN;
-            unsigned char* Ks = KV + 2 * st * KB;
-            mbar_expect_tx(&full[st], 2 * KB);
-            f3_load_tile<HD>(Ks, &kvmap, C + h * HD, k0, BN, b, &full[st]);
-            f3_load_tile<HD>(Ks + KB, &kvmap, 2 * C + h * HD, k0, BN, b, &full[st]);
-        }
+        f3_stream_kv<HD, BN>(KV, full, empty, &kvmap, k_first, n_tiles, b, h, C);
         return;
     }
     reg_alloc<240>();
@@ -885,13 +895,7 @@ __global__ void __launch_bounds__(F3_THREADS, 1)
         mbar_expect_tx(q_full, 2 * QB);
         f3_load_tile<HD>(Qs, &qmap, h * HD, q0, F3_ROWS, b, q_full);
         f3_load_tile<HD>(dOs, &omap, h * HD, q0, F3_ROWS, b, q_full);
-        for (int i = 0; i < n_tiles; i++) {
-            int st = f3_acquire(empty, i), k0 = k_first + i * BN;
-            unsigned char* Ks = KV + 2 * st * KB;
-            mbar_expect_tx(&full[st], 2 * KB);
-            f3_load_tile<HD>(Ks, &kvmap, C + h * HD, k0, BN, b, &full[st]);
-            f3_load_tile<HD>(Ks + KB, &kvmap, 2 * C + h * HD, k0, BN, b, &full[st]);
-        }
+        f3_stream_kv<HD, BN>(KV, full, empty, &kvmap, k_first, n_tiles, b, h, C);
         return;
     }
     reg_alloc<240>();
@@ -1266,13 +1270,18 @@ static void attention_forward_gpu(floatX* out, float* lse, const floatX* qkvr, i
     }
 }
 
+// delta (B,T,H) = dout·out of every head row, the backward's row term (attention_delta_kernel)
+static void attention_delta_gpu(float* delta, const floatX* dout, const floatX* out, int B, int T, int C, int H, cudaStream_t stream) {
+    int rows = B * T * H;
+    attention_delta_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(delta, dout, out, B * T, C, H);
+    cudaCheck(cudaGetLastError());
+}
+
 // dqkvr (B,T,3C) = gradient of qkvr, given dout (B,T,C) and the forward's out and lse.
 // delta (B,T,H) is scratch.
 static void attention_backward_gpu(floatX* dqkvr, float* delta, const floatX* dout, const floatX* out, const float* lse,
                                    const floatX* qkvr, int B, int T, int C, int H, int window, cudaStream_t stream) {
-    int rows = B * T * H;
-    attention_delta_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(delta, dout, out, B * T, C, H);
-    cudaCheck(cudaGetLastError());
+    attention_delta_gpu(delta, dout, out, B, T, C, H, stream);
     switch (C / H) {
         case 32: attention_backward_hd<32>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream); break;
         case 64: attention_backward_hd<64>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, stream); break;

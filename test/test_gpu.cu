@@ -36,10 +36,9 @@ template <int HD>
 static void attention_run_forced(int version, floatX* out, float* lse, floatX* dqkvr, float* delta, const floatX* dout,
                                  const floatX* qkvr, int B, int T, int C, int H, int window) {
 #if defined(PRECISION_BF16)
-    int rows = B * T * H;
     if (version == 2) { attention_v2_forward<HD>(out, lse, qkvr, B, T, C, H, window, 0); }
     else { attention_v3_forward<HD>(out, lse, qkvr, B, T, C, H, window, 0); }
-    attention_delta_kernel<<<(rows + 255) / 256, 256>>>(delta, dout, out, B * T, C, H);
+    attention_delta_gpu(delta, dout, out, B, T, C, H, 0);
     if (version == 2) { attention_v2_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0); }
     else { attention_v3_backward<HD>(dqkvr, dout, lse, delta, qkvr, B, T, C, H, window, 0); }
 #endif
