@@ -5,7 +5,7 @@ global-to-shared copies, and the grid size of an element-wise launch.
 
 defines: cudaCheck, floatX, PRECISION_NAME, X128, x128, load128, store128, warp_sum, block_sum,
          REDUCE_THREADS, cp_async(_commit, _wait_all, _wait_but_last), bf16, mma_16816, lds32,
-         pack_bf16, ldsm_x4(_t), blocks_for
+         pack_bf16, ldsm_x4(_t), ldsm_b2, blocks_for
 */
 #ifndef CUDA_COMMON_CUH
 #define CUDA_COMMON_CUH
@@ -109,6 +109,12 @@ __device__ static inline void ldsm_x4_t(uint32_t* r, const bf16* p) {
     uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+// B fragments of the n8 tiles n0 and n0+8 of a row-major [k][n] tile, k rows k0..k0+15: one
+// ldmatrix.x4.trans (lanes 0-15 address rows k0.. at column n0, lanes 16-31 the same rows at n0+8)
+__device__ static inline void ldsm_b2(uint32_t* r, const bf16* tile, int ld, int k0, int n0) {
+    int lane = threadIdx.x % 32;
+    ldsm_x4_t(r, tile + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8);
 }
 
 // blocks of `threads` threads that cover n elements, one thread each

@@ -259,14 +259,6 @@ __device__ static inline void lds_bt(uint32_t* b, const bf16* tile, int ld, int 
     b[0] = lds32(p);
     b[1] = lds32(p + 8);
 }
-// B fragments of the n8 tiles n0 and n0+8 of a row-major [k][n] tile, k rows k0..k0+15: one
-// ldmatrix.x4.trans (lanes 0-15 address rows k0.. at column n0, lanes 16-31 the same rows at n0+8)
-__device__ static inline void ldsm_b2(uint32_t* r, const bf16* tile, int ld, int k0, int n0) {
-    int lane = threadIdx.x % 32;
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
 
 // Starts copying rows r0..r0+63 of one head's HD columns (row stride `stride`) into tile[64][HD+FA_PAD]
 // with 16-byte cp.async; rows at or past T are zeros.

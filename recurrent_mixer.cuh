@@ -1028,7 +1028,8 @@ __device__ static inline void d3_frag_a(uint32_t* a, const bf16* X, int ld, int 
     else { ldsm_x4_t(a, X + (k0 + (q >> 1) * 8 + (l & 7)) * ld + m0 + (q & 1) * 8); }
 }
 // B fragments of the n8 tiles n0 and n0 + 8, k rows k0..k0+15, of Y (D3_N) or of Yᵀ (D3_T):
-// b[0], b[1] for n0, b[2], b[3] for n0 + 8
+// b[0], b[1] for n0, b[2], b[3] for n0 + 8. D3_N addresses the rows as ldsm_b2 does, written out:
+// calling ldsm_b2 here made ptxas spill in the D 128 gradient kernel.
 template <int F>
 __device__ static inline void d3_frag_b(uint32_t* b, const bf16* Y, int ld, int k0, int n0) {
     int l = threadIdx.x % 32, q = l >> 3;
@@ -1704,10 +1705,7 @@ __global__ void __launch_bounds__(D3_THREADS) delta3_chunk_backward_kernel(bf16*
     if (gdn) {
         d3_fetch(sU, LD, Ut + p.tile, HD, 0, c, 0, HD);
         d3_fetch(sW, LD, W + p.tile, HD, 0, c, 0, HD);
-        BLOCK_LOOP(idx, c * c / 8) {
-            int t = idx / (c / 8), s = (idx % (c / 8)) * 8;
-            cp_async(sTi + t * D3_LDC + s, Ti + (size_t)blockIdx.x * c * c + t * c + s, 16, 16);
-        }
+        d3_fetch(sTi, D3_LDC, Ti + (size_t)blockIdx.x * c * c, c, 0, c, 0, c);
     }
     delta_fetch_gates(gv, beta, gate, p.row0, p.n, H, p.h);
     d3_load_state<HD>(sS0, states + p.state, NULL);

@@ -19,7 +19,7 @@ versions (all read and write bf16 q, k, v, o and gradients, keep the state and a
        per-chunk outputs and gradients as tf32 tile products on fp32 shared-memory tiles
     3  chunk-parallel (recurrent_mixer.cuh v3, the trainer's kernels for head dims 64 and 128):
        bf16 tiles, mma.sync with register accumulators, state passes split by value rows
-       (B·H·D/16 blocks), Ti solved once per direction, U and dU handed on by the state passes
+       (2·B·H blocks), Ti solved once per direction, U and dU handed on by the state passes
 Check: norm-wise relative error against the CPU (inputs rounded to bf16 first), tolerance 2e-2 as
 test/test_gpu.cu's bf16 build. Timing: median of 5 runs after a warm-up, CUDA events (time_fwd_bwd).
 */
@@ -207,10 +207,8 @@ static void run_forward(Bufs* b, int version, int B, int T, int H, int D, int mi
         cudaCheck(cudaGetLastError());
     } else if (version == 2) {
         delta_v2_forward(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
-    } else if (D == 64) {
-        delta_v3_forward<64>(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
-    } else {
-        delta_v3_forward<128>(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
+    } else {  // the trainer's dispatch: v3 at D 64 and 128 in this (bf16) build
+        delta_rule_forward_gpu(b->o, b->states, b->q, b->k, b->qkva + 2 * C, 3 * C, beta, b->gate, B, T, C, H, mixer, b->scratch, 0);
     }
 }
 static void run_backward(Bufs* b, int version, int B, int T, int H, int D, int mixer) {
@@ -224,14 +222,10 @@ static void run_backward(Bufs* b, int version, int B, int T, int H, int D, int m
     } else if (version == 2) {
         delta_v2_backward(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
                           b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, 0);
-    } else if (D == 64) {
-        delta_v3_backward<64>(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
-                              b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, NULL, 0,
-                              0.0f, 0);
     } else {
-        delta_v3_backward<128>(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
-                               b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, NULL, 0,
-                               0.0f, 0);
+        delta_rule_backward_gpu(b->dq, b->dk, b->dqkva + 2 * C, gdn ? b->dbeta : NULL, b->dgate, b->dout, b->states, b->q, b->k,
+                                b->qkva + 2 * C, 3 * C, gdn ? b->beta : NULL, b->gate, B, T, C, H, mixer, b->scratch, NULL, 0, 0.0f,
+                                0);
     }
 }
 
