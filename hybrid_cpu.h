@@ -272,27 +272,46 @@ static Layout param_layout(const Config* c) {
     return lo;
 }
 
+// How a layout stores the activations. The CPU reference keeps every tensor whole
+// (ACT_STORE_CPU); the GPU trainer stores less (train_hybrid.cu's act_store):
+//   state_every  the recurrent state is saved every this many tokens: the CPU keeps all of them (1),
+//                the GPU's chunked recurrence only those entering a chunk (DELTA_CHUNK), so its
+//                state takes B·ceil(T/64)·H·D·D floats instead of B·T·H·D·D
+//   logit_rows   rows of the logits buffer, 0 for one per token: the GPU forms the logits and their
+//                gradient a chunk of rows at a time and never holds them whole
+//   lean         1: leave out qkv of F/S layers (the GPU rotates it in place, in qkvr) and conv of R
+//                layers (the GPU recomputes it from qkv in the backward)
+//   fp32_units   layout units of one fp32 statistic: 1 on the CPU (all `real`), 2 in a bf16 GPU build
+//                (so one allocation holds both types)
+//   align        every tensor starts on a multiple of this many units (the GPU: 16 bytes)
+typedef struct {
+    int state_every;
+    size_t logit_rows;
+    int lean;
+    size_t fp32_units, align;
+} ActStore;
+static const ActStore ACT_STORE_CPU = {1, 0, 0, 1, 1};
+
 // Activations for a (B,T) batch: for each layer its LAYER_ACTS, then GLOBAL_ACTS. Every tensor has
-// one row per token, except the recurrent state, which is saved every `state_every` tokens: the CPU
-// keeps all of them (1), the GPU's chunked recurrence only those entering a chunk (DELTA_CHUNK), so
-// its state takes B·ceil(T/64)·H·D·D floats instead of B·T·H·D·D.
-// Offsets count units of the storage type: the CPU stores everything as `real` (fp32_units = 1,
-// align = 1); a bf16 GPU build stores the fp32 statistics as 2 units each and starts every tensor
-// on a 16-byte boundary (align = 8 units), so one allocation holds both types.
-static Layout act_layout(const Config* c, int B, int T, int state_every, size_t fp32_units, size_t align) {
+// one row per token, except the recurrent state and the logits (ActStore); offsets count units.
+static Layout act_layout(const Config* c, int B, int T, const ActStore* st) {
     Layout lo;
     memset(&lo, 0, sizeof(lo));
     size_t N = (size_t)B * T;
     for (int l = 0; l < c->n_layer; l++) {
+        char type = c->pattern[l];
         for (int k = 0; k < NUM_LAYER_ACTS; k++) {
             const TensorKind* kind = &LAYER_ACTS[k];
-            size_t rows = k == A_STATE ? (size_t)B * ((T + state_every - 1) / state_every) : N;
-            lo.layer_off[l][k] = layout_add(&lo, kind, l, rows * tensor_numel(c, kind, c->pattern[l]), kind->fp32 ? fp32_units : 1, align);
+            size_t rows = k == A_STATE ? (size_t)B * ((T + st->state_every - 1) / st->state_every) : N;
+            int left_out = st->lean && ((k == A_QKV && type != 'R') || k == A_CONV);
+            size_t numel = left_out ? 0 : rows * tensor_numel(c, kind, type);
+            lo.layer_off[l][k] = layout_add(&lo, kind, l, numel, kind->fp32 ? st->fp32_units : 1, st->align);
         }
     }
     for (int k = 0; k < NUM_GLOBAL_ACTS; k++) {
         const TensorKind* kind = &GLOBAL_ACTS[k];
-        lo.global_off[k] = layout_add(&lo, kind, -1, N * tensor_numel(c, kind, 0), kind->fp32 ? fp32_units : 1, align);
+        size_t rows = k == G_LOGITS && st->logit_rows > 0 && st->logit_rows < N ? st->logit_rows : N;
+        lo.global_off[k] = layout_add(&lo, kind, -1, rows * tensor_numel(c, kind, 0), kind->fp32 ? st->fp32_units : 1, st->align);
     }
     return lo;
 }
@@ -819,7 +838,7 @@ static void model_size_acts(Model* m, int B, int T) {
     if (m->B == B && m->T == T) { return; }
     free(m->acts);
     free(m->dacts);
-    m->al = act_layout(&m->cfg, B, T, 1, 1, 1);
+    m->al = act_layout(&m->cfg, B, T, &ACT_STORE_CPU);
     m->acts = (real*)calloc_check(m->al.total, sizeof(real));
     m->dacts = (real*)calloc_check(m->al.total, sizeof(real));
     m->B = B;

@@ -62,25 +62,33 @@ differently.
 __device__ static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ static inline float softplusf_(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 
-// conv (N, CH) = causal depthwise conv of inp (N, CH) with w (CH, K); act = silu(conv). One thread per element.
-__global__ void conv_silu_forward_kernel(floatX* conv, floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)B * T * CH) { return; }
-    int c = (int)(idx % CH), t = (int)((idx / CH) % T);
+// conv[n, c] = Σ_k w[c, k] inp[n - (K-1) + k, c] over the rows of the same sequence (causal,
+// depthwise); idx = n CH + c, t = n mod T
+__device__ static inline float conv_at(const floatX* inp, const floatX* w, size_t idx, int c, int t, int CH) {
     float acc = 0.0f;
     for (int k = 0; k < CONV_K; k++) {
         int ts = t - (CONV_K - 1) + k;
         if (ts >= 0) { acc += (float)w[c * CONV_K + k] * (float)inp[idx - (size_t)(t - ts) * CH]; }
     }
-    conv[idx] = (floatX)acc;
-    act[idx] = (floatX)(acc * sigmoidf_(acc));
+    return acc;
 }
 
-// dconv = dact silu'(conv), written in place of dact; one thread per element
-__global__ void silu_backward_inplace_kernel(floatX* dact, const floatX* conv, size_t n) {
+// act (N, CH) = silu(conv(inp)) with w (CH, K); the conv itself is not stored (the backward
+// recomputes it: K reads of a row it reads anyway). One thread per element.
+__global__ void conv_silu_forward_kernel(floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= n) { return; }
-    float x = (float)conv[idx], s = sigmoidf_(x);
+    if (idx >= (size_t)B * T * CH) { return; }
+    int c = (int)(idx % CH), t = (int)((idx / CH) % T);
+    float x = conv_at(inp, w, idx, c, t, CH);
+    act[idx] = (floatX)(x * sigmoidf_(x));
+}
+
+// dconv = dact silu'(conv), conv recomputed from inp; written in place of dact. One thread per element.
+__global__ void silu_backward_inplace_kernel(floatX* dact, const floatX* inp, const floatX* w, int B, int T, int CH) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * T * CH) { return; }
+    int c = (int)(idx % CH), t = (int)((idx / CH) % T);
+    float x = conv_at(inp, w, idx, c, t, CH), s = sigmoidf_(x);
     dact[idx] = (floatX)((float)dact[idx] * s * (1.0f + x * (1.0f - s)));
 }
 
@@ -196,17 +204,17 @@ __global__ void gates_backward_params_kernel(float* dA_log, float* ddt_bias, con
     if (threadIdx.x == 0) { dA_log[h] += a; ddt_bias[h] += d; }
 }
 
-static void conv_silu_forward_gpu(floatX* conv, floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH, cudaStream_t stream) {
+static void conv_silu_forward_gpu(floatX* act, const floatX* inp, const floatX* w, int B, int T, int CH, cudaStream_t stream) {
     size_t n = (size_t)B * T * CH;
-    conv_silu_forward_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(conv, act, inp, w, B, T, CH);
+    conv_silu_forward_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(act, inp, w, B, T, CH);
     cudaCheck(cudaGetLastError());
 }
 
 // dinp (=) and dw (+=) from dact; dact is overwritten with dconv
-static void conv_silu_backward_gpu(floatX* dinp, float* dw, floatX* dact, const floatX* conv, const floatX* inp, const floatX* w,
-                                   int B, int T, int CH, cudaStream_t stream) {
+static void conv_silu_backward_gpu(floatX* dinp, float* dw, floatX* dact, const floatX* inp, const floatX* w, int B, int T, int CH,
+                                   cudaStream_t stream) {
     size_t n = (size_t)B * T * CH;
-    silu_backward_inplace_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dact, conv, n);
+    silu_backward_inplace_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dact, inp, w, B, T, CH);
     cudaCheck(cudaGetLastError());
     conv_backward_input_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dinp, dact, w, B, T, CH);
     cudaCheck(cudaGetLastError());

@@ -16,17 +16,21 @@ kernels read are floatX; master weights, gradients, AdamW state and the statisti
 Memory, all on the GPU, one allocation each (offsets from hybrid_cpu.h's param_layout/act_layout):
     params                          (P)   floatX: wte (Vp,C), per layer its LAYER_PARAMS, lnf_w (C)
     master, grads, adam_m, adam_v   (P)   fp32, the same layout (master = params in the FP32 build)
-    acts                            (A)   per layer its LAYER_ACTS for (B,T) — the recurrent state only
-                                          at chunk entries (act_layout's state_every = DELTA_CHUNK) —
-                                          then residf, lnf, logits (B,T,Vp), lse, losses; floatX units,
-                                          a tensor marked fp32 (rstd, lse, beta, gate, state, losses)
-                                          takes sizeof(float)/sizeof(floatX) units per element
-                                          (act32), every tensor starts on 16 bytes
+    acts                            (A)   per layer its LAYER_ACTS for (B,T), stored lean (act_store):
+                                          the recurrent state only at chunk entries, no qkv in F/S
+                                          layers (rotated in place: qkvr), no conv in R layers
+                                          (recomputed) — then residf, lnf, logits (logit_rows, Vp):
+                                          one chunk of rows, lse, losses; floatX units, a tensor marked
+                                          fp32 (rstd, lse, beta, gate, state, losses) takes
+                                          sizeof(float)/sizeof(floatX) units per element (act32),
+                                          every tensor starts on 16 bytes
     dlayer                                gradients of one layer's activations, reused by every layer:
                                           the gradient of tensor k of layer l sits at the offset k has
                                           inside layer l's block of acts
     dresid                          (B,T,C) dL/d(residual stream), carried down through the layers
-The logits' gradient overwrites the logits. Activation gradients are written (=) by the one kernel
+The LM head and the cross-entropy run in chunks of logit_rows rows, in the training forward: a chunk's
+logits, their softmax statistics and at once their gradient (over the logits), then its share of
+dlnf and dwte; the (B·T, Vp) logits are never held whole. Activation gradients are written (=) by the one kernel
 that produces them (in an R layer, the gradient of ln1 sums four matmuls: the first writes, the
 others add); parameter gradients are accumulated (+=), so gradient accumulation is repetition.
 Every reduction runs in a fixed order: the same seed gives the same losses, bit for bit.
@@ -124,6 +128,38 @@ static void rmsnorm_forward_gpu(const GpuContext* g, floatX* out, float* rstd, c
     cudaCheck(cudaGetLastError());
 }
 
+// The residual add and the norm after it in one pass: resid_out = resid_in + y, then ln and rstd of
+// resid_out as rmsnorm_forward_kernel (from the rounded sum, as a separate norm would read it).
+// resid_out may be y (in place). One warp per row; the second loop rereads the row it just wrote.
+__global__ void residual_rmsnorm_forward_kernel(floatX* resid_out, floatX* ln, float* rstd, const floatX* resid_in, const floatX* y,
+                                                const floatX* w, int N, int C) {
+    int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) { return; }
+    size_t base = (size_t)row * C;
+    float ss = 0.0f;
+    for (int i = lane * X128; i < C; i += 32 * X128) {
+        x128 a = load128(resid_in + base + i), b = load128(y + base + i), x;
+        for (int k = 0; k < X128; k++) {
+            x.v[k] = (floatX)((float)a.v[k] + (float)b.v[k]);
+            ss += (float)x.v[k] * (float)x.v[k];
+        }
+        store128(resid_out + base + i, x);
+    }
+    float r = rsqrtf(warp_sum(ss) / C + NORM_EPS);
+    for (int i = lane * X128; i < C; i += 32 * X128) {
+        x128 xv = load128(resid_out + base + i), o;
+        for (int k = 0; k < X128; k++) { o.v[k] = (floatX)((float)xv.v[k] * r * (float)w[i + k]); }
+        store128(ln + base + i, o);
+    }
+    if (lane == 0) { rstd[row] = r; }
+}
+static void residual_rmsnorm_forward_gpu(const GpuContext* g, floatX* resid_out, floatX* ln, float* rstd, const floatX* resid_in,
+                                         const floatX* y, const floatX* w, int N, int C) {
+    residual_rmsnorm_forward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(resid_out, ln, rstd, resid_in,
+                                                                                                         y, w, N, C);
+    cudaCheck(cudaGetLastError());
+}
+
 // dx = r (dy w - x r^2 mean(dy w x)); written (=) or added (+=, the residual stream) to dinp
 __global__ void rmsnorm_backward_kernel(floatX* dinp, const floatX* dout, const floatX* inp, const floatX* w,
                                        const float* rstd, int N, int C, int accumulate) {
@@ -191,7 +227,8 @@ static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, f
     cudaCheck(cudaGetLastError());
 }
 
-// RoPE, rotate-half, on the q and k thirds of qkv (N, 3C); v (and q, k with rope = 0) copied.
+// RoPE, rotate-half, on the q and k thirds of qkv (N, 3C); v (and q, k with rope = 0) copied. out
+// may be the input (in place: a thread reads its chunk and its partner before writing them).
 // cos/sin tables (T, D/2) hold the angles t·θ^(-2i/D) (rope_tables). One thread per 16-byte chunk:
 // a chunk in the first half of a q/k head rotates itself and its partner D/2 columns on (so D/2 is
 // a multiple of X128); a chunk in the second half is left to its partner.
@@ -201,7 +238,10 @@ __device__ static void rope_chunk(floatX* out, const floatX* in, const float* co
     size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
     if (idx >= (size_t)N * 3 * C) { return; }
     int j = (int)(idx % (3 * C)), t = (int)(idx / (3 * C) % T), D = C / H, half = D / 2, i = j % D;
-    if (!rope || j >= 2 * C) { store128(out + idx, load128(in + idx)); return; }
+    if (!rope || j >= 2 * C) {  // copied through (nothing to do in place)
+        if (out != in) { store128(out + idx, load128(in + idx)); }
+        return;
+    }
     if (i >= half) { return; }
     x128 a = load128(in + idx), b = load128(in + idx + half), ya, yb;
     for (int k = 0; k < X128; k++) {
@@ -221,12 +261,14 @@ __global__ void rope_backward_kernel(floatX* dqkv, const floatX* dout, const flo
 }
 static void rope_forward_gpu(const GpuContext* g, floatX* out, const floatX* qkv, const float* cosb, const float* sinb,
                              int B, int T, int C, int H, int rope) {
+    if (!rope && out == qkv) { return; }  // NoPE in place: nothing to do
     size_t n = (size_t)B * T * 3 * C / X128;
     rope_forward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(out, qkv, cosb, sinb, B * T, T, C, H, rope);
     cudaCheck(cudaGetLastError());
 }
 static void rope_backward_gpu(const GpuContext* g, floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb,
                               int B, int T, int C, int H, int rope) {
+    if (!rope && dqkv == dout) { return; }
     size_t n = (size_t)B * T * 3 * C / X128;
     rope_backward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(dqkv, dout, cosb, sinb, B * T, T, C, H, rope);
     cudaCheck(cudaGetLastError());
@@ -272,12 +314,15 @@ __device__ static inline void lse_merge(float* m, float* s, float m2, float s2) 
     *m = mm;
 }
 
-// Per row n: lse over the V real logits, loss = lse - logit[target] (0 where target < 0).
-// One block per row, one pass: each thread keeps a running (max, sum) over its 16-byte chunks,
-// then the pairs are merged across the warp and the block.
-__global__ void crossentropy_forward_kernel(float* losses, float* lse, const floatX* logits, const int* targets, int V, int Vp) {
+// Per row n: lse over the V real logits, loss = lse - logit[target] (0 where target < 0); with
+// with_grad, then the row's gradient dloss (softmax - onehot(target)) over the V real columns (0 on
+// padding and masked rows) written over the logits: statistics and gradient in one block, the
+// second read of the row (Vp floatX) mostly from L2. One block per row: each thread keeps a running
+// (max, sum) over its 16-byte chunks, merged across the warp and the block.
+__global__ void crossentropy_kernel(floatX* logits, float* losses, float* lse, const int* targets, float dloss, int with_grad,
+                                    int V, int Vp) {
     __shared__ float pm[32], ps[32];
-    const floatX* x = logits + (size_t)blockIdx.x * Vp;
+    floatX* x = logits + (size_t)blockIdx.x * Vp;
     float m = -FLT_MAX, s = 0.0f;
     for (int v0 = threadIdx.x * X128; v0 < V; v0 += blockDim.x * X128) {
         x128 xv = load128(x + v0);
@@ -293,20 +338,17 @@ __global__ void crossentropy_forward_kernel(float* losses, float* lse, const flo
     }
     if (threadIdx.x % 32 == 0) { pm[threadIdx.x / 32] = m; ps[threadIdx.x / 32] = s; }
     __syncthreads();
+    int t = targets[blockIdx.x];
     if (threadIdx.x == 0) {
         for (int w = 1; w < (int)(blockDim.x / 32); w++) { lse_merge(&pm[0], &ps[0], pm[w], ps[w]); }
         float L = pm[0] + logf(ps[0]);
-        int t = targets[blockIdx.x];
         lse[blockIdx.x] = L;
         losses[blockIdx.x] = t < 0 ? 0.0f : L - (float)x[t];
+        pm[0] = L;
     }
-}
-// dlogits = dloss (softmax - onehot(target)) over the V real columns, 0 on padding and masked rows;
-// written over the logits (they are not needed after this). One block per row, 16-byte chunks.
-__global__ void crossentropy_backward_kernel(floatX* logits, const float* lse, const int* targets, float dloss, int V, int Vp) {
-    floatX* x = logits + (size_t)blockIdx.x * Vp;
-    int t = targets[blockIdx.x];
-    float L = lse[blockIdx.x];
+    __syncthreads();  // the loss read x[t] before any thread overwrites it
+    if (!with_grad) { return; }
+    float L = pm[0];
     for (int v0 = threadIdx.x * X128; v0 < Vp; v0 += blockDim.x * X128) {
         x128 xv = load128(x + v0), d;
         for (int k = 0; k < X128; k++) {
@@ -316,30 +358,51 @@ __global__ void crossentropy_backward_kernel(floatX* logits, const float* lse, c
         store128(x + v0, d);
     }
 }
-static void crossentropy_forward_gpu(const GpuContext* g, float* losses, float* lse, const floatX* logits, const int* targets,
-                                     int N, int V, int Vp) {
-    crossentropy_forward_kernel<<<N, REDUCE_THREADS, 0, g->stream>>>(losses, lse, logits, targets, V, Vp);
-    cudaCheck(cudaGetLastError());
-}
-static void crossentropy_backward_gpu(const GpuContext* g, floatX* logits, const float* lse, const int* targets, float dloss,
-                                      int N, int V, int Vp) {
-    crossentropy_backward_kernel<<<N, REDUCE_THREADS, 0, g->stream>>>(logits, lse, targets, dloss, V, Vp);
+// losses, lse (N) of logits (N, Vp); with_grad: dlogits = dloss (softmax - onehot) over the logits
+static void crossentropy_gpu(const GpuContext* g, floatX* logits, float* losses, float* lse, const int* targets, float dloss,
+                             int with_grad, int N, int V, int Vp) {
+    crossentropy_kernel<<<N, REDUCE_THREADS, 0, g->stream>>>(logits, losses, lse, targets, dloss, with_grad, V, Vp);
     cudaCheck(cudaGetLastError());
 }
 
-// AdamW on one tensor (hybrid_cpu.h model_update): g scaled by the clip factor, decoupled decay wd.
+// out[i, :] = inp[rows[i], :] for i < n; one thread per 16-byte chunk (C % X128 == 0)
+__global__ void gather_rows_kernel(floatX* out, const floatX* inp, const int* rows, int n, int C) {
+    size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
+    if (idx >= (size_t)n * C) { return; }
+    size_t i = idx / C, j = idx % C;
+    store128(out + idx, load128(inp + (size_t)rows[i] * C + j));
+}
+
+// One tensor of the parameter buffer as the AdamW kernel sees it: elements [start, end), decay 1 where
+// weight decay applies (its table row)
+typedef struct {
+    size_t start, end;
+    float decay;
+} AdamwTensor;
+
+// AdamW over every tensor in one launch (hybrid_cpu.h model_update): the tensors lie back to back in
+// master, params, grads, m and v (the parameter Layout), so one grid covers the whole buffer and each
+// thread finds its tensor by binary search over their starts (a handful of cached loads); elements of
+// the alignment gaps between tensors are left alone. g is scaled by the clip factor, decay decoupled.
 // Updates the fp32 master weights and writes the floatX copy the kernels read (the same array in
 // the FP32 build).
-__global__ void adamw_kernel(float* master, floatX* params, const float* grad, float* m, float* v, size_t n, float lr,
-                             float beta1, float beta2, float c1, float c2, float eps, float wd, float scale) {
+__global__ void adamw_kernel(float* master, floatX* params, const float* grad, float* m, float* v, const AdamwTensor* tensors,
+                             int n_tensors, size_t n, float lr, float beta1, float beta2, float c1, float c2, float eps, float wd,
+                             float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) { return; }
+    int lo = 0, hi = n_tensors - 1;  // the last tensor that starts at or before i
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (tensors[mid].start <= i) { lo = mid; } else { hi = mid - 1; }
+    }
+    if (i >= tensors[lo].end) { return; }
     float g = grad[i] * scale;
     float mi = beta1 * m[i] + (1.0f - beta1) * g;
     float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
     m[i] = mi;
     v[i] = vi;
-    float p = master[i] - lr * ((mi / c1) / (sqrtf(vi / c2) + eps) + wd * master[i]);
+    float p = master[i] - lr * ((mi / c1) / (sqrtf(vi / c2) + eps) + wd * tensors[lo].decay * master[i]);
     master[i] = p;
     params[i] = (floatX)p;
 }
@@ -396,6 +459,11 @@ static void matmul_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, co
 // ----------------------------------------------------------------------------
 // The model on the GPU
 
+// Rows of one chunk of the LM head and cross-entropy: (LOGIT_ROWS, Vp) logits in floatX (412 MB at
+// gpt2s' Vp 50304 in bf16, instead of 3.3 GB for B 8 x T 4096); large enough that the head's
+// matmuls still fill the GPU.
+#define LOGIT_ROWS 4096
+
 typedef struct {
     Config cfg;
     GpuContext ctx;
@@ -405,6 +473,8 @@ typedef struct {
     float* grads;
     float* adam_m;
     float* adam_v;
+    AdamwTensor* adamw_tensors;  // (pl.n) each tensor's span and decay, for the one-launch AdamW
+    int logit_rows;        // rows of one chunk of the LM head (LOGIT_ROWS; the tests set fewer)
     Layout al;             // activations for the current (B,T), recurrent state at chunk entries
     floatX* acts;          // (al.total units: fp32 statistics take sizeof(float)/sizeof(floatX) each)
     floatX* dlayer;        // gradients of one layer's activations (the largest layer's block of al)
@@ -414,6 +484,7 @@ typedef struct {
     int* inputs;           // (B,T) on the GPU
     int* targets;          // (B,T)
     int* enc_index;        // encoder backward: order (N), start (N+1), tok (N)
+    int* logit_index;      // (logit_rows) rows gathered by gpu_model_logits
     int enc_buckets;
     float* rope_cos;       // (T, D/2)
     float* rope_sin;
@@ -426,6 +497,7 @@ typedef struct {
     int t_cap;
     int B, T;              // activation shape; 0 until the first forward
     double mean_loss;      // of the last forward; -1 without targets
+    int head_grad;         // 1 after a training forward, until its backward
     size_t device_bytes;   // GPU memory allocated for the model
     size_t fixed_bytes;    // ... of it, what does not depend on the batch (parameters, optimizer, scratch)
 } GpuModel;
@@ -503,23 +575,34 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
     cudaCheck(cudaMemset(m->adam_m, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->adam_v, 0, n * sizeof(float)));
     free(init);
+    AdamwTensor* spans = (AdamwTensor*)malloc_check((size_t)m->pl.n * sizeof(AdamwTensor));
+    for (int s = 0; s < m->pl.n; s++) {
+        const TensorSpec* sp = &m->pl.spec[s];
+        spans[s].start = sp->offset;
+        spans[s].end = sp->offset + sp->numel;
+        spans[s].decay = sp->kind->decay ? 1.0f : 0.0f;
+    }
+    m->adamw_tensors = (AdamwTensor*)gpu_malloc(m, (size_t)m->pl.n * sizeof(AdamwTensor), "AdamW tensor table");
+    cudaCheck(cudaMemcpy(m->adamw_tensors, spans, (size_t)m->pl.n * sizeof(AdamwTensor), cudaMemcpyHostToDevice));
+    free(spans);
     size_t scratch = (size_t)NORM_SLICES * c->n_embd;
     m->scratch = (float*)gpu_malloc(m, (scratch > SUMSQ_BLOCKS ? scratch : SUMSQ_BLOCKS) * sizeof(float), "scratch");
     m->bucket_count = (int*)malloc_check((size_t)c->padded_vocab * sizeof(int));
     m->mean_loss = -1.0;
+    m->logit_rows = LOGIT_ROWS;
     m->fixed_bytes = m->device_bytes;
 }
 
 static void gpu_model_free_acts(GpuModel* m) {
     cudaFree(m->acts); cudaFree(m->dlayer); cudaFree(m->dresid); cudaFree(m->inputs); cudaFree(m->targets);
-    cudaFree(m->enc_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin); cudaFree(m->delta_scratch);
+    cudaFree(m->enc_index); cudaFree(m->logit_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin); cudaFree(m->delta_scratch);
     free(m->losses_host); free(m->inputs_host); free(m->targets_host); free(m->index_host);
 }
 
 static void gpu_model_free(GpuModel* m) {
     gpu_model_free_acts(m);
     if ((void*)m->master != (void*)m->params) { cudaFree(m->master); }
-    cudaFree(m->params); cudaFree(m->grads); cudaFree(m->adam_m); cudaFree(m->adam_v); cudaFree(m->scratch);
+    cudaFree(m->params); cudaFree(m->grads); cudaFree(m->adam_m); cudaFree(m->adam_v); cudaFree(m->adamw_tensors); cudaFree(m->scratch);
     free(m->bucket_count);
 }
 
@@ -536,6 +619,7 @@ static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap
     m->inputs = (int*)gpu_malloc(m, n_cap * sizeof(int), "inputs");
     m->targets = (int*)gpu_malloc(m, n_cap * sizeof(int), "targets");
     m->enc_index = (int*)gpu_malloc(m, (3 * n_cap + 1) * sizeof(int), "encoder index");
+    m->logit_index = (int*)gpu_malloc(m, (size_t)m->logit_rows * sizeof(int), "logit rows");
     int half = c->n_embd / c->n_head / 2;  // rope tables (t_cap, D/2): row t serves every T > t
     float* cs = (float*)malloc_check((size_t)t_cap * half * 2 * sizeof(float));
     for (int t = 0; t < t_cap; t++) {
@@ -562,12 +646,15 @@ static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap
     m->delta_cap = delta_cap;
 }
 
-// Lays the activations out for a (B,T) batch. The buffers only grow: training batches and the
+// Lays the activations out for a (B,T) batch, stored lean (ActStore, hybrid_cpu.h): the logits one
+// chunk of logit_rows rows, the recurrent state at chunk entries, F/S layers' qkv rotated in place,
+// R layers' conv recomputed in the backward. The buffers only grow: training batches and the
 // needle eval's (fewer, longer) batches share them, so switching between them allocates nothing.
 static void gpu_model_size_acts(GpuModel* m, int B, int T) {
     if (m->B == B && m->T == T) { return; }
     const Config* c = &m->cfg;
-    Layout al = act_layout(c, B, T, DELTA_CHUNK, sizeof(float) / sizeof(floatX), 16 / sizeof(floatX));
+    ActStore st = {DELTA_CHUNK, (size_t)m->logit_rows, 1, sizeof(float) / sizeof(floatX), 16 / sizeof(floatX)};
+    Layout al = act_layout(c, B, T, &st);
     size_t layer_max = 0, N = (size_t)B * T;  // the largest layer block of the layout
     for (int l = 0; l < c->n_layer; l++) {
         size_t end = l + 1 < c->n_layer ? al.layer_off[l + 1][0] : al.global_off[0];
@@ -605,13 +692,15 @@ static int encoder_index(int* index, int* count, const int* tokens, int N, int V
 
 static int layer_rope(const Config* c, int l) { return layer_pos(c, l) == POS_ROPE; }
 
-// Attention mixer (F or S): ln1 -> qkv -> rope -> attention -> atty
+// Attention mixer (F or S): ln1 -> qkv -> rope -> attention -> atty. qkv is rotated in place (the
+// backward never reads it): the matmul writes qkvr, rope turns it.
 static void attn_mixer_forward(GpuModel* m, int l) {
     const Config* c = &m->cfg;
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
-    matmul_forward_gpu(g, act(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
-    rope_forward_gpu(g, act(m, l, A_QKVR), act(m, l, A_QKV), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
+    floatX* qkvr = act(m, l, A_QKVR);
+    matmul_forward_gpu(g, qkvr, act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
+    rope_forward_gpu(g, qkvr, qkvr, m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
     if (c->pattern[l] == 'S') {
         swa_forward_gpu(act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, c->window, g->stream);
     } else {
@@ -632,12 +721,12 @@ static void attn_mixer_backward(GpuModel* m, int l) {
         attention_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act32(m, l, A_LSE),
                                act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
     }
-    rope_backward_gpu(g, dact(m, l, A_QKV), dact(m, l, A_QKVR), m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
-    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV),
-                        N, C, 3 * C, OUT_WRITE);
+    floatX* dqkv = dact(m, l, A_QKVR);  // rotated back in place
+    rope_backward_gpu(g, dqkv, dqkv, m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
+    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dqkv, act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
 }
 
-// Recurrent mixer (R): ln1 -> qkv, g, beta, a -> conv+silu -> L2 norms, gates -> chunked recurrence
+// Recurrent mixer (R): ln1 -> qkv, g, beta, a -> conv+silu (the conv recomputed in the backward) -> L2 norms, gates -> chunked recurrence
 //                      -> per-head RMSNorm -> silu(g) gate -> atty
 static void rec_mixer_forward(GpuModel* m, int l) {
     const Config* c = &m->cfg;
@@ -648,7 +737,7 @@ static void rec_mixer_forward(GpuModel* m, int l) {
     matmul_forward_gpu(g, act(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, OUT_WRITE);
     if (gdn) { matmul_forward_gpu(g, act(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, OUT_WRITE); }
     matmul_forward_gpu(g, act(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, OUT_WRITE);
-    conv_silu_forward_gpu(act(m, l, A_CONV), act(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T, 3 * C, g->stream);
+    conv_silu_forward_gpu(act(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T, 3 * C, g->stream);
     l2norm_forward_gpu(act(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
     l2norm_forward_gpu(act(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
     gates_forward_gpu(gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), gdn ? act(m, l, A_BPRE) : NULL, act(m, l, A_APRE),
@@ -682,18 +771,42 @@ static void rec_mixer_backward(GpuModel* m, int l) {
         l2norm_backward_gpu(dact(m, l, A_QKVA), dact(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, q_scale, g->stream);
         l2norm_backward_gpu(dact(m, l, A_QKVA) + C, dact(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
     }
-    conv_silu_backward_gpu(dact(m, l, A_QKV), grad(m, l, P_CONV), dact(m, l, A_QKVA), act(m, l, A_CONV), act(m, l, A_QKV),
-                           param(m, l, P_CONV), B, T, 3 * C, g->stream);
+    conv_silu_backward_gpu(dact(m, l, A_QKV), grad(m, l, P_CONV), dact(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T,
+                           3 * C, g->stream);
     matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
     matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WG), dact(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, OUT_ADD);
     if (gdn) { matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WBETA), dact(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, OUT_ADD); }
     matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WA), dact(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, OUT_ADD);
 }
 
+// The LM head and the loss, a chunk of logit_rows rows at a time (lnf formed): the chunk's logits
+// (one matmul), their lse and per-token losses, and with with_grad at once their gradient dloss
+// (softmax - onehot) over the logits, then the chunk's rows of dlnf (=, in dlayer: idle until the
+// backward, which starts from it) and its share of dwte (+=). One chunk of logits is all that is
+// ever held.
+static void gpu_model_head(GpuModel* m, float dloss, int with_grad) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int C = c->n_embd, Vp = c->padded_vocab, N = m->B * m->T;
+    floatX *logits = gact(m, G_LOGITS), *dlnf = m->dlayer;
+    for (int n0 = 0; n0 < N; n0 += m->logit_rows) {
+        int rows = N - n0 < m->logit_rows ? N - n0 : m->logit_rows;
+        const floatX* lnf = gact(m, G_LNF) + (size_t)n0 * C;
+        matmul_forward_gpu(g, logits, lnf, gparam(m, PG_WTE), rows, C, Vp, OUT_WRITE);
+        crossentropy_gpu(g, logits, gact32(m, G_LOSSES) + n0, gact32(m, G_LSE) + n0, m->targets + n0, dloss, with_grad, rows, c->vocab, Vp);
+        if (with_grad) {
+            matmul_backward_gpu(g, dlnf + (size_t)n0 * C, ggrad(m, PG_WTE), logits, lnf, gparam(m, PG_WTE), rows, C, Vp, OUT_WRITE);
+        }
+    }
+}
+
 // Forward over inputs (B,T) on the host. With targets (B,T) (entries < 0 masked) it also computes
-// the loss; returns the mean over unmasked targets, or -1 without targets. Logits stay in
-// gact(m, G_LOGITS) until the next backward.
-static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targets, int B, int T) {
+// the loss and returns the mean over unmasked targets; -1 without targets. grad_scale > 0 (training,
+// with targets): the LM head's gradients of grad_scale x the mean loss are formed here, chunk by
+// chunk (gpu_model_head), into m->grads (so gpu_model_zero_grad comes before) and dlnf, for
+// gpu_model_backward to carry down the layers; 0: the loss alone (validation, evaluation). The
+// logits are not kept: gpu_model_logits forms the rows wanted.
+static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targets, int B, int T, double grad_scale) {
     const Config* c = &m->cfg;
     const GpuContext* g = &m->ctx;
     int C = c->n_embd, F = c->ffn, L = c->n_layer, N = B * T;
@@ -702,58 +815,84 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
         if (targets && targets[n] >= c->vocab) { die("gpu_model_forward: target token %d at %d outside the vocabulary [0, %d)", targets[n], n, c->vocab); }
     }
     gpu_model_size_acts(m, B, T);
+    m->head_grad = 0;
     memcpy(m->inputs_host, inputs, (size_t)N * sizeof(int));
     cudaCheck(cudaMemcpyAsync(m->inputs, inputs, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
     encoder_forward_gpu(g, act(m, 0, A_RESID), m->inputs, gparam(m, PG_WTE), N, C);
+    rmsnorm_forward_gpu(g, act(m, 0, A_LN1), act32(m, 0, A_RSTD1), act(m, 0, A_RESID), param(m, 0, P_LN1), N, C);
     for (int l = 0; l < L; l++) {
-        floatX* out = l + 1 < L ? act(m, l + 1, A_RESID) : gact(m, G_RESID);  // next block's input
-        rmsnorm_forward_gpu(g, act(m, l, A_LN1), act32(m, l, A_RSTD1), act(m, l, A_RESID), param(m, l, P_LN1), N, C);
+        // ln1 of layer l is formed: above for l = 0, else by the residual add ending layer l - 1
         if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
-        cudaCheck(cudaMemcpyAsync(act(m, l, A_RESID2), act(m, l, A_RESID), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
-        matmul_forward_gpu(g, act(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, OUT_ADD);  // x + mixer
-        rmsnorm_forward_gpu(g, act(m, l, A_LN2), act32(m, l, A_RSTD2), act(m, l, A_RESID2), param(m, l, P_LN2), N, C);
+        floatX* resid2 = act(m, l, A_RESID2);
+        matmul_forward_gpu(g, resid2, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, OUT_WRITE);
+        residual_rmsnorm_forward_gpu(g, resid2, act(m, l, A_LN2), act32(m, l, A_RSTD2), act(m, l, A_RESID), resid2, param(m, l, P_LN2),
+                                     N, C);  // resid2 = x + mixer, ln2
         matmul_forward_gpu(g, act(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, OUT_WRITE);
         matmul_forward_gpu(g, act(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, OUT_WRITE);
         swiglu_forward_gpu(g, act(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
-        cudaCheck(cudaMemcpyAsync(out, act(m, l, A_RESID2), (size_t)N * C * sizeof(floatX), cudaMemcpyDeviceToDevice, g->stream));
-        matmul_forward_gpu(g, out, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, OUT_ADD);  // resid2 + mlp
+        int top = l + 1 == L;  // the next block's input and its ln1, or residf and lnf
+        floatX* out = top ? gact(m, G_RESID) : act(m, l + 1, A_RESID);
+        matmul_forward_gpu(g, out, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, OUT_WRITE);
+        residual_rmsnorm_forward_gpu(g, out, top ? gact(m, G_LNF) : act(m, l + 1, A_LN1), top ? gact32(m, G_RSTDF) : act32(m, l + 1, A_RSTD1),
+                                     resid2, out, top ? gparam(m, PG_LNF) : param(m, l + 1, P_LN1), N, C);  // resid2 + mlp, its norm
     }
-    rmsnorm_forward_gpu(g, gact(m, G_LNF), gact32(m, G_RSTDF), gact(m, G_RESID), gparam(m, PG_LNF), N, C);
-    matmul_forward_gpu(g, gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, OUT_WRITE);
     m->mean_loss = -1.0;
     if (targets == NULL) { return m->mean_loss; }
     memcpy(m->targets_host, targets, (size_t)N * sizeof(int));
     cudaCheck(cudaMemcpyAsync(m->targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
-    crossentropy_forward_gpu(g, gact32(m, G_LOSSES), gact32(m, G_LSE), gact(m, G_LOGITS), m->targets, N, c->vocab, c->padded_vocab);
+    int valid = 0;
+    for (int n = 0; n < N; n++) { valid += targets[n] >= 0; }
+    m->head_grad = grad_scale > 0;
+    gpu_model_head(m, valid > 0 ? (float)(grad_scale / valid) : 0.0f, m->head_grad && valid > 0);
     cudaCheck(cudaMemcpyAsync(m->losses_host, gact32(m, G_LOSSES), (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
     cudaCheck(cudaStreamSynchronize(g->stream));
     double sum = 0.0;  // summed like the CPU reference: in order, in double
-    int valid = 0;
-    for (int n = 0; n < N; n++) { if (targets[n] >= 0) { sum += m->losses_host[n]; valid++; } }
+    for (int n = 0; n < N; n++) { if (targets[n] >= 0) { sum += m->losses_host[n]; } }
     m->mean_loss = valid > 0 ? sum / valid : 0.0;
     return m->mean_loss;
 }
 
-// Clears the parameter gradients (once per optimizer step, before the micro-batches).
+// Logits (as floats) of rows[0..n) of the last forward (indices into its B·T rows) into out (n, Vp):
+// the rows of lnf gathered (into dresid, idle outside the backward), times wteᵀ, at most one chunk
+// of the logits buffer a matmul. For the needle eval and sampling, which want a few rows.
+static void gpu_model_logits(GpuModel* m, const int* rows, int n, float* out) {
+    const Config* c = &m->cfg;
+    const GpuContext* g = &m->ctx;
+    int C = c->n_embd, Vp = c->padded_vocab, N = m->B * m->T, cap = m->logit_rows < N ? m->logit_rows : N;
+    for (int i = 0; i < n; i++) { if (rows[i] < 0 || rows[i] >= N) { die("gpu_model_logits: row %d outside the last forward's %d rows", rows[i], N); } }
+    floatX* host = (floatX*)malloc_check((size_t)cap * Vp * sizeof(floatX));
+    for (int i0 = 0; i0 < n; i0 += cap) {
+        int k = n - i0 < cap ? n - i0 : cap;
+        cudaCheck(cudaMemcpyAsync(m->logit_index, rows + i0, (size_t)k * sizeof(int), cudaMemcpyHostToDevice, g->stream));
+        gather_rows_kernel<<<blocks_for((size_t)k * C / X128, 256), 256, 0, g->stream>>>(m->dresid, gact(m, G_LNF), m->logit_index, k, C);
+        cudaCheck(cudaGetLastError());
+        matmul_forward_gpu(g, gact(m, G_LOGITS), m->dresid, gparam(m, PG_WTE), k, C, Vp, OUT_WRITE);
+        cudaCheck(cudaMemcpyAsync(host, gact(m, G_LOGITS), (size_t)k * Vp * sizeof(floatX), cudaMemcpyDeviceToHost, g->stream));
+        cudaCheck(cudaStreamSynchronize(g->stream));
+        for (size_t i = 0; i < (size_t)k * Vp; i++) { out[(size_t)i0 * Vp + i] = (float)host[i]; }
+    }
+    free(host);
+}
+
+// Clears the parameter gradients (once per optimizer step, before the micro-batches' forwards).
 static void gpu_model_zero_grad(GpuModel* m) {
     cudaCheck(cudaMemsetAsync(m->grads, 0, m->pl.total * sizeof(float), m->ctx.stream));
 }
 
-// Adds the gradient of loss_scale * mean_loss of the last forward into m->grads.
-static void gpu_model_backward(GpuModel* m, double loss_scale) {
+// Adds the rest of the gradient of the last training forward (its grad_scale x mean loss; the LM
+// head's part is in already) into m->grads: from dlnf down through the layers to the embedding.
+static void gpu_model_backward(GpuModel* m) {
     const Config* c = &m->cfg;
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, F = c->ffn, L = c->n_layer, N = B * T;
-    if (m->mean_loss < 0) { die("gpu_model_backward: the last forward had no targets"); }
+    if (!m->head_grad) { die("gpu_model_backward: the last forward was not a training forward (targets and grad_scale > 0)"); }
+    m->head_grad = 0;  // one backward per forward
     int valid = 0;
     for (int n = 0; n < N; n++) { valid += m->targets_host[n] >= 0; }
     if (valid == 0) { return; }
     m->enc_buckets = encoder_index(m->index_host, m->bucket_count, m->inputs_host, N, c->padded_vocab);
     cudaCheck(cudaMemcpyAsync(m->enc_index, m->index_host, (3 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice, g->stream));
-    // the logits' gradient overwrites the logits; dlnf borrows the (now idle) layer gradient block
-    floatX* dlnf = m->dlayer;
-    crossentropy_backward_gpu(g, gact(m, G_LOGITS), gact32(m, G_LSE), m->targets, (float)(loss_scale / valid), N, c->vocab, c->padded_vocab);
-    matmul_backward_gpu(g, dlnf, ggrad(m, PG_WTE), gact(m, G_LOGITS), gact(m, G_LNF), gparam(m, PG_WTE), N, C, c->padded_vocab, OUT_WRITE);
+    const floatX* dlnf = m->dlayer;  // gpu_model_head left it there
     rmsnorm_backward_gpu(g, m->dresid, ggrad(m, PG_LNF), m->scratch, dlnf, gact(m, G_RESID), gparam(m, PG_LNF), gact32(m, G_RSTDF), N, C, OUT_WRITE);
     for (int l = L - 1; l >= 0; l--) {
         // here m->dresid = dL/d(output of block l)
@@ -783,19 +922,17 @@ static double gpu_model_grad_norm(GpuModel* m) {
     return sqrt(ss);
 }
 
-// One AdamW step t (1-based) at learning rate lr, one launch per tensor (its weight decay comes
-// from its table row), gradients scaled by min(1, clip/grad_norm).
+// One AdamW step t (1-based) at learning rate lr over every tensor in one launch (each tensor's
+// weight decay from its table row), gradients scaled by min(1, clip/grad_norm).
 static void gpu_model_update(GpuModel* m, const OptConfig* o, double lr, int t, double grad_norm) {
     double scale = (o->grad_clip > 0 && grad_norm > o->grad_clip) ? o->grad_clip / grad_norm : 1.0;
     float c1 = (float)(1.0 - pow(o->beta1, t)), c2 = (float)(1.0 - pow(o->beta2, t));
-    for (int s = 0; s < m->pl.n; s++) {
-        const TensorSpec* sp = &m->pl.spec[s];
-        float wd = sp->kind->decay ? (float)o->weight_decay : 0.0f;
-        size_t off = sp->offset;
-        adamw_kernel<<<blocks_for(sp->numel, 256), 256, 0, m->ctx.stream>>>(m->master + off, m->params + off, m->grads + off, m->adam_m + off,
-            m->adam_v + off, sp->numel, (float)lr, (float)o->beta1, (float)o->beta2, c1, c2, (float)o->eps, wd, (float)scale);
-        cudaCheck(cudaGetLastError());
-    }
+    size_t n = m->pl.total;
+    adamw_kernel<<<blocks_for(n, 256), 256, 0, m->ctx.stream>>>(m->master, m->params, m->grads, m->adam_m, m->adam_v,
+                                                                m->adamw_tensors, m->pl.n, n, (float)lr, (float)o->beta1,
+                                                                (float)o->beta2, c1, c2, (float)o->eps, (float)o->weight_decay,
+                                                                (float)scale);
+    cudaCheck(cudaGetLastError());
 }
 
 // Parameters (and the AdamW state, when with_opt) copied to the host and written as a checkpoint
@@ -837,7 +974,7 @@ static double gpu_val_loss(GpuModel* m, DataLoader* val, int batches) {
     dataloader_rewind(val);
     for (int i = 0; i < batches; i++) {
         dataloader_next_batch(val);
-        sum += gpu_model_forward(m, val->inputs, val->targets, val->B, val->T);
+        sum += gpu_model_forward(m, val->inputs, val->targets, val->B, val->T, 0.0);
     }
     return sum / batches;
 }
@@ -888,16 +1025,16 @@ __global__ void retrieval_stats_kernel(int* argmax, float* mass, const floatX* q
 }
 
 // Runs the grid: the samples of one length go through the model in batches of at most max_tokens
-// tokens (so the eval fits wherever training fits); answers are scored on the host from the copied
-// logits rows, and at retrieval_len every attention head's stats are taken on the GPU.
+// tokens (so the eval fits wherever training fits); answers are scored on the host from their
+// logits rows (gpu_model_logits), and at retrieval_len every attention head's stats are taken on the GPU.
 static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens, NeedleResult* r) {
     const Config* c = &m->cfg;
     const GpuContext* gc = &m->ctx;
     int C = c->n_embd, H = c->n_head, Vp = c->padded_vocab, per_length = g->n_depths * g->samples, max_answer = 0;
     for (int i = 0; i < g->n_lengths * per_length; i++) { max_answer = g->meta[i].answer_len > max_answer ? g->meta[i].answer_len : max_answer; }
     size_t n_queries = (size_t)per_length * max_answer;
-    floatX* rows_x = (floatX*)malloc_check(n_queries * Vp * sizeof(floatX)); // (sample, answer token, Vp) as copied
-    float* rows = (float*)malloc_check(n_queries * Vp * sizeof(float));        // ... in fp32 for the scorer
+    int* row_of = (int*)malloc_check(n_queries * sizeof(int));             // the batch row of each answer token
+    float* rows = (float*)malloc_check(n_queries * Vp * sizeof(float));    // (answer token, Vp) their logits, samples in turn
     int4* queries = (int4*)malloc_check(n_queries * sizeof(int4));
     int* argmax = (int*)malloc_check(n_queries * H * sizeof(int));
     float* mass = (float*)malloc_check(n_queries * H * sizeof(float));
@@ -915,18 +1052,18 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
         if (nb > per_length) { nb = per_length; }
         for (int i0 = 0; i0 < per_length; i0 += nb) {
             int b = per_length - i0 < nb ? per_length - i0 : nb, idx0 = li * per_length + i0, na = 0;
-            gpu_model_forward(m, g->tokens + g->offset[idx0], NULL, b, len);  // the samples of one length are contiguous
+            gpu_model_forward(m, g->tokens + g->offset[idx0], NULL, b, len, 0.0);  // the samples of one length are contiguous
             for (int k = 0; k < b; k++) {
                 const NeedleSample* s = &g->meta[idx0 + k];
                 for (int j = 0; j < s->answer_len; j++) {
-                    cudaCheck(cudaMemcpyAsync(rows_x + ((size_t)k * max_answer + j) * Vp, gact(m, G_LOGITS) + ((size_t)k * len + s->answer_pos - 1 + j) * Vp,
-                                              Vp * sizeof(floatX), cudaMemcpyDeviceToHost, gc->stream));
+                    row_of[na] = k * len + s->answer_pos - 1 + j;
                     queries[na++] = make_int4(k, s->answer_pos - 1 + j, s->needle_pos, s->value_pos + s->answer_len);
                 }
             }
-            cudaCheck(cudaStreamSynchronize(gc->stream));
-            for (size_t i = 0; i < (size_t)b * max_answer * Vp; i++) { rows[i] = (float)rows_x[i]; }
-            for (int k = 0; k < b; k++) { needle_score_answer(r, g, idx0 + k, rows + (size_t)k * max_answer * Vp, c->vocab, Vp); }
+            gpu_model_logits(m, row_of, na, rows);
+            for (int k = 0, a = 0; k < b; a += g->meta[idx0 + k].answer_len, k++) {
+                needle_score_answer(r, g, idx0 + k, rows + (size_t)a * Vp, c->vocab, Vp);
+            }
             if (len != g->retrieval_len) { continue; }
             cudaCheck(cudaMemcpyAsync(d_queries, queries, na * sizeof(int4), cudaMemcpyHostToDevice, gc->stream));
             for (int l = 0; l < c->n_layer; l++) {
@@ -951,7 +1088,7 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
         }
     }
     needle_result_finish(r, c);
-    free(rows_x); free(rows); free(queries); free(argmax); free(mass);
+    free(row_of); free(rows); free(queries); free(argmax); free(mass);
     cudaFree(d_queries); cudaFree(d_argmax); cudaFree(d_mass);
 }
 
@@ -1171,11 +1308,11 @@ static void dist_sum_grads(Dist* d, GpuModel* m) {
 static void gpu_next_logits(void* model, const int* tokens, int n, float* logits) {
     GpuModel* m = (GpuModel*)model;
     int V = m->cfg.vocab;
-    gpu_model_forward(m, tokens, NULL, 1, n);
-    floatX* row = (floatX*)malloc_check((size_t)V * sizeof(floatX));
-    cudaCheck(cudaStreamSynchronize(m->ctx.stream));
-    cudaCheck(cudaMemcpy(row, gact(m, G_LOGITS) + (size_t)(n - 1) * m->cfg.padded_vocab, (size_t)V * sizeof(floatX), cudaMemcpyDeviceToHost));
-    for (int v = 0; v < V; v++) { logits[v] = (float)row[v]; }
+    gpu_model_forward(m, tokens, NULL, 1, n, 0.0);
+    float* row = (float*)malloc_check((size_t)m->cfg.padded_vocab * sizeof(float));
+    int last = n - 1;
+    gpu_model_logits(m, &last, 1, row);
+    memcpy(logits, row, (size_t)V * sizeof(float));
     free(row);
 }
 
@@ -1287,9 +1424,9 @@ int main(int argc, char** argv) {
         for (int micro = 0; micro < a.accum; micro++) {
             dataloader_skip(&train, dist.rank);
             dataloader_next_batch(&train);
-            loss += gpu_model_forward(&model, train.inputs, train.targets, a.B, a.T) / micros;
+            loss += gpu_model_forward(&model, train.inputs, train.targets, a.B, a.T, 1.0 / micros) / micros;
             dataloader_skip(&train, dist.world - 1 - dist.rank);  // the forward has its copy of the batch
-            gpu_model_backward(&model, 1.0 / micros);
+            gpu_model_backward(&model);
         }
         dist_sum_grads(&dist, &model);
         loss = dist_sum(&dist, loss, ctx.stream);

@@ -3,10 +3,12 @@ test_model_gpu.cu — the whole model on the GPU (train_hybrid.cu, included with
 CPU reference (hybrid_cpu.h, float build). Without a CUDA GPU one line says so (the checks count as skipped).
 
   small kernels of the trainer on odd shapes: encoder, RMSNorm (rows of C and per-head rows of D),
-  RoPE, SwiGLU, cross-entropy with masked targets, forward and backward
+  RoPE (also in place), the residual add fused with RMSNorm, SwiGLU, cross-entropy with masked
+  targets (statistics alone, and with the gradient over the logits), forward and backward
   per model, same parameters on both sides, one batch of B=2, T=67 (not a multiple of the attention
-  tile or the 64-token chunk) with needles and two masked targets: logits, loss, and the gradient of
-  every parameter tensor, for F, S, R, SSSF and SRF with RoPE and NoPE, windows below and above T,
+  tile or the 64-token chunk) with needles and two masked targets: logits (formed again from lnf,
+  gpu_model_logits), loss, and the gradient of every parameter tensor, the LM head in chunks of 56
+  rows, for F, S, R, SSSF and SRF with RoPE and NoPE, windows below and above T,
   gdn and gla
   ten AdamW steps of an SRF hybrid: loss and gradient norm of every step against the CPU run
   determinism: two GPU runs of the same steps give bit-identical losses
@@ -31,7 +33,7 @@ is identical in fp32 and within rounding of the bf16 forward in bf16 (see the ch
 // ----------------------------------------------------------------------------
 // the trainer's own small kernels
 
-#define N_SMALL_KERNEL_CHECKS 6  // test_small_kernels: rmsnorm x2, rope, swiglu, crossentropy, encoder
+#define N_SMALL_KERNEL_CHECKS 7  // test_small_kernels: rmsnorm x2, rope, residual+rmsnorm, swiglu, crossentropy, encoder
 #define N_TRAINING_CHECKS 4      // test_training: 10 steps vs cpu, determinism, checkpoint, needle eval
 static void test_small_kernels(const GpuContext* g) {
     int B = 2, T = 37, C = 96, H = 3, D = C / H, N = B * T, V = 50, Vp = 64;
@@ -83,9 +85,36 @@ static void test_small_kernels(const GpuContext* g) {
     floatX *d_qkv = to_gpu_x(qkv, n3), *d_dout = to_gpu_x(dout, n3), *d_out = gpu_zeros_x(n3), *d_dqkv = gpu_zeros_x(n3);
     rope_forward_gpu(g, d_out, d_qkv, m.rope_cos, m.rope_sin, B, T, C, H, 1);
     rope_backward_gpu(g, d_dqkv, d_dout, m.rope_cos, m.rope_sin, B, T, C, H, 1);
+    rope_forward_gpu(g, d_qkv, d_qkv, m.rope_cos, m.rope_sin, B, T, C, H, 1);  // in place, as the trainer runs it
+    rope_backward_gpu(g, d_dout, d_dout, m.rope_cos, m.rope_sin, B, T, C, H, 1);
     cudaCheck(cudaDeviceSynchronize());
     double er = rel_err_dev_x(d_out, out, n3), edr = rel_err_dev_x(d_dqkv, dqkv, n3);
-    check(er < tol && edr < tol, "gpu rope B=2 T=37 H=3 D=32", "rel err out %.1e dqkv %.1e (tol %.0e)", er, edr, tol);
+    double eri = rel_err_dev_x(d_qkv, out, n3), edri = rel_err_dev_x(d_dout, dqkv, n3);
+    check(er < tol && edr < tol && eri < tol && edri < tol, "gpu rope B=2 T=37 H=3 D=32", "rel err out %.1e dqkv %.1e, in place %.1e %.1e (tol %.0e)",
+          er, edr, eri, edri, tol);
+    cudaFree(d_dout);
+    d_dout = to_gpu_x(dout, n3);  // rotated in place above; the SwiGLU check below reads the original
+    // residual add + RMSNorm: resid_out = resid_in + y (y overwritten in place), its norm
+    {
+        float *x0 = rand_host(nC, &r, 1.0), *yv = rand_host(nC, &r, 1.0), *w = rand_host(C, &r, 1.0);
+        round_x(x0, nC);
+        round_x(yv, nC);
+        round_x(w, C);
+        float *sum = (float*)malloc_check(nC * sizeof(float)), *ln = (float*)calloc_check(nC, sizeof(float));
+        float* rstd = (float*)calloc_check(N, sizeof(float));
+        for (size_t i = 0; i < nC; i++) { sum[i] = x0[i] + yv[i]; }
+        round_x(sum, nC);  // the sum is stored in floatX, the norm reads it
+        rmsnorm_forward(ln, rstd, sum, w, N, C);
+        floatX *d_x0 = to_gpu_x(x0, nC), *d_yv = to_gpu_x(yv, nC), *d_w = to_gpu_x(w, C), *d_ln = gpu_zeros_x(nC);
+        float* d_rstd = gpu_zeros(N);
+        residual_rmsnorm_forward_gpu(g, d_yv, d_ln, d_rstd, d_x0, d_yv, d_w, N, C);
+        cudaCheck(cudaDeviceSynchronize());
+        double e3[3] = {rel_err_dev_x(d_yv, sum, nC), rel_err_dev_x(d_ln, ln, nC), rel_err_dev(d_rstd, rstd, N)};
+        check(e3[0] < tol && e3[1] < tol && e3[2] < tol, "gpu residual+rmsnorm N=74 C=96 (in place)", "rel err sum %.1e ln %.1e rstd %.1e (tol %.0e)",
+              e3[0], e3[1], e3[2], tol);
+        free(x0); free(yv); free(w); free(sum); free(ln); free(rstd);
+        cudaFree(d_x0); cudaFree(d_yv); cudaFree(d_w); cudaFree(d_ln); cudaFree(d_rstd);
+    }
     // SwiGLU
     float *a = rand_host(nC, &r, 2.0), *b = rand_host(nC, &r, 1.0), *sy = (float*)calloc_check(nC, sizeof(float));
     round_x(a, nC);
@@ -113,12 +142,17 @@ static void test_small_kernels(const GpuContext* g) {
     int* d_targets;
     cudaCheck(cudaMalloc(&d_targets, N * sizeof(int)));
     cudaCheck(cudaMemcpy(d_targets, targets, N * sizeof(int), cudaMemcpyHostToDevice));
-    crossentropy_forward_gpu(g, d_losses, d_lse, d_logits, d_targets, N, V, Vp);
-    double el[2] = {rel_err_dev(d_losses, losses, N), rel_err_dev(d_lse, lse, N)};
-    crossentropy_backward_gpu(g, d_logits, d_lse, d_targets, 0.37f, N, V, Vp);
-    double edl = rel_err_dev_x(d_logits, dlogits, nl);
-    check(el[0] < tol && el[1] < tol && edl < tol, "gpu crossentropy V=50 Vp=64 masked rows", "rel err losses %.1e lse %.1e dlogits %.1e (tol %.0e)",
-          el[0], el[1], edl, tol);
+    crossentropy_gpu(g, d_logits, d_losses, d_lse, d_targets, 0.37f, 0, N, V, Vp);  // statistics alone: the logits stay
+    cudaCheck(cudaDeviceSynchronize());
+    double el[2] = {rel_err_dev(d_losses, losses, N), rel_err_dev(d_lse, lse, N)}, ekeep = rel_err_dev_x(d_logits, logits, nl);
+    cudaCheck(cudaMemset(d_losses, 0, N * sizeof(float)));
+    cudaCheck(cudaMemset(d_lse, 0, N * sizeof(float)));
+    crossentropy_gpu(g, d_logits, d_losses, d_lse, d_targets, 0.37f, 1, N, V, Vp);  // and the gradient over the logits
+    cudaCheck(cudaDeviceSynchronize());
+    double elg[2] = {rel_err_dev(d_losses, losses, N), rel_err_dev(d_lse, lse, N)}, edl = rel_err_dev_x(d_logits, dlogits, nl);
+    check(el[0] < tol && el[1] < tol && ekeep == 0.0 && elg[0] < tol && elg[1] < tol && edl < tol, "gpu crossentropy V=50 Vp=64 masked rows",
+          "rel err losses %.1e lse %.1e (logits kept: %.1e); with the gradient: losses %.1e lse %.1e dlogits %.1e (tol %.0e)",
+          el[0], el[1], ekeep, elg[0], elg[1], edl, tol);
     // encoder forward and backward, tokens repeating
     int* tokens = (int*)malloc_check(N * sizeof(int));
     for (int n = 0; n < N; n++) { tokens[n] = rng_int(&r, 7) * 7; }
@@ -161,6 +195,7 @@ typedef struct {
 #define TT 67
 #define TC 64
 #define TH 2
+#define TEST_LOGIT_ROWS 56  // LM head chunk rows in test_model: TB x TT = 134 rows in chunks 56, 56, 22
 
 static void case_name(char* out, size_t n, const ModelCase* mc) {
     const char* pos[2] = {"rope", "nope"};
@@ -186,17 +221,22 @@ static void test_model(const GpuContext* g, const ModelCase* mc) {
     round_x(cpu.params, cpu.pl.total);  // the weights the GPU's kernels read
     GpuModel gpu;
     gpu_model_build(&gpu, &c, g, cpu.params, 0);
+    gpu.logit_rows = TEST_LOGIT_ROWS;  // the LM head in three chunks, the last one short
     int targets[TB * TT];
     test_batch(&dl, targets);
     double loss_cpu = model_forward(&cpu, dl.inputs, targets, TB, TT);
-    double loss_gpu = gpu_model_forward(&gpu, dl.inputs, targets, TB, TT);
-    size_t nl = (size_t)TB * TT * c.padded_vocab;
-    double e_logits = rel_err_dev_x(gact(&gpu, G_LOGITS), gact(&cpu, G_LOGITS), nl);
-    double e_loss = fabs(loss_gpu - loss_cpu) / fabs(loss_cpu);
     model_zero_grad(&cpu);
-    gpu_model_zero_grad(&gpu);
+    gpu_model_zero_grad(&gpu);  // the training forward adds the LM head's gradients
+    double loss_gpu = gpu_model_forward(&gpu, dl.inputs, targets, TB, TT, 1.0);
+    int nr = TB * TT, rows[TB * TT];  // every row's logits, formed again from lnf
+    for (int i = 0; i < nr; i++) { rows[i] = i; }
+    size_t nl = (size_t)nr * c.padded_vocab;
+    float* logits = (float*)malloc_check(nl * sizeof(float));
+    gpu_model_logits(&gpu, rows, nr, logits);
+    double e_logits = rel_err_f(logits, gact(&cpu, G_LOGITS), nl);
+    double e_loss = fabs(loss_gpu - loss_cpu) / fabs(loss_cpu);
     model_backward(&cpu, 1.0);
-    gpu_model_backward(&gpu, 1.0);
+    gpu_model_backward(&gpu);
     float* grads = from_gpu(gpu.grads, gpu.pl.total);
     double worst = 0.0;
     const char* worst_name = "";
@@ -216,7 +256,7 @@ static void test_model(const GpuContext* g, const ModelCase* mc) {
     check(e_logits < tol_logits && e_loss < tol_loss && worst < tol_grad && zero == 0, name,
           "loss %.6f vs cpu %.6f (rel %.1e, tol %.0e), logits rel %.1e (tol %.0e); worst of %d gradients %s %.1e (tol %.2g), %d all-zero",
           loss_gpu, loss_cpu, e_loss, tol_loss, e_logits, tol_logits, cpu.pl.n, worst_name, worst, tol_grad, zero);
-    free(grads);
+    free(grads); free(logits);
     gpu_model_free(&gpu);
     model_free(&cpu);
     dataloader_free(&dl);
@@ -231,8 +271,8 @@ static void gpu_train(GpuModel* m, DataLoader* dl, const OptConfig* o, int step0
     for (int s = step0; s < step0 + n_steps; s++) {
         test_batch(dl, targets);
         gpu_model_zero_grad(m);
-        losses[s - step0] = gpu_model_forward(m, dl->inputs, targets, TB, TT);
-        gpu_model_backward(m, 1.0);
+        losses[s - step0] = gpu_model_forward(m, dl->inputs, targets, TB, TT, 1.0);
+        gpu_model_backward(m);
         norms[s - step0] = gpu_model_grad_norm(m);
         gpu_model_update(m, o, lr_at(o, s), s + 1, norms[s - step0]);
     }

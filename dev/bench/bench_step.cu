@@ -110,8 +110,8 @@ static void bench_step(const StepCase* sc, int steps) {
         cudaCheck(cudaStreamSynchronize(ctx.stream));
         double t0 = now_s();
         gpu_model_zero_grad(&m);
-        loss = gpu_model_forward(&m, tokens, targets, B, T);
-        gpu_model_backward(&m, 1.0);
+        loss = gpu_model_forward(&m, tokens, targets, B, T, 1.0);
+        gpu_model_backward(&m);
         double norm = gpu_model_grad_norm(&m);
         gpu_model_update(&m, &o, lr_at(&o, s), s + 1, norm);
         cudaCheck(cudaStreamSynchronize(ctx.stream));
