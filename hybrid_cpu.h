@@ -280,7 +280,9 @@ static Layout param_layout(const Config* c) {
 //   logit_rows   rows of the logits buffer, 0 for one per token: the GPU forms the logits and their
 //                gradient a chunk of rows at a time and never holds them whole
 //   lean         1: leave out qkv of F/S layers (the GPU rotates it in place, in qkvr) and conv of R
-//                layers (the GPU recomputes it from qkv in the backward)
+//                layers (the GPU recomputes it from qkv in the backward); an R layer's qkv holds its
+//                whole input projection, rows qkv | gpre | bpre | apre (rec_proj_width), the output
+//                of one matmul, and gpre, bpre, apre are left out as tensors of their own
 //   fp32_units   layout units of one fp32 statistic: 1 on the CPU (all `real`), 2 in a bf16 GPU build
 //                (so one allocation holds both types)
 //   align        every tensor starts on a multiple of this many units (the GPU: 16 bytes)
@@ -291,6 +293,14 @@ typedef struct {
     size_t fp32_units, align;
 } ActStore;
 static const ActStore ACT_STORE_CPU = {1, 0, 0, 1, 1};
+
+// Row width of an R layer's input projection in a lean layout: qkv (3C) | gpre (C) | bpre (H, gdn
+// only) | apre (H), the outputs of wqkv, wg, wbeta, wa (adjacent rows of the parameter buffer),
+// padded to a multiple of align units so that every row starts on 16 bytes
+static size_t rec_proj_width(const Config* c, size_t align) {
+    size_t w = 4 * (size_t)c->n_embd + (c->mixer == MIXER_GDN ? 2 : 1) * (size_t)c->n_head;
+    return (w + align - 1) / align * align;
+}
 
 // Activations for a (B,T) batch: for each layer its LAYER_ACTS, then GLOBAL_ACTS. Every tensor has
 // one row per token, except the recurrent state and the logits (ActStore); offsets count units.
@@ -303,8 +313,10 @@ static Layout act_layout(const Config* c, int B, int T, const ActStore* st) {
         for (int k = 0; k < NUM_LAYER_ACTS; k++) {
             const TensorKind* kind = &LAYER_ACTS[k];
             size_t rows = k == A_STATE ? (size_t)B * ((T + st->state_every - 1) / st->state_every) : N;
-            int left_out = st->lean && ((k == A_QKV && type != 'R') || k == A_CONV);
+            int merged = k == A_GPRE || k == A_BPRE || k == A_APRE;  // into qkv (R layers)
+            int left_out = st->lean && ((k == A_QKV && type != 'R') || k == A_CONV || merged);
             size_t numel = left_out ? 0 : rows * tensor_numel(c, kind, type);
+            if (st->lean && k == A_QKV && type == 'R') { numel = rows * rec_proj_width(c, st->align); }
             lo.layer_off[l][k] = layout_add(&lo, kind, l, numel, kind->fp32 ? st->fp32_units : 1, st->align);
         }
     }

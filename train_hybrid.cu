@@ -30,12 +30,12 @@ Memory, all on the GPU, one allocation each (offsets from hybrid_cpu.h's param_l
     dresid                          (B,T,C) dL/d(residual stream), carried down through the layers
 The LM head and the cross-entropy run in chunks of logit_rows rows, in the training forward: a chunk's
 logits, their softmax statistics and at once their gradient (over the logits), then its share of
-dlnf and dwte; the (B·T, Vp) logits are never held whole. Activation gradients are written (=) by the one kernel
-that produces them (in an R layer, the gradient of ln1 sums four matmuls: the first writes, the
-others add); parameter gradients are accumulated (+=), so gradient accumulation is repetition.
+dlnf and dwte; the (B·T, Vp) logits are never held whole. An R layer's four input projections are
+one matmul (rec_proj). Activation gradients are written (=) by the one kernel that produces them;
+parameter gradients are accumulated (+=), so gradient accumulation is repetition.
 Every reduction runs in a fixed order: the same seed gives the same losses, bit for bit.
 
-defines: GpuContext, small kernels (encoder, rmsnorm, rope, swiglu, crossentropy, adamw, sum of
+defines: GpuContext, small kernels (encoder, rmsnorm, residual + rmsnorm, rope, swiglu, crossentropy, adamw, sum of
          squares) with their launchers, cuBLAS matmuls (cublasGemmEx), GpuModel (build, forward, zero_grad,
          backward, grad_norm, update, save), data parallel over GPUs (Dist: dist_init, dist_sum,
          dist_max, dist_sum_grads; NCCL, built with MULTI_GPU), the training loop (main, unless TESTING)
@@ -227,58 +227,49 @@ static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, f
     cudaCheck(cudaGetLastError());
 }
 
-// RoPE, rotate-half, on the q and k thirds of qkv (N, 3C); v (and q, k with rope = 0) copied. out
-// may be the input (in place: a thread reads its chunk and its partner before writing them).
-// cos/sin tables (T, D/2) hold the angles t·θ^(-2i/D) (rope_tables). One thread per 16-byte chunk:
-// a chunk in the first half of a q/k head rotates itself and its partner D/2 columns on (so D/2 is
-// a multiple of X128); a chunk in the second half is left to its partner.
+// RoPE, rotate-half, in place on the q and k thirds of qkv (N, 3C); v is not touched, and NoPE
+// (rope = 0) launches nothing. cos/sin tables (T, D/2) hold the angles t·θ^(-2i/D) (rope_tables).
+// One thread per 16-byte chunk of the first half of a q or k head: it rotates that chunk with its
+// partner D/2 columns on (so D/2 is a multiple of X128), reading both before writing them.
 // forward: y[i] = x[i] c - x[i+D/2] s, y[i+D/2] = x[i+D/2] c + x[i] s; backward: the transpose (s -> -s)
-__device__ static void rope_chunk(floatX* out, const floatX* in, const float* cosb, const float* sinb,
-                                  int N, int T, int C, int H, int rope, float sign) {
-    size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
-    if (idx >= (size_t)N * 3 * C) { return; }
-    int j = (int)(idx % (3 * C)), t = (int)(idx / (3 * C) % T), D = C / H, half = D / 2, i = j % D;
-    if (!rope || j >= 2 * C) {  // copied through (nothing to do in place)
-        if (out != in) { store128(out + idx, load128(in + idx)); }
-        return;
-    }
-    if (i >= half) { return; }
-    x128 a = load128(in + idx), b = load128(in + idx + half), ya, yb;
+__global__ void rope_kernel(floatX* qkv, const float* cosb, const float* sinb, int N, int T, int C, int H, float sign) {
+    int D = C / H, half = D / 2, per_row = C / X128;  // first-half chunks of a row's 2H q/k heads
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)N * per_row) { return; }
+    size_t n = idx / per_row;
+    int r = (int)(idx % per_row) * X128, head = r / half, i = r % half, t = (int)(n % T);  // head 0..2H-1: q heads, then k
+    floatX* p = qkv + n * 3 * C + (size_t)head * D + i;
+    x128 a = load128(p), b = load128(p + half), ya, yb;
     for (int k = 0; k < X128; k++) {
         float c = cosb[t * half + i + k], s = sign * sinb[t * half + i + k];
         ya.v[k] = (floatX)((float)a.v[k] * c - (float)b.v[k] * s);
         yb.v[k] = (floatX)((float)b.v[k] * c + (float)a.v[k] * s);
     }
-    store128(out + idx, ya);
-    store128(out + idx + half, yb);
+    store128(p, ya);
+    store128(p + half, yb);
 }
-__global__ void rope_forward_kernel(floatX* out, const floatX* qkv, const float* cosb, const float* sinb, int N, int T, int C, int H, int rope) {
-    rope_chunk(out, qkv, cosb, sinb, N, T, C, H, rope, 1.0f);
-}
-// the transposed rotation (angle -a); dqkv written (=)
-__global__ void rope_backward_kernel(floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb, int N, int T, int C, int H, int rope) {
-    rope_chunk(dqkv, dout, cosb, sinb, N, T, C, H, rope, -1.0f);
-}
-static void rope_forward_gpu(const GpuContext* g, floatX* out, const floatX* qkv, const float* cosb, const float* sinb,
-                             int B, int T, int C, int H, int rope) {
-    if (!rope && out == qkv) { return; }  // NoPE in place: nothing to do
-    size_t n = (size_t)B * T * 3 * C / X128;
-    rope_forward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(out, qkv, cosb, sinb, B * T, T, C, H, rope);
+// qkv rotated in place by the angles (backward: dqkv by their transpose, sign -1)
+static void rope_gpu(const GpuContext* g, floatX* qkv, const float* cosb, const float* sinb, int B, int T, int C, int H, int rope, float sign) {
+    if (!rope) { return; }
+    size_t n = (size_t)B * T * C / X128;
+    rope_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(qkv, cosb, sinb, B * T, T, C, H, sign);
     cudaCheck(cudaGetLastError());
 }
-static void rope_backward_gpu(const GpuContext* g, floatX* dqkv, const floatX* dout, const float* cosb, const float* sinb,
-                              int B, int T, int C, int H, int rope) {
-    if (!rope && dqkv == dout) { return; }
-    size_t n = (size_t)B * T * 3 * C / X128;
-    rope_backward_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(dqkv, dout, cosb, sinb, B * T, T, C, H, rope);
-    cudaCheck(cudaGetLastError());
+static void rope_forward_gpu(const GpuContext* g, floatX* qkv, const float* cosb, const float* sinb, int B, int T, int C, int H, int rope) {
+    rope_gpu(g, qkv, cosb, sinb, B, T, C, H, rope, 1.0f);
+}
+static void rope_backward_gpu(const GpuContext* g, floatX* dqkv, const float* cosb, const float* sinb, int B, int T, int C, int H, int rope) {
+    rope_gpu(g, dqkv, cosb, sinb, B, T, C, H, rope, -1.0f);
 }
 
-// out = silu(a) b (SwiGLU; also the R mixer's output gate); one thread per 16-byte chunk (n % X128 == 0)
-__global__ void swiglu_forward_kernel(floatX* out, const floatX* a, const floatX* b, size_t n) {
+// out = silu(a) b (SwiGLU; also the R mixer's output gate) over rows of `width`: out and b are
+// contiguous rows, a (and da) rows of a_stride (the R gate reads gpre out of its layer's input
+// projection); width and a_stride multiples of X128. One thread per 16-byte chunk.
+__global__ void swiglu_forward_kernel(floatX* out, const floatX* a, int a_stride, const floatX* b, int rows, int width) {
     size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
-    if (i >= n) { return; }
-    x128 av = load128(a + i), bv = load128(b + i), o;
+    if (i >= (size_t)rows * width) { return; }
+    size_t ai = i / width * a_stride + i % width;
+    x128 av = load128(a + ai), bv = load128(b + i), o;
     for (int k = 0; k < X128; k++) {
         float x = (float)av.v[k];
         o.v[k] = (floatX)(x * sigmoidf_(x) * (float)bv.v[k]);
@@ -286,24 +277,27 @@ __global__ void swiglu_forward_kernel(floatX* out, const floatX* a, const floatX
     store128(out + i, o);
 }
 // da = dout b silu'(a), db = dout silu(a), both written (=)
-__global__ void swiglu_backward_kernel(floatX* da, floatX* db, const floatX* dout, const floatX* a, const floatX* b, size_t n) {
+__global__ void swiglu_backward_kernel(floatX* da, floatX* db, const floatX* dout, const floatX* a, int a_stride, const floatX* b,
+                                       int rows, int width) {
     size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
-    if (i >= n) { return; }
-    x128 av = load128(a + i), bv = load128(b + i), dv = load128(dout + i), dav, dbv;
+    if (i >= (size_t)rows * width) { return; }
+    size_t ai = i / width * a_stride + i % width;
+    x128 av = load128(a + ai), bv = load128(b + i), dv = load128(dout + i), dav, dbv;
     for (int k = 0; k < X128; k++) {
         float x = (float)av.v[k], s = sigmoidf_(x), d = (float)dv.v[k];
         dav.v[k] = (floatX)(d * (float)bv.v[k] * s * (1.0f + x * (1.0f - s)));
         dbv.v[k] = (floatX)(d * x * s);
     }
-    store128(da + i, dav);
+    store128(da + ai, dav);
     store128(db + i, dbv);
 }
-static void swiglu_forward_gpu(const GpuContext* g, floatX* out, const floatX* a, const floatX* b, size_t n) {
-    swiglu_forward_kernel<<<blocks_for(n / X128, 256), 256, 0, g->stream>>>(out, a, b, n);
+static void swiglu_forward_gpu(const GpuContext* g, floatX* out, const floatX* a, int a_stride, const floatX* b, int rows, int width) {
+    swiglu_forward_kernel<<<blocks_for((size_t)rows * width / X128, 256), 256, 0, g->stream>>>(out, a, a_stride, b, rows, width);
     cudaCheck(cudaGetLastError());
 }
-static void swiglu_backward_gpu(const GpuContext* g, floatX* da, floatX* db, const floatX* dout, const floatX* a, const floatX* b, size_t n) {
-    swiglu_backward_kernel<<<blocks_for(n / X128, 256), 256, 0, g->stream>>>(da, db, dout, a, b, n);
+static void swiglu_backward_gpu(const GpuContext* g, floatX* da, floatX* db, const floatX* dout, const floatX* a, int a_stride, const floatX* b,
+                                int rows, int width) {
+    swiglu_backward_kernel<<<blocks_for((size_t)rows * width / X128, 256), 256, 0, g->stream>>>(da, db, dout, a, a_stride, b, rows, width);
     cudaCheck(cudaGetLastError());
 }
 
@@ -317,8 +311,9 @@ __device__ static inline void lse_merge(float* m, float* s, float m2, float s2) 
 // Per row n: lse over the V real logits, loss = lse - logit[target] (0 where target < 0); with
 // with_grad, then the row's gradient dloss (softmax - onehot(target)) over the V real columns (0 on
 // padding and masked rows) written over the logits: statistics and gradient in one block, the
-// second read of the row (Vp floatX) mostly from L2. One block per row: each thread keeps a running
-// (max, sum) over its 16-byte chunks, merged across the warp and the block.
+// second read of the row mostly from L2 (keeping the row in shared memory measured no faster on an
+// H200: fewer blocks an SM). One block per row: each thread keeps a running (max, sum) over its
+// 16-byte chunks, then the pairs are merged across the warp and the block.
 __global__ void crossentropy_kernel(floatX* logits, float* losses, float* lse, const int* targets, float dloss, int with_grad,
                                     int V, int Vp) {
     __shared__ float pm[32], ps[32];
@@ -444,16 +439,24 @@ static void gemm(const GpuContext* g, cublasOperation_t ta, cublasOperation_t tb
                              BLAS_COMPUTE, CUBLAS_GEMM_DEFAULT));
 }
 
-// out (N,OC) = inp (N,IC) · w (OC,IC)ᵀ, plus the old out with OUT_ADD (the residual add)
-static void matmul_forward_gpu(const GpuContext* g, floatX* out, const floatX* inp, const floatX* w, int N, int IC, int OC,
-                               int out_mode) {
-    gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, inp, IC, out_mode == OUT_ADD ? 1.0f : 0.0f, out, CUDA_R_X, OC);
+// out (N,OC) = inp (N,IC) · w (OC,IC)ᵀ, plus the old out with OUT_ADD (the residual add); out rows
+// ldo apart (ldo ≥ OC: the R layer's input projection, padded rows)
+static void matmul_forward_ld_gpu(const GpuContext* g, floatX* out, int ldo, const floatX* inp, const floatX* w, int N, int IC, int OC,
+                                  int out_mode) {
+    gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, inp, IC, out_mode == OUT_ADD ? 1.0f : 0.0f, out, CUDA_R_X, ldo);
 }
-// dinp (N,IC) = (or += with OUT_ADD) dout (N,OC) · w;  dw (OC,IC) += doutᵀ · inp (fp32)
+static void matmul_forward_gpu(const GpuContext* g, floatX* out, const floatX* inp, const floatX* w, int N, int IC, int OC, int out_mode) {
+    matmul_forward_ld_gpu(g, out, OC, inp, w, N, IC, OC, out_mode);
+}
+// dinp (N,IC) = (or += with OUT_ADD) dout (N,OC) · w;  dw (OC,IC) += doutᵀ · inp (fp32); dout rows ldo apart
+static void matmul_backward_ld_gpu(const GpuContext* g, floatX* dinp, float* dw, const floatX* dout, int ldo, const floatX* inp,
+                                   const floatX* w, int N, int IC, int OC, int dinp_mode) {
+    gemm(g, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w, IC, dout, ldo, dinp_mode == OUT_ADD ? 1.0f : 0.0f, dinp, CUDA_R_X, IC);
+    gemm(g, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, ldo, 1.0f, dw, CUDA_R_32F, IC);
+}
 static void matmul_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, const floatX* dout, const floatX* inp,
                                 const floatX* w, int N, int IC, int OC, int dinp_mode) {
-    gemm(g, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w, IC, dout, OC, dinp_mode == OUT_ADD ? 1.0f : 0.0f, dinp, CUDA_R_X, IC);
-    gemm(g, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dw, CUDA_R_32F, IC);
+    matmul_backward_ld_gpu(g, dinp, dw, dout, OC, inp, w, N, IC, OC, dinp_mode);
 }
 
 // ----------------------------------------------------------------------------
@@ -480,7 +483,8 @@ typedef struct {
     floatX* dlayer;        // gradients of one layer's activations (the largest layer's block of al)
     floatX* dresid;        // (B,T,C)
     float* scratch;        // norm weight-gradient slices (NORM_SLICES * max(C, D)) and sum-of-squares partials
-    float* delta_scratch;  // the chunked recurrence's tiles (delta_rule_scratch_floats); NULL without R layers
+    float* rec_scratch;    // R layers' scratch: the chunked recurrence's tiles (delta_rule_scratch_floats), then the conv
+                           // backward's partials (conv_scratch_floats); NULL without R layers
     int* inputs;           // (B,T) on the GPU
     int* targets;          // (B,T)
     int* enc_index;        // encoder backward: order (N), start (N+1), tok (N)
@@ -595,7 +599,7 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
 
 static void gpu_model_free_acts(GpuModel* m) {
     cudaFree(m->acts); cudaFree(m->dlayer); cudaFree(m->dresid); cudaFree(m->inputs); cudaFree(m->targets);
-    cudaFree(m->enc_index); cudaFree(m->logit_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin); cudaFree(m->delta_scratch);
+    cudaFree(m->enc_index); cudaFree(m->logit_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin); cudaFree(m->rec_scratch);
     free(m->losses_host); free(m->inputs_host); free(m->targets_host); free(m->index_host);
 }
 
@@ -612,7 +616,7 @@ static void gpu_model_free(GpuModel* m) {
 static void gpu_model_alloc_acts(GpuModel* m, size_t acts_cap, size_t dlayer_cap, size_t n_cap, int t_cap, size_t delta_cap) {
     const Config* c = &m->cfg;
     m->device_bytes = m->fixed_bytes;
-    m->delta_scratch = delta_cap > 0 ? (float*)gpu_malloc(m, delta_cap * sizeof(float), "recurrence scratch") : NULL;
+    m->rec_scratch = delta_cap > 0 ? (float*)gpu_malloc(m, delta_cap * sizeof(float), "recurrence scratch") : NULL;
     m->acts = (floatX*)gpu_malloc(m, acts_cap * sizeof(floatX), "activations");
     m->dlayer = (floatX*)gpu_malloc(m, dlayer_cap * sizeof(floatX), "layer gradients");
     m->dresid = (floatX*)gpu_malloc(m, n_cap * c->n_embd * sizeof(floatX), "residual gradient");
@@ -660,7 +664,11 @@ static void gpu_model_size_acts(GpuModel* m, int B, int T) {
         size_t end = l + 1 < c->n_layer ? al.layer_off[l + 1][0] : al.global_off[0];
         if (end - al.layer_off[l][0] > layer_max) { layer_max = end - al.layer_off[l][0]; }
     }
-    size_t delta = strchr(c->pattern, 'R') ? delta_rule_scratch_floats(B, T, c->n_embd, c->n_head) : 0;
+    size_t delta = 0;
+    if (strchr(c->pattern, 'R')) {
+        size_t rec = delta_rule_scratch_floats(B, T, c->n_embd, c->n_head), conv = conv_scratch_floats(B, T, 3 * c->n_embd);
+        delta = rec > conv ? rec : conv;
+    }
     if (al.total > m->acts_cap || layer_max > m->dlayer_cap || N > m->n_cap || T > m->t_cap || delta > m->delta_cap) {
         if (m->acts_cap > 0) { gpu_model_free_acts(m); }
         gpu_model_alloc_acts(m, al.total > m->acts_cap ? al.total : m->acts_cap, layer_max > m->dlayer_cap ? layer_max : m->dlayer_cap,
@@ -700,7 +708,7 @@ static void attn_mixer_forward(GpuModel* m, int l) {
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
     floatX* qkvr = act(m, l, A_QKVR);
     matmul_forward_gpu(g, qkvr, act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
-    rope_forward_gpu(g, qkvr, qkvr, m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
+    rope_forward_gpu(g, qkvr, m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
     if (c->pattern[l] == 'S') {
         swa_forward_gpu(act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, c->window, g->stream);
     } else {
@@ -722,37 +730,50 @@ static void attn_mixer_backward(GpuModel* m, int l) {
                                act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
     }
     floatX* dqkv = dact(m, l, A_QKVR);  // rotated back in place
-    rope_backward_gpu(g, dqkv, dqkv, m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
+    rope_backward_gpu(g, dqkv, m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
     matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dqkv, act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
 }
 
-// Recurrent mixer (R): ln1 -> qkv, g, beta, a -> conv+silu (the conv recomputed in the backward) -> L2 norms, gates -> chunked recurrence
-//                      -> per-head RMSNorm -> silu(g) gate -> atty
+// Recurrent mixer (R): ln1 -> qkv, g, beta, a -> conv+silu (the conv recomputed in the backward) -> L2 norms, gates
+//                      -> chunked recurrence -> per-head RMSNorm -> silu(g) gate -> atty
+// The four input projections are one matmul: wqkv, wg, wbeta, wa are adjacent rows of the parameter
+// buffer (OC = 4C + 2H, gla 4C + H), their outputs the columns of one row of act(A_QKV), P wide
+// (rec_proj_width: padded to 16 bytes): qkv at 0, gpre at 3C, bpre at 4C (gdn), apre after it.
+// The gradients sit the same way in dlayer, so the backward is one matmul too.
+typedef struct {
+    int P, OC;                        // row stride, columns written
+    int gpre, bpre, apre;             // column offsets
+} RecProj;
+static RecProj rec_proj(const Config* c) {
+    int C = c->n_embd, H = c->n_head, gdn = c->mixer == MIXER_GDN;
+    RecProj r = {(int)rec_proj_width(c, 16 / sizeof(floatX)), 4 * C + (gdn ? 2 : 1) * H, 3 * C, 4 * C, 4 * C + (gdn ? H : 0)};
+    return r;
+}
 static void rec_mixer_forward(GpuModel* m, int l) {
     const Config* c = &m->cfg;
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, D = C / H, N = B * T, gdn = c->mixer == MIXER_GDN;
-    const floatX* ln1 = act(m, l, A_LN1);
-    matmul_forward_gpu(g, act(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
-    matmul_forward_gpu(g, act(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, OUT_WRITE);
-    if (gdn) { matmul_forward_gpu(g, act(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, OUT_WRITE); }
-    matmul_forward_gpu(g, act(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, OUT_WRITE);
-    conv_silu_forward_gpu(act(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T, 3 * C, g->stream);
+    RecProj rp = rec_proj(c);
+    floatX* proj = act(m, l, A_QKV);  // (N, P): qkv | gpre | bpre | apre
+    matmul_forward_ld_gpu(g, proj, rp.P, act(m, l, A_LN1), param(m, l, P_WQKV), N, C, rp.OC, OUT_WRITE);
+    conv_silu_forward_gpu(act(m, l, A_QKVA), proj, rp.P, param(m, l, P_CONV), B, T, 3 * C, g->stream);
     l2norm_forward_gpu(act(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, 1.0f / sqrtf((float)D), g->stream);
     l2norm_forward_gpu(act(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
-    gates_forward_gpu(gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), gdn ? act(m, l, A_BPRE) : NULL, act(m, l, A_APRE),
+    gates_forward_gpu(gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), gdn ? proj + rp.bpre : NULL, proj + rp.apre, rp.P,
                       param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
     delta_rule_forward_gpu(act(m, l, A_O), act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN), act(m, l, A_QKVA) + 2 * C,
-                           3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, m->delta_scratch, g->stream);
+                           3 * C, gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, m->rec_scratch, g->stream);
     rmsnorm_forward_gpu(g, act(m, l, A_ON), act32(m, l, A_ORSTD), act(m, l, A_O), param(m, l, P_ONORM), N * H, D);
-    swiglu_forward_gpu(g, act(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
+    swiglu_forward_gpu(g, act(m, l, A_ATTY), proj + rp.gpre, rp.P, act(m, l, A_ON), N, C);
 }
 static void rec_mixer_backward(GpuModel* m, int l) {
     const Config* c = &m->cfg;
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, D = C / H, N = B * T, gdn = c->mixer == MIXER_GDN;
-    const floatX* ln1 = act(m, l, A_LN1);
-    swiglu_backward_gpu(g, dact(m, l, A_GPRE), dact(m, l, A_ON), dact(m, l, A_ATTY), act(m, l, A_GPRE), act(m, l, A_ON), (size_t)N * C);
+    RecProj rp = rec_proj(c);
+    const floatX* proj = act(m, l, A_QKV);
+    floatX* dproj = dact(m, l, A_QKV);  // the same columns: dqkv | dgpre | dbpre | dapre
+    swiglu_backward_gpu(g, dproj + rp.gpre, dact(m, l, A_ON), dact(m, l, A_ATTY), proj + rp.gpre, rp.P, act(m, l, A_ON), N, C);
     rmsnorm_backward_gpu(g, dact(m, l, A_O), grad(m, l, P_ONORM), m->scratch, dact(m, l, A_ON), act(m, l, A_O),
                          param(m, l, P_ONORM), act32(m, l, A_ORSTD), N * H, D, OUT_WRITE);
     // v3 writes the raw q, k gradients itself (the L2 norms' backward in its last kernel: no round
@@ -762,21 +783,19 @@ static void rec_mixer_backward(GpuModel* m, int l) {
     delta_rule_backward_gpu(fused ? dact(m, l, A_QKVA) : dact(m, l, A_QN), fused ? dact(m, l, A_QKVA) + C : dact(m, l, A_KN),
                             dact(m, l, A_QKVA) + 2 * C, gdn ? dact32(m, l, A_BETA) : NULL, dact32(m, l, A_GATE), dact(m, l, A_O),
                             act32(m, l, A_STATE), act(m, l, A_QN), act(m, l, A_KN), act(m, l, A_QKVA) + 2 * C, 3 * C,
-                            gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, m->delta_scratch,
+                            gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE), B, T, C, H, c->mixer, m->rec_scratch,
                             fused ? act(m, l, A_QKVA) : NULL, 3 * C, q_scale, g->stream);
-    gates_backward_gpu(gdn ? dact(m, l, A_BPRE) : NULL, dact(m, l, A_APRE), grad(m, l, P_ALOG), grad(m, l, P_DTBIAS),
+    gates_backward_gpu(gdn ? dproj + rp.bpre : NULL, dproj + rp.apre, grad(m, l, P_ALOG), grad(m, l, P_DTBIAS),
                        gdn ? dact32(m, l, A_BETA) : NULL, dact32(m, l, A_GATE), gdn ? act32(m, l, A_BETA) : NULL, act32(m, l, A_GATE),
-                       act(m, l, A_APRE), param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
+                       proj + rp.apre, rp.P, param(m, l, P_ALOG), param(m, l, P_DTBIAS), N, H, g->stream);
     if (!fused) {
         l2norm_backward_gpu(dact(m, l, A_QKVA), dact(m, l, A_QN), act(m, l, A_QKVA), 3 * C, N, C, H, q_scale, g->stream);
         l2norm_backward_gpu(dact(m, l, A_QKVA) + C, dact(m, l, A_KN), act(m, l, A_QKVA) + C, 3 * C, N, C, H, 1.0f, g->stream);
     }
-    conv_silu_backward_gpu(dact(m, l, A_QKV), grad(m, l, P_CONV), dact(m, l, A_QKVA), act(m, l, A_QKV), param(m, l, P_CONV), B, T,
-                           3 * C, g->stream);
-    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dact(m, l, A_QKV), ln1, param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
-    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WG), dact(m, l, A_GPRE), ln1, param(m, l, P_WG), N, C, C, OUT_ADD);
-    if (gdn) { matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WBETA), dact(m, l, A_BPRE), ln1, param(m, l, P_WBETA), N, C, H, OUT_ADD); }
-    matmul_backward_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WA), dact(m, l, A_APRE), ln1, param(m, l, P_WA), N, C, H, OUT_ADD);
+    conv_silu_backward_gpu(dproj, grad(m, l, P_CONV), dact(m, l, A_QKVA), proj, rp.P, param(m, l, P_CONV), B, T, 3 * C, m->rec_scratch,
+                           g->stream);
+    matmul_backward_ld_gpu(g, dact(m, l, A_LN1), grad(m, l, P_WQKV), dproj, rp.P, act(m, l, A_LN1), param(m, l, P_WQKV), N, C, rp.OC,
+                           OUT_WRITE);
 }
 
 // The LM head and the loss, a chunk of logit_rows rows at a time (lnf formed): the chunk's logits
@@ -818,6 +837,10 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
     m->head_grad = 0;
     memcpy(m->inputs_host, inputs, (size_t)N * sizeof(int));
     cudaCheck(cudaMemcpyAsync(m->inputs, inputs, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
+    if (targets) {  // copied before the layers are queued: a copy from pageable memory may wait for the stream
+        memcpy(m->targets_host, targets, (size_t)N * sizeof(int));
+        cudaCheck(cudaMemcpyAsync(m->targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
+    }
     encoder_forward_gpu(g, act(m, 0, A_RESID), m->inputs, gparam(m, PG_WTE), N, C);
     rmsnorm_forward_gpu(g, act(m, 0, A_LN1), act32(m, 0, A_RSTD1), act(m, 0, A_RESID), param(m, 0, P_LN1), N, C);
     for (int l = 0; l < L; l++) {
@@ -829,7 +852,7 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
                                      N, C);  // resid2 = x + mixer, ln2
         matmul_forward_gpu(g, act(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, OUT_WRITE);
         matmul_forward_gpu(g, act(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, OUT_WRITE);
-        swiglu_forward_gpu(g, act(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
+        swiglu_forward_gpu(g, act(m, l, A_HMID), act(m, l, A_H1), F, act(m, l, A_H3), N, F);
         int top = l + 1 == L;  // the next block's input and its ln1, or residf and lnf
         floatX* out = top ? gact(m, G_RESID) : act(m, l + 1, A_RESID);
         matmul_forward_gpu(g, out, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, OUT_WRITE);
@@ -838,12 +861,14 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
     }
     m->mean_loss = -1.0;
     if (targets == NULL) { return m->mean_loss; }
-    memcpy(m->targets_host, targets, (size_t)N * sizeof(int));
-    cudaCheck(cudaMemcpyAsync(m->targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice, g->stream));
     int valid = 0;
     for (int n = 0; n < N; n++) { valid += targets[n] >= 0; }
     m->head_grad = grad_scale > 0;
     gpu_model_head(m, valid > 0 ? (float)(grad_scale / valid) : 0.0f, m->head_grad && valid > 0);
+    if (m->head_grad) {  // the embedding backward's token groups, made on the host while the GPU runs the forward
+        m->enc_buckets = encoder_index(m->index_host, m->bucket_count, m->inputs_host, N, c->padded_vocab);
+        cudaCheck(cudaMemcpyAsync(m->enc_index, m->index_host, (3 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice, g->stream));
+    }
     cudaCheck(cudaMemcpyAsync(m->losses_host, gact32(m, G_LOSSES), (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
     cudaCheck(cudaStreamSynchronize(g->stream));
     double sum = 0.0;  // summed like the CPU reference: in order, in double
@@ -890,14 +915,12 @@ static void gpu_model_backward(GpuModel* m) {
     int valid = 0;
     for (int n = 0; n < N; n++) { valid += m->targets_host[n] >= 0; }
     if (valid == 0) { return; }
-    m->enc_buckets = encoder_index(m->index_host, m->bucket_count, m->inputs_host, N, c->padded_vocab);
-    cudaCheck(cudaMemcpyAsync(m->enc_index, m->index_host, (3 * (size_t)N + 1) * sizeof(int), cudaMemcpyHostToDevice, g->stream));
     const floatX* dlnf = m->dlayer;  // gpu_model_head left it there
     rmsnorm_backward_gpu(g, m->dresid, ggrad(m, PG_LNF), m->scratch, dlnf, gact(m, G_RESID), gparam(m, PG_LNF), gact32(m, G_RSTDF), N, C, OUT_WRITE);
     for (int l = L - 1; l >= 0; l--) {
         // here m->dresid = dL/d(output of block l)
         matmul_backward_gpu(g, dact(m, l, A_HMID), grad(m, l, P_W2), m->dresid, act(m, l, A_HMID), param(m, l, P_W2), N, F, C, OUT_WRITE);
-        swiglu_backward_gpu(g, dact(m, l, A_H1), dact(m, l, A_H3), dact(m, l, A_HMID), act(m, l, A_H1), act(m, l, A_H3), (size_t)N * F);
+        swiglu_backward_gpu(g, dact(m, l, A_H1), dact(m, l, A_H3), dact(m, l, A_HMID), act(m, l, A_H1), F, act(m, l, A_H3), N, F);
         matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W3), dact(m, l, A_H3), act(m, l, A_LN2), param(m, l, P_W3), N, C, F, OUT_WRITE);
         matmul_backward_gpu(g, dact(m, l, A_LN2), grad(m, l, P_W1), dact(m, l, A_H1), act(m, l, A_LN2), param(m, l, P_W1), N, C, F, OUT_ADD);
         rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN2), m->scratch, dact(m, l, A_LN2), act(m, l, A_RESID2), param(m, l, P_LN2),

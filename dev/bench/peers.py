@@ -7,6 +7,7 @@ FlexAttention); the trainer never needs it.
     python3 dev/bench/peers.py                          # -> dev/bench/peers.json
     python3 dev/bench/peers.py --fla PATH                # also fla's Gated DeltaNet / gla and RRRF
     python3 dev/bench/peers.py --fla PATH --kernels-only --recurrence-only   # fla's kernels alone
+    python3 dev/bench/peers.py --fla PATH --steps-only                        # the torch.compile steps alone
     ./dev/bench/bench_step -p dev/bench/peers.json       # our rows beside these
 
 PATH is a source tree of flash-linear-attention (fla), e.g.
@@ -236,6 +237,7 @@ def main():
     ap.add_argument("--step", action="append", choices=["F", "SSSF", "RRRF"],
                     help="only this step config (repeatable; default all: each compiles for a minute or two)")
     ap.add_argument("--kernels-only", action="store_true")
+    ap.add_argument("--steps-only", action="store_true", help="the training steps alone, no kernel peers")
     ap.add_argument("--recurrence-only", action="store_true", help="of the kernels, only fla's (with --fla)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -251,7 +253,8 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "B": B, "T": T, "kernels": {}, "steps": {}}
     save = lambda: write(res, args.out)  # after each measurement, so a run cut short keeps what it has
-    bench_kernels(args, fla, res["kernels"], save)
+    if not args.steps_only:
+        bench_kernels(args, fla, res["kernels"], save)
     for name in ([] if args.kernels_only else args.step or ["F", "SSSF", "RRRF"]):
         if "R" in name and fla is None:
             print("step RRRF skipped: needs --fla")
