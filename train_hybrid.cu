@@ -16,17 +16,19 @@ kernels read are floatX; master weights, gradients, AdamW state and the statisti
 Memory, all on the GPU, one allocation each (offsets from hybrid_cpu.h's param_layout/act_layout):
     params                          (P)   floatX: wte (Vp,C), per layer its LAYER_PARAMS, lnf_w (C)
     master, grads, adam_m, adam_v   (P)   fp32, the same layout (master = params in the FP32 build)
-    acts                            (A)   per layer its LAYER_ACTS for (B,T), stored lean (act_store):
+    acts                            (A)   per layer its LAYER_ACTS for (B,T), stored lean (ActStore):
                                           the recurrent state only at chunk entries, no qkv in F/S
                                           layers (rotated in place: qkvr), no conv in R layers
-                                          (recomputed) — then residf, lnf, logits (logit_rows, Vp):
+                                          (recomputed), an R layer's qkv the (B,T,P) output of its
+                                          four input projections (rec_proj) — then residf, lnf, logits (logit_rows, Vp):
                                           one chunk of rows, lse, losses; floatX units, a tensor marked
                                           fp32 (rstd, lse, beta, gate, state, losses) takes
                                           sizeof(float)/sizeof(floatX) units per element (act32),
                                           every tensor starts on 16 bytes
     dlayer                                gradients of one layer's activations, reused by every layer:
                                           the gradient of tensor k of layer l sits at the offset k has
-                                          inside layer l's block of acts
+                                          inside layer l's block of acts; between a training forward
+                                          and its backward it holds dlnf (B,T,C)
     dresid                          (B,T,C) dL/d(residual stream), carried down through the layers
 The LM head and the cross-entropy run in chunks of logit_rows rows, in the training forward: a chunk's
 logits, their softmax statistics and at once their gradient (over the logits), then its share of
