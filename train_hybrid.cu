@@ -1,9 +1,10 @@
 /*
 train_hybrid.cu — trains a hybrid of full attention (F), sliding-window attention (S) and Gated
 DeltaNet (R) layers on one GPU, or data-parallel on several (--gpus N, NCCL). The model is
-hybrid_cpu.h's (README.md, "The model"), layer by layer: the same tensor tables and layouts, the
-same forward/backward lists, so a GPU run can be diffed against the CPU reference tensor by tensor
-(test/test_model_gpu.cu does).
+hybrid_cpu.h's (README.md, "The model"), layer by layer: the same tensor tables and parameter
+layout, the same forward/backward lists (the activations stored leaner: ActStore), so a GPU run can
+be diffed against the CPU reference tensor by tensor (test/test_model_gpu.cu does: logits, loss,
+every parameter gradient).
 
     make train_hybrid && ./train_hybrid               # built-in data, the default SSSF hybrid
     ./train_hybrid -p SRF -w 128 --pos-full nope      # any pattern, window, positional encoding
