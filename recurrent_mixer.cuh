@@ -208,30 +208,68 @@ static size_t conv_scratch_floats(int B, int T, int CH) {
     return (size_t)B * ((T + CONV_ROWS - 1) / CONV_ROWS) * CH * CONV_K;
 }
 
-// out (N, C) = scale x / sqrt(|x|^2 + eps) per head; x rows have stride in_stride. One warp per
-// (n, h), lanes across the head's D elements (coalesced).
-__global__ void l2norm_forward_kernel(floatX* out, const floatX* inp, int in_stride, int N, int C, int H, float scale) {
-    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (row >= N * H) { return; }
-    int n = row / H, h = row % H, D = C / H;
-    const floatX* x = inp + (size_t)n * in_stride + h * D;
-    float ss = 0.0f;
-    for (int i = lane; i < D; i += 32) { ss += (float)x[i] * (float)x[i]; }
-    float r = scale * rsqrtf(warp_sum(ss) + (float)L2NORM_EPS);
-    for (int i = lane; i < D; i += 32) { out[(size_t)n * C + h * D + i] = (floatX)((float)x[i] * r); }
+// The L2 norms run on groups of G lanes per (n, h) row, G the power of 2 that covers the head's
+// D / X128 16-byte chunks (D 64 in bf16: 8 lanes, 4 rows a warp): a lane holds at most one chunk,
+// the row's sums are shuffles within the group. (One warp a row with 2-byte accesses ran at a
+// quarter of the bandwidth.)
+static int l2norm_group(int D) {
+    int G = 1;
+    while (G * X128 < D) { G *= 2; }
+    return G;
+}
+__device__ static inline float group_sum(float v, int G) {
+    for (int off = G / 2; off > 0; off /= 2) { v += __shfl_xor_sync(0xffffffff, v, off); }
+    return v;
+}
+// the lane's chunk: row (n, h) and column i within the head; 0 if it has none (every lane stays
+// for the shuffles)
+__device__ static inline int l2norm_lane(int N, int H, int D, int G, size_t* n, int* h, int* i) {
+    size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / G;
+    *n = row / H;
+    *h = (int)(row % H);
+    *i = (int)(threadIdx.x % G) * X128;
+    return row < (size_t)N * H && *i < D;
 }
 
-// dx = scale (dy - y (y·dy)) / |x|, y = x/|x|; writes (=) the rows of dinp it owns. One warp per (n, h).
-__global__ void l2norm_backward_kernel(floatX* dinp, const floatX* dout, const floatX* inp, int in_stride, int N, int C, int H, float scale) {
-    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (row >= N * H) { return; }
-    int n = row / H, h = row % H, D = C / H;
-    const floatX* x = inp + (size_t)n * in_stride + h * D;
-    const floatX* dy = dout + (size_t)n * C + h * D;
+// out (N, C) = scale x / sqrt(|x|^2 + eps) per head; x rows have stride in_stride.
+__global__ void l2norm_forward_kernel(floatX* out, const floatX* inp, int in_stride, int N, int C, int H, float scale, int G) {
+    int D = C / H, h, i;
+    size_t n;
+    int has = l2norm_lane(N, H, D, G, &n, &h, &i);
+    x128 xv;
+    float ss = 0.0f;
+    if (has) {
+        xv = load128(inp + n * in_stride + (size_t)h * D + i);
+        for (int k = 0; k < X128; k++) { ss += (float)xv.v[k] * (float)xv.v[k]; }
+    }
+    float r = scale * rsqrtf(group_sum(ss, G) + (float)L2NORM_EPS);
+    if (!has) { return; }
+    x128 o;
+    for (int k = 0; k < X128; k++) { o.v[k] = (floatX)((float)xv.v[k] * r); }
+    store128(out + n * C + (size_t)h * D + i, o);
+}
+
+// dx = scale (dy - y (y·dy)) / |x|, y = x/|x|; writes (=) the rows of dinp it owns
+__global__ void l2norm_backward_kernel(floatX* dinp, const floatX* dout, const floatX* inp, int in_stride, int N, int C, int H, float scale,
+                                       int G) {
+    int D = C / H, h, i;
+    size_t n;
+    int has = l2norm_lane(N, H, D, G, &n, &h, &i);
+    x128 xv, dv;
     float ss = 0.0f, xdy = 0.0f;
-    for (int i = lane; i < D; i += 32) { ss += (float)x[i] * (float)x[i]; xdy += (float)x[i] * (float)dy[i]; }
-    float inv = rsqrtf(warp_sum(ss) + (float)L2NORM_EPS), ydy = warp_sum(xdy) * inv;
-    for (int i = lane; i < D; i += 32) { dinp[(size_t)n * in_stride + h * D + i] = (floatX)(scale * ((float)dy[i] - (float)x[i] * inv * ydy) * inv); }
+    if (has) {
+        xv = load128(inp + n * in_stride + (size_t)h * D + i);
+        dv = load128(dout + n * C + (size_t)h * D + i);
+        for (int k = 0; k < X128; k++) {
+            ss += (float)xv.v[k] * (float)xv.v[k];
+            xdy += (float)xv.v[k] * (float)dv.v[k];
+        }
+    }
+    float inv = rsqrtf(group_sum(ss, G) + (float)L2NORM_EPS), ydy = group_sum(xdy, G) * inv;
+    if (!has) { return; }
+    x128 o;
+    for (int k = 0; k < X128; k++) { o.v[k] = (floatX)(scale * ((float)dv.v[k] - (float)xv.v[k] * inv * ydy) * inv); }
+    store128(dinp + n * in_stride + (size_t)h * D + i, o);
 }
 
 // beta = sigmoid(bpre) (gdn), gate = -exp(A_log) softplus(apre + dt_bias); one thread per (n, h).
@@ -291,14 +329,19 @@ static void conv_silu_backward_gpu(floatX* dinp, float* dw, const floatX* dact, 
     cudaCheck(cudaGetLastError());
 }
 
+// in_stride, C and the head dim multiples of X128, the head dim at most 32 X128 (256 in bf16, 128 in fp32)
 static void l2norm_forward_gpu(floatX* out, const floatX* inp, int in_stride, int N, int C, int H, float scale, cudaStream_t stream) {
-    l2norm_forward_kernel<<<blocks_for((size_t)N * H, 8), 256, 0, stream>>>(out, inp, in_stride, N, C, H, scale);  // 8 warps
+    int G = l2norm_group(C / H);
+    if (G > 32) { die("l2norm_forward_gpu: head dim %d, at most %d", C / H, 32 * X128); }
+    l2norm_forward_kernel<<<blocks_for((size_t)N * H * G, 256), 256, 0, stream>>>(out, inp, in_stride, N, C, H, scale, G);
     cudaCheck(cudaGetLastError());
 }
 
 static void l2norm_backward_gpu(floatX* dinp, const floatX* dout, const floatX* inp, int in_stride, int N, int C, int H, float scale,
                                 cudaStream_t stream) {
-    l2norm_backward_kernel<<<blocks_for((size_t)N * H, 8), 256, 0, stream>>>(dinp, dout, inp, in_stride, N, C, H, scale);
+    int G = l2norm_group(C / H);
+    if (G > 32) { die("l2norm_backward_gpu: head dim %d, at most %d", C / H, 32 * X128); }
+    l2norm_backward_kernel<<<blocks_for((size_t)N * H * G, 256), 256, 0, stream>>>(dinp, dout, inp, in_stride, N, C, H, scale, G);
     cudaCheck(cudaGetLastError());
 }
 

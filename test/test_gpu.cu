@@ -265,7 +265,7 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer, int version, 
 int main(void) {
     char why[160];
     if (gpu_missing(why, sizeof(why))) {
-        skip_all("test_gpu", PRECISION_IS_BF16 ? 55 : 37, why);  // the checks below
+        skip_all("test_gpu", PRECISION_IS_BF16 ? 59 : 41, why);  // the checks below
         return test_summary();
     }
     test_attention(2, 67, 3, 64, 0, 0);      // T not a multiple of the tile
@@ -296,6 +296,7 @@ int main(void) {
     test_rec_small_kernels(3, 50, 3, 16);  // 144 channels (not a multiple of 32), D 16: lanes past D idle
     test_rec_small_kernels(2, 130, 2, 32);  // conv tiles of 64, 64 and 2 rows
     test_rec_small_kernels(3, 1, 2, 32);    // one token a sequence: the conv's taps all before t = 0
+    test_rec_small_kernels(2, 67, 2, 48);   // D 48: an L2-norm row's lane group (8 | 16 lanes) not all used
     test_delta_rule(2, 67, 3, 64, MIXER_GDN, 0, 0);   // a full chunk and a partial one
     test_delta_rule(2, 67, 3, 64, MIXER_GLA, 0, 0);
     test_delta_rule(3, 130, 2, 32, MIXER_GDN, 0, 0);  // three chunks, D = 32
