@@ -273,7 +273,7 @@ static Layout param_layout(const Config* c) {
 }
 
 // How a layout stores the activations. The CPU reference keeps every tensor whole
-// (ACT_STORE_CPU); the GPU trainer stores less (train_hybrid.cu's act_store):
+// (ACT_STORE_CPU); the GPU trainer stores less (train_hybrid.cu's gpu_model_size_acts):
 //   state_every  the recurrent state is saved every this many tokens: the CPU keeps all of them (1),
 //                the GPU's chunked recurrence only those entering a chunk (DELTA_CHUNK), so its
 //                state takes B·ceil(T/64)·H·D·D floats instead of B·T·H·D·D
@@ -294,12 +294,14 @@ typedef struct {
 } ActStore;
 static const ActStore ACT_STORE_CPU = {1, 0, 0, 1, 1};
 
-// Row width of an R layer's input projection in a lean layout: qkv (3C) | gpre (C) | bpre (H, gdn
-// only) | apre (H), the outputs of wqkv, wg, wbeta, wa (adjacent rows of the parameter buffer),
-// padded to a multiple of align units so that every row starts on 16 bytes
+// Columns of an R layer's input projection: qkv (3C) | gpre (C) | bpre (H, gdn only) | apre (H),
+// the outputs of wqkv, wg, wbeta, wa (adjacent rows of the parameter buffer)
+static size_t rec_proj_cols(const Config* c) {
+    return 4 * (size_t)c->n_embd + (c->mixer == MIXER_GDN ? 2 : 1) * (size_t)c->n_head;
+}
+// Its row width in a lean layout: padded to a multiple of align units, so every row starts on 16 bytes
 static size_t rec_proj_width(const Config* c, size_t align) {
-    size_t w = 4 * (size_t)c->n_embd + (c->mixer == MIXER_GDN ? 2 : 1) * (size_t)c->n_head;
-    return (w + align - 1) / align * align;
+    return (rec_proj_cols(c) + align - 1) / align * align;
 }
 
 // Activations for a (B,T) batch: for each layer its LAYER_ACTS, then GLOBAL_ACTS. Every tensor has

@@ -72,10 +72,11 @@ __device__ static inline float softplusf_(float x) { return fmaxf(x, 0.0f) + log
 // 1.6 + 5.9, 8 rows 1.7 + 8.1, 64 rows 2.2 + 4.6; the row loops unrolled (32 rows: 166 registers,
 // one block an SM) 3.5 + 10.5. The walks stay rolled (#pragma unroll 1).
 #define CONV_ROWS 32
+__host__ __device__ static inline int conv_tiles(int T) { return (T + CONV_ROWS - 1) / CONV_ROWS; }  // row tiles a sequence
 
 // the thread's chunk j (channels j·X128 ..), sequence b and first row t0; 0 past the grid
 __device__ static inline int conv_thread(int B, int T, int CH, int* j, int* b, int* t0) {
-    int chunks = CH / X128, tiles = (T + CONV_ROWS - 1) / CONV_ROWS;
+    int chunks = CH / X128, tiles = conv_tiles(T);
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * tiles * chunks) { return 0; }
     *j = (int)(idx % chunks);
@@ -177,7 +178,7 @@ __global__ void conv_silu_backward_kernel(floatX* dinp, float* partial, const fl
             store128(dinp + ((size_t)b * T + t) * in_stride + (size_t)j * X128, o);
         }
     }
-    int tiles = (T + CONV_ROWS - 1) / CONV_ROWS, tile = b * tiles + t0 / CONV_ROWS;
+    int tile = b * conv_tiles(T) + t0 / CONV_ROWS;
     float* p = partial + ((size_t)tile * CH + (size_t)j * X128) * CONV_K;
     for (int i = 0; i < X128; i++) {
         for (int k = 0; k < CONV_K; k++) { p[i * CONV_K + k] = acc[i][k]; }
@@ -205,7 +206,7 @@ __global__ void conv_weight_sum_kernel(float* dw, const float* partial, int tile
 
 // floats of the conv backward's scratch (its weight-gradient partials) for a (B, T) batch of CH channels
 static size_t conv_scratch_floats(int B, int T, int CH) {
-    return (size_t)B * ((T + CONV_ROWS - 1) / CONV_ROWS) * CH * CONV_K;
+    return (size_t)B * conv_tiles(T) * CH * CONV_K;
 }
 
 // The L2 norms run on groups of G lanes per (n, h) row, G the power of 2 that covers the head's
@@ -311,7 +312,7 @@ __global__ void __launch_bounds__(GATES_PARAM_THREADS) gates_backward_params_ker
     if (threadIdx.x == 0) { dA_log[h] += a; ddt_bias[h] += d; }
 }
 
-static int conv_threads(int B, int T, int CH) { return B * ((T + CONV_ROWS - 1) / CONV_ROWS) * (CH / X128); }
+static int conv_threads(int B, int T, int CH) { return B * conv_tiles(T) * (CH / X128); }
 
 // act (B,T,CH) from inp (rows in_stride apart; in_stride and CH multiples of X128)
 static void conv_silu_forward_gpu(floatX* act, const floatX* inp, int in_stride, const floatX* w, int B, int T, int CH, cudaStream_t stream) {
@@ -325,7 +326,7 @@ static void conv_silu_backward_gpu(floatX* dinp, float* dw, const floatX* dact, 
     conv_silu_backward_kernel<<<blocks_for(conv_threads(B, T, CH), 256), 256, 0, stream>>>(dinp, scratch, dact, inp, in_stride, w, B, T, CH);
     cudaCheck(cudaGetLastError());
     int n = CH * CONV_K;
-    conv_weight_sum_kernel<<<blocks_for(n, 32), 32 * CONV_SUM_GROUPS, 0, stream>>>(dw, scratch, B * ((T + CONV_ROWS - 1) / CONV_ROWS), n);
+    conv_weight_sum_kernel<<<blocks_for(n, 32), 32 * CONV_SUM_GROUPS, 0, stream>>>(dw, scratch, B * conv_tiles(T), n);
     cudaCheck(cudaGetLastError());
 }
 

@@ -107,8 +107,17 @@ static void encoder_backward_gpu(const GpuContext* g, float* dwte, const floatX*
     cudaCheck(cudaGetLastError());
 }
 
-// out = x rstd w, rstd = 1/sqrt(mean(x^2) + eps) over rows of C; one warp per row, 16-byte accesses to
-// the activations (w, a parameter, need not start on 16 bytes: read element by element)
+// out = x r w over one row of C, by the lanes of its warp (16-byte chunks of the activations; w, a
+// parameter, need not start on 16 bytes: read element by element)
+__device__ static inline void rmsnorm_row_out(floatX* out, const floatX* x, const floatX* w, float r, int lane, int C) {
+    for (int i = lane * X128; i < C; i += 32 * X128) {
+        x128 xv = load128(x + i), o;
+        for (int k = 0; k < X128; k++) { o.v[k] = (floatX)((float)xv.v[k] * r * (float)w[i + k]); }
+        store128(out + i, o);
+    }
+}
+
+// out = x rstd w, rstd = 1/sqrt(mean(x^2) + eps) over rows of C; one warp per row
 __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int C) {
     int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) { return; }
@@ -119,11 +128,7 @@ __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* i
         for (int k = 0; k < X128; k++) { ss += (float)xv.v[k] * (float)xv.v[k]; }
     }
     float r = rsqrtf(warp_sum(ss) / C + NORM_EPS);
-    for (int i = lane * X128; i < C; i += 32 * X128) {
-        x128 xv = load128(x + i), o;
-        for (int k = 0; k < X128; k++) { o.v[k] = (floatX)((float)xv.v[k] * r * (float)w[i + k]); }
-        store128(out + (size_t)row * C + i, o);
-    }
+    rmsnorm_row_out(out + (size_t)row * C, x, w, r, lane, C);
     if (lane == 0) { rstd[row] = r; }
 }
 static void rmsnorm_forward_gpu(const GpuContext* g, floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int C) {
@@ -149,11 +154,7 @@ __global__ void residual_rmsnorm_forward_kernel(floatX* resid_out, floatX* ln, f
         store128(resid_out + base + i, x);
     }
     float r = rsqrtf(warp_sum(ss) / C + NORM_EPS);
-    for (int i = lane * X128; i < C; i += 32 * X128) {
-        x128 xv = load128(resid_out + base + i), o;
-        for (int k = 0; k < X128; k++) { o.v[k] = (floatX)((float)xv.v[k] * r * (float)w[i + k]); }
-        store128(ln + base + i, o);
-    }
+    rmsnorm_row_out(ln + base, resid_out + base, w, r, lane, C);
     if (lane == 0) { rstd[row] = r; }
 }
 static void residual_rmsnorm_forward_gpu(const GpuContext* g, floatX* resid_out, floatX* ln, float* rstd, const floatX* resid_in,
@@ -749,7 +750,7 @@ typedef struct {
 } RecProj;
 static RecProj rec_proj(const Config* c) {
     int C = c->n_embd, H = c->n_head, gdn = c->mixer == MIXER_GDN;
-    RecProj r = {(int)rec_proj_width(c, 16 / sizeof(floatX)), 4 * C + (gdn ? 2 : 1) * H, 3 * C, 4 * C, 4 * C + (gdn ? H : 0)};
+    RecProj r = {(int)rec_proj_width(c, 16 / sizeof(floatX)), (int)rec_proj_cols(c), 3 * C, 4 * C, 4 * C + (gdn ? H : 0)};
     return r;
 }
 static void rec_mixer_forward(GpuModel* m, int l) {
