@@ -45,6 +45,7 @@ typedef struct {
     int skip_nonfinite;      // 1: skip a step whose loss or gradient norm is not finite, 0: stop
     int eval_every;          // needle grid and retrieval heads every this many steps (0 = never)
     int eval_early;          // during the first eval_early steps, EVAL_EARLY_RATE times as often
+    int eval_long_every;     // the grid's lengths beyond T only every this many steps and at the end (0 = every eval)
     int eval_text;           // 1: for byte data trained on symbol needles, the text-needle grid too
     int eval_samples;        // needle samples per (length, depth) cell
     long eval_seed;          // seed of the needle grid
@@ -100,6 +101,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, 0, 0, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
         {"--eval-every", FLAG_INT, &a->eval_every, 0, MAX_STEPS, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
         {"--eval-early", FLAG_INT, &a->eval_early, 0, MAX_STEPS, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
+        {"--eval-long-every", FLAG_INT, &a->eval_long_every, 0, MAX_STEPS, NULL, "the needle grid's lengths beyond T (2T, 4T: most of its cost) only every this many steps and at the last eval (0 = at every eval)"},
         {"--eval-text", FLAG_INT, &a->eval_text, 0, 1, NULL, "1: byte data trained on symbol needles is also evaluated on text needles, 0: symbol needles only"},
         {"--eval-samples", FLAG_INT, &a->eval_samples, 1, 100000, NULL, "needle samples per (length, depth) cell"},
         {"--eval-seed", FLAG_LONG, &a->eval_seed, 0, SEED_MAX, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
@@ -137,6 +139,7 @@ static void train_args_resolve(TrainArgs* a) {
     }
     if (a->sample_only && !a->resume[0]) { die("--sample needs -r CHECKPOINT: the model to sample from"); }
     if (a->eval_early > 0 && a->eval_every == 0) { die("--eval-early %d without --eval-every: there are no needle evals to run early", a->eval_early); }
+    if (a->eval_long_every > 0 && a->eval_every == 0) { die("--eval-long-every %d without --eval-every: there are no needle evals to shorten", a->eval_long_every); }
     if ((long)a->B * a->T > MAX_TOKENS_PER_BATCH) {
         die("-B %d -T %d: %ld tokens per micro-batch, at most %d (use -a to accumulate)", a->B, a->T, (long)a->B * a->T, MAX_TOKENS_PER_BATCH);
     }
@@ -320,14 +323,26 @@ static void run_log_close(RunLog* log) {
 // ----------------------------------------------------------------------------
 // The needle evals of a training run (README.md, "Retrieval metrics"): the symbol grid every --eval-every steps (and
 // at the last step) and, for byte data trained on symbol needles, the text-needle grid next to it,
-// at the lengths whose haystack holds the text needle's statement and question. The trainer runs
-// the grids on its model (cpu_needle_eval, gpu_needle_eval) and hands the results to
-// train_eval_report.
+// at the lengths whose haystack holds the text needle's statement and question. With
+// --eval-long-every the lengths beyond T (2T and 4T: three quarters of a grid's tokens) are left
+// out of the evals between its multiples: those evals run the grids' first lengths, up to T, on
+// the same samples. train_eval_pick gives the grids of a step, the trainer runs them on its model
+// (cpu_needle_eval, gpu_needle_eval) and hands the results to train_eval_report.
 
 typedef struct {
-    NeedleGrid grid, text_grid;
+    NeedleGrid grid, text_grid;  // the whole grids
+    NeedleGrid grid_to_T, text_to_T;  // views of their lengths up to T (same samples; not freed)
     int on, text;  // grids built
 } TrainEval;
+
+// A view of g's first lengths, those up to max_len (the lengths ascend and the samples of a length
+// are contiguous, so the view shares g's arrays).
+static NeedleGrid needle_grid_prefix(const NeedleGrid* g, int max_len) {
+    NeedleGrid p = *g;
+    p.n_lengths = 0;
+    while (p.n_lengths < g->n_lengths && g->lengths[p.n_lengths] <= max_len) { p.n_lengths++; }
+    return p;
+}
 
 static void train_eval_init(TrainEval* e, const TrainArgs* a, const Vocab* vocab) {
     memset(e, 0, sizeof(*e));
@@ -340,6 +355,8 @@ static void train_eval_init(TrainEval* e, const TrainArgs* a, const Vocab* vocab
     needle_grid_drop_short(&e->text_grid, 2 * needle_task_len(&text_data.needles, vocab));
     e->text = e->on && a->eval_text && a->data.needles.kind == NEEDLE_SYMBOL && vocab->data_vocab == 256 && e->text_grid.n_lengths > 0;
     if (e->text) { needle_grid_build(&e->text_grid, &text_data, vocab); }
+    e->grid_to_T = needle_grid_prefix(&e->grid, a->T);
+    e->text_to_T = needle_grid_prefix(&e->text_grid, a->T);
 }
 
 #define EVAL_EARLY_RATE 4  // --eval-early: evals this many times as often while retrieval emerges
@@ -351,23 +368,34 @@ static int train_eval_due(const TrainArgs* a, int step, int last, int stopping) 
     return step % every == 0 || last;
 }
 
-// Prints the results (one line each), writes them as one JSONL record, frees them. text_res is
-// used only when e->text.
-static void train_eval_report(RunLog* log, int step, const Config* cfg, const TrainEval* e, NeedleResult* res, NeedleResult* text_res) {
-    needle_result_summary(res, &e->grid, cfg, step, "needle");
-    if (e->text) { needle_result_summary(text_res, &e->text_grid, cfg, step, "text needle"); }
+// The grids of the eval at `step`: whole at the last step and every --eval-long-every steps, else
+// their lengths up to T. *text_grid is NULL where no text grid runs (none built, or none of its
+// lengths is that short).
+static void train_eval_pick(const TrainArgs* a, const TrainEval* e, int step, int last, const NeedleGrid** grid, const NeedleGrid** text_grid) {
+    int whole = last || a->eval_long_every == 0 || step % a->eval_long_every == 0;
+    *grid = whole ? &e->grid : &e->grid_to_T;
+    *text_grid = NULL;
+    if (e->text && (whole || e->text_to_T.n_lengths > 0)) { *text_grid = whole ? &e->text_grid : &e->text_to_T; }
+}
+
+// Prints the results (one line each), writes them as one JSONL record, frees them. text_grid and
+// text_res are used only when text_grid is not NULL.
+static void train_eval_report(RunLog* log, int step, const Config* cfg, const NeedleGrid* grid, const NeedleGrid* text_grid,
+                              NeedleResult* res, NeedleResult* text_res) {
+    needle_result_summary(res, grid, cfg, step, "needle");
+    if (text_grid) { needle_result_summary(text_res, text_grid, cfg, step, "text needle"); }
     if (log->f) {
         fprintf(log->f, "{\"step\": %d, \"needle\": ", step);
-        needle_result_json(log->f, res, &e->grid, cfg);
-        if (e->text) {
+        needle_result_json(log->f, res, grid, cfg);
+        if (text_grid) {
             fprintf(log->f, ", \"text_needle\": ");
-            needle_result_json(log->f, text_res, &e->text_grid, cfg);
+            needle_result_json(log->f, text_res, text_grid, cfg);
         }
         fprintf(log->f, "}\n");
         run_log_flush(log);
     }
     needle_result_free(res);
-    if (e->text) { needle_result_free(text_res); }
+    if (text_grid) { needle_result_free(text_res); }
 }
 
 static void train_eval_free(TrainEval* e) {

@@ -1434,9 +1434,11 @@ int main(int argc, char** argv) {
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
-            gpu_needle_eval(&model, &ev.grid, (size_t)a.B * a.T, &res);
-            if (ev.text) { gpu_needle_eval(&model, &ev.text_grid, (size_t)a.B * a.T, &text_res); }
-            train_eval_report(&log, step, cfg, &ev, &res, &text_res);
+            const NeedleGrid *grid, *text_grid;
+            train_eval_pick(&a, &ev, step, last, &grid, &text_grid);
+            gpu_needle_eval(&model, grid, (size_t)a.B * a.T, &res);
+            if (text_grid) { gpu_needle_eval(&model, text_grid, (size_t)a.B * a.T, &text_res); }
+            train_eval_report(&log, step, cfg, grid, text_grid, &res, &text_res);
         }
         if (train_sample_due(&a, step, last, stopping)) { sample_print(gpu_next_logits, &model, &val, &tok, cfg->vocab, a.T, a.sample_len, step); }
         if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, &run, a.ckpt_opt); }

@@ -90,9 +90,11 @@ int main(int argc, char** argv) {
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
-            cpu_needle_eval(&model, &ev.grid, &res);
-            if (ev.text) { cpu_needle_eval(&model, &ev.text_grid, &text_res); }
-            train_eval_report(&log, step, &model.cfg, &ev, &res, &text_res);
+            const NeedleGrid *grid, *text_grid;
+            train_eval_pick(&a, &ev, step, last, &grid, &text_grid);
+            cpu_needle_eval(&model, grid, &res);
+            if (text_grid) { cpu_needle_eval(&model, text_grid, &text_res); }
+            train_eval_report(&log, step, &model.cfg, grid, text_grid, &res, &text_res);
         }
         if (train_sample_due(&a, step, last, stopping)) { sample_print(cpu_next_logits, &model, &val, &tok, model.cfg.vocab, a.T, a.sample_len, step); }
         if (train_should_save(&a, step, step0, last, stopping)) {

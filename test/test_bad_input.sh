@@ -156,6 +156,7 @@ trainer_rows() {
     bad "$T --ckpt-every without -c" "--ckpt-every 5 --ckpt-keep 1 without -c: no checkpoint is written" "" "$TR" "${M[@]}" --ckpt-every 5 -c ""
     bad "$T --ckpt-keep without -c" "--ckpt-every 0 --ckpt-keep 3 without -c" "" "$TR" "${M[@]}" --ckpt-keep 3 -c ""
     bad "$T --eval-early without --eval-every" "--eval-early 100 without --eval-every" "" "$TR" "${M[@]}" --eval-early 100
+    bad "$T --eval-long-every without --eval-every" "--eval-long-every 100 without --eval-every: there are no needle evals to shorten" "" "$TR" "${M[@]}" --eval-long-every 100
     bad "$T resume other -T" "-r good.ckpt was trained with -T 32, this run gives -T 64" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -T 64
     bad "$T resume other -B" "-r good.ckpt was trained with -B 2, this run gives -B 3" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -B 3
     bad "$T resume other -a" "-r good.ckpt was trained with -a 1 on 1 GPU(s) (1 micro-batches a step), this run has -a 2 on 1 (2)" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -a 2

@@ -5,7 +5,7 @@ command-line errors, and a tiny end-to-end training run.
   layout:    parameter count of a known config by hand; weight decay only on matrices
   optimizer: two AdamW steps against hand-computed values (decayed and not), clipping
   schedule:  cosine and WSD at hand-computed steps; the needle evals' steps (--eval-early) and
-             grids (--eval-text)
+             grids (--eval-text; --eval-long-every: the lengths up to T between, same samples)
   data:      llm.c shard round trip (uint16 and uint32), bad shards -> one clear line and exit 1,
              bytes train/val split, built-in stream determinism, batches shifted by one
   needles:   every training query's answer is its needle's value; no more needles than 3/4 of
@@ -694,6 +694,43 @@ static void test_eval_text(void) {
     train_eval_free(&on); train_eval_free(&off); train_eval_free(&none);
 }
 
+// --eval-long-every 1000: the evals at multiples of 1000 and the last one run the whole grid
+// (T/4 .. 4T), those between its lengths up to T, on the same samples: a small model's results on
+// the short grid equal the whole grid's first three rows, number for number. The text grid (T 128:
+// lengths 2T and 4T only) does not run between; without the flag every eval is whole.
+static void test_eval_long(void) {
+    TrainArgs a;
+    memset(&a, 0, sizeof(a));
+    a.T = 128; a.data = data_config_default(); a.eval_every = 100; a.eval_samples = 1; a.eval_text = 1; a.eval_long_every = 1000;
+    Vocab v = vocab_make(256, a.data.n_symbols);
+    TrainEval e;
+    train_eval_init(&e, &a, &v);
+    const NeedleGrid *g[4], *t[4];
+    train_eval_pick(&a, &e, 1000, 0, &g[0], &t[0]);
+    train_eval_pick(&a, &e, 1100, 0, &g[1], &t[1]);
+    train_eval_pick(&a, &e, 1234, 1, &g[2], &t[2]);
+    a.eval_long_every = 0;
+    train_eval_pick(&a, &e, 1100, 0, &g[3], &t[3]);
+    int picks = g[0] == &e.grid && t[0] == &e.text_grid && g[1] == &e.grid_to_T && t[1] == NULL && g[2] == &e.grid &&
+                t[2] == &e.text_grid && g[3] == &e.grid && t[3] == &e.text_grid;
+    Config c = config_make(v.vocab, v.padded, 2, 32, 2, 0, "SF", 8, POS_ROPE, POS_ROPE, MIXER_GDN);
+    Model m;
+    model_build(&m, &c, 5);
+    NeedleResult whole, to_T;
+    cpu_needle_eval(&m, &e.grid, &whole);
+    cpu_needle_eval(&m, &e.grid_to_T, &to_T);
+    int n = e.grid_to_T.n_lengths * e.grid.n_depths, same = whole.n_answer == to_T.n_answer;
+    for (int i = 0; i < n; i++) { same = same && whole.acc[i] == to_T.acc[i] && whole.tok_acc[i] == to_T.tok_acc[i]; }
+    for (int i = 0; i < c.n_layer * c.n_head; i++) { same = same && whole.score[i] == to_T.score[i] && whole.mass[i] == to_T.mass[i]; }
+    check(picks && same && e.grid.n_lengths == 5 && e.grid_to_T.n_lengths == 3 && e.grid_to_T.lengths[2] == 128 && e.text_to_T.n_lengths == 0,
+          "--eval-long-every", "whole grid (%d lengths) at step 1000 and the last, %d lengths (to T) at step 1100, text grid %d lengths -> %d (not run); same samples: %s",
+          e.grid.n_lengths, e.grid_to_T.n_lengths, e.text_grid.n_lengths, e.text_to_T.n_lengths, same ? "yes" : "no");
+    needle_result_free(&whole);
+    needle_result_free(&to_T);
+    model_free(&m);
+    train_eval_free(&e);
+}
+
 static void test_cli(void) {
     static struct { const char* name; char* argv[8]; const char* error; } cases[] = {
         {"cli unknown flag", {"prog", "--frobnicate", "3"}, "unknown flag '--frobnicate'"},
@@ -707,6 +744,7 @@ static void test_cli(void) {
         {"cli --ckpt-keep 0", {"prog", "--ckpt-keep", "0"}, "flag --ckpt-keep: '0' is out of range, expected 1..1000"},
         {"cli --eval-samples 0", {"prog", "--eval-samples", "0"}, "flag --eval-samples: '0' is out of range"},
         {"cli --eval-early -1", {"prog", "--eval-early", "-1"}, "flag --eval-early: '-1' is out of range"},
+        {"cli --eval-long-every -5", {"prog", "--eval-long-every", "-5"}, "flag --eval-long-every: '-5' is out of range"},
         {"cli --eval-text 2", {"prog", "--eval-text", "2"}, "flag --eval-text: '2' is out of range, expected 0..1"},
         {"cli needles beyond the key space", {"prog", "-T", "1024", "--needle-frac", "1"}, "--needle-density 64 at -T 1024: 65.5 needles per sequence"},
         {"cli int overflow", {"prog", "-n", "4294967299"}, "flag -n: '4294967299' is out of range, expected 0..1000000000"},
@@ -780,6 +818,7 @@ int main(void) {
     test_text_needle();
     test_eval_schedule();
     test_eval_text();
+    test_eval_long();
     test_cli();
     test_checkpoint();
     test_kept_names();

@@ -14,6 +14,8 @@
 #   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs; ONLY picks runs
 #   t4096:     f2_laziness.sh's T 4096 grid (a stand-in trainer records the runs): all-F, then
 #              SSSF W 64, 1024, 256, five seeds each, with the t4096 flags
+#   eval-long: train_cpu --eval-long-every 2 logs the whole grid at steps 0, 2, 4, the lengths up
+#              to T at steps 1 and 3
 #   needle_share: the share of training questions inside a window, in [0, 1], rising with W, 1 at
 #              W = T; a bad -w is a clear error
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
@@ -101,10 +103,18 @@ chmod +x "$stub"
 out=$(SIZE=t4096 SEEDS= STEPS=4000 EXTRA= LEVER=plan LOGDIR="$dir/t4" TRAINER="$stub" bash dev/experiments/f2_laziness.sh 2>&1) || true
 plan=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-o") { n = split($(i + 1), a, "/"); print a[n] } }' "$dir/calls" 2> /dev/null | tr '\n' ' ')
 want="F.s1.jsonl F.s2.jsonl F.s3.jsonl F.s4.jsonl F.s5.jsonl SSSF_w64.s1.jsonl SSSF_w64.s2.jsonl SSSF_w64.s3.jsonl SSSF_w64.s4.jsonl SSSF_w64.s5.jsonl SSSF_w1024.s1.jsonl SSSF_w1024.s2.jsonl SSSF_w1024.s3.jsonl SSSF_w1024.s4.jsonl SSSF_w1024.s5.jsonl SSSF_w256.s1.jsonl SSSF_w256.s2.jsonl SSSF_w256.s3.jsonl SSSF_w256.s4.jsonl SSSF_w256.s5.jsonl "
-if [ "$plan" = "$want" ] && [ "$(grep -c -- '-T 4096 -B 8 .*--needle-queries 496 --needle-symbols 256' "$dir/calls")" = 20 ] \
+if [ "$plan" = "$want" ] && [ "$(grep -c -- '-T 4096 -B 8 .*--needle-queries 496 --needle-symbols 256 --eval-long-every 1000' "$dir/calls")" = 20 ] \
     && [ "$(grep -c -- '-p SSSF -w 1024' "$dir/calls")" = 5 ]; then
-    pass "experiments t4096 grid" "20 runs: F, SSSF W 64, 1024, 256 x 5 seeds at T 4096, 256 symbols, 496 queries"
+    pass "experiments t4096 grid" "20 runs: F, SSSF W 64, 1024, 256 x 5 seeds at T 4096, 256 symbols, 496 queries, 2T and 4T every 1000 steps"
 else fail "experiments t4096 grid" "runs: $plan; $(echo "$out" | tail -n 2 | tr '\n' ' ')"; fi
+
+# --eval-long-every 2 in a real run: the evals at steps 0, 2, 4 (the last) log the whole grid (5
+# lengths), those at steps 1 and 3 the lengths up to T (3)
+log="$dir/long.jsonl"
+./train_cpu -L 2 -C 32 -H 2 -p SF -B 2 -T 64 -n 4 -v 0 --eval-every 1 --eval-long-every 2 --eval-samples 1 --eval-text 0 -o "$log" > "$dir/long.out" 2>&1
+got=$(grep -o '"step": [0-9]*, "needle": {"lengths": \[[0-9, ]*\]' "$log" 2> /dev/null | awk -F'[][]' '{ split($1, s, " "); print s[2] + 0 ":" split($2, x, ",") }' | tr '\n' ' ')
+if [ "$got" = "0:5 1:3 2:5 3:3 4:5 " ]; then pass "experiments --eval-long-every" "train_cpu -n 4 --eval-every 1 --eval-long-every 2: step:lengths $got"
+else fail "experiments --eval-long-every" "step:lengths '$got'; $(tail -n 2 "$dir/long.out" | tr '\n' ' ')"; fi
 
 # needle_share at the mini protocol: shares in [0, 1], rising with W, 1 at W = T; a bad -w is an error
 out=$(./dev/experiments/needle_share -T 1024 -w 32,128,512,1024 -n 300 2>&1)
@@ -120,7 +130,8 @@ if ! "$PY" -c "import matplotlib" 2>/dev/null; then
     skip "experiments report" "no matplotlib for $PY (apt-get install python3-matplotlib)"
     skip "experiments report plots" "no matplotlib for $PY"
 else
-    # synthetic logs: 100k tokens per step; accuracy 0 / 0.3 / 0.7 / 1.0 at steps 10..40 at every
+    # synthetic logs (the evals at steps 10 and 30 stop at T, as with --eval-long-every): 100k
+    # tokens per step; accuracy 0 / 0.3 / 0.7 / 1.0 at steps 10..40 at every
     # depth but the farthest (depth 0 of length T: 0 until step 40, then 1; so the mean at T passes
     # 0.5 at step 30, the farthest needle at 40), the F head 0.2 / 0.6 / 0.9 / 1.0; val loss 2.5 at
     # the end
@@ -137,7 +148,8 @@ for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
             rows = [[a] * 5 for a in (acc, acc, acc, acc / 2, 0.0)]
             rows[2][0] = 1.0 if step == 40 else 0.0
             layers = [{"layer": 0, "type": "S", "score": [0.1, 0.0], "mass": [0, 0]}, {"layer": 1, "type": "F", "score": [head, 0.0], "mass": [0, 0]}]
-            f.write(json.dumps({"step": step, "needle": {"lengths": [256, 512, 1024, 2048, 4096], "acc": rows, "attn_layers": layers}}) + "\n")
+            lengths = [256, 512, 1024, 2048, 4096][:5 if step in (20, 40) else 3]  # --eval-long-every 20: 2T and 4T at 20 and 40
+            f.write(json.dumps({"step": step, "needle": {"lengths": lengths, "acc": rows[:len(lengths)], "attn_layers": layers}}) + "\n")
         f.write(json.dumps({"step": 40, "val_loss": 2.5}) + "\n")
 EOF
     msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" --calibration "$dir/syn/mini" 2>&1)

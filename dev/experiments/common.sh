@@ -10,7 +10,9 @@
 #             over 64 symbols allow: they differ within a sequence) and 128 queries a sequence;
 #             the calibration that chose these and the learning rate is in dev/experiments/README.md;
 #             at t4096: 256 needle symbols (30 needles per 1000 tokens need 123 distinct keys a
-#             sequence) and 496 queries: 0.082 questions a token as at mini (needle_share measures it)
+#             sequence) and 496 queries: 0.082 questions a token as at mini (needle_share measures it);
+#             its evals run the lengths 2T and 4T (16384 tokens: most of an eval's cost) only every
+#             STEPS/4 steps and at the end (--eval-long-every), the lengths up to T at every eval
 #   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; the protocol
 #             allows 5 minutes of H100 per run)
 #   SEEDS     seeds per config (default "1 2"; "1 2 3 4 5" at t4096)
@@ -54,7 +56,8 @@ EXP_START=${EXP_START:-$(date +%s)}  # all.sh shares its start (and so DEADLINE)
 case "$SIZE" in
     mini)  MODEL=(-C 512 -L 8 -H 8 -T 1024 -B 32 -l 5e-4 --needle-density 30 --needle-queries 128) ;;
     small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 1e-3 --needle-density 30 --needle-queries 128) ;;
-    t4096) MODEL=(-C 512 -L 8 -H 8 -T 4096 -B 8 -l 5e-4 --needle-density 30 --needle-queries 496 --needle-symbols 256) ;;
+    t4096) MODEL=(-C 512 -L 8 -H 8 -T 4096 -B 8 -l 5e-4 --needle-density 30 --needle-queries 496 --needle-symbols 256
+                  --eval-long-every $(( STEPS / 4 ))) ;;
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
     *) echo "error: SIZE=$SIZE: expected mini, small, t4096 or tiny" >&2; exit 1 ;;
 esac

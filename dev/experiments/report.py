@@ -74,19 +74,21 @@ class Run:
         self.tps = tokens_per_step(path)
         self.evals = evals
         self.val_loss = val[-1][1] if val else None
-        self.lengths = evals[0][1]["lengths"]
-        self.T = self.lengths[len(self.lengths) // 2]  # the grid is T/4, T/2, T, 2T, 4T (README.md, "Retrieval metrics")
+        # the last eval runs the whole grid, T/4, T/2, T, 2T, 4T (README.md, "Retrieval metrics"); with
+        # --eval-long-every the evals before it may stop at T
+        self.lengths = evals[-1][1]["lengths"]
+        self.T = self.lengths[len(self.lengths) // 2]
 
     def acc_at(self, length):
-        """(steps, accuracy at `length`, mean over depths) over the evals"""
-        i = self.lengths.index(length)
-        return [s for s, _ in self.evals], [mean_over_depths(n)[i] for _, n in self.evals]
+        """(steps, accuracy at `length`, mean over depths) over the evals; None where an eval left
+        the length out"""
+        return [s for s, _ in self.evals], [mean_over_depths(n)[n["lengths"].index(length)] if length in n["lengths"] else None
+                                            for _, n in self.evals]
 
     def far_acc(self):
         """accuracy at length T of the farthest needle (the grid's first depth, 0: the start of the
         sequence, farther from the question than any window of the grid), per eval"""
-        i = self.lengths.index(self.T)
-        return [n["acc"][i][0] for _, n in self.evals]
+        return [n["acc"][n["lengths"].index(self.T)][0] for _, n in self.evals]
 
     def final_acc(self, length):
         """accuracy at `length` (mean over depths) at the last eval"""
