@@ -6,7 +6,7 @@ checkpoint, and what a run prints (config table, step lines with elapsed time an
 end-of-run summary).
 
 defines: TrainArgs, train_flags, train_args_default, train_args_resolve, train_check_outputs,
-         RunLog (run_log_open/flush/close), TrainEval (train_eval_init/due/report/free),
+         RunLog (run_log_open/config/flush/close), json_string, TrainEval (train_eval_init/due/report/free),
          train_signals_install, train_resume_read, train_run_record, train_open_data,
          train_should_save, train_step_finite, train_stop_status, report_val, report_step,
          print_config_table, model_flops_per_token, RunSummary, Tokenizer, sample_print
@@ -302,15 +302,51 @@ typedef struct {
     const char* path;
 } RunLog;
 
-// append: a resumed run continues its log
-static RunLog run_log_open(const char* path, int append) {
-    RunLog log = {NULL, path};
-    if (path[0]) { log.f = fopen_check(path, append ? "a" : "w"); }
-    return log;
-}
-
 static void run_log_flush(RunLog* log) {
     if (log->f && (fflush(log->f) != 0 || ferror(log->f))) { die("-o %s: write failed: %s", log->path, strerror(errno)); }
+}
+
+// A JSON string: quotes, backslashes and control characters escaped.
+static void json_string(FILE* f, const char* s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { fprintf(f, "\\%c", ch); }
+        else if (ch < 0x20) { fprintf(f, "\\u%04x", ch); }
+        else { fputc(ch, f); }
+    }
+    fputc('"', f);
+}
+
+// The first record of a fresh log: the model, the schedule and the data with its needles, so a log
+// says what it measured (report.py measures a run's training questions with them). No "loss" key:
+// readers that count steps count lines with "loss".
+static void run_log_config(FILE* f, const TrainArgs* a, const Config* c) {
+    const char* pos[2] = {"rope", "nope"};
+    const char* mixer[2] = {"gdn", "gla"};
+    fprintf(f, "{\"step\": 0, \"config\": {\"pattern\": \"%s\", \"L\": %d, \"C\": %d, \"H\": %d, \"F\": %d, \"window\": %d, "
+               "\"pos_full\": \"%s\", \"pos_swa\": \"%s\", \"mixer\": \"%s\", \"B\": %d, \"T\": %d, \"accum\": %d, \"steps\": %d, "
+               "\"lr\": %g, \"seed\": %ld, \"data\": ",
+            c->pattern, c->n_layer, c->n_embd, c->n_head, c->ffn, c->window, pos[c->pos_full], pos[c->pos_swa], mixer[c->mixer],
+            a->B, a->T, a->accum, a->opt.steps, a->opt.lr, a->seed);
+    json_string(f, a->data.train ? a->data.train : "built-in");
+    const NeedleConfig* n = &a->data.needles;
+    fprintf(f, ", \"bytes\": %d, \"needle_frac\": %g, \"needle_kind\": \"%s\", \"needle_key\": %d, \"needle_val\": %d, "
+               "\"needle_density\": %d, \"needle_queries\": %d, \"needle_symbols\": %d}}\n",
+            a->data.bytes, a->data.needle_frac, n->kind == NEEDLE_SYMBOL ? "symbol" : "text", n->key_len, n->val_len, n->per_1k,
+            n->queries, a->data.n_symbols);
+}
+
+// A resumed run (append) continues its log; a fresh one starts it with the config record.
+static RunLog run_log_open(const char* path, int append, const TrainArgs* a, const Config* c) {
+    RunLog log = {NULL, path};
+    if (!path[0]) { return log; }
+    log.f = fopen_check(path, append ? "a" : "w");
+    if (!append) {
+        run_log_config(log.f, a, c);
+        run_log_flush(&log);
+    }
+    return log;
 }
 
 static void run_log_close(RunLog* log) {

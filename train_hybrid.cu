@@ -1408,7 +1408,7 @@ int main(int argc, char** argv) {
         checkpoint_free(&ck);
     }
     const Config* cfg = &model.cfg;
-    RunLog log = run_log_open(a.log_path, step0 > 0);
+    RunLog log = run_log_open(a.log_path, step0 > 0, &a, cfg);
 
     char device[300];
     if (dist.world > 1) { snprintf(device, sizeof(device), "%d x %s, %s", dist.world, prop.name, PRECISION_NAME); }

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
         Config cfg = train_config(&a, &train.vocab);
         model_build(&model, &cfg, (uint64_t)a.seed);
     }
-    RunLog log = run_log_open(a.log_path, step0 > 0);
+    RunLog log = run_log_open(a.log_path, step0 > 0, &a, &model.cfg);
 
     print_config_table(&model.cfg, &a, model.pl.total, "CPU (fp32 reference)");
     train_resume_data(&train, &a, step0, 1);

@@ -16,11 +16,13 @@
 #              SSSF W 64, 1024, 256, five seeds each, with the t4096 flags
 #   eval-long: train_cpu --eval-long-every 2 logs the whole grid at steps 0, 2, 4, the lengths up
 #              to T at steps 1 and 3
+#   log config: the log's first record holds the run's flags (a data path with a quote escaped)
 #   needle_share: the share of training questions inside a window, in [0, 1], rising with W, 1 at
 #              W = T; a bad -w is a clear error
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
 #              an F head over 0.5 at step 20 / 30 / never for W 32 / 64 / 128, 100k tokens per
-#              step) and reports exactly those, in the findings' tables, the trend test (p = 1/90),
+#              step) and reports exactly those, in the findings' tables (with the share of
+#              questions inside W: needle_share's with each seed's config record, the formula), the trend test (p = 1/90),
 #              the layers' table and the calibration table; the trend test's exact p-values equal
 #              those of enumerating every assignment (report.py --self-test);
 #              draws the plots of the real tiny logs (skipped without matplotlib)
@@ -116,6 +118,21 @@ got=$(grep -o '"step": [0-9]*, "needle": {"lengths": \[[0-9, ]*\]' "$log" 2> /de
 if [ "$got" = "0:5 1:3 2:5 3:3 4:5 " ]; then pass "experiments --eval-long-every" "train_cpu -n 4 --eval-every 1 --eval-long-every 2: step:lengths $got"
 else fail "experiments --eval-long-every" "step:lengths '$got'; $(tail -n 2 "$dir/long.out" | tr '\n' ' ')"; fi
 
+# the log's first record is the run's config: model, schedule, data (a path with a quote, escaped)
+# and needle flags; a resumed run does not write it again (the resume check above compares logs)
+mkdir -p "$dir/q"
+printf 'some text %.0s' $(seq 1 400) > "$dir/q/te\"xt.txt"
+./train_cpu -L 2 -C 32 -H 2 -p SF -w 8 -B 2 -T 64 -n 1 -v 0 --eval-every 0 -s 5 --bytes -i "$dir/q/te\"xt.txt" --needle-queries 3 \
+    -o "$dir/q/c.jsonl" > "$dir/q/c.out" 2>&1
+got=$("$PY" - "$dir/q/c.jsonl" << 'EOF'
+import json, sys
+c = json.loads(open(sys.argv[1]).readline()).get("config", {})
+print(c.get("data", "").endswith('/te"xt.txt'), c.get("pattern"), c.get("window"), c.get("T"), c.get("seed"), c.get("bytes"), c.get("needle_queries"), c.get("needle_symbols"))
+EOF
+)
+if [ "$got" = "True SF 8 64 5 1 3 64" ]; then pass "experiments log config" "first record: data path with a quote, pattern, W, T, seed, bytes, queries, symbols = $got"
+else fail "experiments log config" "got '$got'; $(tail -n 2 "$dir/q/c.out" | tr '\n' ' ')"; fi
+
 # needle_share at the mini protocol: shares in [0, 1], rising with W, 1 at W = T; a bad -w is an error
 out=$(./dev/experiments/needle_share -T 1024 -w 32,128,512,1024 -n 300 2>&1)
 shares=$(echo "$out" | awk -F'|' '/^\| +[0-9]/ { printf "%s ", $3 + 0 }')
@@ -143,6 +160,9 @@ import gzip, json, sys
 heads = {32: (0.2, 0.6, 0.9, 1.0), 64: (0.2, 0.3, 0.6, 1.0), 128: (0.1, 0.2, 0.3, 0.4)}
 for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
     with gzip.open(f"{sys.argv[1]}/SSSF_w{w}.s{seed}.jsonl.gz", "wt") as f:
+        if w != 128:  # W 128 as a log from before the config record
+            config = {"T": 1024, "window": w, "seed": seed, "needle_key": 1, "needle_val": 2, "needle_density": 30, "needle_queries": 128, "needle_symbols": 64}
+            f.write(json.dumps({"step": 0, "config": config}) + "\n")
         f.write(json.dumps({"step": 1, "loss": 5.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
         for (step, acc), head in zip(((10, 0.0), (20, 0.3), (30, 0.7), (40, 1.0)), head_of):
             rows = [[a] * 5 for a in (acc, acc, acc, acc / 2, 0.0)]
@@ -154,13 +174,18 @@ for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
 EOF
     msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" --calibration "$dir/syn/mini" 2>&1)
     md="$dir/synres/mini/results.md"
+    # W 32's share of questions inside the window: needle_share with each seed's flags, their mean
+    s1=$(./dev/experiments/needle_share -T 1024 -w 32 -s 1 | awk -F'|' '/^\| +32 \|/ { printf "%.3f", $3 }')
+    s2=$(./dev/experiments/needle_share -T 1024 -w 32 -s 2 | awk -F'|' '/^\| +32 \|/ { printf "%.3f", $3 }')
+    share32="$(awk -v a="$s1" -v b="$s2" 'BEGIN { printf "%.3f", (a + b) / 2 }') ($s1, $s2) / 0.140"
     if grep -q '^| SSSF_w32 | 2 | 3 (3, 3) | 4 (4, 4) | 1.00 (1.00, 1.00) | 0.50 (0.50, 0.50) | 0.00 (0.00, 0.00) | 2.500 (2.500, 2.500) |$' "$md" 2> /dev/null \
-        && grep -q '^| SSSF W 32 | 2 | 20 (20, 20) | 4 (4, 4) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) / 0.50 (0.50, 0.50) / 0.00 (0.00, 0.00) |$' "$md" \
-        && grep -q '^| SSSF W 128 | 2 | - (-, -) | 4 (4, 4) | 0.40 (0.40, 0.40) |' "$md" \
+        && grep -qF "| SSSF W 32 | 2 | 20 (20, 20) | 4 (4, 4) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) / 0.50 (0.50, 0.50) / 0.00 (0.00, 0.00) | $share32 |" "$md" \
+        && [ -n "$s1" ] && [ -n "$s2" ] \
+        && grep -q '^| SSSF W 128 | 2 | - (-, -) | 4 (4, 4) | 0.40 (0.40, 0.40) | .* | - (-, -) / 0.385 |$' "$md" \
         && grep -q 'JT = 12 (null mean 6); p = 0.0111 for heads forming later with larger W, p = 1.0000 for earlier. At α = 0.05: \*\*reproduced' "$md" \
         && grep -q '^| SSSF_w32 | 2 | 1.00 | 1: 1.00 | 0: 0.10 |$' "$md" \
         && grep -q '^| SSSF_w32.s2 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 |$' "$dir/synres/calibration.md"; then
-        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20 (W 32), 30 (W 64), never (W 128: censored), trend p = 1/90 -> reproduced, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20 (W 32), 30 (W 64), never (W 128: censored), questions within W 32 $share32 (needle_share per seed / formula; W 128 without config: -), trend p = 1/90 -> reproduced, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
     else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
     msg=$("$PY" dev/experiments/report.py --self-test 2>&1)
     if [[ "$msg" == *"self-test: 10 passed, 0 failed" ]]; then pass "experiments trend test" "exact JT p-values by counting = by enumerating every assignment, 9 cases with ties and censored runs; strictly increasing groups p = 1/90"

@@ -16,8 +16,10 @@ LEVER) it writes into results/<size>/:
     f3_nope.png        needle accuracy vs length (T/4 .. 4T) at the end of training, F = RoPE vs NoPE
                        (mean over seeds; each seed faintly)
     results.md         the tables behind the plots (with when the farthest needle, at depth 0 beyond
-                       every window, is first found), per config the final best head of each
-                       attention layer (which layers carry retrieval), and finding 2's trend test:
+                       every window, is first found; for the SSSF windows the share of each run's
+                       training questions inside W, measured by needle_share with the flags of the
+                       log's config record, beside the formula), per config the final best head of
+                       each attention layer (which layers carry retrieval), and finding 2's trend test:
                        an exact permutation Jonckheere–Terpstra test of the F-head formation steps
                        across W (runs without a head censored at their end), whose p-values call
                        the finding reproduced, reversed or not settled (α = 0.05)
@@ -34,6 +36,7 @@ import math
 import os
 import random
 import re
+import subprocess
 import sys
 from collections import defaultdict
 
@@ -76,6 +79,8 @@ class Run:
         self.val_loss = val[-1][1] if val else None
         # the last eval runs the whole grid, T/4, T/2, T, 2T, 4T (README.md, "Retrieval metrics"); with
         # --eval-long-every the evals before it may stop at T
+        with gzip.open(path, "rt") as f:  # the trainer's first record: its flags (logs before it have none)
+            self.config = json.loads(f.readline()).get("config")
         self.lengths = evals[-1][1]["lengths"]
         self.T = self.lengths[len(self.lengths) // 2]
 
@@ -111,6 +116,30 @@ class Run:
 
     def best_f(self):
         return [best_f_head(n) for _, n in self.evals]
+
+
+NEEDLE_SHARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "needle_share")
+
+
+def measured_share(cfg, w):
+    """the share of a run's training questions whose needle value lies within W tokens before the
+    answer, measured by needle_share (2000 sequences of the trainer's generator) with the run's needle
+    flags and seed from its config record; None for a log without one or without the tool (make)"""
+    if cfg is None or not os.access(NEEDLE_SHARE, os.X_OK):
+        return None
+    flags = ["-T", cfg["T"], "--needle-key", cfg["needle_key"], "--needle-val", cfg["needle_val"], "--needle-density",
+             cfg["needle_density"], "--needle-queries", cfg["needle_queries"], "--needle-symbols", cfg["needle_symbols"],
+             "-s", cfg["seed"], "-w", w]
+    out = subprocess.run([NEEDLE_SHARE] + [str(x) for x in flags], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"error: needle_share {' '.join(map(str, flags))}: {out.stderr.strip()}")
+    row = [line for line in out.stdout.splitlines() if re.match(rf"^\| +{w} \|", line)]
+    return float(row[0].split("|")[2])
+
+
+def formula_share(T, w):
+    """(W/T)(1 + ln(T/W)): the share of questions within W when needle and question fall at random"""
+    return 1.0 if w >= T else w / T * (1 + math.log(T / w))
 
 
 def jt_statistic(groups):
@@ -333,14 +362,19 @@ def finding2(runs, out, md):
     md.append("### Finding 2: Large-Window Laziness\n")
     md.append(f"The first eval step at which the best head of an F layer scores over {THRESHOLD} (the fraction of answer "
               "tokens whose attention argmax is the needle token being copied), and that score at the end.\n")
-    md.append(f"| config | seeds | first step best F head > {THRESHOLD} | M tokens to farthest > 0.5 | final best F head | final acc at T / 2T / 4T |")
-    md.append("|---|---|---|---|---|---|")
+    md.append("The last column: the share of the run's training questions whose needle lies within W tokens of the answer "
+              "(what the S layers could answer alone), measured by needle_share with the run's needle flags and seed "
+              "('-' for a log without its config record), beside the formula (W/T)(1 + ln(T/W)).\n")
+    md.append(f"| config | seeds | first step best F head > {THRESHOLD} | M tokens to farthest > 0.5 | final best F head | "
+              "final acc at T / 2T / 4T | questions within W: measured / formula |")
+    md.append("|---|---|---|---|---|---|---|")
     for w in windows:
         rs = runs[f"SSSF_w{w}"]
         far = [r.m_tokens(r.first_step(r.far_acc())) for r in rs]
         final = " / ".join(seeds_fmt([r.final_acc(x * r.T) for r in rs], "{:.2f}") for x in (1, 2, 4))
+        share = f"{seeds_fmt([measured_share(r.config, w) for r in rs], '{:.3f}')} / {formula_share(rs[0].T, w):.3f}"
         md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt(far, '{:.0f}')} | "
-                  f"{seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | {final} |")
+                  f"{seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | {final} | {share} |")
     md.append("")
     if len(windows) >= 2:
         groups = [firsts[w] for w in windows]
