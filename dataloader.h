@@ -463,8 +463,10 @@ static long needle_keys(const NeedleConfig* c, int n_symbols) {
 // (question + answer) of earlier needles are spliced in at random, the haystack filling the rest.
 // Returns the number of needles placed. dist (NULL, or room for n) gets, per question, how far its
 // first answer token is from the needle's first value token (a window W >= dist lets the token
-// before the answer see the value), and *n_dist their count.
-static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab* v, Rng* rng, int* dist, int* n_dist) {
+// before the answer see the value), near (NULL, or room for n) how far from the nearest earlier
+// copy of the value (the needle's, or the answer to an earlier question about the same key), and
+// *n_dist their count.
+static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab* v, Rng* rng, int* dist, int* near, int* n_dist) {
     // keys are distinct within a sequence: at most 3/4 of the key space, so drawing a fresh key
     // stays cheap (the flags check that the expected count is at most half of it)
     long keys34 = needle_keys(c, v->n_symbols) * 3 / 4;
@@ -472,6 +474,7 @@ static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab
     if (keys34 < cap) { cap = (int)keys34; }
     Needle* placed = (Needle*)malloc_check((size_t)cap * sizeof(Needle));
     int* value_at = (int*)malloc_check((size_t)cap * sizeof(int));  // where each needle's value starts
+    int* copy_at = (int*)malloc_check((size_t)cap * sizeof(int));   // where its latest copy starts (needle or answer)
     int n_placed = 0, n_q = 0;
     double p_needle = c->per_1k / 1000.0;
     double p_query = (double)c->queries / n;
@@ -485,6 +488,7 @@ static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab
             if (out + nd.needle_len <= n) {
                 memcpy(seq + out, nd.needle, nd.needle_len * sizeof(int));
                 value_at[n_placed] = out + nd.value_off;
+                copy_at[n_placed] = value_at[n_placed];
                 out += nd.needle_len;
                 placed[n_placed++] = nd;
                 continue;
@@ -496,6 +500,8 @@ static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab
                 memcpy(seq + out, nd->query, nd->query_len * sizeof(int));
                 memcpy(seq + out + nd->query_len, nd->answer, nd->answer_len * sizeof(int));
                 if (dist) { dist[n_q] = out + nd->query_len - value_at[k]; }
+                if (near) { near[n_q] = out + nd->query_len - copy_at[k]; }
+                copy_at[k] = out + nd->query_len;
                 n_q++;
                 out += nd->query_len + nd->answer_len;
                 continue;
@@ -507,6 +513,7 @@ static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab
     free(hay);
     free(placed);
     free(value_at);
+    free(copy_at);
     return n_placed;
 }
 
@@ -640,7 +647,7 @@ static void dataloader_next_batch(DataLoader* dl) {
     for (int b = 0; b < dl->B; b++) {
         for (int t = 0; t <= T; t++) { dl->seq[t] = stream_next(&dl->stream); }
         if (dl->needle_frac > 0.0f && rng_uniform(&dl->rng) < dl->needle_frac) {
-            needle_fill_train(dl->seq, T + 1, &dl->needles, &dl->vocab, &dl->rng, NULL, NULL);
+            needle_fill_train(dl->seq, T + 1, &dl->needles, &dl->vocab, &dl->rng, NULL, NULL, NULL);
         }
         memcpy(dl->inputs + (size_t)b * T, dl->seq, T * sizeof(int));
         memcpy(dl->targets + (size_t)b * T, dl->seq + 1, T * sizeof(int));

@@ -545,34 +545,40 @@ static void test_batches(void) {
 static void test_needles_train(void) {
     Vocab v = vocab_make(256, 64);
     NeedleConfig nc = needle_config_default();
-    nc.key_len = 2; nc.val_len = 3; nc.per_1k = 40; nc.queries = 8;
+    nc.key_len = 2; nc.val_len = 3; nc.per_1k = 40; nc.queries = 64;
     Rng r;
     rng_init(&r, 9);
-    int n = 2048, seq[2048], dist[2048];
-    int total_needles = 0, total_queries = 0, wrong = 0, orphan = 0, dist_wrong = 0, n_reported = 0;
+    int n = 2048, seq[2048], dist[2048], near[2048];
+    int total_needles = 0, total_queries = 0, wrong = 0, orphan = 0, dist_wrong = 0, near_wrong = 0, nearer = 0, n_reported = 0;
     for (int rep = 0; rep < 20; rep++) {
         for (int i = 0; i < n; i++) { seq[i] = 'a' + i % 26; }
         int n_dist, q = 0;
-        total_needles += needle_fill_train(seq, n, &nc, &v, &r, dist, &n_dist);
+        total_needles += needle_fill_train(seq, n, &nc, &v, &r, dist, near, &n_dist);
         n_reported += n_dist;
         for (int i = 0; i + 1 + nc.key_len + nc.val_len <= n; i++) {
             if (seq[i] != v.query_mark) { continue; }
             total_queries++;
-            int found = -1;
+            int found = -1, last = -1;  // the needle; the latest needle or question with this key
             for (int j = 0; j < i; j++) {
-                if (seq[j] == v.needle_mark && memcmp(seq + j + 1, seq + i + 1, nc.key_len * sizeof(int)) == 0) { found = j; }
+                int same_key = memcmp(seq + j + 1, seq + i + 1, nc.key_len * sizeof(int)) == 0;
+                if (seq[j] == v.needle_mark && same_key) { found = j; }
+                if ((seq[j] == v.needle_mark || seq[j] == v.query_mark) && same_key) { last = j; }
             }
             if (found < 0) { orphan++; continue; }
             wrong += memcmp(seq + found + 1 + nc.key_len, seq + i + 1 + nc.key_len, nc.val_len * sizeof(int)) != 0;
             // answer starts after ⟨Q⟩ key, value after ⟨N⟩ key: the same offset, so the distance is i - found
             dist_wrong += q >= n_dist || dist[q] != i - found;
+            near_wrong += q >= n_dist || near[q] != i - last;
+            nearer += q < n_dist && near[q] < dist[q];
             q++;
         }
     }
-    check(total_needles > 20 * 40 && total_queries > 20 * 2 && wrong == 0 && orphan == 0 && n_reported == total_queries &&
-              dist_wrong == 0,
-          "training needles answer correctly", "%d needles, %d queries (%d reported), %d wrong answers, %d queries without a needle, %d distances off",
-          total_needles, total_queries, n_reported, wrong, orphan, dist_wrong);
+    check(total_needles > 20 * 40 && total_queries > 20 * 32 && wrong == 0 && orphan == 0 && n_reported == total_queries &&
+              dist_wrong == 0 && near_wrong == 0 && nearer > 0,
+          "training needles answer correctly",
+          "%d needles, %d queries (%d reported), %d wrong answers, %d queries without a needle, %d distances to the needle off, "
+          "%d to the nearest copy off (%d nearer than the needle: an earlier answer)",
+          total_needles, total_queries, n_reported, wrong, orphan, dist_wrong, near_wrong, nearer);
 }
 
 // More needle draws than distinct keys (1-symbol keys over 8 symbols, a draw at every token): the
@@ -586,7 +592,7 @@ static void test_needles_key_space(void) {
     int n = 512, seq[512], max_placed = 0, repeated = 0;
     for (int rep = 0; rep < 10; rep++) {
         for (int i = 0; i < n; i++) { seq[i] = 'a' + i % 26; }
-        int placed = needle_fill_train(seq, n, &nc, &v, &r, NULL, NULL);
+        int placed = needle_fill_train(seq, n, &nc, &v, &r, NULL, NULL, NULL);
         if (placed > max_placed) { max_placed = placed; }
         int seen[8] = {0};
         for (int i = 0; i + 1 < n; i++) {

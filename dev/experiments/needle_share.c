@@ -3,12 +3,16 @@ needle_share.c — how many training questions an SWA layer could answer inside 
 of questions whose needle value lies within W tokens before the answer, measured on the training
 sequences the trainer's generator makes (dataloader.h, needle_fill_train), beside the formula
 (W/T)(1 + ln(T/W)) of a needle and a question placed at random (finding 2 of dev/experiments).
-The share depends only on T and the needle flags, not on the haystack or the model.
+A key asked about more than once has its value copied again after each question: the second
+measured share counts a question as inside W when the needle or an earlier answer to the same key
+lies within W (what a layer that copies the nearest copy could answer). The shares depend only on
+T and the needle flags, not on the haystack or the model.
 
     make dev/experiments/needle_share
     ./dev/experiments/needle_share -T 1024 --needle-density 30 --needle-queries 128 -w 32,128,512
 
-One line per W: W, questions within W / all questions, the formula.
+One line per W: W, questions whose needle is within W / all questions, the same for the needle or
+an earlier answer, the formula.
 */
 #include <math.h>
 #include <stdio.h>
@@ -45,25 +49,31 @@ int main(int argc, char** argv) {
     rng_init(&rng, (uint64_t)seed);
     // the trainer's sequences are T+1 tokens (inputs and the shifted targets)
     int n = T + 1, *seq = (int*)malloc_check((size_t)n * sizeof(int)), *dist = (int*)malloc_check((size_t)n * sizeof(int));
-    long questions = 0, within[SHARE_MAX_W] = {0};
+    int* near = (int*)malloc_check((size_t)n * sizeof(int));
+    long questions = 0, within[SHARE_MAX_W] = {0}, near_within[SHARE_MAX_W] = {0};
     for (int i = 0; i < n_seq; i++) {
         for (int t = 0; t < n; t++) { seq[t] = 'a'; }
         int n_dist;
-        needle_fill_train(seq, n, &nc, &v, &rng, dist, &n_dist);
+        needle_fill_train(seq, n, &nc, &v, &rng, dist, near, &n_dist);
         questions += n_dist;
         for (int q = 0; q < n_dist; q++) {
-            for (int k = 0; k < n_w; k++) { within[k] += dist[q] <= W[k]; }
+            for (int k = 0; k < n_w; k++) {
+                within[k] += dist[q] <= W[k];
+                near_within[k] += near[q] <= W[k];
+            }
         }
     }
     if (questions == 0) { die("no questions in %d sequences of T %d (raise --needle-queries or --needle-density)", n_seq, T); }
     printf("T %d, %d needles / 1000 tokens, %d queries a sequence: %ld questions in %d sequences\n", T, nc.per_1k, nc.queries,
            questions, n_seq);
-    printf("|    W | within W (measured) | (W/T)(1 + ln(T/W)) |\n|------|---------------------|--------------------|\n");
+    printf("|    W | needle within W (measured) | needle or an earlier answer within W (measured) | (W/T)(1 + ln(T/W)) |\n"
+           "|------|----------------------------|-------------------------------------------------|--------------------|\n");
     for (int k = 0; k < n_w; k++) {
         double x = W[k] >= T ? 1.0 : W[k] / T * (1.0 + log(T / W[k]));
-        printf("| %4d | %19.3f | %18.3f |\n", (int)W[k], (double)within[k] / questions, x);
+        printf("| %4d | %26.3f | %47.3f | %18.3f |\n", (int)W[k], (double)within[k] / questions, (double)near_within[k] / questions, x);
     }
     free(seq);
     free(dist);
+    free(near);
     return 0;
 }

@@ -17,8 +17,9 @@ LEVER) it writes into results/<size>/:
                        (mean over seeds; each seed faintly)
     results.md         the tables behind the plots (with when the farthest needle, at depth 0 beyond
                        every window, is first found; for the SSSF windows the share of each run's
-                       training questions inside W, measured by needle_share with the flags of the
-                       log's config record, beside the formula), per config the final best head of
+                       training questions with the needle, or its nearest copy, inside W, measured
+                       by needle_share with the flags of the log's config record, beside the
+                       formula), per config the final best head of
                        each attention layer (which layers carry retrieval), and finding 2's trend test:
                        an exact permutation Jonckheere–Terpstra test of the F-head formation steps
                        across W (runs without a head censored at their end), whose p-values call
@@ -122,11 +123,12 @@ NEEDLE_SHARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "needle_
 
 
 def measured_share(cfg, w):
-    """the share of a run's training questions whose needle value lies within W tokens before the
-    answer, measured by needle_share (2000 sequences of the trainer's generator) with the run's needle
-    flags and seed from its config record; None for a log without one or without the tool (make)"""
+    """(needle, copy): the shares of a run's training questions whose needle value, or its nearest
+    copy (the needle or an earlier answer to the same key), lies within W tokens before the answer,
+    measured by needle_share (2000 sequences of the trainer's generator) with the run's needle flags
+    and seed from its config record; (None, None) for a log without one or without the tool (make)"""
     if cfg is None or not os.access(NEEDLE_SHARE, os.X_OK):
-        return None
+        return None, None
     flags = ["-T", cfg["T"], "--needle-key", cfg["needle_key"], "--needle-val", cfg["needle_val"], "--needle-density",
              cfg["needle_density"], "--needle-queries", cfg["needle_queries"], "--needle-symbols", cfg["needle_symbols"],
              "-s", cfg["seed"], "-w", w]
@@ -134,7 +136,8 @@ def measured_share(cfg, w):
     if out.returncode != 0:
         sys.exit(f"error: needle_share {' '.join(map(str, flags))}: {out.stderr.strip()}")
     row = [line for line in out.stdout.splitlines() if re.match(rf"^\| +{w} \|", line)]
-    return float(row[0].split("|")[2])
+    cells = row[0].split("|")
+    return float(cells[2]), float(cells[3])
 
 
 def formula_share(T, w):
@@ -362,17 +365,19 @@ def finding2(runs, out, md):
     md.append("### Finding 2: Large-Window Laziness\n")
     md.append(f"The first eval step at which the best head of an F layer scores over {THRESHOLD} (the fraction of answer "
               "tokens whose attention argmax is the needle token being copied), and that score at the end.\n")
-    md.append("The last column: the share of the run's training questions whose needle lies within W tokens of the answer "
-              "(what the S layers could answer alone), measured by needle_share with the run's needle flags and seed "
-              "('-' for a log without its config record), beside the formula (W/T)(1 + ln(T/W)).\n")
+    md.append("The last columns: the share of the run's training questions whose needle lies within W tokens of the answer "
+              "(what the S layers could answer alone), and whose needle or an earlier answer to the same key does (the "
+              "nearest copy of the value), measured by needle_share with the run's needle flags and seed ('-' for a log "
+              "without its config record), beside the formula (W/T)(1 + ln(T/W)) for the needle.\n")
     md.append(f"| config | seeds | first step best F head > {THRESHOLD} | M tokens to farthest > 0.5 | final best F head | "
-              "final acc at T / 2T / 4T | questions within W: measured / formula |")
-    md.append("|---|---|---|---|---|---|---|")
+              "final acc at T / 2T / 4T | needle within W | nearest copy within W | formula |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
     for w in windows:
         rs = runs[f"SSSF_w{w}"]
         far = [r.m_tokens(r.first_step(r.far_acc())) for r in rs]
         final = " / ".join(seeds_fmt([r.final_acc(x * r.T) for r in rs], "{:.2f}") for x in (1, 2, 4))
-        share = f"{seeds_fmt([measured_share(r.config, w) for r in rs], '{:.3f}')} / {formula_share(rs[0].T, w):.3f}"
+        needle, copy = zip(*(measured_share(r.config, w) for r in rs))
+        share = f"{seeds_fmt(needle, '{:.3f}')} | {seeds_fmt(copy, '{:.3f}')} | {formula_share(rs[0].T, w):.3f}"
         md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt(far, '{:.0f}')} | "
                   f"{seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | {final} | {share} |")
     md.append("")
