@@ -79,8 +79,8 @@ int main(int argc, char** argv) {
         printf("\n");
     } else {
         printf("%s: %s, L %d, C %d, H %d, W %d, F %s / S %s, trained %d steps at T %d; %d samples in %.1f s\n", ckpt_path,
-               ck.cfg.pattern, ck.cfg.n_layer, ck.cfg.n_embd, ck.cfg.n_head, ck.cfg.window, ck.cfg.pos_full == POS_ROPE ? "rope" : "nope",
-               ck.cfg.pos_swa == POS_ROPE ? "rope" : "nope", ck.step, ck.run.T, grid.n_lengths * grid.n_depths * grid.samples,
+               ck.cfg.pattern, ck.cfg.n_layer, ck.cfg.n_embd, ck.cfg.n_head, ck.cfg.window, pos_name(ck.cfg.pos_full),
+               pos_name(ck.cfg.pos_swa), ck.step, ck.run.T, grid.n_lengths * grid.n_depths * grid.samples,
                now_s() - t0);
         needle_result_print(&r, &grid, &ck.cfg);
     }

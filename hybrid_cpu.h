@@ -57,6 +57,10 @@ typedef float real;
 enum { POS_ROPE, POS_NOPE };
 enum { MIXER_GDN, MIXER_GLA };
 
+// the flag spellings (--pos-full/--pos-swa, --mixer) of the values above
+static const char* pos_name(int pos) { return pos == POS_NOPE ? "nope" : "rope"; }
+static const char* mixer_name(int mixer) { return mixer == MIXER_GLA ? "gla" : "gdn"; }
+
 typedef struct {
     int vocab;        // V: real vocabulary; logits beyond it are padding and never scored
     int padded_vocab; // Vp: rows of wte

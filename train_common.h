@@ -322,12 +322,10 @@ static void json_string(FILE* f, const char* s) {
 // says what it measured (report.py measures a run's training questions with them). No "loss" key:
 // readers that count steps count lines with "loss".
 static void run_log_config(FILE* f, const TrainArgs* a, const Config* c) {
-    const char* pos[2] = {"rope", "nope"};
-    const char* mixer[2] = {"gdn", "gla"};
     fprintf(f, "{\"step\": 0, \"config\": {\"pattern\": \"%s\", \"L\": %d, \"C\": %d, \"H\": %d, \"F\": %d, \"window\": %d, "
                "\"pos_full\": \"%s\", \"pos_swa\": \"%s\", \"mixer\": \"%s\", \"B\": %d, \"T\": %d, \"accum\": %d, \"steps\": %d, "
                "\"lr\": %g, \"seed\": %ld, \"data\": ",
-            c->pattern, c->n_layer, c->n_embd, c->n_head, c->ffn, c->window, pos[c->pos_full], pos[c->pos_swa], mixer[c->mixer],
+            c->pattern, c->n_layer, c->n_embd, c->n_head, c->ffn, c->window, pos_name(c->pos_full), pos_name(c->pos_swa), mixer_name(c->mixer),
             a->B, a->T, a->accum, a->opt.steps, a->opt.lr, a->seed);
     json_string(f, a->data.train ? a->data.train : "built-in");
     const NeedleConfig* n = &a->data.needles;
@@ -465,8 +463,6 @@ static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, cons
                            GIVEN_OR(F, c->ffn), GIVEN_OR(pattern, c->pattern), GIVEN_OR(window, c->window),
                            GIVEN_OR(pos_full, c->pos_full), GIVEN_OR(pos_swa, c->pos_swa), GIVEN_OR(mixer, c->mixer));
 #undef GIVEN_OR
-    const char* pos[2] = {"rope", "nope"};
-    const char* mixer[2] = {"gdn", "gla"};
     char differ[256] = "";
     size_t len = 0;
 #define DIFFER(cond, ...) if (cond) { len += snprintf(differ + len, sizeof(differ) - len, __VA_ARGS__); }
@@ -476,14 +472,14 @@ static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, cons
     DIFFER(w.ffn != c->ffn, " -F %d", w.ffn)
     DIFFER(strcmp(w.pattern, c->pattern) != 0, " -p %s", w.pattern)
     DIFFER(w.window != c->window, " -w %d", w.window)
-    DIFFER(w.pos_full != c->pos_full, " --pos-full %s", pos[w.pos_full])
-    DIFFER(w.pos_swa != c->pos_swa, " --pos-swa %s", pos[w.pos_swa])
-    DIFFER(w.mixer != c->mixer, " --mixer %s", mixer[w.mixer])
+    DIFFER(w.pos_full != c->pos_full, " --pos-full %s", pos_name(w.pos_full))
+    DIFFER(w.pos_swa != c->pos_swa, " --pos-swa %s", pos_name(w.pos_swa))
+    DIFFER(w.mixer != c->mixer, " --mixer %s", mixer_name(w.mixer))
 #undef DIFFER
     if (len > 0) {
         die("-r %s: its model is %s, L %d, C %d, H %d, F %d, W %d, pos F %s / S %s, mixer %s; the flags%s describe another (a resume trains the checkpoint's model: drop them or make them match)",
-            a->resume, c->pattern, c->n_layer, c->n_embd, c->n_head, c->ffn, c->window, pos[c->pos_full], pos[c->pos_swa],
-            mixer[c->mixer], differ);
+            a->resume, c->pattern, c->n_layer, c->n_embd, c->n_head, c->ffn, c->window, pos_name(c->pos_full), pos_name(c->pos_swa),
+            mixer_name(c->mixer), differ);
     }
 }
 
@@ -646,13 +642,12 @@ static void run_summary_print(const RunSummary* sum, const TrainArgs* a, const c
 
 // The run's configuration as a table, printed by both trainers before the first step.
 static void print_config_table(const Config* c, const TrainArgs* a, size_t n_params, const char* device) {
-    const char* pos[2] = {"rope", "nope"};
     const char* rule = "+-----------------------+------------------------------------------+\n";
     printf("%s", rule);
     table_row("device", "%s", device);
     table_row("model", "%s", c->pattern);
     table_row("L, C, H, D, F", "%d, %d, %d, %d, %d", c->n_layer, c->n_embd, c->n_head, c->n_embd / c->n_head, c->ffn);
-    table_row("window, pos F/S", "%d, %s/%s", c->window, pos[c->pos_full], pos[c->pos_swa]);
+    table_row("window, pos F/S", "%d, %s/%s", c->window, pos_name(c->pos_full), pos_name(c->pos_swa));
     table_row("mixer (R layers)", "%s", c->mixer == MIXER_GDN ? "gdn (Gated DeltaNet)" : "gla");
     table_row("vocab V / padded Vp", "%d / %d", c->vocab, c->padded_vocab);
     table_row("parameters", "%zu", n_params);
