@@ -265,7 +265,7 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer, int version, 
 int main(void) {
     char why[160];
     if (gpu_missing(why, sizeof(why))) {
-        skip_all("test_gpu", PRECISION_IS_BF16 ? 59 : 41, why);  // the checks below
+        skip_all("test_gpu", PRECISION_IS_BF16 ? 61 : 43, why);  // the checks below
         return test_summary();
     }
     test_attention(2, 67, 3, 64, 0, 0);      // T not a multiple of the tile
@@ -281,6 +281,8 @@ int main(void) {
     test_attention(2, 67, 2, 128, 1, 0);     // D = 128, W = 1
     test_attention(2, 130, 2, 128, 300, 0);  // D = 128, W > T
     test_attention(2, 1, 2, 128, 0, 0);      // D = 128, a single token
+    test_attention(1, 4096, 2, 64, 0, 0);    // the t4096 experiments' length: 32 query blocks, keys up to row 4095
+    test_attention(1, 4096, 2, 64, 1024, 0); // ... and their widest window
     if (PRECISION_IS_BF16) {  // v2 where v3 runs by default (the fallback of other GPUs)
         test_attention(2, 300, 3, 64, 0, 2);
         test_attention(2, 100, 2, 128, 17, 2);

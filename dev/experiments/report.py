@@ -83,7 +83,7 @@ class Run:
         with gzip.open(path, "rt") as f:  # the trainer's first record: its flags (logs before it have none)
             self.config = json.loads(f.readline()).get("config")
         self.lengths = evals[-1][1]["lengths"]
-        self.T = self.lengths[len(self.lengths) // 2]
+        self.T = self.config["T"] if self.config else self.lengths[len(self.lengths) // 2]
 
     def acc_at(self, length):
         """(steps, accuracy at `length`, mean over depths) over the evals; None where an eval left
@@ -97,8 +97,9 @@ class Run:
         return [n["acc"][n["lengths"].index(self.T)][0] for _, n in self.evals]
 
     def final_acc(self, length):
-        """accuracy at `length` (mean over depths) at the last eval"""
-        return mean_over_depths(self.evals[-1][1])[self.lengths.index(length)]
+        """accuracy at `length` (mean over depths) at the last eval; None where it left the length
+        out (a calibration run stopped before its schedule's end, between long evals)"""
+        return mean_over_depths(self.evals[-1][1])[self.lengths.index(length)] if length in self.lengths else None
 
     def final_layers(self):
         """{layer: (type, best head score)} of the attention layers at the last eval"""
@@ -450,20 +451,25 @@ def finding3(runs, out, md):
 
 def calibration(folder, out):
     """results/calibration.md: per calibration or pilot log, the steps where accuracy at T and the best
-    F head first exceed 0.5, and both at its end."""
+    F head first exceed 0.5, both at its end, and the best F head at any eval."""
     names = sorted(f for f in os.listdir(folder) if f.endswith(".jsonl.gz"))
-    md = ["## Calibration and pilot runs at `mini`\n",
-          "F_*: all-F runs named by the flags that differ from the protocol (learning rate, needle queries",
-          "per sequence, needle density per 1000 tokens when not 30, steps); pilot_*: protocol runs without",
-          "--eval-early (evals every 100 steps).\n",
-          "| log | steps | first step acc at T > 0.5 | first step best F head > 0.5 | final acc at T / 2T / 4T | final best F head |",
-          "|---|---|---|---|---|---|"]
+    md = ["## Calibration and pilot runs\n",
+          "F_*: all-F runs at `mini` named by the flags that differ from the protocol (learning rate, needle",
+          "queries per sequence, needle density per 1000 tokens when not 30, steps); pilot_*: `mini` protocol",
+          "runs without --eval-early (evals every 100 steps); t4096_F_*: all-F runs at `t4096` named by the",
+          "flags that differ from its protocol (symbols s, key length k, density d, learning rate, steps).",
+          "steps: the last eval's step, of the schedule's (runs stopped early end before it; their last",
+          "eval may lack 2T and 4T: \"-\").\n",
+          "| log | T | steps | first step acc at T > 0.5 | first step best F head > 0.5 | final acc at T / 2T / 4T | final best F head | best F head at any eval |",
+          "|---|---|---|---|---|---|---|---|"]
     for name in names:
         r = Run(os.path.join(folder, name))
         steps, acc = r.acc_at(r.T)
         first_acc, first_head = r.first_step(acc), r.first_step(r.best_f())
-        final = " / ".join(f"{r.final_acc(L):.2f}" for L in (r.T, 2 * r.T, 4 * r.T))
-        md.append(f"| {name[:-len('.jsonl.gz')]} | {steps[-1]} | {fmt(first_acc, '{}')} | {fmt(first_head, '{}')} | {final} | {r.best_f()[-1]:.2f} |")
+        final = " / ".join(fmt(r.final_acc(L)) for L in (r.T, 2 * r.T, 4 * r.T))
+        of = f" of {r.config['steps']}" if r.config else ""
+        md.append(f"| {name[:-len('.jsonl.gz')]} | {r.T} | {steps[-1]}{of} | {fmt(first_acc, '{}')} | {fmt(first_head, '{}')} | {final} | "
+                  f"{r.best_f()[-1]:.2f} | {max(r.best_f()):.2f} |")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "calibration.md"), "w") as f:
         f.write("\n".join(md) + "\n")
