@@ -12,8 +12,9 @@
 #              written, the run resumes from it, and its finished log equals, number
 #              for number (timings aside), the log of the same run never stopped
 #   cpu_probe: cpu_probe.sh's three runs (F, RF gla, RF gdn) leave their logs; ONLY picks runs
-#   t4096:     f2_laziness.sh's T 4096 grid (a stand-in trainer records the runs): all-F, then
-#              SSSF W 64, 1024, 256, five seeds each, with the t4096 flags
+#   t4096, t2048: f2_laziness.sh's T 4096 and T 2048 grids (a stand-in trainer records the runs):
+#              all-F, then SSSF W 64, 1024, 256 (t2048: 32, 512, 128), five seeds each, with the
+#              size's flags
 #   eval-long: train_cpu --eval-long-every 2 logs the whole grid at steps 0, 2, 4, the lengths up
 #              to T at steps 1 and 3
 #   log config: the log's first record holds the run's flags (a data path with a quote escaped)
@@ -97,18 +98,23 @@ if [ $rc = 143 ] && [ "$s_stop" -ge 25 ] && [ "$s_stop" -lt 100 ] && [[ "$out" =
     pass "experiments resume" "$(echo "$out" | grep -o 'from step [0-9]*'), finished log equal to the uninterrupted run's ($(numbers "$log.gz" | wc -l) records)"
 else fail "experiments resume" "grid exit $rc, checkpoint at step $s_stop; $(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
 
-# the t4096 grid of f2_laziness.sh, with a stand-in trainer that logs its flags: all-F first, then
-# SSSF W 64, 1024, 256, five seeds each, at T 4096 with 256 needle symbols and 496 queries
+# the t4096 and t2048 grids of f2_laziness.sh, with a stand-in trainer that logs its flags: all-F
+# first, then SSSF at the size's three windows (the ends of the range first), five seeds each, at
+# their T with their needle symbols and queries
 stub="$dir/stub_trainer.sh"
-printf '#!/bin/sh\necho "$*" >> "%s/calls"\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && : > "$2"; shift; done\n' "$dir" > "$stub"
+printf '#!/bin/sh\necho "$*" >> "$CALLS"\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && : > "$2"; shift; done\n' > "$stub"
 chmod +x "$stub"
-out=$(SIZE=t4096 SEEDS= STEPS=4000 EXTRA= LEVER=plan LOGDIR="$dir/t4" TRAINER="$stub" bash dev/experiments/f2_laziness.sh 2>&1) || true
-plan=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-o") { n = split($(i + 1), a, "/"); print a[n] } }' "$dir/calls" 2> /dev/null | tr '\n' ' ')
-want="F.s1.jsonl F.s2.jsonl F.s3.jsonl F.s4.jsonl F.s5.jsonl SSSF_w64.s1.jsonl SSSF_w64.s2.jsonl SSSF_w64.s3.jsonl SSSF_w64.s4.jsonl SSSF_w64.s5.jsonl SSSF_w1024.s1.jsonl SSSF_w1024.s2.jsonl SSSF_w1024.s3.jsonl SSSF_w1024.s4.jsonl SSSF_w1024.s5.jsonl SSSF_w256.s1.jsonl SSSF_w256.s2.jsonl SSSF_w256.s3.jsonl SSSF_w256.s4.jsonl SSSF_w256.s5.jsonl "
-if [ "$plan" = "$want" ] && [ "$(grep -c -- '-T 4096 -B 8 .*--needle-queries 496 --needle-symbols 256 --eval-long-every 1000' "$dir/calls")" = 20 ] \
-    && [ "$(grep -c -- '-p SSSF -w 1024' "$dir/calls")" = 5 ]; then
-    pass "experiments t4096 grid" "20 runs: F, SSSF W 64, 1024, 256 x 5 seeds at T 4096, 256 symbols, 496 queries, 2T and 4T every 1000 steps"
-else fail "experiments t4096 grid" "runs: $plan; $(echo "$out" | tail -n 2 | tr '\n' ' ')"; fi
+for grid in "t4096 4096 8 496 256 64 1024 256" "t2048 2048 16 248 128 32 512 128"; do
+    read -r size T B q sym w1 w2 w3 <<< "$grid"
+    want=$(for c in F "SSSF_w$w1" "SSSF_w$w2" "SSSF_w$w3"; do for s in 1 2 3 4 5; do printf '%s.s%s.jsonl ' "$c" "$s"; done; done)
+    calls="$dir/calls_$size"
+    out=$(CALLS="$calls" SIZE=$size SEEDS= STEPS=4000 EXTRA= LEVER=plan LOGDIR="$dir/$size" TRAINER="$stub" bash dev/experiments/f2_laziness.sh 2>&1) || true
+    plan=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-o") { n = split($(i + 1), a, "/"); print a[n] } }' "$calls" 2> /dev/null | tr '\n' ' ')
+    if [ "$plan" = "$want" ] && [ "$(grep -c -- "-T $T -B $B .*--needle-queries $q --needle-symbols $sym --eval-long-every 1000" "$calls")" = 20 ] \
+        && [ "$(grep -c -- "-p SSSF -w $w2 " "$calls")" = 5 ]; then
+        pass "experiments $size grid" "20 runs: F, SSSF W $w1, $w2, $w3 x 5 seeds at T $T, $sym symbols, $q queries, 2T and 4T every 1000 steps"
+    else fail "experiments $size grid" "runs: $plan; $(echo "$out" | tail -n 2 | tr '\n' ' ')"; fi
+done
 
 # --eval-long-every 2 in a real run: the evals at steps 0, 2, 4 (the last) log the whole grid (5
 # lengths), those at steps 1 and 3 the lengths up to T (3)
@@ -166,6 +172,8 @@ for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
     with gzip.open(f"{sys.argv[1]}/SSSF_w{w}.s{seed}.jsonl.gz", "wt") as f:
         if w != 128:  # W 128 as a log from before the config record
             config = {"T": 1024, "window": w, "seed": seed, "needle_key": 1, "needle_val": 2, "needle_density": 30, "needle_queries": 128, "needle_symbols": 64}
+            if w == 64:  # as a run of 50 steps stopped after 40
+                config["steps"] = 50
             f.write(json.dumps({"step": 0, "config": config}) + "\n")
         f.write(json.dumps({"step": 1, "loss": 5.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
         for (step, acc), head in zip(((10, 0.0), (20, 0.3), (30, 0.7), (40, 1.0)), head_of):
@@ -190,8 +198,9 @@ EOF
         && grep -q '^| SSSF W 128 | 2 | - (-, -) | 4 (4, 4) | 0.40 (0.40, 0.40) | .* | - (-, -) | - (-, -) | 0.385 |$' "$md" \
         && grep -q 'JT = 12 (null mean 6); p = 0.0111 for heads forming later with larger W, p = 1.0000 for earlier. At α = 0.05: \*\*reproduced' "$md" \
         && grep -q '^| SSSF_w32 | 2 | 1.00 | 1: 1.00 | 0: 0.10 |$' "$md" \
-        && grep -q '^| SSSF_w32.s2 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 |$' "$dir/synres/calibration.md"; then
-        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20 (W 32), 30 (W 64), never (W 128: censored), questions within W 32 $share32 (needle and nearest copy by needle_share per seed, formula; W 128 without config: -), trend p = 1/90 -> reproduced, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too"
+        && grep -q '^| SSSF_w32.s2 | 1024 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 | 1.00 |$' "$dir/synres/calibration.md" \
+        && grep -q '^| SSSF_w64.s1 | 1024 | 40 of 50 | 30 | 30 | 1.00 / 0.50 / 0.00 | 1.00 | 1.00 |$' "$dir/synres/calibration.md"; then
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20 (W 32), 30 (W 64), never (W 128: censored), questions within W 32 $share32 (needle and nearest copy by needle_share per seed, formula; W 128 without config: -), trend p = 1/90 -> reproduced, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too (T, a run stopped at step 40 of 50)"
     else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
     msg=$("$PY" dev/experiments/report.py --self-test 2>&1)
     if [[ "$msg" == *"self-test: 10 passed, 0 failed" ]]; then pass "experiments trend test" "exact JT p-values by counting = by enumerating every assignment, 9 cases with ties and censored runs; strictly increasing groups p = 1/90"

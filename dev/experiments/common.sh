@@ -12,7 +12,10 @@
 #             at t4096: 256 needle symbols (30 needles per 1000 tokens need 123 distinct keys a
 #             sequence) and 496 queries: 0.082 questions a token as at mini (needle_share measures it);
 #             its evals run the lengths 2T and 4T (16384 tokens: most of an eval's cost) only every
-#             STEPS/4 steps and at the end (--eval-long-every), the lengths up to T at every eval
+#             STEPS/4 steps and at the end (--eval-long-every), the lengths up to T at every eval;
+#             t2048 (the mini model at T 2048, B 16; 128 symbols, 248 queries, the same scaling): the
+#             longest T at which all-F learned retrieval well inside 4000 steps (the t4096
+#             calibration, dev/experiments/README.md), where f2_laziness.sh runs its grid at W 32, 128, 512
 #   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; the protocol
 #             allows 5 minutes of H100 per run)
 #   SEEDS     seeds per config (default "1 2"; "1 2 3 4 5" at t4096)
@@ -41,7 +44,7 @@ set -euo pipefail
 
 SIZE=${SIZE:-mini}
 STEPS=${STEPS:-4000}
-if [ "$SIZE" = t4096 ]; then SEEDS=${SEEDS:-"1 2 3 4 5"}; else SEEDS=${SEEDS:-"1 2"}; fi
+case "$SIZE" in t4096 | t2048) SEEDS=${SEEDS:-"1 2 3 4 5"} ;; *) SEEDS=${SEEDS:-"1 2"} ;; esac
 PROTOCOL_DATA=dev/experiments/data/gcide.txt
 DATA=${DATA:-$PROTOCOL_DATA}
 TRAINER=${TRAINER:-./train_hybrid}
@@ -58,8 +61,10 @@ case "$SIZE" in
     small) MODEL=(-C 256 -L 8 -H 4 -T 1024 -B 32 -l 1e-3 --needle-density 30 --needle-queries 128) ;;
     t4096) MODEL=(-C 512 -L 8 -H 8 -T 4096 -B 8 -l 5e-4 --needle-density 30 --needle-queries 496 --needle-symbols 256
                   --eval-long-every $(( STEPS / 4 ))) ;;
+    t2048) MODEL=(-C 512 -L 8 -H 8 -T 2048 -B 16 -l 5e-4 --needle-density 30 --needle-queries 248 --needle-symbols 128
+                  --eval-long-every $(( STEPS / 4 ))) ;;
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
-    *) echo "error: SIZE=$SIZE: expected mini, small, t4096 or tiny" >&2; exit 1 ;;
+    *) echo "error: SIZE=$SIZE: expected mini, small, t4096, t2048 or tiny" >&2; exit 1 ;;
 esac
 if [ "$SIZE" != tiny ] && [ -z "$LEVER" ] && { [ "$STEPS" != 4000 ] || [ -n "$EXTRA" ] || [ "$DATA" != "$PROTOCOL_DATA" ]; }; then
     echo "error: STEPS=$STEPS EXTRA='$EXTRA' DATA=$DATA is off the protocol (4000 steps, no EXTRA, gcide.txt): name these runs with LEVER=... so they log apart" >&2

@@ -6,15 +6,18 @@
 #
 #     bash dev/experiments/f2_laziness.sh
 #     SIZE=t4096 DEADLINE=540 bash dev/experiments/f2_laziness.sh   # T 4096, in pieces of 9 minutes
+#     SIZE=t2048 DEADLINE=540 bash dev/experiments/f2_laziness.sh   # T 2048: W 32, 512, 128
 #
 # At SIZE=t4096 the grid is all-F (the reference, and the calibration that must show retrieval well
 # inside the run: run ONLY=F first) and SSSF W 64, 1024, 256 (the ends of the range first), 5 seeds
-# each; a grid stopped at its DEADLINE, or by a signal, resumes where it stopped.
+# each; at SIZE=t2048 the same with W 32, 512, 128: the same shares of questions inside the window
+# at half the length. A grid stopped at its DEADLINE, or by a signal, resumes where it stopped.
 cd "$(dirname "$0")/../.."
 source dev/experiments/common.sh
-if [ "$SIZE" = t4096 ]; then
+if [ "$SIZE" = t4096 ] || [ "$SIZE" = t2048 ]; then
     run_config F -p F
-    for w in 64 1024 256; do run_config "SSSF_w$w" -p SSSF -w "$w"; done
+    if [ "$SIZE" = t4096 ]; then windows="64 1024 256"; else windows="32 512 128"; fi
+    for w in $windows; do run_config "SSSF_w$w" -p SSSF -w "$w"; done
 else
     for w in 32 64 128 256 512; do run_config "SSSF_w$w" -p SSSF -w "$w"; done
 fi

@@ -468,7 +468,7 @@ def calibration(folder, out):
         steps, acc = r.acc_at(r.T)
         first_acc, first_head = r.first_step(acc), r.first_step(r.best_f())
         final = " / ".join(fmt(r.final_acc(L)) for L in (r.T, 2 * r.T, 4 * r.T))
-        of = f" of {r.config['steps']}" if r.config else ""
+        of = f" of {r.config['steps']}" if r.config and "steps" in r.config else ""
         md.append(f"| {name[:-len('.jsonl.gz')]} | {r.T} | {steps[-1]}{of} | {fmt(first_acc, '{}')} | {fmt(first_head, '{}')} | {final} | "
                   f"{r.best_f()[-1]:.2f} | {max(r.best_f()):.2f} |")
     os.makedirs(out, exist_ok=True)
