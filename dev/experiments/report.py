@@ -51,13 +51,17 @@ THRESHOLD = 0.5
 ALPHA = 0.05  # the level at which the laziness trend test calls finding 2 reproduced or reversed
 
 
-def tokens_per_step(path):
-    """B·T·accum of a run, from its first step record (tok/s × ms)."""
+def log_head(path):
+    """(config, tokens per step) of a log: the trainer's first record (its flags; None in logs from
+    before it) and B·T·accum from the first step record (tok/s × ms)"""
+    config = None
     with gzip.open(path, "rt") as f:
         for line in f:
             rec = json.loads(line)
+            if "config" in rec:
+                config = rec["config"]
             if "tok_per_s" in rec:
-                return round(rec["tok_per_s"] * rec["ms"] / 1000.0)
+                return config, round(rec["tok_per_s"] * rec["ms"] / 1000.0)
     sys.exit(f"error: {path}: no step record (tok_per_s, ms)")
 
 
@@ -75,13 +79,11 @@ class Run:
         if not evals:
             sys.exit(f"error: {path}: no needle evals (was it run with --eval-every?)")
         self.path = path
-        self.tps = tokens_per_step(path)
+        self.config, self.tps = log_head(path)
         self.evals = evals
         self.val_loss = val[-1][1] if val else None
         # the last eval runs the whole grid, T/4, T/2, T, 2T, 4T (README.md, "Retrieval metrics"); with
         # --eval-long-every the evals before it may stop at T
-        with gzip.open(path, "rt") as f:  # the trainer's first record: its flags (logs before it have none)
-            self.config = json.loads(f.readline()).get("config")
         self.lengths = evals[-1][1]["lengths"]
         self.T = self.config["T"] if self.config else self.lengths[len(self.lengths) // 2]
 
