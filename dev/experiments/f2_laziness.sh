@@ -14,10 +14,9 @@
 # at half the length. A grid stopped at its DEADLINE, or by a signal, resumes where it stopped.
 cd "$(dirname "$0")/../.."
 source dev/experiments/common.sh
-if [ "$SIZE" = t4096 ] || [ "$SIZE" = t2048 ]; then
-    run_config F -p F
-    if [ "$SIZE" = t4096 ]; then windows="64 1024 256"; else windows="32 512 128"; fi
-    for w in $windows; do run_config "SSSF_w$w" -p SSSF -w "$w"; done
-else
-    for w in 32 64 128 256 512; do run_config "SSSF_w$w" -p SSSF -w "$w"; done
-fi
+case "$SIZE" in
+    t4096) run_config F -p F; windows="64 1024 256" ;;
+    t2048) run_config F -p F; windows="32 512 128" ;;
+    *) windows="32 64 128 256 512" ;;
+esac
+for w in $windows; do run_config "SSSF_w$w" -p SSSF -w "$w"; done
