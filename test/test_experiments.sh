@@ -23,8 +23,9 @@
 #   report:    report.py reads logs with known events (synthetic: accuracy over 0.5 at step 30,
 #              an F head over 0.5 at step 20 / 30 / never for W 32 / 64 / 128, 100k tokens per
 #              step) and reports exactly those, in the findings' tables (with the share of
-#              questions inside W: needle_share's with each seed's config record, the formula), the trend test (p = 1/90),
-#              the layers' table and the calibration table; the trend test's exact p-values equal
+#              questions inside W: needle_share's with each seed's config record, the formula),
+#              the trend test (p = 1/90), the layers' table and the calibration table (T, a run
+#              stopped before its schedule's end); the trend test's exact p-values equal
 #              those of enumerating every assignment (report.py --self-test);
 #              draws the plots of the real tiny logs (skipped without matplotlib)
 PY=/usr/bin/python3
