@@ -24,7 +24,8 @@
 #              an F head over 0.5 at step 20 / 30 / never for W 32 / 64 / 128, 100k tokens per
 #              step) and reports exactly those, in the findings' tables (with the share of
 #              questions inside W: needle_share's with each seed's config record, the formula),
-#              the trend test (p = 1/90), the layers' table and the calibration table (T, a run
+#              the trend test (p = 1/90; every run censored: not settled), the all-F reference
+#              row, a run stopped between long evals ("-" at 2T, 4T), the layers' table and the calibration table (T, a run
 #              stopped before its schedule's end); the trend test's exact p-values equal
 #              those of enumerating every assignment (report.py --self-test);
 #              draws the plots of the real tiny logs (skipped without matplotlib)
@@ -164,20 +165,29 @@ else
     # 0.5 at step 30, the farthest needle at 40), the F head 0.2 / 0.6 / 0.9 / 1.0; val loss 2.5 at
     # the end
     # SSSF_w64 and SSSF_w128 the same but for the F head: over 0.5 first at step 30 (W 64) and never
-    # (W 128): the trend test's one ordering of 90 that is wholly increasing, p = 1/90
+    # (W 128): the trend test's one ordering of 90 that is wholly increasing, p = 1/90; all-F (the
+    # reference row) as W 64. A second size, cens: W 32 and W 512 whose F head never passes 0.5
+    # (every run censored: not settled), W 512 stopped after its step-30 eval, which stops at T
+    # (final accuracy 0.56 at T, "-" at 2T and 4T)
     mkdir -p "$dir/syn/mini"
-    "$PY" - "$dir/syn/mini" << 'EOF'
-import gzip, json, sys
-heads = {32: (0.2, 0.6, 0.9, 1.0), 64: (0.2, 0.3, 0.6, 1.0), 128: (0.1, 0.2, 0.3, 0.4)}
+    "$PY" - "$dir/syn/mini" "$dir/syn/cens" << 'EOF'
+import gzip, json, os, sys
+heads = {32: (0.2, 0.6, 0.9, 1.0), 64: (0.2, 0.3, 0.6, 1.0), 128: (0.1, 0.2, 0.3, 0.4), 0: (0.2, 0.3, 0.6, 1.0), "cens": (0.1, 0.2, 0.3, 0.4)}
 for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
-    with gzip.open(f"{sys.argv[1]}/SSSF_w{w}.s{seed}.jsonl.gz", "wt") as f:
+    folder, name = sys.argv[1], "F" if w == 0 else f"SSSF_w{w}"
+    if w == "cens":  # in a folder of its own: W 32 and 512 with no F head; W 512 stopped after step 30
+        folder, w = sys.argv[2], 32 if seed == 1 else 512
+        name = f"SSSF_w{w}"
+        os.makedirs(folder, exist_ok=True)
+    with gzip.open(f"{folder}/{name}.s{seed}.jsonl.gz", "wt") as f:
         if w != 128:  # W 128 as a log from before the config record
             config = {"T": 1024, "window": w, "seed": seed, "needle_key": 1, "needle_val": 2, "needle_density": 30, "needle_queries": 128, "needle_symbols": 64}
             if w == 64:  # as a run of 50 steps stopped after 40
                 config["steps"] = 50
             f.write(json.dumps({"step": 0, "config": config}) + "\n")
         f.write(json.dumps({"step": 1, "loss": 5.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
-        for (step, acc), head in zip(((10, 0.0), (20, 0.3), (30, 0.7), (40, 1.0)), head_of):
+        evals = ((10, 0.0), (20, 0.3), (30, 0.7), (40, 1.0))[:3 if w == 512 else 4]
+        for (step, acc), head in zip(evals, head_of):
             rows = [[a] * 5 for a in (acc, acc, acc, acc / 2, 0.0)]
             rows[2][0] = 1.0 if step == 40 else 0.0
             layers = [{"layer": 0, "type": "S", "score": [0.1, 0.0], "mass": [0, 0]}, {"layer": 1, "type": "F", "score": [head, 0.0], "mass": [0, 0]}]
@@ -198,10 +208,13 @@ EOF
         && [ -n "$s1" ] && [ -n "$c2" ] \
         && grep -q '^| SSSF W 128 | 2 | - (-, -) | 4 (4, 4) | 0.40 (0.40, 0.40) | .* | - (-, -) | - (-, -) | 0.385 |$' "$md" \
         && grep -q 'JT = 12 (null mean 6); p = 0.0111 for heads forming later with larger W, p = 1.0000 for earlier. At α = 0.05: \*\*reproduced' "$md" \
+        && grep -q '^| all-F (reference) | 2 | 30 (30, 30) | 4 (4, 4) | 1.00 (1.00, 1.00) | 1.00 (1.00, 1.00) / 0.50 (0.50, 0.50) / 0.00 (0.00, 0.00) | - | - | - |$' "$md" \
+        && grep -q '^| SSSF W 512 | 1 | - (-) | - (-) | 0.30 (0.30) | 0.56 (0.56) / - (-) / - (-) | ' "$dir/synres/cens/results.md" \
+        && grep -q 'over 2 runs, 2 censored at their end): .* \*\*not settled (no F head formed in any of the 2 runs)\*\*' "$dir/synres/cens/results.md" \
         && grep -q '^| SSSF_w32 | 2 | 1.00 | 1: 1.00 | 0: 0.10 |$' "$md" \
         && grep -q '^| SSSF_w32.s2 | 1024 | 40 | 30 | 20 | 1.00 / 0.50 / 0.00 | 1.00 | 1.00 |$' "$dir/synres/calibration.md" \
         && grep -q '^| SSSF_w64.s1 | 1024 | 40 of 50 | 30 | 30 | 1.00 / 0.50 / 0.00 | 1.00 | 1.00 |$' "$dir/synres/calibration.md"; then
-        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20 (W 32), 30 (W 64), never (W 128: censored), questions within W 32 $share32 (needle and nearest copy by needle_share per seed, formula; W 128 without config: -), trend p = 1/90 -> reproduced, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too (T, a run stopped at step 40 of 50)"
+        pass "experiments report" "known events: acc > 0.5 after 3M tokens (step 30), the farthest needle after 4M, F head > 0.5 at step 20 (W 32), 30 (W 64), never (W 128: censored), questions within W 32 $share32 (needle and nearest copy by needle_share per seed, formula; W 128 without config: -), trend p = 1/90 -> reproduced, all-F reference row, every run censored -> not settled, a stopped run's final acc 0.56 / - / -, final acc 1.00 / 0.50 / 0.00 at T / 2T / 4T, final F head 1.00 in layer 1, S 0.10 in layer 0; the calibration table too (T, a run stopped at step 40 of 50)"
     else fail "experiments report" "$msg; $(grep SSSF "$md" 2> /dev/null | tr '\n' ' ')"; fi
     msg=$("$PY" dev/experiments/report.py --self-test 2>&1)
     if [[ "$msg" == *"self-test: 10 passed, 0 failed" ]]; then pass "experiments trend test" "exact JT p-values by counting = by enumerating every assignment, 9 cases with ties and censored runs; strictly increasing groups p = 1/90"

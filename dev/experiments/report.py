@@ -12,7 +12,8 @@ LEVER) it writes into results/<size>/:
                        the band spans the seeds)
     f2_laziness.png    best F-layer retrieval score vs tokens for the SSSF windows, and the step where
                        it first exceeds 0.5 against W (every seed a point, runs that never got there
-                       as triangles at their end, the median marked)
+                       as triangles at their end, the median marked); all-F as the reference (its
+                       band, and its median step as a dashed line)
     f3_nope.png        needle accuracy vs length (T/4 .. 4T) at the end of training, F = RoPE vs NoPE
                        (mean over seeds; each seed faintly)
     results.md         the tables behind the plots (with when the farthest needle, at depth 0 beyond
@@ -343,8 +344,11 @@ def finding2(runs, out, md):
     if not windows:
         return
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ref = runs.get("F", [])  # all-F: the reference, outside the trend test
     for i, w in enumerate(windows):
         band_plot(ax, runs[f"SSSF_w{w}"], best_f_series, f"SSSF W {w}", f"C{i}")
+    if ref:
+        band_plot(ax, ref, best_f_series, "all-F (reference)", "gray")
     ax.axhline(THRESHOLD, color="gray", lw=0.8, ls=":")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("tokens seen (M)")
@@ -363,11 +367,15 @@ def finding2(runs, out, md):
             cens_label = None  # one legend entry
     meds = [(w, median_censored(firsts[w], ends[w])) for w in windows]
     ax2.plot([w for w, m in meds], [m for w, m in meds], "_", color="k", ms=18, mew=2, label="median")
+    if ref:
+        ax2.axhline(median_censored([r.first_step(r.best_f()) for r in ref], [r.evals[-1][0] for r in ref]),
+                    color="gray", ls="--", lw=1, label="all-F median")
     ax2.set_xscale("log", base=2)
     finish(fig, ax2, "SWA window W", f"first step with a retrieval head > {THRESHOLD}", os.path.join(out, "f2_laziness.png"))
     md.append("### Finding 2: Large-Window Laziness\n")
     md.append(f"The first eval step at which the best head of an F layer scores over {THRESHOLD} (the fraction of answer "
-              "tokens whose attention argmax is the needle token being copied), and that score at the end.\n")
+              "tokens whose attention argmax is the needle token being copied), and that score at the end; all-F, where "
+              "present, as the reference (no window, so no shares; outside the trend test).\n")
     md.append("The last columns: the share of the run's training questions whose needle lies within W tokens of the answer "
               "(what the S layers could answer alone), and whose needle or an earlier answer to the same key does (the "
               "nearest copy of the value), measured by needle_share with the run's needle flags and seed ('-' for a log "
@@ -377,24 +385,34 @@ def finding2(runs, out, md):
     md.append("|---|---|---|---|---|---|---|---|---|")
     for w in windows:
         rs = runs[f"SSSF_w{w}"]
-        far = [r.m_tokens(r.first_step(r.far_acc())) for r in rs]
-        final = " / ".join(seeds_fmt([r.final_acc(x * r.T) for r in rs], "{:.2f}") for x in (1, 2, 4))
         needle, copy = zip(*(measured_share(r.config, w) for r in rs))
         share = f"{seeds_fmt(needle, '{:.3f}')} | {seeds_fmt(copy, '{:.3f}')} | {formula_share(rs[0].T, w):.3f}"
-        md.append(f"| SSSF W {w} | {len(rs)} | {seeds_fmt(firsts[w], '{:.0f}')} | {seeds_fmt(far, '{:.0f}')} | "
-                  f"{seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | {final} | {share} |")
+        md.append(finding2_row(f"SSSF W {w}", rs, share))
+    if ref:  # no S layers: every question is the F layers'
+        md.append(finding2_row("all-F (reference)", ref, "- | - | -"))
     md.append("")
     if len(windows) >= 2:
         groups = [firsts[w] for w in windows]
         jt, mean_jt, p_up, p_down = jt_test(groups)
         n_cens = sum(x is None for g in groups for x in g)
+        n = sum(map(len, groups))
         verdict = ("reproduced (later heads with larger windows)" if p_up < ALPHA else
-                   "reversed (earlier heads with larger windows)" if p_down < ALPHA else "not settled")
+                   "reversed (earlier heads with larger windows)" if p_down < ALPHA else
+                   f"not settled (no F head formed in any of the {n} runs)" if n_cens == n else "not settled")
         md.append(f"Trend test across W = {', '.join(map(str, windows))} (Jonckheere–Terpstra, exact permutation over "
-                  f"{sum(map(len, groups))} runs, {n_cens} censored at their end): JT = {jt:g} (null mean {mean_jt:g}); "
+                  f"{n} runs, {n_cens} censored at their end): JT = {jt:g} (null mean {mean_jt:g}); "
                   f"p = {p_up:.4f} for heads forming later with larger W, p = {p_down:.4f} for earlier. "
                   f"At α = {ALPHA}: **{verdict}**.\n")
     layers_table(runs, md)
+
+
+def finding2_row(label, rs, share):
+    """one row of finding 2's table: a config's seeds, with its cells for the share of questions within W"""
+    first = [r.first_step(r.best_f()) for r in rs]
+    far = [r.m_tokens(r.first_step(r.far_acc())) for r in rs]
+    final = " / ".join(seeds_fmt([r.final_acc(x * r.T) for r in rs], "{:.2f}") for x in (1, 2, 4))
+    return (f"| {label} | {len(rs)} | {seeds_fmt(first, '{:.0f}')} | {seeds_fmt(far, '{:.0f}')} | "
+            f"{seeds_fmt([r.best_f()[-1] for r in rs], '{:.2f}')} | {final} | {share} |")
 
 
 def layers_table(runs, md):
