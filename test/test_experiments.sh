@@ -25,9 +25,9 @@
 #              step) and reports exactly those, in the findings' tables (with the share of
 #              questions inside W: needle_share's with each seed's config record, the formula),
 #              the trend test (p = 1/90; every run censored: not settled), the all-F reference
-#              row, a run stopped between long evals ("-" at 2T, 4T), the layers' table and the calibration table (T, a run
-#              stopped before its schedule's end); the trend test's exact p-values equal
-#              those of enumerating every assignment (report.py --self-test);
+#              row, a run stopped between long evals ("-" at 2T, 4T), the layers' table and the
+#              calibration table (T, a run stopped before its schedule's end); the trend test's
+#              exact p-values equal those of enumerating every assignment (report.py --self-test);
 #              draws the plots of the real tiny logs (skipped without matplotlib)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -172,13 +172,12 @@ else
     mkdir -p "$dir/syn/mini"
     "$PY" - "$dir/syn/mini" "$dir/syn/cens" << 'EOF'
 import gzip, json, os, sys
-heads = {32: (0.2, 0.6, 0.9, 1.0), 64: (0.2, 0.3, 0.6, 1.0), 128: (0.1, 0.2, 0.3, 0.4), 0: (0.2, 0.3, 0.6, 1.0), "cens": (0.1, 0.2, 0.3, 0.4)}
-for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
-    folder, name = sys.argv[1], "F" if w == 0 else f"SSSF_w{w}"
-    if w == "cens":  # in a folder of its own: W 32 and 512 with no F head; W 512 stopped after step 30
-        folder, w = sys.argv[2], 32 if seed == 1 else 512
-        name = f"SSSF_w{w}"
-        os.makedirs(folder, exist_ok=True)
+mini, cens = sys.argv[1], sys.argv[2]
+runs = [(mini, "SSSF_w32", 32, (0.2, 0.6, 0.9, 1.0), (1, 2)), (mini, "SSSF_w64", 64, (0.2, 0.3, 0.6, 1.0), (1, 2)),
+        (mini, "SSSF_w128", 128, (0.1, 0.2, 0.3, 0.4), (1, 2)), (mini, "F", 0, (0.2, 0.3, 0.6, 1.0), (1, 2)),
+        (cens, "SSSF_w32", 32, (0.1, 0.2, 0.3, 0.4), (1,)), (cens, "SSSF_w512", 512, (0.1, 0.2, 0.3, 0.4), (2,))]
+for (folder, name, w, head_of, seeds), seed in ((run, s) for run in runs for s in run[4]):
+    os.makedirs(folder, exist_ok=True)
     with gzip.open(f"{folder}/{name}.s{seed}.jsonl.gz", "wt") as f:
         if w != 128:  # W 128 as a log from before the config record
             config = {"T": 1024, "window": w, "seed": seed, "needle_key": 1, "needle_val": 2, "needle_density": 30, "needle_queries": 128, "needle_symbols": 64}
@@ -186,7 +185,7 @@ for (w, head_of), seed in ((x, s) for x in heads.items() for s in (1, 2)):
                 config["steps"] = 50
             f.write(json.dumps({"step": 0, "config": config}) + "\n")
         f.write(json.dumps({"step": 1, "loss": 5.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
-        evals = ((10, 0.0), (20, 0.3), (30, 0.7), (40, 1.0))[:3 if w == 512 else 4]
+        evals = ((10, 0.0), (20, 0.3), (30, 0.7), (40, 1.0))[:3 if w == 512 else 4]  # W 512: stopped after step 30
         for (step, acc), head in zip(evals, head_of):
             rows = [[a] * 5 for a in (acc, acc, acc, acc / 2, 0.0)]
             rows[2][0] = 1.0 if step == 40 else 0.0

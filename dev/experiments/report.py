@@ -355,8 +355,10 @@ def finding2(runs, out, md):
     ax.set_ylabel("best F-layer retrieval score")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    firsts = {w: [r.first_step(r.best_f()) for r in runs[f"SSSF_w{w}"]] for w in windows}
-    ends = {w: [r.evals[-1][0] for r in runs[f"SSSF_w{w}"]] for w in windows}
+    firsts, ends = {}, {}
+    for w in windows:
+        firsts[w], ends[w] = head_formation(runs[f"SSSF_w{w}"])
+    ref_first, ref_end = head_formation(ref)
     cens_label = "no head (censored at the run's end)"
     for w in windows:  # every seed a point; a run with no head over the threshold, a triangle at its end
         ys = [s for s in firsts[w] if s is not None]
@@ -368,8 +370,7 @@ def finding2(runs, out, md):
     meds = [(w, median_censored(firsts[w], ends[w])) for w in windows]
     ax2.plot([w for w, m in meds], [m for w, m in meds], "_", color="k", ms=18, mew=2, label="median")
     if ref:
-        ax2.axhline(median_censored([r.first_step(r.best_f()) for r in ref], [r.evals[-1][0] for r in ref]),
-                    color="gray", ls="--", lw=1, label="all-F median")
+        ax2.axhline(median_censored(ref_first, ref_end), color="gray", ls="--", lw=1, label="all-F median")
     ax2.set_xscale("log", base=2)
     finish(fig, ax2, "SWA window W", f"first step with a retrieval head > {THRESHOLD}", os.path.join(out, "f2_laziness.png"))
     md.append("### Finding 2: Large-Window Laziness\n")
@@ -387,9 +388,9 @@ def finding2(runs, out, md):
         rs = runs[f"SSSF_w{w}"]
         needle, copy = zip(*(measured_share(r.config, w) for r in rs))
         share = f"{seeds_fmt(needle, '{:.3f}')} | {seeds_fmt(copy, '{:.3f}')} | {formula_share(rs[0].T, w):.3f}"
-        md.append(finding2_row(f"SSSF W {w}", rs, share))
+        md.append(finding2_row(f"SSSF W {w}", rs, firsts[w], share))
     if ref:  # no S layers: every question is the F layers'
-        md.append(finding2_row("all-F (reference)", ref, "- | - | -"))
+        md.append(finding2_row("all-F (reference)", ref, ref_first, "- | - | -"))
     md.append("")
     if len(windows) >= 2:
         groups = [firsts[w] for w in windows]
@@ -406,9 +407,15 @@ def finding2(runs, out, md):
     layers_table(runs, md)
 
 
-def finding2_row(label, rs, share):
-    """one row of finding 2's table: a config's seeds, with its cells for the share of questions within W"""
-    first = [r.first_step(r.best_f()) for r in rs]
+def head_formation(rs):
+    """per seed: the first eval step its best F head passes the threshold (None: never) and the step of
+    its last eval (where a run that never got there is censored)"""
+    return [r.first_step(r.best_f()) for r in rs], [r.evals[-1][0] for r in rs]
+
+
+def finding2_row(label, rs, first, share):
+    """one row of finding 2's table: a config's seeds, their F-head formation steps (head_formation)
+    and the cells for the share of questions within W"""
     far = [r.m_tokens(r.first_step(r.far_acc())) for r in rs]
     final = " / ".join(seeds_fmt([r.final_acc(x * r.T) for r in rs], "{:.2f}") for x in (1, 2, 4))
     return (f"| {label} | {len(rs)} | {seeds_fmt(first, '{:.0f}')} | {seeds_fmt(far, '{:.0f}')} | "
