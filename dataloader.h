@@ -2,7 +2,8 @@
 dataloader.h — where tokens come from, for the trainer, the CPU reference and eval_needle.c.
 
 defines: Rng, Vocab, TextGen (built-in synthetic text),
-         Needle / NeedleConfig (symbol and text needle tasks), TokenStream (shards, bytes, built-in),
+         Needle / NeedleConfig (symbol and text needle tasks), recall_fill (the recall task), TokenStream
+         (shards, bytes, built-in), NeedleGrid (the needle eval grid), RecallSet (the recall eval set),
          DataLoader (B×T batches, train/val split, needle mixture; data_check_splits, data_fingerprint)
 
 Three sources of haystack tokens:
@@ -375,15 +376,21 @@ static void stream_free(TokenStream* s) {
 //   text:    "The magic number of plome is 482913. "   "What is the magic number of plome? "   "482913"
 // Text needles are spelled in bytes, so they need a byte-level data vocabulary.
 
-enum { NEEDLE_SYMBOL, NEEDLE_TEXT };
+enum { NEEDLE_SYMBOL, NEEDLE_TEXT, NEEDLE_RECALL };
+enum { DIST_LOGUNIFORM, DIST_UNIFORM };  // NeedleConfig.dist_kind
 #define NEEDLE_MAX 64
 
 typedef struct {
-    int kind;        // NEEDLE_SYMBOL or NEEDLE_TEXT
+    int kind;        // NEEDLE_SYMBOL, NEEDLE_TEXT or NEEDLE_RECALL
     int key_len;     // symbols per key (symbol needles)
     int val_len;     // symbols per value (symbol needles)
     int per_1k;      // needles per 1000 tokens of a training sequence
     int queries;     // queries per training sequence
+    int recall_keys; // recall: key/value pairs per sequence, each defined once and queried once (K)
+    int dist_min;    // recall: query distances (answer - value) drawn from [dist_min, dist_max]
+    int dist_max;    //   0: the longest a sequence holds (its length - 3)
+    int dist_kind;   // recall: DIST_LOGUNIFORM or DIST_UNIFORM
+    int answer_min_dist; // recall: answers at distance <= this carry no loss (0: every answer has loss)
 } NeedleConfig;
 
 typedef struct {
@@ -393,8 +400,11 @@ typedef struct {
     int answer[NEEDLE_MAX], answer_len; // what follows the question: the value again
 } Needle;
 
+// the --needle-kind spellings
+static const char* needle_kind_name(int kind) { return kind == NEEDLE_RECALL ? "recall" : kind == NEEDLE_TEXT ? "text" : "symbol"; }
+
 static NeedleConfig needle_config_default(void) {
-    NeedleConfig c = {NEEDLE_SYMBOL, 1, 2, 64, 16};  // dense: the retrieval signal the default run learns from
+    NeedleConfig c = {NEEDLE_SYMBOL, 1, 2, 64, 16, 16, 4, 0, DIST_LOGUNIFORM, 0};  // dense: the retrieval signal the default run learns from
     return c;
 }
 
@@ -403,34 +413,42 @@ static int needle_append_str(int* out, int n, const char* s) {
     return n;
 }
 
-// A needle whose key differs from the keys of the n_used needles in used[].
+// Recall keys and values come from disjoint halves of the symbols: keys [0, S/2), values [S/2, S).
+static int recall_key_symbols(const Vocab* v) { return v->n_symbols / 2; }
+static int recall_value_symbols(const Vocab* v) { return v->n_symbols - v->n_symbols / 2; }
+
+// A needle whose key differs from the keys of the n_used needles in used[]. A recall needle is a
+// symbol needle of one key and one value symbol from their own halves of the symbols.
 static Needle needle_make(const NeedleConfig* c, const Vocab* v, Rng* rng, const Needle* used, int n_used) {
     Needle nd;
-    int key[NEEDLE_MAX], klen = c->kind == NEEDLE_SYMBOL ? c->key_len : 5;
+    int recall = c->kind == NEEDLE_RECALL, symbol = c->kind != NEEDLE_TEXT;
+    int key[NEEDLE_MAX], klen = recall ? 1 : symbol ? c->key_len : 5, vlen = recall ? 1 : c->val_len;
     for (int attempt = 0;; attempt++) {
         for (int i = 0; i < klen; i++) {
-            key[i] = c->kind == NEEDLE_SYMBOL ? v->symbol0 + rng_int(rng, v->n_symbols) : 'a' + rng_int(rng, 26);
+            if (recall) { key[i] = v->symbol0 + rng_int(rng, recall_key_symbols(v)); }
+            else { key[i] = symbol ? v->symbol0 + rng_int(rng, v->n_symbols) : 'a' + rng_int(rng, 26); }
         }
         int clash = 0;  // keys sit right after the marker (symbol) or after "...number of " (text)
         for (int u = 0; u < n_used && !clash; u++) {
-            int off = c->kind == NEEDLE_SYMBOL ? 1 : 20;
+            int off = symbol ? 1 : 20;
             clash = memcmp(used[u].needle + off, key, klen * sizeof(int)) == 0;
         }
         if (!clash) { break; }
         if (attempt > 1000) { die("needles: cannot find a fresh key after %d tries (too many needles per sequence)", attempt); }
     }
-    if (c->kind == NEEDLE_SYMBOL) {
+    if (symbol) {
         nd.needle[0] = v->needle_mark;
         nd.query[0] = v->query_mark;
         for (int i = 0; i < klen; i++) { nd.needle[1 + i] = key[i]; nd.query[1 + i] = key[i]; }
         nd.value_off = 1 + klen;
-        for (int i = 0; i < c->val_len; i++) {
-            nd.answer[i] = v->symbol0 + rng_int(rng, v->n_symbols);
+        for (int i = 0; i < vlen; i++) {
+            nd.answer[i] = recall ? v->symbol0 + recall_key_symbols(v) + rng_int(rng, recall_value_symbols(v))
+                                  : v->symbol0 + rng_int(rng, v->n_symbols);
             nd.needle[nd.value_off + i] = nd.answer[i];
         }
-        nd.needle_len = 1 + klen + c->val_len;
+        nd.needle_len = 1 + klen + vlen;
         nd.query_len = 1 + klen;
-        nd.answer_len = c->val_len;
+        nd.answer_len = vlen;
     } else {
         char keys[6], digits[7];
         for (int i = 0; i < 5; i++) { keys[i] = (char)key[i]; }
@@ -451,8 +469,9 @@ static Needle needle_make(const NeedleConfig* c, const Vocab* v, Rng* rng, const
     return nd;
 }
 
-// Distinct needle keys: n_symbols^key_len (symbol), 26^5 (text); capped at 2^30.
+// Distinct needle keys: n_symbols^key_len (symbol), 26^5 (text), n_symbols/2 (recall); capped at 2^30.
 static long needle_keys(const NeedleConfig* c, int n_symbols) {
+    if (c->kind == NEEDLE_RECALL) { return n_symbols / 2; }
     int base = c->kind == NEEDLE_SYMBOL ? n_symbols : 26, len = c->kind == NEEDLE_SYMBOL ? c->key_len : 5;
     long keys = 1;
     for (int i = 0; i < len && keys < (1L << 30); i++) { keys *= base; }
@@ -517,6 +536,115 @@ static int needle_fill_train(int* seq, int n, const NeedleConfig* c, const Vocab
     return n_placed;
 }
 
+// ----------------------------------------------------------------------------
+// The recall task (--needle-kind recall): a sequence of n tokens carries K pairs, each a definition
+// ⟨N⟩ key value and, d tokens after its value, a query ⟨Q⟩ key answered by the value:
+//       ... ⟨N⟩ k v ......... ⟨Q⟩ k v ...
+//                 ^value_pos         ^answer_pos = value_pos + d
+// Keys are distinct within a sequence (each defined once and queried once: no second copy to copy
+// from), values too, from disjoint halves of the symbols. d is drawn per pair from one distribution
+// whatever the model, so the share of queries inside a window W is set by the flags (d <= W: the row
+// before the answer, which predicts it, sees the value):
+//   log-uniform  P(d) = ln((d+1)/d) / ln((dmax+1)/dmin):  P(d <= W) = ln((W+1)/dmin) / ln((dmax+1)/dmin)
+//   uniform      P(d <= W) = (W - dmin + 1) / (dmax - dmin + 1)
+// Pairs are placed longest first, each at a uniform position among those where its six tokens land
+// on haystack; a pair that fits nowhere draws its distance again (rare: needle_share measures the
+// shares on the generator's sequences beside the formula). The haystack fills the other slots in
+// order. Only the answers and the haystack carry loss: a definition, and a query's marker and key,
+// are unpredictable (and answers at d <= answer_min_dist carry none either).
+
+#define RECALL_MAX_KEYS 4096
+
+typedef struct {
+    int value_pos;   // the definition's value token
+    int answer_pos;  // the query's answer token: predicted at answer_pos - 1; distance answer_pos - value_pos
+} RecallPair;
+
+// The longest distance a sequence of n tokens holds under c (a definition at 0..2, the answer at n-1).
+static int recall_dist_max(const NeedleConfig* c, int n) {
+    int hi = n - 3;
+    return c->dist_max > 0 && c->dist_max < hi ? c->dist_max : hi;
+}
+
+// P(d <= W) of the distance distribution over [dist_min, dmax] (the formula above).
+static double recall_share_within(const NeedleConfig* c, int dmax, int W) {
+    int lo = c->dist_min;
+    if (W < lo) { return 0.0; }
+    if (W >= dmax) { return 1.0; }
+    if (c->dist_kind == DIST_UNIFORM) { return (double)(W - lo + 1) / (dmax - lo + 1); }
+    return log((W + 1.0) / lo) / log((dmax + 1.0) / lo);
+}
+
+static int recall_draw_dist(const NeedleConfig* c, int dmax, Rng* rng) {
+    int lo = c->dist_min;
+    if (c->dist_kind == DIST_UNIFORM) { return lo + rng_int(rng, dmax - lo + 1); }
+    int d = (int)floor(exp(log((double)lo) + rng_uniform(rng) * (log(dmax + 1.0) - log((double)lo))));
+    return d < lo ? lo : d > dmax ? dmax : d;
+}
+
+// The first k of a random permutation of [0, n) into out (partial Fisher-Yates over scratch).
+static void rng_pick_distinct(Rng* rng, int* out, int k, int* scratch, int n) {
+    for (int i = 0; i < n; i++) { scratch[i] = i; }
+    for (int i = 0; i < k; i++) {
+        int j = i + rng_int(rng, n - i), t = scratch[i];
+        scratch[i] = scratch[j];
+        scratch[j] = t;
+        out[i] = scratch[i];
+    }
+}
+
+// Is every slot of the pair (value at p, answer at p + d) haystack?
+static int recall_fits(const int* task, int p, int d) {
+    for (int i = -2; i <= 0; i++) { if (task[p + i] >= 0 || task[p + d + i] >= 0) { return 0; } }
+    return 1;
+}
+
+// seq[0..n) is haystack on entry; places c->recall_keys pairs (the block comment above), returns
+// their count. no_loss (NULL, or n bytes): 1 where the token carries no loss as a target. pairs
+// (NULL, or room for recall_keys): where each pair's value and answer are, longest first.
+static int recall_fill(int* seq, unsigned char* no_loss, int n, const NeedleConfig* c, const Vocab* v, Rng* rng, RecallPair* pairs) {
+    int K = c->recall_keys, dmax = recall_dist_max(c, n), ks = recall_key_symbols(v), vs = recall_value_symbols(v);
+    if (K > ks || K > vs || K > RECALL_MAX_KEYS) { die("recall: %d keys a sequence, %d key and %d value symbols (at most %d keys)", K, ks, vs, RECALL_MAX_KEYS); }
+    if (dmax < c->dist_min) { die("recall: a sequence of %d tokens holds distances up to %d, below --recall-dist-min %d", n, dmax, c->dist_min); }
+    int dist[RECALL_MAX_KEYS], key[RECALL_MAX_KEYS], val[RECALL_MAX_KEYS];
+    int* task = (int*)malloc_check((size_t)n * sizeof(int));  // the task token of each slot, -1: haystack
+    int* cand = (int*)malloc_check((size_t)(n > ks + vs ? n : ks + vs) * sizeof(int));
+    for (int t = 0; t < n; t++) { task[t] = -1; }
+    for (int k = 0; k < K; k++) { dist[k] = recall_draw_dist(c, dmax, rng); }
+    for (int k = 1; k < K; k++) {  // longest first (insertion sort)
+        int d = dist[k], j = k;
+        while (j > 0 && dist[j - 1] < d) { dist[j] = dist[j - 1]; j--; }
+        dist[j] = d;
+    }
+    rng_pick_distinct(rng, key, K, cand, ks);
+    rng_pick_distinct(rng, val, K, cand, vs);
+    if (no_loss) { memset(no_loss, 0, (size_t)n); }
+    for (int k = 0; k < K; k++) {
+        int d = dist[k], n_cand = 0;
+        for (int attempt = 0; n_cand == 0; attempt++) {
+            if (attempt > 0) { d = recall_draw_dist(c, dmax, rng); }
+            if (attempt > 1000) { die("recall: cannot place %d pairs of 6 tokens in a sequence of %d (fewer --recall-keys)", K, n); }
+            for (int p = 2; p + d < n; p++) { if (recall_fits(task, p, d)) { cand[n_cand++] = p; } }
+        }
+        int p = cand[rng_int(rng, n_cand)], a = p + d;
+        int k_tok = v->symbol0 + key[k], v_tok = v->symbol0 + ks + val[k];
+        task[p - 2] = v->needle_mark; task[p - 1] = k_tok; task[p] = v_tok;
+        task[a - 2] = v->query_mark;  task[a - 1] = k_tok; task[a] = v_tok;
+        if (no_loss) {
+            for (int i = -2; i <= 0; i++) { no_loss[p + i] = 1; }
+            no_loss[a - 2] = no_loss[a - 1] = 1;
+            no_loss[a] = d <= c->answer_min_dist;
+        }
+        if (pairs) { pairs[k].value_pos = p; pairs[k].answer_pos = a; }
+    }
+    int* hay = cand;  // n ints: the haystack, then spliced around the pairs
+    memcpy(hay, seq, (size_t)n * sizeof(int));
+    for (int t = 0, src = 0; t < n; t++) { seq[t] = task[t] >= 0 ? task[t] : hay[src++]; }
+    free(task);
+    free(cand);
+    return K;
+}
+
 // Eval sample of n tokens: haystack, one needle at depth (0 = start, 1 = just before the question),
 // and the question + answer at the very end. seq[0..n) is haystack on entry.
 typedef struct {
@@ -566,8 +694,9 @@ typedef struct {
     int B, T;
     Rng rng;       // needle choices
     int* seq;      // (T+1)
+    unsigned char* no_loss; // (T+1) recall: 1 where a token carries no loss as a target
     int* inputs;   // (B,T)
-    int* targets;  // (B,T)
+    int* targets;  // (B,T), -1 where masked (no loss)
     DataConfig dc; // what dataloader_init was given, for dataloader_rewind
     int split;
     uint64_t seed;
@@ -585,6 +714,14 @@ static void data_config_check(const DataConfig* dc) {
     }
     if (dc->val != NULL && dc->train == NULL) { die("-j given without -i: val shards need train shards"); }
     if (dc->bytes && dc->train == NULL) { die("--bytes needs -i FILES"); }
+    const NeedleConfig* n = &dc->needles;
+    if (n->kind == NEEDLE_RECALL) {
+        if (n->recall_keys > dc->n_symbols / 2) {
+            die("--recall-keys %d: keys and values take half of the %d --needle-symbols each; give --needle-symbols >= %d",
+                n->recall_keys, dc->n_symbols, 2 * n->recall_keys);
+        }
+        if (n->dist_max > 0 && n->dist_max < n->dist_min) { die("--recall-dist-max %d is below --recall-dist-min %d", n->dist_max, n->dist_min); }
+    }
 }
 
 // The haystack stream of a split (0 = train, 1 = val) of the configured source. The built-in text
@@ -615,6 +752,7 @@ static void dataloader_init(DataLoader* dl, const DataConfig* dc, int split, int
     dl->T = T;
     rng_init(&dl->rng, seed ^ 0xA5A5A5A5ull);
     dl->seq = (int*)malloc_check((size_t)(T + 1) * sizeof(int));
+    dl->no_loss = (unsigned char*)calloc_check((size_t)T + 1, 1);
     dl->inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
     dl->targets = (int*)malloc_check((size_t)B * T * sizeof(int));
     dl->dc = *dc;
@@ -637,6 +775,10 @@ static uint64_t data_fingerprint(const DataLoader* train, const DataLoader* val,
     int32_t f[] = {train->stream.kind, train->stream.data_vocab, dc->n_symbols, dc->needles.kind, dc->needles.key_len,
                    dc->needles.val_len, dc->needles.per_1k, dc->needles.queries};
     uint64_t h = hash64(HASH64_INIT, f, sizeof(f));
+    if (dc->needles.kind == NEEDLE_RECALL) {  // only then: the fingerprints of other runs stay as they were
+        int32_t r[] = {dc->needles.recall_keys, dc->needles.dist_min, dc->needles.dist_max, dc->needles.dist_kind, dc->needles.answer_min_dist};
+        h = hash64(h, r, sizeof(r));
+    }
     h = hash64(h, &dc->needle_frac, sizeof(dc->needle_frac));
     h = hash64(h, &train->stream.files_id, sizeof(uint64_t));
     return hash64(h, &val->stream.files_id, sizeof(uint64_t));
@@ -646,17 +788,20 @@ static void dataloader_next_batch(DataLoader* dl) {
     int T = dl->T;
     for (int b = 0; b < dl->B; b++) {
         for (int t = 0; t <= T; t++) { dl->seq[t] = stream_next(&dl->stream); }
+        memset(dl->no_loss, 0, (size_t)T + 1);
         if (dl->needle_frac > 0.0f && rng_uniform(&dl->rng) < dl->needle_frac) {
-            needle_fill_train(dl->seq, T + 1, &dl->needles, &dl->vocab, &dl->rng, NULL, NULL, NULL);
+            if (dl->needles.kind == NEEDLE_RECALL) { recall_fill(dl->seq, dl->no_loss, T + 1, &dl->needles, &dl->vocab, &dl->rng, NULL); }
+            else { needle_fill_train(dl->seq, T + 1, &dl->needles, &dl->vocab, &dl->rng, NULL, NULL, NULL); }
         }
         memcpy(dl->inputs + (size_t)b * T, dl->seq, T * sizeof(int));
-        memcpy(dl->targets + (size_t)b * T, dl->seq + 1, T * sizeof(int));
+        for (int t = 0; t < T; t++) { dl->targets[(size_t)b * T + t] = dl->no_loss[t + 1] ? -1 : dl->seq[t + 1]; }
     }
 }
 
 static void dataloader_free(DataLoader* dl) {
     stream_free(&dl->stream);
     free(dl->seq);
+    free(dl->no_loss);
     free(dl->inputs);
     free(dl->targets);
 }
@@ -765,6 +910,72 @@ static void needle_grid_build(NeedleGrid* g, const DataConfig* dc, const Vocab* 
 
 static void needle_grid_free(NeedleGrid* g) { free(g->tokens); free(g->offset); free(g->meta); }
 
+// ----------------------------------------------------------------------------
+// The recall eval set: held-out sequences of the recall task, T tokens each, drawn like training
+// sequences (recall_fill) from the val haystack with the eval seed, so every run and every model
+// sees the same queries. Queries are scored in bins of distance: bin b holds d in
+// (edges[b-1], edges[b]], the last bin every d beyond the last edge. Default edges T/32, T/8, T/2
+// (32, 128, 512 at T 1024): a query is inside window W exactly when d <= W.
+
+#define RECALL_MAX_BINS 8
+#define RECALL_SEED_MIX 0x7EC411ull  // the eval set's generator seed = the eval seed ^ this
+
+typedef struct {
+    int n_seqs, T, K;              // sequences, their length, pairs per sequence
+    int n_bins;                    // bins of distance
+    int edges[RECALL_MAX_BINS];    // (n_bins - 1) upper edges, ascending
+    uint64_t seed;
+    int* tokens;                   // (n_seqs, T)
+    RecallPair* pairs;             // (n_seqs, K)
+} RecallSet;
+
+static int recall_bin(const RecallSet* s, int d) {
+    int b = 0;
+    while (b < s->n_bins - 1 && d > s->edges[b]) { b++; }
+    return b;
+}
+
+// The default edges T/32, T/8, T/2 (those >= 1 and distinct).
+static int recall_default_edges(int T, int* edges) {
+    const int div[3] = {32, 8, 2};
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        int e = T / div[i];
+        if (e >= 1 && (n == 0 || e > edges[n - 1])) { edges[n++] = e; }
+    }
+    return n;
+}
+
+// Draws the set: n_seqs sequences of T tokens of the val haystack, recall_fill on each. edges (n_edges
+// of them, ascending; n_edges 0: the default).
+static void recall_set_build(RecallSet* s, const DataConfig* dc, const Vocab* v, int T, int n_seqs, uint64_t seed,
+                             const int* edges, int n_edges) {
+    memset(s, 0, sizeof(*s));
+    if (n_seqs < 1) { die("recall eval: %d sequences, expected >= 1", n_seqs); }
+    if (n_edges >= RECALL_MAX_BINS) { die("recall eval: %d bin edges, at most %d", n_edges, RECALL_MAX_BINS - 1); }
+    s->n_seqs = n_seqs;
+    s->T = T;
+    s->K = dc->needles.recall_keys;
+    s->seed = seed;
+    if (n_edges == 0) { n_edges = recall_default_edges(T, s->edges); }
+    else { memcpy(s->edges, edges, (size_t)n_edges * sizeof(int)); }
+    s->n_bins = n_edges + 1;
+    s->tokens = (int*)malloc_check((size_t)n_seqs * T * sizeof(int));
+    s->pairs = (RecallPair*)malloc_check((size_t)n_seqs * s->K * sizeof(RecallPair));
+    TokenStream hay;
+    stream_open(&hay, dc, 1, seed, (size_t)T);
+    Rng rng;
+    rng_init(&rng, seed ^ RECALL_SEED_MIX);
+    for (int i = 0; i < n_seqs; i++) {
+        int* seq = s->tokens + (size_t)i * T;
+        for (int t = 0; t < T; t++) { seq[t] = stream_next(&hay); }
+        recall_fill(seq, NULL, T, &dc->needles, v, &rng, s->pairs + (size_t)i * s->K);
+    }
+    stream_free(&hay);
+}
+
+static void recall_set_free(RecallSet* s) { free(s->tokens); free(s->pairs); }
+
 // Entropy (nats) of the unigram distribution of the training targets over n_batches batches:
 // the loss of a model that learned token frequencies only, the bar a model must get well below.
 static double data_unigram_entropy(const DataConfig* dc, int B, int T, uint64_t seed, int n_batches) {
@@ -774,7 +985,7 @@ static double data_unigram_entropy(const DataConfig* dc, int B, int T, uint64_t 
     size_t total = 0;
     for (int i = 0; i < n_batches; i++) {
         dataloader_next_batch(&dl);
-        for (int n = 0; n < B * T; n++) { counts[dl.targets[n]]++; total++; }
+        for (int n = 0; n < B * T; n++) { if (dl.targets[n] >= 0) { counts[dl.targets[n]]++; total++; } }
     }
     double h = 0.0;
     for (int v = 0; v < dl.vocab.vocab; v++) {

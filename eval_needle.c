@@ -6,9 +6,15 @@ train_hybrid runs while it trains (README.md, "Retrieval metrics"), so the two c
     make eval_needle && ./eval_needle -c train_hybrid.ckpt      # grid T/4..4T around the training T
     ./eval_needle -c run.ckpt --lengths 256,512,2048 --depths 0,0.5,1 -N 32 --json
 
+    ./eval_needle -c recall.ckpt --needle-kind recall --recall-keys 64 --needle-symbols 256 --ablate zero
+
 Prints the exact-match accuracy per (length, depth) and, per head of every attention layer, the
 retrieval score and the attention mass on the needle at the training length; --json prints the
-same as one JSON object. The data flags must name the data the checkpoint was trained on (the
+same as one JSON object. With --needle-kind recall (a checkpoint trained on the recall task, its
+--recall-* flags again) it first scores the recall eval set (--recall-eval held-out sequences):
+accuracy per bin of query distance, every head's retrieval score and mass per bin, and each layer
+ablation (--ablate mean|zero|off); the needle grid follows as the transfer check, and --json prints
+{"recall": ..., "needle": ...}. The data flags must name the data the checkpoint was trained on (the
 haystack comes from its val split, and the vocabulary must match).
 */
 #include "flags.h"        // defines: FlagSpec, flags_parse, flags_parse_list, SEED_MAX
@@ -19,7 +25,8 @@ int main(int argc, char** argv) {
     const char* ckpt_path = "";
     const char* lengths = "";
     const char* depths = "";
-    int T = 0, samples = 16, json = 0;
+    int T = 0, samples = 16, json = 0, recall_seqs = 32, ablate = ABLATE_MEAN;
+    const char* bins = "";
     long seed = NEEDLE_GRID_SEED;
     DataConfig data = data_config_default();
     FlagSpec flags[] = {
@@ -33,7 +40,14 @@ int main(int argc, char** argv) {
         {"-i", FLAG_STR, &data.train, 0, 0, NULL, "the training data: glob of llm.c shards, or of files with --bytes; none = built-in text"},
         {"-j", FLAG_STR, &data.val, 0, 0, NULL, "val shards (with -i): the haystack"},
         {"--bytes", FLAG_BOOL, &data.bytes, 0, 0, NULL, "-i names plain files read as bytes (the last 10% is the haystack)"},
-        {"--needle-kind", FLAG_CHOICE, &data.needles.kind, 0, 0, "symbol|text", "needle kind"},
+        {"--needle-kind", FLAG_CHOICE, &data.needles.kind, 0, 0, "symbol|text|recall", "needle kind"},
+        {"--recall-keys", FLAG_INT, &data.needles.recall_keys, 1, RECALL_MAX_KEYS, NULL, "recall: key/value pairs per sequence"},
+        {"--recall-dist-min", FLAG_INT, &data.needles.dist_min, 3, MAX_SEQ_LEN, NULL, "recall: shortest query distance"},
+        {"--recall-dist-max", FLAG_INT, &data.needles.dist_max, 0, MAX_SEQ_LEN, NULL, "recall: longest query distance (0 = the longest a sequence holds)"},
+        {"--recall-dist", FLAG_CHOICE, &data.needles.dist_kind, 0, 0, "loguniform|uniform", "recall: distribution of the query distance"},
+        {"--recall-eval", FLAG_INT, &recall_seqs, 1, 100000, NULL, "recall: held-out sequences of length T"},
+        {"--recall-bins", FLAG_STR, &bins, 0, 0, NULL, "recall: upper edges of the distance bins, ascending (\"\" = T/32,T/8,T/2)"},
+        {"--ablate", FLAG_CHOICE, &ablate, 0, 0, "mean|zero|off", "recall: layer ablations replace a mixer's output by its mean, by zeros, or none run"},
         {"--needle-key", FLAG_INT, &data.needles.key_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle key"},
         {"--needle-val", FLAG_INT, &data.needles.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
         {"--needle-symbols", FLAG_INT, &data.n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols appended to the vocabulary"},
@@ -68,22 +82,46 @@ int main(int argc, char** argv) {
         }
     }
     needle_grid_build(&grid, &data, &vocab);
+    int recall = data.needles.kind == NEEDLE_RECALL, edges[RECALL_MAX_BINS], n_edges = 0;
+    if (bins[0] && !recall) { die("--recall-bins without --needle-kind recall"); }
+    if (bins[0]) {
+        double x[RECALL_MAX_BINS];
+        n_edges = flags_parse_list("--recall-bins", bins, 1, MAX_SEQ_LEN, 1, x, RECALL_MAX_BINS - 1);
+        for (int i = 0; i < n_edges; i++) {
+            edges[i] = (int)x[i];
+            if (i > 0 && edges[i] <= edges[i - 1]) { die("--recall-bins %s: edges must ascend", bins); }
+        }
+    }
+    RecallSet rs;
+    if (recall) {
+        if (6L * data.needles.recall_keys > T / 2) { die("--recall-keys %d at T %d: the pairs would take more than half of a sequence", data.needles.recall_keys, T); }
+        recall_set_build(&rs, &data, &vocab, T, recall_seqs, (uint64_t)seed, edges, n_edges);
+    }
 
     Model m;
     model_from_checkpoint(&m, &ck);
     NeedleResult r;
+    RecallResult rr;
     double t0 = now_s();
+    if (recall) { cpu_recall_eval(&m, &rs, ablate, &rr); }
     cpu_needle_eval(&m, &grid, &r);
     if (json) {
+        if (recall) {
+            printf("{\"recall\": ");
+            recall_result_json(stdout, &rr, &rs, &ck.cfg);
+            printf(", \"needle\": ");
+        }
         needle_result_json(stdout, &r, &grid, &ck.cfg);
-        printf("\n");
+        printf(recall ? "}\n" : "\n");
     } else {
         printf("%s: %s, L %d, C %d, H %d, W %d, F %s / S %s, trained %d steps at T %d; %d samples in %.1f s\n", ckpt_path,
                ck.cfg.pattern, ck.cfg.n_layer, ck.cfg.n_embd, ck.cfg.n_head, ck.cfg.window, pos_name(ck.cfg.pos_full),
                pos_name(ck.cfg.pos_swa), ck.step, ck.run.T, grid.n_lengths * grid.n_depths * grid.samples,
                now_s() - t0);
+        if (recall) { recall_result_print(&rr, &rs, &ck.cfg); }
         needle_result_print(&r, &grid, &ck.cfg);
     }
+    if (recall) { recall_result_free(&rr); recall_set_free(&rs); }
     needle_result_free(&r);
     needle_grid_free(&grid);
     model_free(&m);

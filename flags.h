@@ -15,7 +15,7 @@ defines: FlagSpec, FLAG_* types, MAX_FLAGS, SEED_MAX, flags_parse, flags_print_h
 #include <string.h>
 #include "utils.h"  // defines: die
 
-#define MAX_FLAGS 64  // room in a FlagSpec table: the shared flags plus a trainer's own
+#define MAX_FLAGS 80  // room in a FlagSpec table: the shared flags plus a trainer's own
 enum { FLAG_INT, FLAG_LONG, FLAG_DOUBLE, FLAG_FLOAT, FLAG_STR, FLAG_BOOL, FLAG_CHOICE };
 typedef struct {
     const char* flag;     // "-p", "--pos-full"

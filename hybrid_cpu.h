@@ -793,6 +793,9 @@ typedef struct {
     const int* inputs;  // (B,T) of the last forward
     const int* targets; // (B,T) of the last forward, NULL if it had none
     double mean_loss;   // of the last forward; -1 when it had no targets
+    char freeze[4];     // layer types whose mixer weights stay at their init (--freeze): no gradient, no update
+    uint64_t ablate;    // evals only: bit l set = layer l's mixer output replaced (mixer_ablate)
+    const real* ablate_with; // (L, C) what replaces layer l's atty, row l (its mean); NULL: zeros
 } Model;
 
 static real* param(const Model* m, int l, int k) { return m->params + m->pl.layer_off[l][k]; }
@@ -864,6 +867,22 @@ static void model_size_acts(Model* m, int B, int T) {
 }
 
 static int layer_pos(const Config* c, int l) { return c->pattern[l] == 'F' ? c->pos_full : c->pos_swa; }
+
+// Is parameter tensor sp a mixer weight (wqkv .. wo: the mixer's projections, conv, gates, norm) of
+// a layer whose type is in `types`? Those are the tensors --freeze holds at their init.
+static int param_frozen(const TensorSpec* sp, const Config* c, const char* types) {
+    if (sp->layer < 0 || types[0] == '\0' || strchr(types, c->pattern[sp->layer]) == NULL) { return 0; }
+    return sp->kind >= &LAYER_PARAMS[P_WQKV] && sp->kind <= &LAYER_PARAMS[P_WO];
+}
+
+// Layer ablation (evals): the mixer's output atty (N, C) replaced by one row `with` (C), its mean
+// over the eval set, or by zeros (with NULL). Since wo is linear, this replaces the mixer's
+// contribution to the residual stream by its mean.
+static void mixer_ablate(real* atty, const real* with, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        for (int i = 0; i < C; i++) { atty[(size_t)n * C + i] = with ? with[i] : 0; }
+    }
+}
 
 // Attention mixer (F or S): ln1 -> qkv -> rope -> attention -> atty
 static void attn_mixer_forward(Model* m, int l) {
@@ -945,6 +964,7 @@ static double model_forward(Model* m, const int* inputs, const int* targets, int
         real* out = l + 1 < L ? act(m, l + 1, A_RESID) : gact(m, G_RESID);  // next block's input
         rmsnorm_forward(act(m, l, A_LN1), act(m, l, A_RSTD1), act(m, l, A_RESID), param(m, l, P_LN1), N, C);
         if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
+        if (m->ablate >> l & 1) { mixer_ablate(act(m, l, A_ATTY), m->ablate_with ? m->ablate_with + (size_t)l * C : NULL, N, C); }
         matmul_forward(act(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C);
         residual_add(act(m, l, A_RESID2), act(m, l, A_RESID), (size_t)N * C);
         rmsnorm_forward(act(m, l, A_LN2), act(m, l, A_RSTD2), act(m, l, A_RESID2), param(m, l, P_LN2), N, C);
@@ -1000,6 +1020,10 @@ static void model_backward(Model* m, double loss_scale) {
         residual_add(dact(m, l, A_RESID), dact(m, l, A_RESID2), (size_t)N * C);
     }
     encoder_backward(ggrad(m, PG_WTE), dact(m, 0, A_RESID), m->inputs, N, C);
+    for (int s = 0; s < m->pl.n; s++) {  // frozen mixers: no gradient (so none in the norm either)
+        const TensorSpec* sp = &m->pl.spec[s];
+        if (param_frozen(sp, c, m->freeze)) { memset(m->grads + sp->offset, 0, sp->numel * sizeof(real)); }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -1053,6 +1077,7 @@ static void model_update(Model* m, const OptConfig* o, double lr, int t, double 
     double c1 = 1.0 - pow(o->beta1, t), c2 = 1.0 - pow(o->beta2, t);
     for (int s = 0; s < m->pl.n; s++) {
         const TensorSpec* sp = &m->pl.spec[s];
+        if (param_frozen(sp, &m->cfg, m->freeze)) { continue; }  // not even weight decay
         double wd = sp->kind->decay ? o->weight_decay : 0.0;
         for (size_t i = sp->offset; i < sp->offset + sp->numel; i++) {
             double g = m->grads[i] * scale;

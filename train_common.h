@@ -24,10 +24,15 @@ defines: TrainArgs, train_flags, train_args_default, train_args_resolve, train_c
 // ----------------------------------------------------------------------------
 // Command line shared by the trainers: the flag table (flags.h parses it) and the checks across flags.
 
+#define MAX_WINDOWS 8  // windows -w may list
+
 typedef struct {
     int L, C, H, F;          // model size (F = 0: round64(8C/3))
     const char* pattern;     // layer pattern, tiled to L
-    int window;              // SWA window
+    int window;              // SWA window of the model (the largest of -w's list)
+    const char* window_list; // -w as typed: one window, or several of which each step draws one
+    int n_windows;           // the windows of -w (1: a fixed window)
+    int windows[MAX_WINDOWS];
     int pos_full, pos_swa;   // POS_ROPE / POS_NOPE per layer type
     int mixer;               // MIXER_GDN / MIXER_GLA
     int B, T;                // micro-batch
@@ -48,7 +53,14 @@ typedef struct {
     int eval_long_every;     // the grid's lengths beyond T only every this many steps and at the end (0 = every eval)
     int eval_text;           // 1: for byte data trained on symbol needles, the text-needle grid too
     int eval_samples;        // needle samples per (length, depth) cell
-    long eval_seed;          // seed of the needle grid
+    long eval_seed;          // seed of the needle grid and the recall eval set
+    int recall_eval;         // recall: held-out sequences of the recall eval
+    const char* recall_bins; // recall: bin edges of distance as typed ("" = T/32, T/8, T/2)
+    int n_edges;             // ... parsed (0: the default)
+    int edges[RECALL_MAX_BINS];
+    int ablate_every;        // recall: layer ablations every this many evals and at the last (0 = never)
+    int ablate_mode;         // ABLATE_MEAN or ABLATE_ZERO
+    const char* freeze;      // layer types whose mixer weights stay at their init ("" = none)
     int sample_every;        // a sample every this many steps (0 = never)
     int sample_len;          // tokens a sample continues the prompt by
     int sample_only;         // --sample: print a sample of the -r checkpoint and exit
@@ -63,14 +75,20 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"-j", FLAG_STR, &a->data.val, 0, 0, NULL, "val data: glob of llm.c shards (with -i)"},
         {"--bytes", FLAG_BOOL, &a->data.bytes, 0, 0, NULL, "-i names plain files read as bytes (last 10% = val)"},
         {"--needle-frac", FLAG_FLOAT, &a->data.needle_frac, 0, 1, NULL, "fraction of training sequences that carry needles"},
-        {"--needle-kind", FLAG_CHOICE, &a->data.needles.kind, 0, 0, "symbol|text", "needle kind"},
+        {"--needle-kind", FLAG_CHOICE, &a->data.needles.kind, 0, 0, "symbol|text|recall", "needle kind (recall: the distance-controlled task, README \"Data\")"},
+        {"--recall-keys", FLAG_INT, &a->data.needles.recall_keys, 1, RECALL_MAX_KEYS, NULL, "recall: key/value pairs per sequence, each defined once and queried once"},
+        {"--recall-dist-min", FLAG_INT, &a->data.needles.dist_min, 3, MAX_SEQ_LEN, NULL, "recall: shortest query distance (answer - value)"},
+        {"--recall-dist-max", FLAG_INT, &a->data.needles.dist_max, 0, MAX_SEQ_LEN, NULL, "recall: longest query distance (0 = the longest a sequence holds, T - 2)"},
+        {"--recall-dist", FLAG_CHOICE, &a->data.needles.dist_kind, 0, 0, "loguniform|uniform", "recall: distribution of the query distance"},
+        {"--answer-min-dist", FLAG_INT, &a->data.needles.answer_min_dist, 0, MAX_SEQ_LEN, NULL, "recall: answers at distance <= N carry no loss (far-only answer loss; 0 = all answers)"},
         {"--needle-key", FLAG_INT, &a->data.needles.key_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle key"},
         {"--needle-val", FLAG_INT, &a->data.needles.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
         {"--needle-density", FLAG_INT, &a->data.needles.per_1k, 0, 1000, NULL, "needles per 1000 tokens of a training sequence"},
         {"--needle-queries", FLAG_INT, &a->data.needles.queries, 0, MAX_SEQ_LEN, NULL, "queries per training sequence"},
         {"--needle-symbols", FLAG_INT, &a->data.n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols appended to the vocabulary"},
         {"-p", FLAG_STR, &a->pattern, 0, 0, NULL, "layer pattern over F (full attn), S (sliding window), R (recurrent), tiled to L"},
-        {"-w", FLAG_INT, &a->window, 1, MAX_SEQ_LEN, NULL, "sliding window W: query i sees keys i-W < j <= i"},
+        {"-w", FLAG_STR, &a->window_list, 0, 0, NULL, "sliding window W: query i sees keys i-W < j <= i; a list (32,512) draws one per step, evals use the largest"},
+        {"--freeze", FLAG_STR, &a->freeze, 0, 0, NULL, "layer types (e.g. S) whose mixer weights stay at their init: no gradient, no update"},
         {"--pos-full", FLAG_CHOICE, &a->pos_full, 0, 0, "rope|nope", "positional encoding of F layers"},
         {"--pos-swa", FLAG_CHOICE, &a->pos_swa, 0, 0, "rope|nope", "positional encoding of S layers"},
         {"--mixer", FLAG_CHOICE, &a->mixer, 0, 0, "gdn|gla", "R layers: Gated DeltaNet or gated linear attention"},
@@ -104,7 +122,11 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--eval-long-every", FLAG_INT, &a->eval_long_every, 0, MAX_STEPS, NULL, "the needle grid's lengths beyond T (2T, 4T: most of its cost) only every this many steps and at the last eval (0 = at every eval)"},
         {"--eval-text", FLAG_INT, &a->eval_text, 0, 1, NULL, "1: byte data trained on symbol needles is also evaluated on text needles, 0: symbol needles only"},
         {"--eval-samples", FLAG_INT, &a->eval_samples, 1, 100000, NULL, "needle samples per (length, depth) cell"},
-        {"--eval-seed", FLAG_LONG, &a->eval_seed, 0, SEED_MAX, NULL, "seed of the needle grid (fixed, so every run sees the same samples)"},
+        {"--eval-seed", FLAG_LONG, &a->eval_seed, 0, SEED_MAX, NULL, "seed of the needle grid and the recall eval set (fixed, so every run sees the same samples)"},
+        {"--recall-eval", FLAG_INT, &a->recall_eval, 1, 100000, NULL, "recall: held-out sequences of the task scored at each eval"},
+        {"--recall-bins", FLAG_STR, &a->recall_bins, 0, 0, NULL, "recall: upper edges of the distance bins, ascending (\"\" = T/32,T/8,T/2)"},
+        {"--ablate-every", FLAG_INT, &a->ablate_every, 0, MAX_STEPS, NULL, "recall: layer ablations every this many evals and at the last (0 = never)"},
+        {"--ablate", FLAG_CHOICE, &a->ablate_mode, 0, 0, "mean|zero", "recall: an ablated mixer's output is replaced by its mean over the eval set, or by zeros"},
         {"--sample-every", FLAG_INT, &a->sample_every, 0, MAX_STEPS, NULL, "print a continuation of a val prompt every this many steps and at the end (0 = never)"},
         {"--sample-len", FLAG_INT, &a->sample_len, 1, 4096, NULL, "tokens a sample adds to its prompt"},
         {"--sample", FLAG_BOOL, &a->sample_only, 0, 0, NULL, "with -r: print a sample of the checkpoint and exit (nothing is trained or written)"},
@@ -127,11 +149,46 @@ static void train_args_default(TrainArgs* a) {
     a->log_path = ""; a->ckpt_path = ""; a->resume = "";
     a->ckpt_keep = 1; a->ckpt_opt = 1;
     a->eval_text = 1; a->eval_seed = NEEDLE_GRID_SEED;
+    a->recall_eval = 32; a->recall_bins = ""; a->ablate_mode = ABLATE_MEAN; a->freeze = "";
     a->sample_len = 64; a->tokenizer = "";
 }
 
 // Fills the derived defaults and checks what one flag's range cannot: flags that contradict each other.
 static void train_args_resolve(TrainArgs* a) {
+    double x[RECALL_MAX_BINS];
+    a->n_windows = flags_parse_list("-w", a->window_list, 1, MAX_SEQ_LEN, 1, x, MAX_WINDOWS);
+    a->window = 0;
+    for (int i = 0; i < a->n_windows; i++) {
+        a->windows[i] = (int)x[i];
+        if (a->windows[i] > a->window) { a->window = a->windows[i]; }
+    }
+    for (const char* t = a->freeze; *t; t++) {
+        if (!strchr("FSR", *t) || strchr(t + 1, *t)) { die("--freeze %s: expected distinct layer types among F, S, R (e.g. S)", a->freeze); }
+    }
+    NeedleConfig* nc = &a->data.needles;
+    int recall = nc->kind == NEEDLE_RECALL;
+    if (a->recall_bins[0]) {
+        if (!recall) { die("--recall-bins without --needle-kind recall: there is no recall eval to bin"); }
+        a->n_edges = flags_parse_list("--recall-bins", a->recall_bins, 1, MAX_SEQ_LEN, 1, x, RECALL_MAX_BINS - 1);
+        for (int i = 0; i < a->n_edges; i++) {
+            a->edges[i] = (int)x[i];
+            if (i > 0 && a->edges[i] <= a->edges[i - 1]) { die("--recall-bins %s: edges must ascend", a->recall_bins); }
+        }
+    }
+    if (a->ablate_every > 0 && !recall) { die("--ablate-every %d without --needle-kind recall: ablations are scored on the recall eval", a->ablate_every); }
+    if (a->ablate_every > 0 && a->eval_every == 0) { die("--ablate-every %d without --eval-every: there are no evals to ablate in", a->ablate_every); }
+    if (nc->answer_min_dist > 0 && !recall) { die("--answer-min-dist %d without --needle-kind recall", nc->answer_min_dist); }
+    if (recall && a->data.needle_frac > 0) {
+        if (6L * nc->recall_keys > (a->T + 1) / 2) {
+            die("--recall-keys %d at -T %d: the pairs take %d of the %d tokens of a sequence, at most half; fewer keys or a longer -T",
+                nc->recall_keys, a->T, 6 * nc->recall_keys, a->T + 1);
+        }
+        if (nc->dist_max > a->T - 2) { die("--recall-dist-max %d at -T %d: a sequence holds distances up to %d", nc->dist_max, a->T, a->T - 2); }
+        if (nc->dist_min > a->T - 3) { die("--recall-dist-min %d at -T %d: the eval's sequences hold distances up to %d", nc->dist_min, a->T, a->T - 3); }
+        if (nc->answer_min_dist >= recall_dist_max(nc, a->T + 1)) {
+            die("--answer-min-dist %d: no answer is farther (distances up to %d): no answer would carry loss", nc->answer_min_dist, recall_dist_max(nc, a->T + 1));
+        }
+    }
     if (a->opt.warmup == -1) { a->opt.warmup = a->opt.steps / 20; }
     if (a->opt.warmup > a->opt.steps) { die("--warmup %d is longer than the run (-n %d)", a->opt.warmup, a->opt.steps); }
     if (!a->ckpt_path[0] && (a->ckpt_every > 0 || a->ckpt_keep > 1)) {
@@ -144,9 +201,8 @@ static void train_args_resolve(TrainArgs* a) {
         die("-B %d -T %d: %ld tokens per micro-batch, at most %d (use -a to accumulate)", a->B, a->T, (long)a->B * a->T, MAX_TOKENS_PER_BATCH);
     }
     data_config_check(&a->data);
-    NeedleConfig* nc = &a->data.needles;
     long keys = needle_keys(nc, a->data.n_symbols);
-    if (a->data.needle_frac > 0 && (long)nc->per_1k * a->T > keys / 2 * 1000) {
+    if (!recall && a->data.needle_frac > 0 && (long)nc->per_1k * a->T > keys / 2 * 1000) {
         die("--needle-density %d at -T %d: %.1f needles per sequence, more than half of the %ld distinct keys (keys differ within a sequence; lower the density, or raise --needle-key or --needle-symbols)",
             nc->per_1k, a->T, nc->per_1k * a->T / 1000.0, keys);
     }
@@ -154,7 +210,7 @@ static void train_args_resolve(TrainArgs* a) {
     // sample, T/4 (evals): else no needle is ever placed, or the first eval fails mid-run
     Vocab bytes = vocab_make(256, a->data.n_symbols);  // the lengths do not depend on the data vocabulary
     int task = needle_task_len(nc, &bytes);
-    const char* kind = nc->kind == NEEDLE_SYMBOL ? "symbol" : "text";
+    const char* kind = needle_kind_name(nc->kind);
     if (a->data.needle_frac > 0 && task > a->T + 1) {
         die("-T %d: a %s needle with its question and answer takes %d tokens, more than a sequence (-T + 1); raise -T or give --needle-frac 0",
             a->T, kind, task);
@@ -330,9 +386,20 @@ static void run_log_config(FILE* f, const TrainArgs* a, const Config* c) {
     json_string(f, a->data.train ? a->data.train : "built-in");
     const NeedleConfig* n = &a->data.needles;
     fprintf(f, ", \"bytes\": %d, \"needle_frac\": %g, \"needle_kind\": \"%s\", \"needle_key\": %d, \"needle_val\": %d, "
-               "\"needle_density\": %d, \"needle_queries\": %d, \"needle_symbols\": %d}}\n",
-            a->data.bytes, a->data.needle_frac, n->kind == NEEDLE_SYMBOL ? "symbol" : "text", n->key_len, n->val_len, n->per_1k,
+               "\"needle_density\": %d, \"needle_queries\": %d, \"needle_symbols\": %d",
+            a->data.bytes, a->data.needle_frac, needle_kind_name(n->kind), n->key_len, n->val_len, n->per_1k,
             n->queries, a->data.n_symbols);
+    if (n->kind == NEEDLE_RECALL) {
+        fprintf(f, ", \"recall_keys\": %d, \"recall_dist_min\": %d, \"recall_dist_max\": %d, \"recall_dist\": \"%s\", "
+                   "\"answer_min_dist\": %d",
+                n->recall_keys, n->dist_min, recall_dist_max(n, a->T + 1), n->dist_kind == DIST_UNIFORM ? "uniform" : "loguniform",
+                n->answer_min_dist);
+    }
+    fprintf(f, ", \"schedule\": \"%s\", \"windows\": [", a->opt.schedule == SCHED_WSD ? "wsd" : "cosine");
+    for (int i = 0; i < a->n_windows; i++) { fprintf(f, i ? ", %d" : "%d", a->windows[i]); }
+    fprintf(f, "], \"freeze\": ");
+    json_string(f, a->freeze);
+    fprintf(f, "}}\n");
 }
 
 // A resumed run (append) continues its log; a fresh one starts it with the config record.
@@ -367,6 +434,8 @@ typedef struct {
     NeedleGrid grid, text_grid;  // the whole grids
     NeedleGrid grid_to_T, text_to_T;  // views of their lengths up to T (same samples; not freed)
     int on, text;  // grids built
+    RecallSet recall;  // the recall eval set (recall runs)
+    int recall_on;
 } TrainEval;
 
 // A view of g's first lengths, those up to max_len (the lengths ascend and the samples of a length
@@ -391,6 +460,8 @@ static void train_eval_init(TrainEval* e, const TrainArgs* a, const Vocab* vocab
     if (e->text) { needle_grid_build(&e->text_grid, &text_data, vocab); }
     e->grid_to_T = needle_grid_prefix(&e->grid, a->T);
     e->text_to_T = needle_grid_prefix(&e->text_grid, a->T);
+    e->recall_on = e->on && a->data.needles.kind == NEEDLE_RECALL;
+    if (e->recall_on) { recall_set_build(&e->recall, &a->data, vocab, a->T, a->recall_eval, (uint64_t)a->eval_seed, a->edges, a->n_edges); }
 }
 
 #define EVAL_EARLY_RATE 4  // --eval-early: evals this many times as often while retrieval emerges
@@ -400,6 +471,20 @@ static int train_eval_due(const TrainArgs* a, int step, int last, int stopping) 
     int every = a->eval_every;
     if (step <= a->eval_early) { every = every / EVAL_EARLY_RATE > 0 ? every / EVAL_EARLY_RATE : 1; }
     return step % every == 0 || last;
+}
+
+// The ablation mode of the eval at `step` (due: train_eval_due): ablations run at every
+// --ablate-every-th eval, counted from the one at step 0, and at the last; else ABLATE_OFF.
+static int train_eval_ablate(const TrainArgs* a, int step, int last) {
+    if (a->ablate_every <= 0) { return ABLATE_OFF; }
+    if (last) { return a->ablate_mode; }
+    // evals at steps 0 .. step-1: multiples of the early period through --eval-early, then of --eval-every
+    long every = a->eval_every, early = every / EVAL_EARLY_RATE > 0 ? every / EVAL_EARLY_RATE : 1, split = (long)a->eval_early + 1;
+#define MULTIPLES_BELOW(x, k) (((x) + (k) - 1) / (k))  // multiples of k in [0, x)
+    long evals_before = MULTIPLES_BELOW(step < split ? step : split, early);
+    if (step > split) { evals_before += MULTIPLES_BELOW(step, every) - MULTIPLES_BELOW(split, every); }
+#undef MULTIPLES_BELOW
+    return evals_before % a->ablate_every == 0 ? a->ablate_mode : ABLATE_OFF;
 }
 
 // The grids of the eval at `step`: whole at the last step and every --eval-long-every steps, else
@@ -415,7 +500,8 @@ static void train_eval_pick(const TrainArgs* a, const TrainEval* e, int step, in
 // Prints the results (one line each), writes them as one JSONL record, frees them. text_grid and
 // text_res are used only when text_grid is not NULL.
 static void train_eval_report(RunLog* log, int step, const Config* cfg, const NeedleGrid* grid, const NeedleGrid* text_grid,
-                              NeedleResult* res, NeedleResult* text_res) {
+                              NeedleResult* res, NeedleResult* text_res, const TrainEval* e, RecallResult* rec) {
+    if (e->recall_on) { recall_result_summary(rec, &e->recall, cfg, step); }
     needle_result_summary(res, grid, cfg, step, "needle");
     if (text_grid) { needle_result_summary(text_res, text_grid, cfg, step, "text needle"); }
     if (log->f) {
@@ -425,16 +511,31 @@ static void train_eval_report(RunLog* log, int step, const Config* cfg, const Ne
             fprintf(log->f, ", \"text_needle\": ");
             needle_result_json(log->f, text_res, text_grid, cfg);
         }
+        if (e->recall_on) {
+            fprintf(log->f, ", \"recall\": ");
+            recall_result_json(log->f, rec, &e->recall, cfg);
+        }
         fprintf(log->f, "}\n");
         run_log_flush(log);
     }
     needle_result_free(res);
     if (text_grid) { needle_result_free(text_res); }
+    if (e->recall_on) { recall_result_free(rec); }
 }
 
 static void train_eval_free(TrainEval* e) {
     if (e->on) { needle_grid_free(&e->grid); }
     if (e->text) { needle_grid_free(&e->text_grid); }
+    if (e->recall_on) { recall_set_free(&e->recall); }
+}
+
+// The window of the S layers for training step `step` (0-based): -w's window, or with a list one of
+// them drawn from the seed and the step (so a resumed run draws the same); evals use the largest.
+static int train_window_at(const TrainArgs* a, int step) {
+    if (a->n_windows == 1) { return a->windows[0]; }
+    Rng r;
+    rng_init(&r, (uint64_t)a->seed * 0x100000001B3ull + (uint64_t)step);
+    return a->windows[rng_int(&r, a->n_windows)];
 }
 
 // ----------------------------------------------------------------------------
@@ -460,7 +561,7 @@ static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, cons
     const Config* c = &ck->cfg;
 #define GIVEN_OR(field, ck_value) (flag_given(f, given, n, &a->field) ? a->field : (ck_value))
     Config w = config_make(c->vocab, c->padded_vocab, GIVEN_OR(L, c->n_layer), GIVEN_OR(C, c->n_embd), GIVEN_OR(H, c->n_head),
-                           GIVEN_OR(F, c->ffn), GIVEN_OR(pattern, c->pattern), GIVEN_OR(window, c->window),
+                           GIVEN_OR(F, c->ffn), GIVEN_OR(pattern, c->pattern), flag_given(f, given, n, &a->window_list) ? a->window : c->window,
                            GIVEN_OR(pos_full, c->pos_full), GIVEN_OR(pos_swa, c->pos_swa), GIVEN_OR(mixer, c->mixer));
 #undef GIVEN_OR
     char differ[256] = "";

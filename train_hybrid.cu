@@ -372,6 +372,13 @@ __global__ void gather_rows_kernel(floatX* out, const floatX* inp, const int* ro
     store128(out + idx, load128(inp + (size_t)rows[i] * C + j));
 }
 
+// out[n, :] = row (C) for every n < N (layer ablation: a mixer's output replaced by its mean); one
+// thread per element
+__global__ void broadcast_row_kernel(floatX* out, const floatX* row, int N, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < (size_t)N * C) { out[idx] = row[idx % C]; }
+}
+
 // One tensor of the parameter buffer as the AdamW kernel sees it: elements [start, end), decay 1 where
 // weight decay applies (its table row)
 typedef struct {
@@ -480,7 +487,8 @@ typedef struct {
     float* grads;
     float* adam_m;
     float* adam_v;
-    AdamwTensor* adamw_tensors;  // (pl.n) each tensor's span and decay, for the one-launch AdamW
+    AdamwTensor* adamw_tensors;  // (adamw_n) each updated tensor's span and decay, for the one-launch AdamW
+    int adamw_n;                 // pl.n less the frozen tensors
     int logit_rows;        // rows of one chunk of the LM head (LOGIT_ROWS; the tests set fewer)
     Layout al;             // activations for the current (B,T), recurrent state at chunk entries
     floatX* acts;          // (al.total units: fp32 statistics take sizeof(float)/sizeof(floatX) each)
@@ -508,6 +516,9 @@ typedef struct {
     int head_grad;         // 1 after a training forward, until its backward
     size_t device_bytes;   // GPU memory allocated for the model
     size_t fixed_bytes;    // ... of it, what does not depend on the batch (parameters, optimizer, scratch)
+    char freeze[4];        // layer types whose mixer weights stay at their init (gpu_model_set_freeze)
+    uint64_t ablate;       // evals only: bit l set = layer l's mixer output replaced (hybrid_cpu.h mixer_ablate)
+    const floatX* ablate_with; // (L, C) on the GPU, row l replaces layer l's atty; NULL: zeros
 } GpuModel;
 
 // Views into the allocations: the same names as the CPU Model's (hybrid_cpu.h), overloaded on GpuModel.
@@ -552,6 +563,25 @@ static void gpu_check_config(const Config* c) {
     }
 }
 
+// The layer types whose mixer weights stay at their init (--freeze; hybrid_cpu.h param_frozen): the
+// backward zeroes their gradients and the AdamW table leaves them out (the kernel skips elements
+// past the end of the tensor before them), so not even weight decay moves them.
+static void gpu_model_set_freeze(GpuModel* m, const char* types) {
+    snprintf(m->freeze, sizeof(m->freeze), "%s", types);
+    AdamwTensor* spans = (AdamwTensor*)malloc_check((size_t)m->pl.n * sizeof(AdamwTensor));
+    int n = 0;
+    for (int s = 0; s < m->pl.n; s++) {
+        const TensorSpec* sp = &m->pl.spec[s];
+        if (param_frozen(sp, &m->cfg, m->freeze)) { continue; }
+        spans[n].start = sp->offset;
+        spans[n].end = sp->offset + sp->numel;
+        spans[n++].decay = sp->kind->decay ? 1.0f : 0.0f;
+    }
+    m->adamw_n = n;
+    cudaCheck(cudaMemcpy(m->adamw_tensors, spans, (size_t)n * sizeof(AdamwTensor), cudaMemcpyHostToDevice));
+    free(spans);
+}
+
 // Allocates params, grads and AdamW state, and uploads the parameters: from host_params when given
 // (a checkpoint, or a CPU model in the tests), else drawn with params_init from seed.
 static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx, const float* host_params, uint64_t seed) {
@@ -583,16 +613,8 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
     cudaCheck(cudaMemset(m->adam_m, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->adam_v, 0, n * sizeof(float)));
     free(init);
-    AdamwTensor* spans = (AdamwTensor*)malloc_check((size_t)m->pl.n * sizeof(AdamwTensor));
-    for (int s = 0; s < m->pl.n; s++) {
-        const TensorSpec* sp = &m->pl.spec[s];
-        spans[s].start = sp->offset;
-        spans[s].end = sp->offset + sp->numel;
-        spans[s].decay = sp->kind->decay ? 1.0f : 0.0f;
-    }
     m->adamw_tensors = (AdamwTensor*)gpu_malloc(m, (size_t)m->pl.n * sizeof(AdamwTensor), "AdamW tensor table");
-    cudaCheck(cudaMemcpy(m->adamw_tensors, spans, (size_t)m->pl.n * sizeof(AdamwTensor), cudaMemcpyHostToDevice));
-    free(spans);
+    gpu_model_set_freeze(m, "");
     size_t scratch = (size_t)NORM_SLICES * c->n_embd;
     m->scratch = (float*)gpu_malloc(m, (scratch > SUMSQ_BLOCKS ? scratch : SUMSQ_BLOCKS) * sizeof(float), "scratch");
     m->bucket_count = (int*)malloc_check((size_t)c->padded_vocab * sizeof(int));
@@ -703,6 +725,16 @@ static int encoder_index(int* index, int* count, const int* tokens, int N, int V
 }
 
 static int layer_rope(const Config* c, int l) { return layer_pos(c, l) == POS_ROPE; }
+
+// atty (N, C) replaced by the row `with` (C, on the GPU), or zeros with NULL (hybrid_cpu.h mixer_ablate)
+static void mixer_ablate_gpu(const GpuContext* g, floatX* atty, const floatX* with, int N, int C) {
+    if (with == NULL) {
+        cudaCheck(cudaMemsetAsync(atty, 0, (size_t)N * C * sizeof(floatX), g->stream));
+        return;
+    }
+    broadcast_row_kernel<<<blocks_for((size_t)N * C, 256), 256, 0, g->stream>>>(atty, with, N, C);
+    cudaCheck(cudaGetLastError());
+}
 
 // Attention mixer (F or S): ln1 -> qkv -> rope -> attention -> atty. qkv is rotated in place (the
 // backward never reads it): the matmul writes qkvr, rope turns it.
@@ -850,6 +882,7 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
     for (int l = 0; l < L; l++) {
         // ln1 of layer l is formed: above for l = 0, else by the residual add ending layer l - 1
         if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
+        if (m->ablate >> l & 1) { mixer_ablate_gpu(g, act(m, l, A_ATTY), m->ablate_with ? m->ablate_with + (size_t)l * C : NULL, N, C); }
         floatX* resid2 = act(m, l, A_RESID2);
         matmul_forward_gpu(g, resid2, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, OUT_WRITE);
         residual_rmsnorm_forward_gpu(g, resid2, act(m, l, A_LN2), act32(m, l, A_RSTD2), act(m, l, A_RESID), resid2, param(m, l, P_LN2),
@@ -935,6 +968,10 @@ static void gpu_model_backward(GpuModel* m) {
                              act32(m, l, A_RSTD1), N, C, OUT_ADD);  // now dL/d(block input)
     }
     encoder_backward_gpu(g, ggrad(m, PG_WTE), m->dresid, m->enc_index, m->enc_buckets, N, C);
+    for (int s = 0; s < m->pl.n; s++) {  // frozen mixers: no gradient (so none in the norm either)
+        const TensorSpec* sp = &m->pl.spec[s];
+        if (param_frozen(sp, c, m->freeze)) { cudaCheck(cudaMemsetAsync(m->grads + sp->offset, 0, sp->numel * sizeof(float), g->stream)); }
+    }
 }
 
 // Global L2 norm of the gradients: fixed-grid partial sums, added on the host in order.
@@ -956,7 +993,7 @@ static void gpu_model_update(GpuModel* m, const OptConfig* o, double lr, int t, 
     float c1 = (float)(1.0 - pow(o->beta1, t)), c2 = (float)(1.0 - pow(o->beta2, t));
     size_t n = m->pl.total;
     adamw_kernel<<<blocks_for(n, 256), 256, 0, m->ctx.stream>>>(m->master, m->params, m->grads, m->adam_m, m->adam_v,
-                                                                m->adamw_tensors, m->pl.n, n, (float)lr, (float)o->beta1,
+                                                                m->adamw_tensors, m->adamw_n, n, (float)lr, (float)o->beta1,
                                                                 (float)o->beta2, c1, c2, (float)o->eps, (float)o->weight_decay,
                                                                 (float)scale);
     cudaCheck(cudaGetLastError());
@@ -1051,13 +1088,28 @@ __global__ void retrieval_stats_kernel(int* argmax, float* mass, const floatX* q
     }
 }
 
+// Attention statistics of na queries (d_queries, on the GPU: sequence, row, span0, span1) in every
+// head of attention layer l of the last forward: argmax and mass (na, H), through d_argmax, d_mass,
+// copied to the host.
+static void gpu_attention_stats(GpuModel* m, int l, const int4* d_queries, int na, int* d_argmax, float* d_mass, int* argmax, float* mass) {
+    const Config* c = &m->cfg;
+    const GpuContext* gc = &m->ctx;
+    int H = c->n_head, window = c->pattern[l] == 'S' ? c->window : 0;
+    retrieval_stats_kernel<<<dim3(na, H), REDUCE_THREADS, 0, gc->stream>>>(d_argmax, d_mass, act(m, l, A_QKVR), act32(m, l, A_LSE),
+                                                                             d_queries, m->T, c->n_embd, H, window);
+    cudaCheck(cudaGetLastError());
+    cudaCheck(cudaMemcpyAsync(argmax, d_argmax, (size_t)na * H * sizeof(int), cudaMemcpyDeviceToHost, gc->stream));
+    cudaCheck(cudaMemcpyAsync(mass, d_mass, (size_t)na * H * sizeof(float), cudaMemcpyDeviceToHost, gc->stream));
+    cudaCheck(cudaStreamSynchronize(gc->stream));
+}
+
 // Runs the grid: the samples of one length go through the model in batches of at most max_tokens
 // tokens (so the eval fits wherever training fits); answers are scored on the host from their
 // logits rows (gpu_model_logits), and at retrieval_len every attention head's stats are taken on the GPU.
 static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens, NeedleResult* r) {
     const Config* c = &m->cfg;
     const GpuContext* gc = &m->ctx;
-    int C = c->n_embd, H = c->n_head, Vp = c->padded_vocab, per_length = g->n_depths * g->samples, max_answer = 0;
+    int H = c->n_head, Vp = c->padded_vocab, per_length = g->n_depths * g->samples, max_answer = 0;
     for (int i = 0; i < g->n_lengths * per_length; i++) { max_answer = g->meta[i].answer_len > max_answer ? g->meta[i].answer_len : max_answer; }
     size_t n_queries = (size_t)per_length * max_answer;
     int* row_of = (int*)malloc_check(n_queries * sizeof(int));             // the batch row of each answer token
@@ -1095,13 +1147,7 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
             cudaCheck(cudaMemcpyAsync(d_queries, queries, na * sizeof(int4), cudaMemcpyHostToDevice, gc->stream));
             for (int l = 0; l < c->n_layer; l++) {
                 if (c->pattern[l] == 'R') { continue; }
-                int window = c->pattern[l] == 'S' ? c->window : 0;
-                retrieval_stats_kernel<<<dim3(na, H), REDUCE_THREADS, 0, gc->stream>>>(d_argmax, d_mass, act(m, l, A_QKVR), act32(m, l, A_LSE),
-                                                                                         d_queries, len, C, H, window);
-                cudaCheck(cudaGetLastError());
-                cudaCheck(cudaMemcpyAsync(argmax, d_argmax, na * H * sizeof(int), cudaMemcpyDeviceToHost, gc->stream));
-                cudaCheck(cudaMemcpyAsync(mass, d_mass, na * H * sizeof(float), cudaMemcpyDeviceToHost, gc->stream));
-                cudaCheck(cudaStreamSynchronize(gc->stream));
+                gpu_attention_stats(m, l, d_queries, na, d_argmax, d_mass, argmax, mass);
                 for (int a = 0; a < na; a++) {
                     const NeedleSample* s = &g->meta[idx0 + queries[a].x];
                     int copied = s->value_pos + (queries[a].y - (s->answer_pos - 1));  // value token j for answer token j
@@ -1117,6 +1163,88 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
     needle_result_finish(r, c);
     free(row_of); free(rows); free(queries); free(argmax); free(mass);
     cudaFree(d_queries); cudaFree(d_argmax); cudaFree(d_mass);
+}
+
+// The recall eval (needle_eval.h cpu_recall_eval) on the GPU: the held-out sequences in batches of
+// at most max_tokens tokens; a clean pass scores every query per bin (answers from their logits rows,
+// every attention head's stats on the GPU) and, for mean ablation, sums each layer's mixer output
+// over the set (a matmul with a ones vector: (C) += atty (N,C)ᵀ · 1); then one pass per ablation.
+static void gpu_recall_eval(GpuModel* m, const RecallSet* s, size_t max_tokens, int ablate, RecallResult* r) {
+    const Config* c = &m->cfg;
+    const GpuContext* gc = &m->ctx;
+    int C = c->n_embd, H = c->n_head, L = c->n_layer, T = s->T, K = s->K, Vp = c->padded_vocab;
+    int nb = (int)(max_tokens / T);  // sequences per forward
+    if (nb < 1) { nb = 1; }
+    if (nb > s->n_seqs) { nb = s->n_seqs; }
+    size_t nq = (size_t)nb * K;
+    int* row_of = (int*)malloc_check(nq * sizeof(int));
+    float* rows = (float*)malloc_check(nq * Vp * sizeof(float));
+    int4* queries = (int4*)malloc_check(nq * sizeof(int4));
+    int* argmax = (int*)malloc_check(nq * H * sizeof(int));
+    float* mass = (float*)malloc_check(nq * H * sizeof(float));
+    int4* d_queries;
+    int* d_argmax;
+    float *d_mass, *d_sum;
+    floatX *d_ones, *d_mean;
+    cudaCheck(cudaMalloc(&d_queries, nq * sizeof(int4)));
+    cudaCheck(cudaMalloc(&d_argmax, nq * H * sizeof(int)));
+    cudaCheck(cudaMalloc(&d_mass, nq * H * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_sum, (size_t)L * C * sizeof(float)));
+    cudaCheck(cudaMalloc(&d_mean, (size_t)L * C * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d_ones, (size_t)nb * T * sizeof(floatX)));
+    cudaCheck(cudaMemset(d_sum, 0, (size_t)L * C * sizeof(float)));
+    floatX* ones = (floatX*)malloc_check((size_t)nb * T * sizeof(floatX));
+    for (size_t i = 0; i < (size_t)nb * T; i++) { ones[i] = (floatX)1.0f; }
+    cudaCheck(cudaMemcpy(d_ones, ones, (size_t)nb * T * sizeof(floatX), cudaMemcpyHostToDevice));
+    free(ones);
+    recall_result_init(r, s, c, ablate);
+    for (int pass = -1; pass < r->n_abl; pass++) {  // -1: the clean pass
+        m->ablate = pass < 0 ? 0 : r->abl_layers[pass];
+        for (int i0 = 0; i0 < s->n_seqs; i0 += nb) {
+            int b = s->n_seqs - i0 < nb ? s->n_seqs - i0 : nb, na = b * K;
+            gpu_model_forward(m, s->tokens + (size_t)i0 * T, NULL, b, T, 0.0);
+            for (int a = 0; a < na; a++) {
+                const RecallPair* p = &s->pairs[(size_t)i0 * K + a];
+                row_of[a] = (a / K) * T + p->answer_pos - 1;
+                queries[a] = make_int4(a / K, p->answer_pos - 1, p->value_pos, p->value_pos + 1);
+            }
+            gpu_model_logits(m, row_of, na, rows);
+            for (int a = 0; a < na; a++) {
+                int i = i0 + a / K, k = a % K, bin = recall_pair_bin(s, i, k), right = recall_answer_right(s, i, k, rows + (size_t)a * Vp, c->vocab);
+                if (pass >= 0) { r->abl_acc[pass * r->n_bins + bin] += right; continue; }
+                r->count[bin]++;
+                r->acc[bin] += right;
+            }
+            if (pass >= 0) { continue; }
+            cudaCheck(cudaMemcpyAsync(d_queries, queries, na * sizeof(int4), cudaMemcpyHostToDevice, gc->stream));
+            for (int l = 0; l < L; l++) {
+                if (ablate == ABLATE_MEAN) {
+                    gemm(gc, CUBLAS_OP_N, CUBLAS_OP_N, C, 1, b * T, act(m, l, A_ATTY), C, d_ones, b * T, 1.0f, d_sum + (size_t)l * C, CUDA_R_32F, C);
+                }
+                if (c->pattern[l] == 'R') { continue; }
+                gpu_attention_stats(m, l, d_queries, na, d_argmax, d_mass, argmax, mass);
+                for (int a = 0; a < na; a++) {
+                    int bin = recall_pair_bin(s, i0 + a / K, a % K), value = s->pairs[(size_t)i0 * K + a].value_pos;
+                    for (int h = 0; h < H; h++) { recall_score_head(r, bin, l, h, argmax[a * H + h] == value, mass[a * H + h]); }
+                }
+            }
+        }
+        if (pass < 0 && ablate == ABLATE_MEAN) {  // the sums into means, as floatX rows
+            float* sum = (float*)malloc_check((size_t)L * C * sizeof(float));
+            floatX* mean = (floatX*)malloc_check((size_t)L * C * sizeof(floatX));
+            cudaCheck(cudaMemcpy(sum, d_sum, (size_t)L * C * sizeof(float), cudaMemcpyDeviceToHost));
+            for (size_t j = 0; j < (size_t)L * C; j++) { mean[j] = (floatX)(sum[j] / ((double)s->n_seqs * T)); }
+            cudaCheck(cudaMemcpy(d_mean, mean, (size_t)L * C * sizeof(floatX), cudaMemcpyHostToDevice));
+            free(sum);
+            free(mean);
+            m->ablate_with = d_mean;
+        }
+    }
+    m->ablate = 0;
+    m->ablate_with = NULL;
+    recall_result_finish(r, c);
+    free(row_of); free(rows); free(queries); free(argmax); free(mass);
+    cudaFree(d_queries); cudaFree(d_argmax); cudaFree(d_mass); cudaFree(d_sum); cudaFree(d_mean); cudaFree(d_ones);
 }
 
 // ----------------------------------------------------------------------------
@@ -1348,7 +1476,7 @@ static void gpu_next_logits(void* model, const int* tokens, int n, float* logits
 int main(int argc, char** argv) {
     TrainArgs a;
     train_args_default(&a);
-    a.L = 8; a.C = 256; a.H = 4; a.window = 16;
+    a.L = 8; a.C = 256; a.H = 4; a.window_list = "16";
     a.B = 64;
     a.opt = opt_config_default(6000);
     a.opt.lr = 2e-3;
@@ -1408,6 +1536,8 @@ int main(int argc, char** argv) {
         checkpoint_free(&ck);
     }
     const Config* cfg = &model.cfg;
+    gpu_model_set_freeze(&model, a.freeze);
+    int model_window = cfg->window;  // evals and checkpoints; a step may draw another from -w's list
     RunLog log = run_log_open(a.log_path, step0 > 0, &a, cfg);
 
     char device[300];
@@ -1434,11 +1564,13 @@ int main(int argc, char** argv) {
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
+            RecallResult rec;
             const NeedleGrid *grid, *text_grid;
             train_eval_pick(&a, &ev, step, last, &grid, &text_grid);
+            if (ev.recall_on) { gpu_recall_eval(&model, &ev.recall, (size_t)a.B * a.T, train_eval_ablate(&a, step, last), &rec); }
             gpu_needle_eval(&model, grid, (size_t)a.B * a.T, &res);
             if (text_grid) { gpu_needle_eval(&model, text_grid, (size_t)a.B * a.T, &text_res); }
-            train_eval_report(&log, step, cfg, grid, text_grid, &res, &text_res);
+            train_eval_report(&log, step, cfg, grid, text_grid, &res, &text_res, &ev, &rec);
         }
         if (train_sample_due(&a, step, last, stopping)) { sample_print(gpu_next_logits, &model, &val, &tok, cfg->vocab, a.T, a.sample_len, step); }
         if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, &run, a.ckpt_opt); }
@@ -1448,6 +1580,7 @@ int main(int argc, char** argv) {
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
+        model.cfg.window = train_window_at(&a, step);
         gpu_model_zero_grad(&model);
         int micros = a.accum * dist.world;  // of the step, over all ranks; this rank's: a x world + rank
         for (int micro = 0; micro < a.accum; micro++) {
@@ -1457,6 +1590,7 @@ int main(int argc, char** argv) {
             dataloader_skip(&train, dist.world - 1 - dist.rank);  // the forward has its copy of the batch
             gpu_model_backward(&model);
         }
+        model.cfg.window = model_window;
         dist_sum_grads(&dist, &model);
         loss = dist_sum(&dist, loss, ctx.stream);
         double norm = gpu_model_grad_norm(&model);

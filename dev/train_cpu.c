@@ -37,7 +37,7 @@ static void cpu_next_logits(void* model, const int* tokens, int n, float* logits
 int main(int argc, char** argv) {
     TrainArgs a;
     train_args_default(&a);
-    a.L = 4; a.C = 64; a.H = 4; a.window = 32;
+    a.L = 4; a.C = 64; a.H = 4; a.window_list = "32";
     a.B = 8;
     a.opt = opt_config_default(300);
     a.opt.lr = 3e-3;
@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
         model_build(&model, &cfg, (uint64_t)a.seed);
     }
     RunLog log = run_log_open(a.log_path, step0 > 0, &a, &model.cfg);
+    snprintf(model.freeze, sizeof(model.freeze), "%s", a.freeze);
+    int model_window = model.cfg.window;  // evals and checkpoints; a step may draw another from -w's list
 
     print_config_table(&model.cfg, &a, model.pl.total, "CPU (fp32 reference)");
     train_resume_data(&train, &a, step0, 1);
@@ -90,11 +92,13 @@ int main(int argc, char** argv) {
         }
         if (train_eval_due(&a, step, last, stopping)) {
             NeedleResult res, text_res;
+            RecallResult rec;
             const NeedleGrid *grid, *text_grid;
             train_eval_pick(&a, &ev, step, last, &grid, &text_grid);
+            if (ev.recall_on) { cpu_recall_eval(&model, &ev.recall, train_eval_ablate(&a, step, last), &rec); }
             cpu_needle_eval(&model, grid, &res);
             if (text_grid) { cpu_needle_eval(&model, text_grid, &text_res); }
-            train_eval_report(&log, step, &model.cfg, grid, text_grid, &res, &text_res);
+            train_eval_report(&log, step, &model.cfg, grid, text_grid, &res, &text_res, &ev, &rec);
         }
         if (train_sample_due(&a, step, last, stopping)) { sample_print(cpu_next_logits, &model, &val, &tok, model.cfg.vocab, a.T, a.sample_len, step); }
         if (train_should_save(&a, step, step0, last, stopping)) {
@@ -108,12 +112,14 @@ int main(int argc, char** argv) {
         }
         if (last) { break; }
         double t0 = now_s(), loss = 0.0;
+        model.cfg.window = train_window_at(&a, step);
         model_zero_grad(&model);
         for (int micro = 0; micro < a.accum; micro++) {
             dataloader_next_batch(&train);
             loss += model_forward(&model, train.inputs, train.targets, a.B, a.T) / a.accum;
             model_backward(&model, 1.0 / a.accum);
         }
+        model.cfg.window = model_window;
         double norm = model_grad_norm(&model);
         double lr = lr_at(&a.opt, step);
         if (!train_step_finite(&a, step + 1, loss, norm)) { continue; }
