@@ -59,7 +59,7 @@ endif
 CPU_PROGRAMS = train_cpu eval_needle dev/experiments/needle_share
 CPU_HEADERS = utils.h dataloader.h hybrid_cpu.h needle_eval.h checkpoint.h flags.h train_common.h
 GPU_HEADERS = cuda_common.cuh hopper.cuh full_attn.cuh attention_swa.cuh recurrent_mixer.cuh $(CPU_HEADERS)
-CPU_TESTS = test/test_grad test/test_cpu
+CPU_TESTS = test/test_grad test/test_cpu test/test_recall
 TEST_TOOLS = test/ckpt_edit
 
 # AddressSanitizer + UndefinedBehaviorSanitizer builds of the CPU programs and tests, in build/sanitize/
@@ -91,6 +91,10 @@ test/test_grad: test/test_grad.c test/test_common.h $(CPU_HEADERS)
 test/test_cpu: test/test_cpu.c test/test_common.h test/test_ckpt.h $(CPU_HEADERS) eval_needle
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
+# the recall task, its eval and the interventions; also runs ./eval_needle
+test/test_recall: test/test_recall.c test/test_recall.h test/test_common.h $(CPU_HEADERS) eval_needle
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
 # edits and reseals a checkpoint for the shell tests
 test/ckpt_edit: test/ckpt_edit.c test/test_ckpt.h $(CPU_HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -101,7 +105,7 @@ $(SAN_DIR)/train_cpu: dev/train_cpu.c $(CPU_HEADERS)
 $(SAN_DIR)/eval_needle: eval_needle.c $(CPU_HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
-$(SAN_DIR)/test/%: test/%.c test/test_common.h test/test_ckpt.h $(CPU_HEADERS)
+$(SAN_DIR)/test/%: test/%.c test/test_common.h test/test_ckpt.h test/test_recall.h $(CPU_HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(SAN_CFLAGS) -o $@ $< $(LDLIBS)
 
@@ -125,7 +129,7 @@ dev/cuda/delta_rule: dev/cuda/delta_rule.cu test/test_gpu_common.cuh $(GPU_HEADE
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS) -lm
 
 # the whole model on the GPU against the CPU reference; includes train_hybrid.cu with TESTING
-test/test_model_gpu test/test_model_gpu_bf16: test/test_model_gpu.cu test/test_common.h test/test_gpu_common.cuh train_hybrid.cu $(GPU_HEADERS)
+test/test_model_gpu test/test_model_gpu_bf16: test/test_model_gpu.cu test/test_common.h test/test_gpu_common.cuh test/test_recall.h train_hybrid.cu $(GPU_HEADERS)
 	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -DPRECISION_$(if $(findstring bf16,$@),BF16,FP32) -o $@ $< $(NVCC_LDLIBS) -lcublas $(NCCL_LIB) -lm
 
 # the fuzz and bad-input tests run on the sanitizer builds

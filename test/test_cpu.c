@@ -657,7 +657,8 @@ static void parse_args(void* argv_) {
     while (argv[argc]) { argc++; }
     TrainArgs a;
     memset(&a, 0, sizeof(a));
-    a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window = 4; a.B = 1; a.T = 8; a.accum = 1;
+    a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window_list = "4"; a.B = 1; a.T = 8; a.accum = 1;
+    a.recall_eval = 1; a.recall_bins = ""; a.freeze = "";
     a.opt = opt_config_default(10); a.data = data_config_default(); a.val_batches = 1; a.log_path = "";
     a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = ""; a.eval_samples = 1; a.eval_text = 1;
     FlagSpec f[MAX_FLAGS];
@@ -738,10 +739,22 @@ static void test_eval_long(void) {
 }
 
 static void test_cli(void) {
-    static struct { const char* name; char* argv[8]; const char* error; } cases[] = {
+    static struct { const char* name; char* argv[12]; const char* error; } cases[] = {
         {"cli unknown flag", {"prog", "--frobnicate", "3"}, "unknown flag '--frobnicate'"},
         {"cli bad pattern letter", {"prog", "-p", "SSXF"}, "-p SSXF: layer pattern has 'X'"},
-        {"cli window 0", {"prog", "-w", "0"}, "flag -w: '0' is out of range, expected 1..1048576"},
+        {"cli window 0", {"prog", "-w", "0"}, "-w '0': '0' is not an integer in 1..1048576"},
+        {"cli window list", {"prog", "-w", "4,x"}, "-w '4,x': expected numbers separated by commas"},
+        {"cli --freeze X", {"prog", "--freeze", "SX"}, "--freeze SX: expected distinct layer types among F, S, R"},
+        {"cli --freeze twice", {"prog", "--freeze", "SS"}, "--freeze SS: expected distinct layer types"},
+        {"cli recall keys past the symbols", {"prog", "-T", "512", "--needle-kind", "recall", "--recall-keys", "40"}, "--recall-keys 40: keys and values take half of the 64 --needle-symbols each"},
+        {"cli recall pairs past half of T", {"prog", "-T", "64", "--needle-kind", "recall", "--recall-keys", "16"}, "--recall-keys 16 at -T 64: the pairs take 96 of the 65 tokens"},
+        {"cli recall dist max past T", {"prog", "-T", "64", "--needle-kind", "recall", "--recall-keys", "2", "--recall-dist-max", "63"}, "--recall-dist-max 63 at -T 64: a sequence holds distances up to 62"},
+        {"cli recall dist max below min", {"prog", "-T", "64", "--needle-kind", "recall", "--recall-keys", "2", "--recall-dist-min", "20", "--recall-dist-max", "10"}, "--recall-dist-max 10 is below --recall-dist-min 20"},
+        {"cli --answer-min-dist without recall", {"prog", "--answer-min-dist", "8"}, "--answer-min-dist 8 without --needle-kind recall"},
+        {"cli --answer-min-dist past every answer", {"prog", "-T", "64", "--needle-kind", "recall", "--recall-keys", "2", "--answer-min-dist", "62"}, "--answer-min-dist 62: no answer is farther"},
+        {"cli --ablate-every without recall", {"prog", "--ablate-every", "2", "--eval-every", "4"}, "--ablate-every 2 without --needle-kind recall"},
+        {"cli --recall-bins not ascending", {"prog", "--needle-kind", "recall", "--recall-keys", "1", "--recall-bins", "8,4"}, "--recall-bins 8,4: edges must ascend"},
+        {"cli --recall-bins without recall", {"prog", "--recall-bins", "8"}, "--recall-bins without --needle-kind recall"},
         {"cli heads do not divide C", {"prog", "-C", "30", "-H", "4"}, "-C 30 -H 4"},
         {"cli non-integer", {"prog", "-T", "12x"}, "flag -T: '12x' is not an integer"},
         {"cli bad choice", {"prog", "--pos-full", "alibi"}, "expected one of rope|nope"},

@@ -15,6 +15,10 @@ CPU reference (hybrid_cpu.h, float build). Without a CUDA GPU one line says so (
   checkpoint: save with AdamW state, reload, and the next step gives bit-identical losses
   needle eval: on that checkpoint, the trainer's batched GPU evaluation and eval_needle's CPU one
   give the same accuracies, retrieval scores (up to argmax ties) and attention masses
+  recall eval: on the hand-built copying model (test_recall.h), the GPU's per-bin accuracies,
+  retrieval scores and ablations (mean and zero) equal the CPU's, masses within tolerance
+  --freeze S: the S mixers' gradients are 0 on the GPU, the others as without it, and AdamW leaves
+  the frozen tensors bit-identical while it moves the rest
 
 Built twice, like test_gpu: PRECISION_FP32 and PRECISION_BF16. Tolerances, norm-wise relative error
 ||gpu - cpu|| / ||cpu||, fp32 | bf16: logits 1e-5 | 3e-2, loss 1e-5 | 1e-2, each parameter gradient
@@ -29,12 +33,14 @@ is identical in fp32 and within rounding of the bf16 forward in bf16 (see the ch
 #include "../train_hybrid.cu"
 #include "test_common.h"
 #include "test_gpu_common.cuh"  // defines: rel_err_f, to_gpu, from_gpu, rand_host, gpu_zeros, rel_err_dev
+#include "test_recall.h"        // defines: copy_model_config, copy_model_params, copy_recall_set
 
 // ----------------------------------------------------------------------------
 // the trainer's own small kernels
 
 #define N_SMALL_KERNEL_CHECKS 7  // test_small_kernels: rmsnorm x2, rope, residual+rmsnorm, swiglu, crossentropy, encoder
 #define N_TRAINING_CHECKS 4      // test_training: 10 steps vs cpu, determinism, checkpoint, needle eval
+#define N_RECALL_CHECKS 3        // test_recall_gpu: recall eval (mean, zero ablation), --freeze
 static void test_small_kernels(const GpuContext* g) {
     int B = 2, T = 37, C = 96, H = 3, D = C / H, N = B * T, V = 50, Vp = 64;
     size_t nC = (size_t)N * C, n3 = 3 * nC;
@@ -398,6 +404,94 @@ static void test_training(const GpuContext* g) {
     dataloader_free(&dl3);
 }
 
+// ----------------------------------------------------------------------------
+// the recall eval and --freeze
+
+// The copying model's recall eval (test_recall.h: accuracy and retrieval 1 in d's bin, 0 around it)
+// on the GPU in batches of 2 sequences against the CPU: counts, accuracies, every head's score and
+// every ablation's accuracies equal (the model's margins are far beyond bf16 rounding), masses
+// norm-wise within 1e-4 | 2e-2.
+static void test_recall_gpu(const GpuContext* g) {
+    Vocab v = vocab_make(256, 64);
+    Config c = copy_model_config(&v);
+    Model cpu;
+    model_build(&cpu, &c, 1);
+    copy_model_params(cpu.params, &c, 12);
+    GpuModel gpu;
+    gpu_model_build(&gpu, &c, g, cpu.params, 0);
+    RecallSet s;
+    copy_recall_set(&s, &v, 12);
+    for (int mode = ABLATE_MEAN; mode <= ABLATE_ZERO; mode++) {
+        RecallResult rc, rg;
+        cpu_recall_eval(&cpu, &s, mode, &rc);
+        gpu_recall_eval(&gpu, &s, 2 * s.T, mode, &rg);
+        int same = rc.n_abl == rg.n_abl;
+        double md = 0.0, mn = 0.0;
+        for (int b = 0; b < rc.n_bins; b++) {
+            same &= rc.count[b] == rg.count[b] && rc.acc[b] == rg.acc[b];
+            for (int a = 0; a < rc.n_abl; a++) { same &= rc.abl_acc[a * rc.n_bins + b] == rg.abl_acc[a * rc.n_bins + b]; }
+        }
+        for (int i = 0; i < rc.L * rc.H * rc.n_bins; i++) {
+            same &= rc.score[i] == rg.score[i];
+            md += (rc.mass[i] - rg.mass[i]) * (rc.mass[i] - rg.mass[i]);
+            mn += rc.mass[i] * rc.mass[i];
+        }
+        double mass_e = sqrt(md / mn), tol = TOL_X(1e-4, 2e-2);
+        check(same && mass_e < tol && rg.acc[1] == 1.0, mode == ABLATE_MEAN ? "gpu recall eval = cpu (mean ablation)" : "gpu recall eval = cpu (zero ablation)",
+              "copying model, %d sequences of %d: accuracy per bin %.2f %.2f %.2f, %d ablations (bin 12: %s %.2f, %s %.2f): equal; mass rel err %.1e (tol %.0e)",
+              s.n_seqs, s.T, rg.acc[0], rg.acc[1], rg.acc[2], rg.n_abl, rg.abl_name[0], rg.abl_acc[1], rg.abl_name[1], rg.abl_acc[4], mass_e, tol);
+        recall_result_free(&rc);
+        recall_result_free(&rg);
+    }
+    recall_set_free(&s);
+    gpu_model_free(&gpu);
+    model_free(&cpu);
+
+    // --freeze S on an SRF model: one training step with and without it
+    DataConfig dc = data_config_default();
+    DataLoader dl;
+    dataloader_init(&dl, &dc, 0, TB, TT, 3);
+    int targets[TB * TT];
+    test_batch(&dl, targets);
+    Config cs = train_config(&dl.vocab);
+    GpuModel a, f;
+    gpu_model_build(&a, &cs, g, NULL, 7);
+    gpu_model_build(&f, &cs, g, NULL, 7);
+    gpu_model_set_freeze(&f, "S");
+    size_t n = a.pl.total;
+    float *ga = (float*)malloc_check(n * sizeof(float)), *gf = (float*)malloc_check(n * sizeof(float));
+    float *p0 = (float*)malloc_check(n * sizeof(float)), *p1 = (float*)malloc_check(n * sizeof(float));
+    GpuModel* ms[2] = {&a, &f};
+    float* gs[2] = {ga, gf};
+    for (int k = 0; k < 2; k++) {
+        gpu_model_zero_grad(ms[k]);
+        gpu_model_forward(ms[k], dl.inputs, targets, TB, TT, 1.0);
+        gpu_model_backward(ms[k]);
+        cudaCheck(cudaMemcpy(gs[k], ms[k]->grads, n * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    cudaCheck(cudaMemcpy(p0, f.master, n * sizeof(float), cudaMemcpyDeviceToHost));
+    OptConfig o = opt_config_default(10);
+    gpu_model_update(&f, &o, 1e-2, 1, gpu_model_grad_norm(&f));
+    cudaCheck(cudaMemcpy(p1, f.master, n * sizeof(float), cudaMemcpyDeviceToHost));
+    int n_frozen = 0, leaked = 0, differ = 0, moved = 0, still = 0;
+    for (int t = 0; t < a.pl.n; t++) {
+        const TensorSpec* sp = &a.pl.spec[t];
+        int fz = param_frozen(sp, &cs, "S"), changed = memcmp(p0 + sp->offset, p1 + sp->offset, sp->numel * sizeof(float)) != 0;
+        n_frozen += fz;
+        for (size_t i = sp->offset; i < sp->offset + sp->numel; i++) {
+            if (fz) { leaked += gf[i] != 0.0f; } else { differ += ga[i] != gf[i]; }
+        }
+        if (fz) { moved += changed; } else { still += !changed; }
+    }
+    check(n_frozen == 2 && leaked == 0 && differ == 0 && moved == 0 && still == 0, "gpu --freeze S",
+          "SRF: %d frozen tensors, %d nonzero gradients in them, %d other gradients differing from the run without --freeze; after "
+          "AdamW %d frozen tensors moved, %d others unmoved", n_frozen, leaked, differ, moved, still);
+    free(ga); free(gf); free(p0); free(p1);
+    gpu_model_free(&a);
+    gpu_model_free(&f);
+    dataloader_free(&dl);
+}
+
 int main(void) {
     const ModelCase cases[] = {
         {"F", 2, 16, POS_ROPE, POS_ROPE, MIXER_GDN},
@@ -415,13 +509,14 @@ int main(void) {
     int n_cases = (int)(sizeof(cases) / sizeof(cases[0]));
     char why[160];
     if (gpu_missing(why, sizeof(why))) {
-        skip_all("test_model_gpu", N_SMALL_KERNEL_CHECKS + n_cases + N_TRAINING_CHECKS, why);
+        skip_all("test_model_gpu", N_SMALL_KERNEL_CHECKS + n_cases + N_TRAINING_CHECKS + N_RECALL_CHECKS, why);
         return test_summary();
     }
     GpuContext g = gpu_context_create();
     test_small_kernels(&g);
     for (int i = 0; i < n_cases; i++) { test_model(&g, &cases[i]); }
     test_training(&g);
+    test_recall_gpu(&g);
     gpu_context_destroy(&g);
     return test_summary();
 }
