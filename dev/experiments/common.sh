@@ -15,7 +15,12 @@
 #             STEPS/4 steps and at the end (--eval-long-every), the lengths up to T at every eval;
 #             t2048 (the mini model at T 2048, B 16; 128 symbols, 248 queries, the same scaling): the
 #             longest T at which all-F learned retrieval well inside 4000 steps (the t4096
-#             calibration, dev/experiments/README.md), where f2_laziness.sh runs its grid at W 32, 128, 512
+#             calibration, dev/experiments/README.md), where f2_laziness.sh runs its grid at W 32, 128, 512;
+#             recall (the mini model on the recall task, dev/experiments/RECALL_PROTOCOL.md): 64
+#             one-token key/value pairs a sequence over 256 symbols, query distances log-uniform on
+#             [4, 1022], WSD (warmup 100 steps, the last 10% decaying), lr RECALL_LR (the pilot's
+#             choice), the recall eval on 64 held-out sequences with layer ablations every 4th eval,
+#             the needle grid (4 samples a cell, 2T and 4T every STEPS/4) as the transfer check
 #   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; the protocol
 #             allows 5 minutes of H100 per run)
 #   SEEDS     seeds per config (default "1 2"; "1 2 3 4 5" at t4096)
@@ -44,7 +49,8 @@ set -euo pipefail
 
 SIZE=${SIZE:-mini}
 STEPS=${STEPS:-4000}
-case "$SIZE" in t4096 | t2048) SEEDS=${SEEDS:-"1 2 3 4 5"} ;; *) SEEDS=${SEEDS:-"1 2"} ;; esac
+case "$SIZE" in t4096 | t2048) SEEDS=${SEEDS:-"1 2 3 4 5"} ;; recall) SEEDS=${SEEDS:-"1 2 3 4 5 6"} ;; *) SEEDS=${SEEDS:-"1 2"} ;; esac
+RECALL_LR=${RECALL_LR:-}  # the recall grid's learning rate: the pilot's choice (RECALL_PROTOCOL.md)
 PROTOCOL_DATA=dev/experiments/data/gcide.txt
 DATA=${DATA:-$PROTOCOL_DATA}
 TRAINER=${TRAINER:-./train_hybrid}
@@ -64,9 +70,15 @@ case "$SIZE" in
     t2048) MODEL=(-C 512 -L 8 -H 8 -T 2048 -B 16 -l 5e-4 --needle-density 30 --needle-queries 248 --needle-symbols 128
                   --eval-long-every $(( STEPS / 4 ))) ;;
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
-    *) echo "error: SIZE=$SIZE: expected mini, small, t4096, t2048 or tiny" >&2; exit 1 ;;
+    recall | recall_tiny)
+        if [ -z "$RECALL_LR" ]; then echo "error: SIZE=$SIZE needs RECALL_LR (the pilot's learning rate, RECALL_PROTOCOL.md)" >&2; exit 1; fi
+        MODEL=(-l "$RECALL_LR" --needle-kind recall --schedule wsd --decay-frac 0.1 --warmup 100 --eval-samples 4
+               --eval-long-every $(( STEPS / 4 )) --ablate-every 4)
+        if [ "$SIZE" = recall ]; then MODEL+=(-C 512 -L 8 -H 8 -T 1024 -B 32 --needle-symbols 256 --recall-keys 64 --recall-eval 64)
+        else MODEL+=(-C 32 -L 4 -H 2 -T 64 -B 4 --recall-keys 4 --recall-eval 4 --eval-samples 1); fi ;;
+    *) echo "error: SIZE=$SIZE: expected mini, small, t4096, t2048, recall, recall_tiny or tiny" >&2; exit 1 ;;
 esac
-if [ "$SIZE" != tiny ] && [ -z "$LEVER" ] && { [ "$STEPS" != 4000 ] || [ -n "$EXTRA" ] || [ "$DATA" != "$PROTOCOL_DATA" ]; }; then
+if [ "$SIZE" != tiny ] && [ "$SIZE" != recall_tiny ] && [ -z "$LEVER" ] && { [ "$STEPS" != 4000 ] || [ -n "$EXTRA" ] || [ "$DATA" != "$PROTOCOL_DATA" ]; }; then
     echo "error: STEPS=$STEPS EXTRA='$EXTRA' DATA=$DATA is off the protocol (4000 steps, no EXTRA, gcide.txt): name these runs with LEVER=... so they log apart" >&2
     exit 1
 fi
