@@ -224,5 +224,73 @@ EOF
     if [ -z "$missing" ] && grep -q '^| SSSF_w32 | NoPE | 1 |' "$dir/res/tiny/results.md"; then pass "experiments report plots" "$msg"
     else fail "experiments report plots" "missing$missing: $msg"; fi
 fi
+# the recall protocol (f2_recall.sh): the pilot's three learning rates side by side leave complete
+# logs (one thread each: three OpenMP runs on two cores would spin against each other); the grid
+# refuses to start before the pilot's choice exists
+out=$(OMP_NUM_THREADS=1 LOGDIR="$dir/r" SIZE=recall_tiny STEPS=104 EXTRA="--eval-every 52 --eval-early 0" PHASE=pilot bash dev/experiments/f2_recall.sh 2>&1)
+n=$(ls "$dir/r/recall_tiny_pilot/"*.jsonl.gz 2>/dev/null | wc -l)
+grid=$(LOGDIR="$dir/r" SIZE=recall_tiny PHASE=grid bash dev/experiments/f2_recall.sh 2>&1)
+if [ "$n" = 3 ] && zcat "$dir/r/recall_tiny_pilot/F_lr2e-3.s1.jsonl.gz" | grep -q '"recall": {"edges": \[2, 8, 32\]' \
+    && [[ "$grid" == "error: PHASE=grid: no dev/experiments/results/recall_pilot/lr.txt: run PHASE=pilot"* ]]; then
+    pass "experiments recall pilot" "f2_recall.sh PHASE=pilot: 3 complete logs (lr 5e-4, 1e-3, 2e-3) with recall records; PHASE=grid without the pilot's choice: one clear line"
+else fail "experiments recall pilot" "$n logs; $(echo "$out" | tail -n 2 | tr '\n' ' '); $grid"; fi
+
+# report_recall.py on synthetic recall logs with known events (evals every 50 steps to 400; the far
+# bin and the best F head there at 1.0 / 0.9 from a run's formation step on, 0.1 before):
+#   pilot: lr 5e-4 never, 1e-3 and 2e-3 at step 300 -> the tie goes to the smaller rate, 1e-3
+#   grid: F at 200; W 32 at 100 and 150 (seed 2 also over the bar at step 50 alone, which does not count); W 128
+#   at 200; W 512 never (its S layers answer the bins inside the window) and a seed 3 that learned
+#   nothing (left out of the test): p_later = 1/90, R >= 400/100 -> reproduced
+#   lever: every run forms, W 512 earlier (50, 100) than W 32 (200, 250): p_earlier = 1/6 but R's
+#   bootstrap interval lies below 1.1 -> refuted
+if "$PY" -c "import matplotlib" 2> /dev/null; then
+    "$PY" - "$dir/rs" << 'EOF'
+import gzip, json, os, sys
+root = sys.argv[1]
+def write(folder, name, seed, pattern, w, form, blip=False, nothing=False, s_solves=False):
+    os.makedirs(f"{root}/{folder}", exist_ok=True)
+    with gzip.open(f"{root}/{folder}/{name}.s{seed}.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"step": 0, "config": {"pattern": pattern, "windows": [w], "T": 1024, "seed": seed}}) + "\n")
+        for step in range(0, 401, 50):
+            on = form is not None and step >= form or (blip and step == 50)
+            far, head = (1.0, 0.9) if on else (0.1, 0.1)
+            near = 0.1 if nothing else 0.9 if (on or s_solves) else 0.1
+            s_score = 0.8 if s_solves else 0.05
+            layers = [{"layer": 0, "type": "S", "score": [[s_score] * 3 + [0.0]], "mass": [[0.0] * 4]},
+                      {"layer": 1, "type": "F", "score": [[0.0, 0.0, 0.0, head]], "mass": [[0.0] * 4]}]
+            rec = {"edges": [32, 128, 512], "sequences": 4, "count": [10, 10, 10, 10], "acc": [near, near, near, far], "attn_layers": layers}
+            if step == 400:
+                rec["ablation"] = {"mode": "mean", "names": ["l0", "l1", "S", "F"], "acc": [[near] * 3 + [far], [near] * 3 + [0.0], [0.1] * 4, [near] * 3 + [0.0]]}
+            if step > 0:
+                f.write(json.dumps({"step": step, "loss": 2.0, "lr": 1e-3, "grad_norm": 1.0, "tok_per_s": 1e6, "ms": 100.0}) + "\n")
+            f.write(json.dumps({"step": step, "recall": rec}) + "\n")
+for lr, form in (("5e-4", None), ("1e-3", 300), ("2e-3", 300)):
+    write("recall_pilot", f"F_lr{lr}", 1, "F", 16, form)
+for seed in (1, 2):
+    write("recall", "F", seed, "F", 16, 200)
+    write("recall", "SSSF_w32", seed, "SSSF", 32, 100 if seed == 1 else 150, blip=seed == 2)
+    write("recall", "SSSF_w128", seed, "SSSF", 128, 200)
+    write("recall", "SSSF_w512", seed, "SSSF", 512, None, s_solves=True)
+write("recall", "SSSF_w512", 3, "SSSF", 512, None, nothing=True)
+for seed, (a, b) in enumerate(((200, 50), (250, 100)), 1):
+    write("recall_lever", "SSSF_w32", seed, "SSSF", 32, a)
+    write("recall_lever", "SSSF_w512", seed, "SSSF", 512, b)
+EOF
+    msg=$("$PY" dev/experiments/report.py --logs "$dir/rs" --out "$dir/rsres" --calibration "$dir/none" 2>&1)
+    md="$dir/rsres/recall/results.md"
+    if [ "$(cat "$dir/rsres/recall_pilot/lr.txt" 2> /dev/null)" = 1e-3 ] && grep -q '^| 5e-4 | - | learned nothing |' "$dir/rsres/recall_pilot/results.md" \
+        && grep -q '^| SSSF_w32 | 2 | 100, 150 | 2 / 0 / 0 | 100 | -, - | ' "$md" \
+        && grep -q '^| SSSF_w512 | 3 | -, -, - | 0 / 2 / 1 | > 400 | 0, 0, - | ' "$md" \
+        && grep -q '^| F | 2 | 200, 200 | 2 / 0 / 0 | 200 | -, - | ' "$md" \
+        && grep -q 'over 6 runs, 2 censored at their end; runs that learned nothing, left out: 1): JT = 12 (null mean 6), p_later = 0.0111' "$md" \
+        && grep -q 'R = median(W 512) / median(W 32) = >= 4.00' "$md" && grep -q '\*\*reproduced\*\*' "$md" \
+        && grep -q 'p_earlier = 0.1667' "$dir/rsres/recall_lever/results.md" && grep -q 'bootstrap 95% interval of R \[0.20, 0.50\]' "$dir/rsres/recall_lever/results.md" \
+        && grep -q '\*\*refuted\*\*' "$dir/rsres/recall_lever/results.md" \
+        && [ -s "$dir/rsres/recall/recall_km.png" ] && [ -s "$dir/rsres/recall/recall_ablation.png" ] && [ -s "$dir/rsres/recall/recall_bins.png" ]; then
+        pass "experiments recall report" "pilot: lr 1e-3 (tie at step 300 to the smaller rate); formation 100 and 150 (a one-eval blip at 50 does not count), 200, censored; 1 run that learned nothing left out; p_later = 1/90, R >= 4.00 -> reproduced; every run formed, W 512 earlier: bootstrap interval [0.20, 0.50] -> refuted; the three plots"
+    else fail "experiments recall report" "$msg; $(grep -E '^\| (SSSF|F)' "$md" 2> /dev/null | tr '\n' ' '); $(grep -E 'JT|R =|\*\*' "$md" "$dir/rsres/recall_lever/results.md" 2> /dev/null | tr '\n' ' ')"; fi
+else
+    skip "experiments recall report" "no matplotlib for $PY"
+fi
 rm -rf "$dir"
 summary

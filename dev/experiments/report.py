@@ -26,7 +26,9 @@ LEVER) it writes into results/<size>/:
                        across W (runs without a head censored at their end), whose p-values call
                        the finding reproduced, reversed or not settled (α = 0.05)
 and from the calibration logs (calibration/, all-F runs whose names give the flags that differ from
-the mini protocol) results/calibration.md: when retrieval emerged under each setting.
+the mini protocol) results/calibration.md: when retrieval emerged under each setting. The folders of
+the recall protocol (recall*/, f2_recall.sh) are reported by report_recall.py, by the rules of
+RECALL_PROTOCOL.md.
 A run's log is <config>.s<seed>.jsonl.gz; only complete (gzipped) logs are read. Numbers come only
 from the logs: "-" where an event did not happen within the run.
 """
@@ -44,6 +46,7 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from plot import mean_over_depths, plt, read_log  # noqa: E402  (dev/plot.py: log reader, matplotlib set up)
+import report_recall  # noqa: E402  (the recall protocol's folders: recall*/)
 
 F1_CONFIGS = ["F", "SSSF_w32", "SSSF_w128", "SSSF_w512", "RRRF_gdn", "RRRF_gla"]
 F2_WINDOWS = [32, 64, 128, 256, 512, 1024]
@@ -518,6 +521,14 @@ def main():
     done = calibration(a.calibration, a.out) if os.path.isdir(a.calibration) else 0
     sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d))) if os.path.isdir(a.logs) else []
     for size in sizes:
+        if size.startswith("recall"):  # the recall protocol (RECALL_PROTOCOL.md), by its own rules
+            md = report_recall.report(os.path.join(a.logs, size), os.path.join(a.out, size), size, plt, jt_test)
+            if md:
+                with open(os.path.join(a.out, size, "results.md"), "w") as f:
+                    f.write("\n".join(md) + "\n")
+                print(f"{size}: {', '.join(sorted(os.listdir(os.path.join(a.out, size))))} in {os.path.join(a.out, size)}/")
+                done += 1
+            continue
         runs = load_runs(os.path.join(a.logs, size))
         if not runs:
             continue
