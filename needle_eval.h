@@ -371,12 +371,12 @@ static double recall_best_head(const RecallResult* r, const Config* c, char type
     return best;
 }
 
-// "<=32" for bin 0, "32-128" between edges, ">512" for the last
+// "<=32" for bin 0, "33-128" between edges, ">512" for the last
 static void recall_bin_name(const RecallSet* s, int b, char* out, size_t size) {
     if (s->n_bins == 1) { snprintf(out, size, "all"); }
     else if (b == 0) { snprintf(out, size, "<=%d", s->edges[0]); }
     else if (b == s->n_bins - 1) { snprintf(out, size, ">%d", s->edges[b - 1]); }
-    else { snprintf(out, size, "%d-%d", s->edges[b - 1], s->edges[b]); }
+    else { snprintf(out, size, "%d-%d", s->edges[b - 1] + 1, s->edges[b]); }
 }
 
 // One line: accuracy per bin, the best F and S heads in the farthest bin; with ablations a second
