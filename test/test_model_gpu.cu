@@ -410,7 +410,7 @@ static void test_training(const GpuContext* g) {
 // The copying model's recall eval (test_recall.h: accuracy and retrieval 1 in d's bin, 0 around it)
 // on the GPU in batches of 2 sequences against the CPU: counts, accuracies, every head's score and
 // every ablation's accuracies equal (the model's margins are far beyond bf16 rounding), masses
-// norm-wise within 1e-4 | 2e-2.
+// norm-wise within 1e-3 | 2e-2 (measured 1.4e-4 | 2.9e-4 on an H100).
 static void test_recall_gpu(const GpuContext* g) {
     Vocab v = vocab_make(256, 64);
     Config c = copy_model_config(&v);
@@ -436,7 +436,9 @@ static void test_recall_gpu(const GpuContext* g) {
             md += (rc.mass[i] - rg.mass[i]) * (rc.mass[i] - rg.mass[i]);
             mn += rc.mass[i] * rc.mass[i];
         }
-        double mass_e = sqrt(md / mn), tol = TOL_X(1e-4, 2e-2);
+        // the copying head's scores reach ~900 logits: fp32 rounding of q·k alone (~900 x 2^-24 x 8)
+        // moves exp(s - lse) by ~4e-4 relative
+        double mass_e = sqrt(md / mn), tol = TOL_X(1e-3, 2e-2);
         check(same && mass_e < tol && rg.acc[1] == 1.0, mode == ABLATE_MEAN ? "gpu recall eval = cpu (mean ablation)" : "gpu recall eval = cpu (zero ablation)",
               "copying model, %d sequences of %d: accuracy per bin %.2f %.2f %.2f, %d ablations (bin 12: %s %.2f, %s %.2f): equal; mass rel err %.1e (tol %.0e)",
               s.n_seqs, s.T, rg.acc[0], rg.acc[1], rg.acc[2], rg.n_abl, rg.abl_name[0], rg.abl_acc[1], rg.abl_name[1], rg.abl_acc[4], mass_e, tol);
