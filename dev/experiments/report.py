@@ -253,13 +253,13 @@ def self_test():
     return bad
 
 
-def load_runs(folder):
-    """{config: [Run per seed]} of one size's folder"""
+def load_runs(folder, cls=None):
+    """{config: [cls(log) per seed]} of one size's folder (cls: Run, or report_recall's RecallRun)"""
     runs = defaultdict(list)
     for name in sorted(os.listdir(folder)):
         m = re.match(r"(.+)\.s(\d+)\.jsonl\.gz$", name)
         if m:
-            runs[m.group(1)].append(Run(os.path.join(folder, name)))
+            runs[m.group(1)].append((cls or Run)(os.path.join(folder, name)))
     return runs
 
 
@@ -522,7 +522,8 @@ def main():
     sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d))) if os.path.isdir(a.logs) else []
     for size in sizes:
         if size.startswith("recall"):  # the recall protocol (RECALL_PROTOCOL.md), by its own rules
-            md = report_recall.report(os.path.join(a.logs, size), os.path.join(a.out, size), size, plt, jt_test)
+            runs = load_runs(os.path.join(a.logs, size), report_recall.RecallRun)
+            md = report_recall.report(runs, os.path.join(a.out, size), size, plt, jt_test)
             if md:
                 with open(os.path.join(a.out, size, "results.md"), "w") as f:
                     f.write("\n".join(md) + "\n")

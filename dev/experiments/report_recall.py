@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-from collections import defaultdict
 
 THRESHOLD = 0.5
 HOLD = 2               # evals after the first at which the formation condition must still hold
@@ -122,16 +121,6 @@ class RecallRun:
     def final_loss(self, n=50):
         tail = [l for _, l in self.losses[-n:]]
         return sum(tail) / len(tail) if tail else None
-
-
-def load(folder):
-    """{config: [RecallRun per seed]} of a folder of complete (gzipped) logs"""
-    runs = defaultdict(list)
-    for name in sorted(os.listdir(folder)):
-        m = re.match(r"(.+)\.s(\d+)\.jsonl\.gz$", name)
-        if m:
-            runs[m.group(1)].append(RecallRun(os.path.join(folder, name)))
-    return runs
 
 
 def km_median(steps):
@@ -400,9 +389,9 @@ def finding1(runs, out, plt, md):
     plot_bins(plt, runs, configs, out)
 
 
-def report(folder, out, name, plt, jt_test):
-    """the markdown of one recall folder; writes its plots (and the pilot's lr.txt) into out"""
-    runs = load(folder)
+def report(runs, out, name, plt, jt_test):
+    """the markdown of one recall folder's runs ({config: [RecallRun per seed]}: report.py's
+    load_runs); writes its plots (and the pilot's lr.txt) into out"""
     if not runs:
         return None
     os.makedirs(out, exist_ok=True)
