@@ -231,7 +231,7 @@ out=$(OMP_NUM_THREADS=1 LOGDIR="$dir/r" SIZE=recall_tiny STEPS=104 EXTRA="--eval
 n=$(ls "$dir/r/recall_tiny_pilot/"*.jsonl.gz 2>/dev/null | wc -l)
 grid=$(LOGDIR="$dir/r" SIZE=recall_tiny PHASE=grid bash dev/experiments/f2_recall.sh 2>&1)
 if [ "$n" = 3 ] && zcat "$dir/r/recall_tiny_pilot/F_lr2e-3.s1.jsonl.gz" | grep -q '"recall": {"edges": \[2, 8, 32\]' \
-    && [[ "$grid" == "error: PHASE=grid: no dev/experiments/results/recall_pilot/lr.txt: run PHASE=pilot"* ]]; then
+    && [[ "$grid" == "error: PHASE=grid: no dev/experiments/results/recall_tiny_pilot/lr.txt: run PHASE=pilot"* ]]; then
     pass "experiments recall pilot" "f2_recall.sh PHASE=pilot: 3 complete logs (lr 5e-4, 1e-3, 2e-3) with recall records; PHASE=grid without the pilot's choice: one clear line"
 else fail "experiments recall pilot" "$n logs; $(echo "$out" | tail -n 2 | tr '\n' ' '); $grid"; fi
 

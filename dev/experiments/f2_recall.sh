@@ -9,7 +9,7 @@
 #     DEADLINE=540 GPUS="0 0 0" PHASE=grid bash ...          # in pieces, three runs side by side on one GPU
 #
 # The grid, its interventions and f1 run at the learning rate the pilot's rule chose: report.py
-# writes it to dev/experiments/results/recall_pilot/lr.txt from the pilot's logs (RECALL_LR
+# writes it to dev/experiments/results/recall_pilot/lr.txt (<SIZE>_pilot) from the pilot's logs (RECALL_LR
 # overrides it only for runs off the protocol, with a LEVER name); every phase logs to its own folder of dev/experiments/logs:
 # recall_pilot/, recall/, recall_f1/. The grid runs the ends of the window range first (W 32 and
 # W 512), then W 128; a stopped grid resumes where it stopped (common.sh).
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 PHASE=${PHASE:-grid}
 SIZE=${SIZE:-recall}
 export SIZE
-pilot_lr=dev/experiments/results/recall_pilot/lr.txt
+pilot_lr=dev/experiments/results/${SIZE}_pilot/lr.txt  # report.py writes it from the pilot logs of this size
 if [ "$PHASE" != pilot ] && [ -z "${RECALL_LR:-}" ]; then
     [ -s "$pilot_lr" ] || { echo "error: PHASE=$PHASE: no $pilot_lr: run PHASE=pilot and python3 dev/experiments/report.py first (RECALL_PROTOCOL.md)" >&2; exit 1; }
     RECALL_LR=$(cat "$pilot_lr")
