@@ -17,8 +17,9 @@
 #             longest T at which all-F learned retrieval well inside 4000 steps (the t4096
 #             calibration, dev/experiments/README.md), where f2_laziness.sh runs its grid at W 32, 128, 512;
 #             recall (the mini model on the recall task, dev/experiments/RECALL_PROTOCOL.md): 64
-#             one-token key/value pairs a sequence over 256 symbols, query distances log-uniform on
-#             [4, 1022], WSD (warmup 100 steps, the last 10% decaying), lr RECALL_LR (the pilot's
+#             one-token key/value pairs a sequence over 256 symbols, query distances uniform on
+#             [4, 1022] (amendment 1; log-uniform before it, whose pilot logs are recall_a0_pilot/),
+#             WSD (warmup 100 steps, the last 10% decaying), lr RECALL_LR (the pilot's
 #             choice), the recall eval on 64 held-out sequences with layer ablations every 4th eval,
 #             the needle grid (4 samples a cell, 2T and 4T every STEPS/4) as the transfer check
 #   STEPS     optimizer steps per run (default 4000 = 131M tokens at mini or small; the protocol
@@ -74,7 +75,8 @@ case "$SIZE" in
         if [ -z "$RECALL_LR" ]; then echo "error: SIZE=$SIZE needs RECALL_LR (the pilot's learning rate, RECALL_PROTOCOL.md)" >&2; exit 1; fi
         MODEL=(-l "$RECALL_LR" --needle-kind recall --schedule wsd --decay-frac 0.1 --warmup 100 --eval-samples 4
                --eval-long-every $(( STEPS / 4 )) --ablate-every 4)
-        if [ "$SIZE" = recall ]; then MODEL+=(-C 512 -L 8 -H 8 -T 1024 -B 32 --needle-symbols 256 --recall-keys 64 --recall-eval 64)
+        if [ "$SIZE" = recall ]; then  # the task of RECALL_PROTOCOL.md's amendment 1: distances uniform
+            MODEL+=(-C 512 -L 8 -H 8 -T 1024 -B 32 --needle-symbols 256 --recall-keys 64 --recall-dist uniform --recall-eval 64)
         else MODEL+=(-C 32 -L 4 -H 2 -T 64 -B 4 --recall-keys 4 --recall-eval 4 --eval-samples 1); fi ;;
     *) echo "error: SIZE=$SIZE: expected mini, small, t4096, t2048, recall, recall_tiny or tiny" >&2; exit 1 ;;
 esac
