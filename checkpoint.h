@@ -209,7 +209,9 @@ static Checkpoint checkpoint_read(const char* path) {
     ck.run.T = h[17];
     if (version == CKPT_VERSION) {
         ck.run.B = h[18]; ck.run.accum = h[19]; ck.run.world = h[20];
-        ck.run.seed = (long)header_get64(h, 21);
+        uint64_t seed = header_get64(h, 21);
+        if (seed > (1ull << 62)) { die("%s: corrupt checkpoint header: seed %llu, expected 0..2^62 (-s's range)", path, (unsigned long long)seed); }
+        ck.run.seed = (long)seed;
         ck.run.data_id = header_get64(h, 23);
     }
     size_t expect = param_layout(&ck.cfg).total;

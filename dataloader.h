@@ -265,6 +265,22 @@ typedef struct {
     size_t n_tokens, token_pos;
 } TokenStream;
 
+// glob(3) of a data flag's pattern, sorted; no match is one line that says why: the OS's reason when a
+// directory on the way could not be read, else that nothing matches.
+static int glob_error_errno;
+static char glob_error_path[512];
+static int glob_on_error(const char* path, int err) {
+    if (glob_error_errno == 0) { glob_error_errno = err; snprintf(glob_error_path, sizeof(glob_error_path), "%s", path); }
+    return 0;  // go on: a readable match elsewhere still counts
+}
+static void glob_data(const char* what, const char* pattern, glob_t* g) {
+    glob_error_errno = 0;
+    int rc = glob(pattern, 0, glob_on_error, g);
+    if (rc == 0 && g->gl_pathc > 0) { return; }
+    if (glob_error_errno) { die("%s: no file matches '%s' (%s: %s)", what, pattern, glob_error_path, strerror(glob_error_errno)); }
+    die("%s: no file matches '%s'", what, pattern);
+}
+
 static void stream_init_builtin(TokenStream* s, uint64_t seed) {
     memset(s, 0, sizeof(*s));
     s->kind = SOURCE_BUILTIN;
@@ -289,7 +305,7 @@ static void stream_init_bytes(TokenStream* s, const char* pattern, int split, si
     s->tokenizer = "bytes";
     s->files_id = HASH64_INIT;
     glob_t g;
-    if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0) { die("bytes data: no file matches '%s'", pattern); }
+    glob_data("bytes data", pattern, &g);
     size_t total = 0;
     for (size_t i = 0; i < g.gl_pathc; i++) {
         size_t n = input_file_check("bytes data", g.gl_pathv[i]);
@@ -324,7 +340,7 @@ static void stream_init_shards(TokenStream* s, const char* pattern, size_t min_l
     memset(s, 0, sizeof(*s));
     s->kind = SOURCE_SHARDS;
     s->files_id = HASH64_INIT;
-    if (glob(pattern, 0, NULL, &s->shards) != 0 || s->shards.gl_pathc == 0) { die("shards: no file matches '%s'", pattern); }
+    glob_data("shards", pattern, &s->shards);
     // every shard must agree on the format; validate all headers up front so a bad shard fails now
     size_t total = 0;
     for (size_t i = 0; i < s->shards.gl_pathc; i++) {
@@ -714,6 +730,7 @@ static void data_config_check(const DataConfig* dc) {
     }
     if (dc->val != NULL && dc->train == NULL) { die("-j given without -i: val shards need train shards"); }
     if (dc->bytes && dc->train == NULL) { die("--bytes needs -i FILES"); }
+    if (dc->bytes && dc->val != NULL) { die("-j with --bytes: byte data takes its val split from the last 10%% of -i"); }
     const NeedleConfig* n = &dc->needles;
     if (n->kind == NEEDLE_RECALL) {
         if (n->recall_keys > dc->n_symbols / 2) {

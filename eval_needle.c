@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     const char* lengths = "";
     const char* depths = "";
     int T = 0, samples = 16, json = 0, recall_seqs = 32, ablate = ABLATE_MEAN;
-    const char* bins = "";
+    const char* bins = NULL;
     long seed = NEEDLE_GRID_SEED;
     DataConfig data = data_config_default();
     FlagSpec flags[] = {
@@ -46,13 +46,14 @@ int main(int argc, char** argv) {
         {"--recall-dist-max", FLAG_INT, &data.needles.dist_max, 0, MAX_SEQ_LEN, NULL, "recall: longest query distance (0 = the longest a sequence holds)"},
         {"--recall-dist", FLAG_CHOICE, &data.needles.dist_kind, 0, 0, "loguniform|uniform", "recall: distribution of the query distance"},
         {"--recall-eval", FLAG_INT, &recall_seqs, 1, 100000, NULL, "recall: held-out sequences of length T"},
-        {"--recall-bins", FLAG_STR, &bins, 0, 0, NULL, "recall: upper edges of the distance bins, ascending (\"\" = T/32,T/8,T/2)"},
+        {"--recall-bins", FLAG_STR, &bins, 0, 0, NULL, "recall: upper edges of the distance bins, ascending (none = T/32,T/8,T/2)"},
         {"--ablate", FLAG_CHOICE, &ablate, 0, 0, "mean|zero|off", "recall: layer ablations replace a mixer's output by its mean, by zeros, or none run"},
         {"--needle-key", FLAG_INT, &data.needles.key_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle key"},
         {"--needle-val", FLAG_INT, &data.needles.val_len, 1, NEEDLE_MAX - 3, NULL, "symbols per needle value"},
         {"--needle-symbols", FLAG_INT, &data.n_symbols, 2, MAX_SYMBOLS, NULL, "needle symbols appended to the vocabulary"},
     };
-    flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv, NULL);
+    int n_flags = (int)(sizeof(flags) / sizeof(flags[0])), given[MAX_FLAGS] = {0};
+    flags_parse(flags, n_flags, argc, argv, given);
     if (ckpt_path[0] == '\0') { die("-c: which checkpoint? (eval_needle -c FILE, -h lists the flags)"); }
     data_config_check(&data);
 
@@ -69,12 +70,12 @@ int main(int argc, char** argv) {
 
     NeedleGrid grid;
     needle_grid_default(&grid, T, samples, (uint64_t)seed);
-    if (lengths[0]) {
+    if (flag_given(flags, given, n_flags, &lengths)) {  // given empty: flags_parse_list says so
         double x[GRID_MAX];
         grid.n_lengths = flags_parse_list("--lengths", lengths, 1, 4 * MAX_SEQ_LEN, 1, x, GRID_MAX);
         for (int i = 0; i < grid.n_lengths; i++) { grid.lengths[i] = (int)x[i]; }
     }
-    if (depths[0]) { grid.n_depths = flags_parse_list("--depths", depths, 0, 1, 0, grid.depths, GRID_MAX); }
+    if (flag_given(flags, given, n_flags, &depths)) { grid.n_depths = flags_parse_list("--depths", depths, 0, 1, 0, grid.depths, GRID_MAX); }
     int task = needle_task_len(&data.needles, &vocab);
     for (int i = 0; i < grid.n_lengths; i++) {
         if (grid.lengths[i] < task) {
@@ -83,8 +84,8 @@ int main(int argc, char** argv) {
     }
     needle_grid_build(&grid, &data, &vocab);
     int recall = data.needles.kind == NEEDLE_RECALL, edges[RECALL_MAX_BINS], n_edges = 0;
-    if (bins[0] && !recall) { die("--recall-bins without --needle-kind recall"); }
-    if (bins[0]) {
+    if (flag_given(flags, given, n_flags, &bins) && !recall) { die("--recall-bins without --needle-kind recall"); }
+    if (flag_given(flags, given, n_flags, &bins)) {
         double x[RECALL_MAX_BINS];
         n_edges = flags_parse_list("--recall-bins", bins, 1, MAX_SEQ_LEN, 1, x, RECALL_MAX_BINS - 1);
         for (int i = 0; i < n_edges; i++) {

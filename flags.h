@@ -77,11 +77,15 @@ static int choice_index(const char* choices, const char* value) {
 // and exit 1. Integers are checked for overflow, numbers for being finite, both against the range.
 // given (n entries, or NULL): given[k] = 1 for each flag k on the command line.
 static void flags_parse(const FlagSpec* f, int n, int argc, char** argv, int* given) {
+    int seen[MAX_FLAGS] = {0};
+    if (n > MAX_FLAGS) { die("flags_parse: %d flags, more than MAX_FLAGS %d", n, MAX_FLAGS); }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { flags_print_help(argv[0], f, n); exit(0); }
         int k = 0;
         while (k < n && strcmp(f[k].flag, argv[i]) != 0) { k++; }
         if (k == n) { die("unknown flag '%s' (-h lists the flags)", argv[i]); }
+        // a second value would silently win over the first: say so instead
+        if (seen[k]++) { die("flag %s given twice: give it once", argv[i]); }
         if (given) { given[k] = 1; }
         if (f[k].type == FLAG_BOOL) { *(int*)f[k].dst = 1; continue; }
         if (i + 1 >= argc) { die("flag %s needs a value", argv[i]); }
@@ -93,7 +97,10 @@ static void flags_parse(const FlagSpec* f, int n, int argc, char** argv, int* gi
             case FLAG_LONG: {
                 long long x = strtoll(v, &end, 10);
                 if (*v == '\0' || *end != '\0') { die("flag %s: '%s' is not an integer", f[k].flag, v); }
-                if (errno == ERANGE || x < f[k].lo || x > f[k].hi) { die("flag %s: '%s' is out of range, expected %.0f..%.0f", f[k].flag, v, f[k].lo, f[k].hi); }
+                // compared as integers: a double holds 2^62 + 1 as 2^62, so a value just past a large bound would pass
+                if (errno == ERANGE || x < (long long)f[k].lo || x > (long long)f[k].hi) {
+                    die("flag %s: '%s' is out of range, expected %.0f..%.0f", f[k].flag, v, f[k].lo, f[k].hi);
+                }
                 if (f[k].type == FLAG_INT) { *(int*)f[k].dst = (int)x; } else { *(long*)f[k].dst = (long)x; }
                 break;
             }
@@ -123,8 +130,8 @@ static int flag_given(const FlagSpec* f, const int* given, int n, const void* ds
     return 0;
 }
 
-// A list flag's value "a,b,c" -> values, each finite and in [lo, hi] (integral when integer); returns the count. Exits with
-// a clear line on a bad list, showing the value as typed.
+// A list flag's value "a,b,c" -> values, each finite, in [lo, hi] (integral when integer) and distinct; returns the
+// count. Exits with a clear line on a bad list, showing the value as typed.
 static int flags_parse_list(const char* flag, const char* s, double lo, double hi, int integer, double* out, int max) {
     int n = 0;
     const char* p = s;
@@ -141,6 +148,9 @@ static int flags_parse_list(const char* flag, const char* s, double lo, double h
         p = *end == ',' ? end + 1 : end;
     }
     if (n == 0) { die("%s: empty list", flag); }
+    for (int i = 0; i < n; i++) {  // a value twice is a typo, never what was meant
+        for (int j = 0; j < i; j++) { if (out[i] == out[j]) { die("%s '%s': %.10g is there twice", flag, s, out[i]); } }
+    }
     return n;
 }
 

@@ -94,6 +94,7 @@ static Config config_make(int vocab, int padded_vocab, int L, int C, int H, int 
         if (*p != 'F' && *p != 'S' && *p != 'R') { die("-p %s: layer pattern has '%c', expected only F, S, R", pattern, *p); }
     }
     int plen = (int)strlen(pattern);
+    if (plen > MAX_LAYERS) { die("-p: a pattern of %d layers, at most %d", plen, MAX_LAYERS); }
     // tiling a longer pattern to L would drop its last layers without a word (SSSF at -L 2 is SS)
     if (plen > L) { die("-p %s -L %d: the pattern has %d layers, more than -L; give -L >= %d (the pattern is tiled to L)", pattern, L, plen, plen); }
     for (int l = 0; l < L; l++) { c.pattern[l] = pattern[l % plen]; }

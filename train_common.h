@@ -55,7 +55,7 @@ typedef struct {
     int eval_samples;        // needle samples per (length, depth) cell
     long eval_seed;          // seed of the needle grid and the recall eval set
     int recall_eval;         // recall: held-out sequences of the recall eval
-    const char* recall_bins; // recall: bin edges of distance as typed ("" = T/32, T/8, T/2)
+    const char* recall_bins; // recall: bin edges of distance as typed (NULL = T/32, T/8, T/2)
     int n_edges;             // ... parsed (0: the default)
     int edges[RECALL_MAX_BINS];
     int ablate_every;        // recall: layer ablations every this many evals and at the last (0 = never)
@@ -124,7 +124,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--eval-samples", FLAG_INT, &a->eval_samples, 1, 100000, NULL, "needle samples per (length, depth) cell"},
         {"--eval-seed", FLAG_LONG, &a->eval_seed, 0, SEED_MAX, NULL, "seed of the needle grid and the recall eval set (fixed, so every run sees the same samples)"},
         {"--recall-eval", FLAG_INT, &a->recall_eval, 1, 100000, NULL, "recall: held-out sequences of the task scored at each eval"},
-        {"--recall-bins", FLAG_STR, &a->recall_bins, 0, 0, NULL, "recall: upper edges of the distance bins, ascending (\"\" = T/32,T/8,T/2)"},
+        {"--recall-bins", FLAG_STR, &a->recall_bins, 0, 0, NULL, "recall: upper edges of the distance bins, ascending (none = T/32,T/8,T/2)"},
         {"--ablate-every", FLAG_INT, &a->ablate_every, 0, MAX_STEPS, NULL, "recall: layer ablations every this many evals and at the last (0 = never)"},
         {"--ablate", FLAG_CHOICE, &a->ablate_mode, 0, 0, "mean|zero", "recall: an ablated mixer's output is replaced by its mean over the eval set, or by zeros"},
         {"--sample-every", FLAG_INT, &a->sample_every, 0, MAX_STEPS, NULL, "print a continuation of a val prompt every this many steps and at the end (0 = never)"},
@@ -149,7 +149,7 @@ static void train_args_default(TrainArgs* a) {
     a->log_path = ""; a->ckpt_path = ""; a->resume = "";
     a->ckpt_keep = 1; a->ckpt_opt = 1;
     a->eval_text = 1; a->eval_seed = NEEDLE_GRID_SEED;
-    a->recall_eval = 32; a->recall_bins = ""; a->ablate_mode = ABLATE_MEAN; a->freeze = "";
+    a->recall_eval = 32; a->recall_bins = NULL; a->ablate_mode = ABLATE_MEAN; a->freeze = "";
     a->sample_len = 64; a->tokenizer = "";
 }
 
@@ -167,7 +167,7 @@ static void train_args_resolve(TrainArgs* a) {
     }
     NeedleConfig* nc = &a->data.needles;
     int recall = nc->kind == NEEDLE_RECALL;
-    if (a->recall_bins[0]) {
+    if (a->recall_bins != NULL) {  // given (an empty list is refused by the parse)
         if (!recall) { die("--recall-bins without --needle-kind recall: there is no recall eval to bin"); }
         a->n_edges = flags_parse_list("--recall-bins", a->recall_bins, 1, MAX_SEQ_LEN, 1, x, RECALL_MAX_BINS - 1);
         for (int i = 0; i < a->n_edges; i++) {
@@ -219,7 +219,6 @@ static void train_args_resolve(TrainArgs* a) {
         die("-T %d --eval-every %d: the needle grid's shortest sample (T/4 = %d tokens) cannot hold a %s needle with its question (%d tokens); raise -T to %d or give --eval-every 0",
             a->T, a->eval_every, a->T / 4, kind, task, 4 * task);
     }
-    if (a->data.bytes && a->data.val != NULL) { die("-j with --bytes: byte data takes its val split from the last 10%% of -i"); }
 }
 
 // ----------------------------------------------------------------------------
@@ -560,6 +559,11 @@ static void train_signals_install(void) {
 static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, const int* given, int n, const Checkpoint* ck) {
     const Config* c = &ck->cfg;
 #define GIVEN_OR(field, ck_value) (flag_given(f, given, n, &a->field) ? a->field : (ck_value))
+    int L = GIVEN_OR(L, c->n_layer);
+    if (flag_given(f, given, n, &a->pattern) && (int)strlen(a->pattern) > L) {  // config_make would advise a larger -L
+        die("-r %s: its model is %s, L %d; -p %s has %d layers (a resume trains the checkpoint's model: drop -p or make it match)",
+            a->resume, c->pattern, c->n_layer, a->pattern, (int)strlen(a->pattern));
+    }
     Config w = config_make(c->vocab, c->padded_vocab, GIVEN_OR(L, c->n_layer), GIVEN_OR(C, c->n_embd), GIVEN_OR(H, c->n_head),
                            GIVEN_OR(F, c->ffn), GIVEN_OR(pattern, c->pattern), flag_given(f, given, n, &a->window_list) ? a->window : c->window,
                            GIVEN_OR(pos_full, c->pos_full), GIVEN_OR(pos_swa, c->pos_swa), GIVEN_OR(mixer, c->mixer));
@@ -601,6 +605,7 @@ static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, c
         printf("-r %s: parameters only (no AdamW state): a new run from step 0 starts from them\n", r);
         return ck;
     }
+    if (ck.step >= MAX_STEPS) { die("-r %s is at step %d, the most -n allows: there is nothing left to train", r, ck.step); }
     if (a->opt.steps <= ck.step) { die("-r %s is at step %d already: -n %d trains nothing; give -n > %d", r, ck.step, a->opt.steps, ck.step); }
     const char* exact = "an exact resume needs the run's own -T, -B, -a x GPUs, -s and data flags";
     if (ck.run.T != 0 && ck.run.T != run->T) { die("-r %s was trained with -T %d, this run gives -T %d: %s", r, ck.run.T, run->T, exact); }
@@ -627,8 +632,27 @@ static RunRecord train_run_record(const TrainArgs* a, int world, const DataLoade
     return r;
 }
 
-// Opens the train and val data, checked to share one tokenizer.
+// -i and -j must not share a file: val on training data measures nothing.
+static void data_check_overlap(const DataConfig* dc) {
+    if (dc->train == NULL || dc->val == NULL) { return; }
+    glob_t gi, gj;
+    if (glob(dc->train, 0, NULL, &gi) != 0) { return; }  // no match: the loader says so with its reason
+    if (glob(dc->val, 0, NULL, &gj) == 0) {
+        for (size_t i = 0; i < gi.gl_pathc; i++) {
+            for (size_t j = 0; j < gj.gl_pathc; j++) {
+                if (same_file(gi.gl_pathv[i], gj.gl_pathv[j])) {
+                    die("-i '%s' and -j '%s' both name %s: val on training data measures nothing", dc->train, dc->val, gj.gl_pathv[j]);
+                }
+            }
+        }
+        globfree(&gj);
+    }
+    globfree(&gi);
+}
+
+// Opens the train and val data, checked to share one tokenizer and no file.
 static void train_open_data(DataLoader* train, DataLoader* val, const TrainArgs* a) {
+    data_check_overlap(&a->data);
     dataloader_init(train, &a->data, 0, a->B, a->T, (uint64_t)a->seed);
     dataloader_init(val, &a->data, 1, a->B, a->T, (uint64_t)a->seed);
     data_check_splits(train, val, &a->data);

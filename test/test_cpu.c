@@ -658,7 +658,7 @@ static void parse_args(void* argv_) {
     TrainArgs a;
     memset(&a, 0, sizeof(a));
     a.L = 2; a.C = 16; a.H = 2; a.pattern = "SF"; a.window_list = "4"; a.B = 1; a.T = 8; a.accum = 1;
-    a.recall_eval = 1; a.recall_bins = ""; a.freeze = "";
+    a.recall_eval = 1; a.freeze = "";
     a.opt = opt_config_default(10); a.data = data_config_default(); a.val_batches = 1; a.log_path = "";
     a.ckpt_path = ""; a.ckpt_keep = 1; a.ckpt_opt = 1; a.resume = ""; a.eval_samples = 1; a.eval_text = 1;
     FlagSpec f[MAX_FLAGS];

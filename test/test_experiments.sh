@@ -34,7 +34,7 @@ PY=/usr/bin/python3
 source test/test_lib.sh  # pass, fail, skip, summary, numbers
 dir=$(mktemp -d)
 # evals every 15 / 50 steps, not 40 per run: on a CPU they cost more than the training
-export SIZE=tiny SEEDS=1 DATA=builtin TRAINER=./train_cpu STEPS=60 CKPT_EVERY=10 EXTRA="--eval-every 15"
+export SIZE=tiny SEEDS=1 DATA=builtin TRAINER=./train_cpu STEPS=60 CKPT_EVERY=10 EVAL_EVERY=15
 
 out=$(LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
 n=$(ls "$dir/a/tiny/"*.jsonl.gz 2>/dev/null | wc -l)
@@ -70,18 +70,18 @@ else fail "experiments LEVER" "exit $rc: $err; $out; $(ls -R "$dir/lever" 2>&1 |
 
 # cpu_probe.sh at 20 steps: three logs, each ending on a needle eval, with the F layers of its pattern
 # (F: layers 0 and 1; RF: layer 1 only)
-out=$(STEPS=20 OUT="$dir/probe" EXTRA="--eval-samples 1" bash dev/experiments/cpu_probe.sh 2>&1)
+out=$(STEPS=20 OUT="$dir/probe" EVAL_SAMPLES=1 bash dev/experiments/cpu_probe.sh 2>&1)
 f_layers() { gzip -dc "$1" | grep '"needle"' | tail -n 1 | grep -o '"layer": [0-9]*, "type": "F"' | grep -o '[0-9]' | tr -d '\n'; }
 if [ "$(f_layers "$dir/probe/F.jsonl.gz")" = 01 ] && [ "$(f_layers "$dir/probe/RF_gla.jsonl.gz")" = 1 ] \
     && [ "$(f_layers "$dir/probe/RF_gdn.jsonl.gz")" = 1 ] && [ "$(echo "$out" | grep -c '^RF_g[dl][na]: step    20 | needle acc')" = 2 ]; then
     pass "experiments cpu_probe" "STEPS=20: F, RF_gla, RF_gdn logs with their F layers; $(echo "$out" | tail -n 1)"
 else fail "experiments cpu_probe" "$(echo "$out" | tr '\n' ' ' | cut -c1-300); $(ls "$dir/probe" | tr '\n' ' ')"; fi
-out=$(STEPS=2 ONLY=RF_gdn OUT="$dir/probe1" EXTRA="--eval-samples 1" bash dev/experiments/cpu_probe.sh 2>&1)
+out=$(STEPS=2 ONLY=RF_gdn OUT="$dir/probe1" EVAL_SAMPLES=1 bash dev/experiments/cpu_probe.sh 2>&1)
 if [ "$(ls "$dir/probe1")" = RF_gdn.jsonl.gz ]; then pass "experiments cpu_probe ONLY" "ONLY=RF_gdn: only its log"
 else fail "experiments cpu_probe ONLY" "$(ls "$dir/probe1" | tr '\n' ' '); $out"; fi
 
 # stop the first run of a fresh grid once it has a checkpoint and 25 logged steps, then go on
-export STEPS=100 EXTRA="--eval-every 50"
+export STEPS=100 EVAL_EVERY=50
 LOGDIR="$dir/b" setsid bash dev/experiments/f3_nope.sh > "$dir/b.out" 2>&1 &
 pid=$!
 log="$dir/b/tiny/SSSF_w32.s1.jsonl"
@@ -227,7 +227,7 @@ fi
 # the recall protocol (f2_recall.sh): the pilot's three learning rates side by side leave complete
 # logs (one thread each: three OpenMP runs on two cores would spin against each other); the grid
 # refuses to start before the pilot's choice exists
-out=$(OMP_NUM_THREADS=1 LOGDIR="$dir/r" SIZE=recall_tiny STEPS=104 EXTRA="--eval-every 52 --eval-early 0" PHASE=pilot bash dev/experiments/f2_recall.sh 2>&1)
+out=$(OMP_NUM_THREADS=1 LOGDIR="$dir/r" SIZE=recall_tiny STEPS=104 EVAL_EVERY=52 EVAL_EARLY=0 PHASE=pilot bash dev/experiments/f2_recall.sh 2>&1)
 n=$(ls "$dir/r/recall_tiny_pilot/"*.jsonl.gz 2>/dev/null | wc -l)
 grid=$(LOGDIR="$dir/r" SIZE=recall_tiny PHASE=grid bash dev/experiments/f2_recall.sh 2>&1)
 if [ "$n" = 3 ] && zcat "$dir/r/recall_tiny_pilot/F_lr2e-3.s1.jsonl.gz" | grep -q '"recall": {"edges": \[2, 8, 32\]' \

@@ -35,7 +35,9 @@
 #   DEADLINE  seconds since the script started after which no new run starts (default: none); a
 #             run stopped by SIGTERM/SIGINT (e.g. `timeout`) leaves its checkpoint and resumes
 #             from it the next time
-#   EXTRA     more trainer flags for every run (e.g. needle tuning: "--needle-density 32")
+#   EXTRA     more trainer flags for every run (e.g. needle tuning: "--needle-density 32"); a flag
+#             the size or the grid already gives is an error (the trainers refuse a flag given twice)
+#   EVAL_EVERY, EVAL_EARLY  the needle evals' period and early span (default STEPS/40 and STEPS/4)
 #   CKPT_EVERY  checkpoint period of a run in steps (default 500)
 #   GPUS      e.g. "0 1": the seeds of a config run side by side, one per GPU; "0 0": two at a time on
 #             GPU 0 (default: one at a time)
@@ -80,8 +82,8 @@ case "$SIZE" in
         else MODEL+=(-C 32 -L 4 -H 2 -T 64 -B 4 --recall-keys 4 --recall-eval 4 --eval-samples 1); fi ;;
     *) echo "error: SIZE=$SIZE: expected mini, small, t4096, t2048, recall, recall_tiny or tiny" >&2; exit 1 ;;
 esac
-if [ "$SIZE" != tiny ] && [ "$SIZE" != recall_tiny ] && [ -z "$LEVER" ] && { [ "$STEPS" != 4000 ] || [ -n "$EXTRA" ] || [ "$DATA" != "$PROTOCOL_DATA" ]; }; then
-    echo "error: STEPS=$STEPS EXTRA='$EXTRA' DATA=$DATA is off the protocol (4000 steps, no EXTRA, gcide.txt): name these runs with LEVER=... so they log apart" >&2
+if [ "$SIZE" != tiny ] && [ "$SIZE" != recall_tiny ] && [ -z "$LEVER" ] && { [ "$STEPS" != 4000 ] || [ -n "$EXTRA" ] || [ "$DATA" != "$PROTOCOL_DATA" ] || [ -n "${EVAL_EVERY:-}${EVAL_EARLY:-}" ]; }; then
+    echo "error: STEPS=$STEPS EXTRA='$EXTRA' DATA=$DATA EVAL_EVERY=${EVAL_EVERY:-} EVAL_EARLY=${EVAL_EARLY:-} is off the protocol (4000 steps, no EXTRA, gcide.txt, the evals' default period): name these runs with LEVER=... so they log apart" >&2
     exit 1
 fi
 RUNS=$SIZE${LEVER:+_$LEVER}  # the folder of LOGDIR the runs log to
@@ -94,7 +96,8 @@ else echo "error: DATA=$DATA: no such file (run bash dev/experiments/prepare_tex
 # no text-needle grid: symbol-trained models score ~0 there); val 10 times
 EVERY=$(( STEPS / 40 > 0 ? STEPS / 40 : 1 ))
 VAL_EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
-COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "$EVERY" --eval-early $(( STEPS / 4 )) --eval-text 0 -v "$VAL_EVERY" -V 8)
+COMMON=(-n "$STEPS" --needle-frac 1 --eval-every "${EVAL_EVERY:-$EVERY}" --eval-early "${EVAL_EARLY:-$(( STEPS / 4 ))}" --eval-text 0
+        -v "$VAL_EVERY" -V 8)
 mkdir -p "$LOGDIR/$RUNS"
 
 # A signal to the grid (timeout, Ctrl-C, kill) is passed on to the trainers it runs, which finish

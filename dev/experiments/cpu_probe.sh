@@ -5,7 +5,7 @@
 # with dense symbol needles, 6000 steps (about 9 minutes a run on 2 cores). Each run's log goes to
 # OUT/<name>.jsonl.gz; the last line of each run's needle eval is printed. ONLY (a regex of the names
 # F, RF_gla, RF_gdn) picks runs; a longer schedule (STEPS) is a lever: give it its own OUT. EXTRA adds
-# trainer flags (they override the probe's, e.g. EXTRA="--eval-samples 1" for a quick check).
+# trainer flags the probe does not give (a flag given twice is an error); EVAL_SAMPLES=1 for a quick check.
 #
 #     bash dev/experiments/cpu_probe.sh                   # logs to dev/experiments/probes/cpu/
 #     STEPS=12000 ONLY=RF_gdn OUT=dev/experiments/probes/cpu_n12000 bash dev/experiments/cpu_probe.sh
@@ -16,6 +16,7 @@ STEPS=${STEPS:-6000}
 OUT=${OUT:-dev/experiments/probes/cpu}
 ONLY=${ONLY:-}
 EXTRA=${EXTRA:-}
+EVAL_SAMPLES=${EVAL_SAMPLES:-8}
 [ -x ./train_cpu ] || { echo "error: ./train_cpu: not built (make train_cpu)" >&2; exit 1; }
 mkdir -p "$OUT"
 
@@ -25,7 +26,7 @@ probe() {
     if [ -n "$ONLY" ] && ! [[ "$name" =~ ^($ONLY)$ ]]; then return 0; fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     if ! ./train_cpu "$@" -L 2 -C 64 -H 2 -T 128 -B 8 --needle-frac 1 --needle-density 30 --needle-queries 32 \
-        -n "$STEPS" -l 3e-3 -v 1000 --eval-every 500 --eval-samples 8 --eval-text 0 -o "$OUT/$name.jsonl" -c "" $EXTRA > "$OUT/$name.out" 2>&1; then
+        -n "$STEPS" -l 3e-3 -v 1000 --eval-every 500 --eval-samples "$EVAL_SAMPLES" --eval-text 0 -o "$OUT/$name.jsonl" -c "" $EXTRA > "$OUT/$name.out" 2>&1; then
         echo "error: $name: train_cpu failed ($(tail -n 1 "$OUT/$name.out")); output in $OUT/$name.out" >&2
         exit 1
     fi

@@ -28,13 +28,8 @@ an earlier answer, the formula (recall: W, queries within W / all, the formula).
 #define SHARE_MAX_W 16
 
 // The recall task's share of queries within each W, on n_seq training sequences (T + 1 tokens) of
-// the generator, beside the formula. The same checks as the trainers' (data_config_check and the
-// pairs' room in a sequence), so no flag can take the generator outside its arrays.
+// the generator, beside the formula. The pairs' room in a sequence is checked as the trainers do.
 static int recall_share(const NeedleConfig* nc, const Vocab* v, Rng* rng, int T, int n_seq, const double* W, int n_w) {
-    DataConfig dc = data_config_default();
-    dc.n_symbols = v->n_symbols;
-    dc.needles = *nc;
-    data_config_check(&dc);
     int n = T + 1, dmax = recall_dist_max(nc, n);
     if (6L * nc->recall_keys > n / 2) { die("--recall-keys %d at -T %d: the pairs would take more than half of a sequence", nc->recall_keys, T); }
     if (dmax < nc->dist_min) { die("--recall-dist-min %d at -T %d: a sequence holds distances up to %d", nc->dist_min, T, dmax); }
@@ -86,6 +81,10 @@ int main(int argc, char** argv) {
     flags_parse(flags, (int)(sizeof(flags) / sizeof(flags[0])), argc, argv, NULL);
     double W[SHARE_MAX_W];  // whole numbers (flags_parse_list checks)
     int n_w = flags_parse_list("-w", windows, 1, MAX_SEQ_LEN, 1, W, SHARE_MAX_W);
+    DataConfig dc = data_config_default();  // the trainers' data checks (needle lengths, recall keys)
+    dc.n_symbols = n_symbols;
+    dc.needles = nc;
+    data_config_check(&dc);
     Vocab v = vocab_make(256, n_symbols);
     Rng rng;
     rng_init(&rng, (uint64_t)seed);
