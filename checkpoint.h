@@ -10,6 +10,7 @@ defines: RunRecord, Checkpoint, checkpoint_write, checkpoint_read, checkpoint_fr
 #define CHECKPOINT_H
 
 #include <dirent.h>      // checkpoint_prune lists the kept saves
+#include <fcntl.h>       // open: the temp file created fresh
 #include <unistd.h>      // fsync, link, unlink
 #include "hybrid_cpu.h"  // defines: Config, config_make, param_layout, Model, model_build
 
@@ -20,7 +21,10 @@ defines: RunRecord, Checkpoint, checkpoint_write, checkpoint_read, checkpoint_fr
 //                      follows, [14] optimizer steps taken, [15] parameter count (low 31 bits),
 //                      [16] (high bits), [17..24] the RunRecord (T, B, accum, world, seed low and
 //                      high 32 bits, data fingerprint low and high), [30..31] checksum (low, high),
-//                      bytes 128..191 the layer pattern (NUL-padded)
+//                      bytes 128..191 the layer pattern (NUL-padded), [48] 1 when the schedule
+//                      follows: [49..58] lr, min-lr-frac, decay-frac, wd, clip (doubles, two ints
+//                      each), [59] schedule, [60] warmup, [61..62] eval seed, [63..64] the hash of
+//                      the -w list and --freeze (files from before it have [48] = 0: not checked)
 //   float32 params[n] in param_layout order; then, if [13] = 1, AdamW m[n] and v[n].
 // The checksum is hash64 of the header (with [30..31] zero) followed by the payload, verified on
 // load: a flipped bit anywhere is refused, a header field that keeps the parameter count (H 1 <-> 4)
@@ -46,7 +50,14 @@ typedef struct {
     int world;        // data-parallel ranks (the data position is step · accum · world batches)
     long seed;
     uint64_t data_id; // data_fingerprint(): files, tokenizer, needle mixture
+    int has_sched;    // 1: the schedule below is recorded (0 in files from before it)
+    double lr, min_lr_frac, decay_frac, wd, clip;
+    int schedule, warmup;
+    long eval_seed;
+    uint64_t train_id; // hash64 of the -w list and --freeze: what else changes the run's steps
 } RunRecord;
+
+#define CKPT_SCHED_INT 48
 
 typedef struct {
     Config cfg;
@@ -122,6 +133,15 @@ static void checkpoint_header(int32_t* h, const Config* c, int has_opt, size_t n
     header_put64(h, 21, (uint64_t)run->seed);
     header_put64(h, 23, run->data_id);
     memcpy((char*)h + CKPT_PATTERN_BYTE, c->pattern, strlen(c->pattern));
+    if (run->has_sched) {
+        const double d[5] = {run->lr, run->min_lr_frac, run->decay_frac, run->wd, run->clip};
+        h[CKPT_SCHED_INT] = 1;
+        memcpy(h + CKPT_SCHED_INT + 1, d, sizeof(d));
+        h[CKPT_SCHED_INT + 11] = run->schedule;
+        h[CKPT_SCHED_INT + 12] = run->warmup;
+        header_put64(h, CKPT_SCHED_INT + 13, (uint64_t)run->eval_seed);
+        header_put64(h, CKPT_SCHED_INT + 15, run->train_id);
+    }
 }
 
 // A failed write: the partial temp file goes, the checkpoint under the real name stays as it was.
@@ -141,10 +161,16 @@ static void checkpoint_write(const char* path, const Config* c, const float* par
     int32_t h[CKPT_HEADER_INTS];
     checkpoint_header(h, c, m != NULL, n, step, run);
     checkpoint_seal(h, params, m, v, n);
-    char tmp[4096];
+    char tmp[4096 + 8];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE* f = fopen(tmp, "wb");
-    if (f == NULL) { checkpoint_write_failed(NULL, tmp, "open"); }
+    // created fresh: a stale temp file, or a link left under its name, is removed, never written through
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+    FILE* f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (f == NULL) {
+        if (fd >= 0) { close(fd); }
+        checkpoint_write_failed(NULL, tmp, "create");
+    }
     int ok = fwrite(h, sizeof(int32_t), CKPT_HEADER_INTS, f) == CKPT_HEADER_INTS && fwrite(params, sizeof(float), n, f) == n;
     if (ok && m != NULL) { ok = fwrite(m, sizeof(float), n, f) == n && fwrite(v, sizeof(float), n, f) == n; }
     if (!ok) { checkpoint_write_failed(f, tmp, "write"); }
@@ -213,6 +239,21 @@ static Checkpoint checkpoint_read(const char* path) {
         if (seed > (1ull << 62)) { die("%s: corrupt checkpoint header: seed %llu, expected 0..2^62 (-s's range)", path, (unsigned long long)seed); }
         ck.run.seed = (long)seed;
         ck.run.data_id = header_get64(h, 23);
+        if (h[CKPT_SCHED_INT] != 0) {
+            double d[5];
+            memcpy(d, h + CKPT_SCHED_INT + 1, sizeof(d));
+            uint64_t es = header_get64(h, CKPT_SCHED_INT + 13);
+            int ok = h[CKPT_SCHED_INT] == 1 && h[CKPT_SCHED_INT + 11] >= 0 && h[CKPT_SCHED_INT + 11] <= 1 && h[CKPT_SCHED_INT + 12] >= 0 &&
+                     h[CKPT_SCHED_INT + 12] <= MAX_STEPS && es <= (1ull << 62);
+            for (int i = 0; i < 5; i++) { ok = ok && isfinite(d[i]) && d[i] >= 0; }
+            if (!ok) { die("%s: corrupt checkpoint header (its schedule record: ints %d..%d)", path, CKPT_SCHED_INT, CKPT_SCHED_INT + 16); }
+            ck.run.has_sched = 1;
+            ck.run.lr = d[0]; ck.run.min_lr_frac = d[1]; ck.run.decay_frac = d[2]; ck.run.wd = d[3]; ck.run.clip = d[4];
+            ck.run.schedule = h[CKPT_SCHED_INT + 11];
+            ck.run.warmup = h[CKPT_SCHED_INT + 12];
+            ck.run.eval_seed = (long)es;
+            ck.run.train_id = header_get64(h, CKPT_SCHED_INT + 15);
+        }
     }
     size_t expect = param_layout(&ck.cfg).total;
     if (ck.n_params != expect) { die("%s: header says %zu parameters, its config has %zu", path, ck.n_params, expect); }
@@ -273,8 +314,9 @@ static long kept_save_step(const char* name, const char* base) {
     return k <= MAX_STEPS ? k : -1;
 }
 
-// Removes the kept saves of path (path.step<k>) that have keep - 1 or more newer ones.
-static void checkpoint_prune(const char* path, int keep) {
+// Removes the kept saves of path (path.step<k>, k below this save's step) that have keep - 1 or more
+// newer ones. Saves numbered past the step are a stale run's: never counted as newer, never removed.
+static void checkpoint_prune(const char* path, int keep, int step) {
     char dir[4096];
     const char* slash = strrchr(path, '/');
     snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) + 1 : 1, slash ? path : ".");
@@ -286,7 +328,7 @@ static void checkpoint_prune(const char* path, int keep) {
     struct dirent* e;
     while ((e = readdir(d)) != NULL && n < 1024) {
         long k = kept_save_step(e->d_name, base);
-        if (k >= 0) { steps[n++] = k; }
+        if (k >= 0 && k < step) { steps[n++] = k; }
     }
     closedir(d);
     for (int i = 0; i < n; i++) {  // remove every kept file with keep - 1 newer ones
@@ -313,7 +355,7 @@ static void checkpoint_save(const char* path, int keep, const Config* c, const f
         if (link(path, name) != 0) { die("%s: cannot keep it as %s: %s (--ckpt-keep 1 keeps no older saves)", path, name, strerror(errno)); }
     }
     checkpoint_write(path, c, params, m, v, n, step, run);
-    if (keep > 1) { checkpoint_prune(path, keep); }
+    if (keep > 1) { checkpoint_prune(path, keep, step); }
 }
 
 #endif // CHECKPOINT_H

@@ -103,7 +103,7 @@ static void cpu_needle_eval(Model* m, const NeedleGrid* g, NeedleResult* r) {
     const Config* c = &m->cfg;
     int C = c->n_embd, H = c->n_head, n = g->n_lengths * g->n_depths * g->samples;
     needle_result_init(r, g, c);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !stop_requested(); i++) {
         const NeedleSample* s = &g->meta[i];
         int len = g->lengths[i / (g->n_depths * g->samples)];
         model_forward(m, g->tokens + g->offset[i], NULL, 1, len);
@@ -317,7 +317,7 @@ static void cpu_recall_eval(Model* m, const RecallSet* s, int ablate, RecallResu
     recall_result_init(r, s, c, ablate);
     real* mean = (real*)calloc_check((size_t)c->n_layer * C, sizeof(real));
     double* sum = (double*)calloc_check((size_t)c->n_layer * C, sizeof(double));
-    for (int i = 0; i < s->n_seqs; i++) {
+    for (int i = 0; i < s->n_seqs && !stop_requested(); i++) {
         model_forward(m, s->tokens + (size_t)i * T, NULL, 1, T);
         for (int k = 0; k < s->K; k++) {
             const RecallPair* p = &s->pairs[(size_t)i * s->K + k];
@@ -344,7 +344,7 @@ static void cpu_recall_eval(Model* m, const RecallSet* s, int ablate, RecallResu
     m->ablate_with = ablate == ABLATE_MEAN ? mean : NULL;
     for (int a = 0; a < r->n_abl; a++) {
         m->ablate = r->abl_layers[a];
-        for (int i = 0; i < s->n_seqs; i++) {
+        for (int i = 0; i < s->n_seqs && !stop_requested(); i++) {
             model_forward(m, s->tokens + (size_t)i * T, NULL, 1, T);
             for (int k = 0; k < s->K; k++) {
                 int row = s->pairs[(size_t)i * s->K + k].answer_pos - 1;

@@ -16,6 +16,8 @@ defines: TrainArgs, train_flags, train_args_default, train_args_resolve, train_c
 
 #include <limits.h>       // PATH_MAX
 #include <signal.h>       // SIGINT/SIGTERM: finish the step, save, exit
+#include <fcntl.h>        // open: the run's locks
+#include <sys/file.h>     // flock
 #include <unistd.h>       // access
 #include "flags.h"        // defines: FlagSpec, flags_parse, flag_given
 #include "checkpoint.h"   // defines: Checkpoint, RunRecord, checkpoint_save (and hybrid_cpu.h, dataloader.h)
@@ -268,14 +270,29 @@ static void path_dir(const char* path, char* dir, size_t size) {
     else { snprintf(dir, size, "%.*s", (int)(slash - path), path); }
 }
 
-// path with its directory resolved (symlinks, "..", "./"), whether or not the file exists yet; 0 when
-// the directory does not exist.
+// path with its directory resolved (symlinks, "..", "./"), whether or not the file exists yet, and a
+// last component that is a symbolic link followed to its target (a dangling link compares by the
+// path it points to, which a write would create); 0 when a directory does not exist.
 static int path_resolve(const char* path, char* out, size_t size) {
-    char dir[4096], real[PATH_MAX];
-    path_dir(path, dir, sizeof(dir));
+    char cur[4096], dir[4096], real[PATH_MAX];
+    snprintf(cur, sizeof(cur), "%s", path);
+    for (int hops = 0; hops < 16; hops++) {  // a link to a link: follow on (a loop stops at 16)
+        char target[4096];
+        ssize_t n = readlink(cur, target, sizeof(target) - 1);
+        if (n <= 0) { break; }
+        target[n] = '\0';
+        if (target[0] == '/') { snprintf(cur, sizeof(cur), "%s", target); continue; }
+        path_dir(cur, dir, sizeof(dir));
+        if (strlen(dir) + 1 + strlen(target) >= sizeof(cur)) { return 0; }  // longer than any path the OS takes
+        size_t nd = strlen(dir);
+        memmove(cur + nd + 1, target, strlen(target) + 1);  // cur = dir/target (the lengths checked above)
+        memcpy(cur, dir, nd);
+        cur[nd] = '/';
+    }
+    path_dir(cur, dir, sizeof(dir));
     if (realpath(dir, real) == NULL) { return 0; }
-    const char* slash = strrchr(path, '/');
-    snprintf(out, size, "%s/%s", real, slash ? slash + 1 : path);
+    const char* slash = strrchr(cur, '/');
+    snprintf(out, size, "%s/%s", real, slash ? slash + 1 : cur);
     return 1;
 }
 
@@ -326,25 +343,95 @@ static void output_not_input(const char* out_flag, const char* out, const char* 
     globfree(&g);
 }
 
-// -c and -o: writable, not an input, not each other. -c may be the -r checkpoint (resume in place):
-// it is read whole before training starts and only ever replaced by an atomic rename.
+// The longest name a checkpoint save derives from -c: "<-c>.step<k>" (".tmp" and ".lock" are shorter).
+#define CKPT_SUFFIX_MAX ((int)sizeof(".step1000000000") - 1)
+
+// An output must not be any input of the run: the data globs, the checkpoint it resumes from, the
+// tokenizer. (-c may be the -r file: it is read whole before training and only replaced by a rename.)
+static void output_not_inputs(const char* flag, const char* path, const TrainArgs* a) {
+    output_not_input(flag, path, "-i", a->data.train);
+    output_not_input(flag, path, "-j", a->data.val);
+    output_not_input(flag, path, "--tokenizer", a->tokenizer);
+    if (strcmp(flag, "-c") != 0) { output_not_input(flag, path, "-r", a->resume); }
+}
+
+// An existing, non-empty -o must be a log of these trainers (its first line one of their JSON
+// records), or appending to it or rewriting it would destroy a file of another kind.
+static void output_log_check(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (f == NULL) { return; }
+    char line[32] = "";
+    size_t n = fread(line, 1, sizeof(line) - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    if (n > 0 && strncmp(line, "{\"step\": ", 9) != 0) {
+        die("-o %s exists and is not a log of this trainer (its first line does not start with {\"step\": ); give a new name", path);
+    }
+}
+
+// -c and -o: writable, not an input, not each other; the names a save derives from -c fit the OS's
+// limits; an existing -o is a log of this trainer.
 static void train_check_outputs(const TrainArgs* a) {
     const char* outs[2][2] = {{"-o", a->log_path}, {"-c", a->ckpt_path}};
     for (int i = 0; i < 2; i++) {
         const char *flag = outs[i][0], *path = outs[i][1];
         if (path[0] == '\0') { continue; }
         output_file_check(flag, path);
-        output_not_input(flag, path, "-i", a->data.train);
-        output_not_input(flag, path, "-j", a->data.val);
-        if (i == 0) { output_not_input(flag, path, "-r", a->resume); }
+        output_not_inputs(flag, path, a);
     }
+    if (a->log_path[0]) { output_log_check(a->log_path); }
     if (a->ckpt_path[0]) {
+        const char* slash = strrchr(a->ckpt_path, '/');
+        size_t base = strlen(slash ? slash + 1 : a->ckpt_path);
+        if (strlen(a->ckpt_path) + CKPT_SUFFIX_MAX >= PATH_MAX || base + CKPT_SUFFIX_MAX > NAME_MAX) {
+            die("-c %s: the names its saves derive from it (<-c>.tmp, <-c>.step<k>) would pass the OS's limits (%d bytes a path, %d a file name); give a shorter name",
+                a->ckpt_path, PATH_MAX - 1, NAME_MAX);
+        }
         char tmp[4096];
         snprintf(tmp, sizeof(tmp), "%s.tmp", a->ckpt_path);
         output_file_check("-c", tmp);  // the save writes there first
     }
     if (a->log_path[0] && a->ckpt_path[0] && ckpt_writes(a->ckpt_path, a->log_path)) {
         die("-o %s is a file the checkpoint saves of -c %s write or delete (%s, .tmp, .step<k>)", a->log_path, a->ckpt_path, a->ckpt_path);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// One run per checkpoint and per log. A run holds flock(2) locks for its whole life: on <-c>.lock
+// (the checkpoint itself is replaced by renames, so it cannot carry the lock; the file holds the
+// owner's pid for the message) and on the -o file itself. A second run naming either stops at
+// start. The kernel drops the locks with the process, kill -9 included; a lock file left by a killed
+// run is taken over, and the owner removes its lock file at exit.
+
+static char train_lock_path[4096 + 8];
+static pid_t train_lock_owner;
+static void train_lock_remove(void) {
+    if (train_lock_path[0] && getpid() == train_lock_owner) { unlink(train_lock_path); }  // not from forked ranks
+}
+
+static void train_lock_outputs(const TrainArgs* a) {
+    if (a->ckpt_path[0]) {
+        snprintf(train_lock_path, sizeof(train_lock_path), "%s.lock", a->ckpt_path);
+        int fd = open(train_lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0) { die("-c %s: cannot open its lock file %s: %s", a->ckpt_path, train_lock_path, strerror(errno)); }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            char pid[32] = "";
+            ssize_t n = read(fd, pid, sizeof(pid) - 1);
+            pid[n > 0 ? n : 0] = '\0';
+            train_lock_path[0] = '\0';  // not ours to remove
+            die("-c %s is in use by another run (process %s holds %s.lock): two runs writing one checkpoint would corrupt it",
+                a->ckpt_path, pid[0] ? pid : "?", a->ckpt_path);
+        }
+        char pid[32];
+        int len = snprintf(pid, sizeof(pid), "%d", (int)getpid());
+        if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)len) != len) { die("-c %s: cannot write its lock file: %s", a->ckpt_path, strerror(errno)); }
+        train_lock_owner = getpid();
+        atexit(train_lock_remove);  // fd stays open: the lock lasts as long as the process
+    }
+    if (a->log_path[0]) {
+        int fd = open(a->log_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);  // no O_TRUNC: a locked log is left as it is
+        if (fd < 0) { die("-o %s: %s", a->log_path, strerror(errno)); }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) { die("-o %s is being written by another run (it holds the file's lock)", a->log_path); }
     }
 }
 
@@ -361,16 +448,33 @@ static void run_log_flush(RunLog* log) {
     if (log->f && (fflush(log->f) != 0 || ferror(log->f))) { die("-o %s: write failed: %s", log->path, strerror(errno)); }
 }
 
-// A JSON string: quotes, backslashes and control characters escaped.
+// Bytes of a valid UTF-8 sequence starting at s (1 for ASCII), 0 when s does not start one.
+static int utf8_len(const unsigned char* s) {
+    int n = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || (n == 2 && s[0] < 0xC2)) { return 0; }  // a stray continuation byte, an overlong pair
+    for (int i = 1; i < n; i++) { if ((s[i] & 0xC0) != 0x80) { return 0; } }
+    return n;
+}
+
+// A JSON string: quotes, backslashes and control characters escaped; bytes that are not UTF-8 (a
+// path in another encoding) as \u00XX, so the log stays valid UTF-8 JSON.
 static void json_string(FILE* f, const char* s) {
     fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') { fprintf(f, "\\%c", ch); }
-        else if (ch < 0x20) { fprintf(f, "\\u%04x", ch); }
-        else { fputc(ch, f); }
+    const unsigned char* p = (const unsigned char*)s;
+    while (*p) {
+        int n = utf8_len(p);
+        if (n == 0) { fprintf(f, "\\u%04x", *p++); continue; }
+        if (*p == '"' || *p == '\\') { fprintf(f, "\\%c", *p); }
+        else if (*p < 0x20) { fprintf(f, "\\u%04x", *p); }
+        else { fwrite(p, 1, (size_t)n, f); }
+        p += n;
     }
     fputc('"', f);
+}
+
+// A JSON number, or null for a value that is not finite (JSON has no NaN or infinity).
+static void json_number(FILE* f, const char* fmt, double x) {
+    if (isfinite(x)) { fprintf(f, fmt, x); } else { fprintf(f, "null"); }
 }
 
 // The first record of a fresh log: the model, the schedule and the data with its needles, so a log
@@ -401,10 +505,40 @@ static void run_log_config(FILE* f, const TrainArgs* a, const Config* c) {
     fprintf(f, "}}\n");
 }
 
-// A resumed run (append) continues its log; a fresh one starts it with the config record.
-static RunLog run_log_open(const char* path, int append, const TrainArgs* a, const Config* c) {
+// Cuts the log of a run resumed at step s0 back to the records before the checkpoint: every record
+// of steps before s0, and the step record of s0 itself (its val and evals run again). A record cut
+// short by a crash or a full disk, and records a killed run wrote past its checkpoint, go.
+static void run_log_cut(const char* path, int s0) {
+    FILE* f = fopen_check(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char* buf = (char*)malloc_check((size_t)size + 1);
+    if (size > 0) { fread_check(buf, 1, (size_t)size, f, path); }
+    fclose(f);
+    buf[size] = '\0';
+    long keep = 0, cut = 0;  // bytes kept; records removed
+    for (long at = 0; at < size;) {
+        char* nl = (char*)memchr(buf + at, '\n', (size_t)(size - at));
+        if (nl) { *nl = '\0'; }  // the record alone, for strstr
+        long step = strncmp(buf + at, "{\"step\": ", 9) == 0 ? strtol(buf + at + 9, NULL, 10) : -1;
+        int is_step = strstr(buf + at, "\"loss\": ") != NULL;
+        if (keep == at && nl != NULL && step >= 0 && (step < s0 || (step == s0 && is_step))) { keep = nl - buf + 1; }
+        else { cut++; }
+        at = nl ? nl - buf + 1 : size;
+    }
+    free(buf);
+    if (cut == 0) { return; }
+    if (truncate(path, keep) != 0) { die("-o %s: cannot cut it back to step %d: %s", path, s0, strerror(errno)); }
+    printf("-o %s: cut back to step %d (%ld records after the checkpoint, or cut short, removed)\n", path, s0, cut);
+}
+
+// A resumed run (append, from step s0) continues its log, cut back to s0; a fresh one starts it with
+// the config record.
+static RunLog run_log_open(const char* path, int append, int s0, const TrainArgs* a, const Config* c) {
     RunLog log = {NULL, path};
     if (!path[0]) { return log; }
+    if (append) { run_log_cut(path, s0); }
     log.f = fopen_check(path, append ? "a" : "w");
     if (!append) {
         run_log_config(log.f, a, c);
@@ -497,9 +631,17 @@ static void train_eval_pick(const TrainArgs* a, const TrainEval* e, int step, in
 }
 
 // Prints the results (one line each), writes them as one JSONL record, frees them. text_grid and
-// text_res are used only when text_grid is not NULL.
+// text_res are used only when text_grid is not NULL. Results a signal cut short (stop_requested) are
+// freed, not logged: the resumed run evaluates that step again.
 static void train_eval_report(RunLog* log, int step, const Config* cfg, const NeedleGrid* grid, const NeedleGrid* text_grid,
                               NeedleResult* res, NeedleResult* text_res, const TrainEval* e, RecallResult* rec) {
+    if (stop_requested()) {
+        printf("step %5d | evals cut short by signal %d: not logged\n", step, (int)*stop_request);
+        needle_result_free(res);
+        if (text_grid) { needle_result_free(text_res); }
+        if (e->recall_on) { recall_result_free(rec); }
+        return;
+    }
     if (e->recall_on) { recall_result_summary(rec, &e->recall, cfg, step); }
     needle_result_summary(res, grid, cfg, step, "needle");
     if (text_grid) { needle_result_summary(text_res, text_grid, cfg, step, "text needle"); }
@@ -545,12 +687,28 @@ static int train_window_at(const TrainArgs* a, int step) {
 static volatile sig_atomic_t train_stop_signal = 0;
 static void train_on_signal(int sig) { train_stop_signal = sig; }
 
+// SIGINT, SIGTERM, SIGHUP (a closed terminal) and SIGQUIT raise the flag; SIGPIPE is ignored, so a
+// closed stdout shows as a failed write (train_stdout_check), which stops the run the same way. The
+// evals, val and samples see the flag too (stop_request) and return early.
 static void train_signals_install(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = train_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    const int stops[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    for (int i = 0; i < 4; i++) { sigaction(stops[i], &sa, NULL); }
+    signal(SIGPIPE, SIG_IGN);
+    stop_request = &train_stop_signal;
+}
+
+// After a step's line: stdout written and flushed, or the run stops as on SIGPIPE (a closed pipe,
+// `| head`; a full disk under `> log`): it saves its checkpoint and exits 141, said on stderr.
+static void train_stdout_check(void) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) { return; }
+    if (train_stop_signal == 0) {
+        fprintf(stderr, "stdout: write failed (%s): stopping after this step, as on SIGPIPE\n", strerror(errno));
+        train_stop_signal = SIGPIPE;
+    }
+    clearerr(stdout);
 }
 
 // A resume trains the checkpoint's model: model flags given with -r must describe it, or they would
@@ -588,6 +746,24 @@ static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, cons
     }
 }
 
+// The schedule flags a resume gives that differ from the checkpoint's (" --wd 0.05 (was 0.1)"...), "" when none.
+static void train_sched_differs(const RunRecord* ck, const RunRecord* run, char* out, size_t size) {
+    const char* sched[2] = {"cosine", "wsd"};
+    size_t n = 0;
+    out[0] = '\0';
+#define SCHED_DIFF(cond, ...) if ((cond) && n < size) { n += snprintf(out + n, size - n, __VA_ARGS__); }
+    SCHED_DIFF(ck->lr != run->lr, " -l %g (was %g)", run->lr, ck->lr)
+    SCHED_DIFF(ck->schedule != run->schedule, " --schedule %s (was %s)", sched[run->schedule], sched[ck->schedule])
+    SCHED_DIFF(ck->warmup != run->warmup, " --warmup %d (was %d)", run->warmup, ck->warmup)
+    SCHED_DIFF(ck->min_lr_frac != run->min_lr_frac, " --min-lr-frac %g (was %g)", run->min_lr_frac, ck->min_lr_frac)
+    SCHED_DIFF(ck->decay_frac != run->decay_frac, " --decay-frac %g (was %g)", run->decay_frac, ck->decay_frac)
+    SCHED_DIFF(ck->wd != run->wd, " --wd %g (was %g)", run->wd, ck->wd)
+    SCHED_DIFF(ck->clip != run->clip, " --clip %g (was %g)", run->clip, ck->clip)
+    SCHED_DIFF(ck->eval_seed != run->eval_seed, " --eval-seed %ld (was %ld)", run->eval_seed, ck->eval_seed)
+    SCHED_DIFF(ck->train_id != run->train_id, " -w or --freeze (other windows or frozen layers)")
+#undef SCHED_DIFF
+}
+
 // The checkpoint of -r. Its vocabulary must be the data's, its model the one the model flags given
 // describe (train_resume_check_model). With AdamW state it is an exact resume:
 // -n must go past its step, and the run must have its T, B, accum, ranks, seed and data (run), or
@@ -602,6 +778,11 @@ static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, c
     train_resume_check_model(a, flags, given, n_flags, &ck);
     if (a->sample_only) { return ck; }  // nothing is trained: the exact-resume checks do not apply
     if (ck.m == NULL) {
+        struct stat st;
+        if (a->log_path[0] && stat(a->log_path, &st) == 0 && st.st_size > 0) {  // a new run would start the log afresh
+            die("-r %s holds parameters only: a new run from step 0 starts from them and a new log, but -o %s holds one already; give a new -o",
+                r, a->log_path);
+        }
         printf("-r %s: parameters only (no AdamW state): a new run from step 0 starts from them\n", r);
         return ck;
     }
@@ -623,14 +804,28 @@ static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, c
     if (ck.run.data_id != run->data_id) {
         die("-r %s was trained on other data: -i, -j, --bytes and the --needle-* flags must name the same files (names, sizes) and mixture; %s", r, exact);
     }
+    char differ[512];
+    if (ck.run.has_sched) { train_sched_differs(&ck.run, run, differ, sizeof(differ)); }
+    if (ck.run.has_sched && differ[0]) { die("-r %s: this run's schedule differs:%s; a resume continues the run's own schedule (give its flags again)", r, differ); }
     return ck;
 }
 
 // What this run's checkpoints record (RunRecord) and a resume compares.
 static RunRecord train_run_record(const TrainArgs* a, int world, const DataLoader* train, const DataLoader* val) {
-    RunRecord r = {a->T, a->B, a->accum, world, a->seed, data_fingerprint(train, val, &a->data)};
+    RunRecord r;
+    memset(&r, 0, sizeof(r));
+    r.T = a->T; r.B = a->B; r.accum = a->accum; r.world = world; r.seed = a->seed;
+    r.data_id = data_fingerprint(train, val, &a->data);
+    const OptConfig* o = &a->opt;
+    r.has_sched = 1;
+    r.lr = o->lr; r.min_lr_frac = o->min_lr_frac; r.decay_frac = o->decay_frac; r.wd = o->weight_decay; r.clip = o->grad_clip;
+    r.schedule = o->schedule;
+    r.warmup = o->warmup;
+    r.eval_seed = a->eval_seed;
+    r.train_id = hash64(hash64(HASH64_INIT, a->windows, (size_t)a->n_windows * sizeof(int)), a->freeze, strlen(a->freeze));
     return r;
 }
+
 
 // -i and -j must not share a file: val on training data measures nothing.
 static void data_check_overlap(const DataConfig* dc) {
@@ -726,9 +921,15 @@ static void format_duration(char* out, size_t size, double s) {
 
 // One val evaluation: a line on stdout and a JSON line in the log (when there is one).
 static void report_val(RunLog* log, RunSummary* sum, int step, double val_loss) {
+    if (stop_requested()) { printf("step %5d | val cut short by signal %d: not logged\n", step, (int)*stop_request); return; }
     printf("step %5d | val loss %.4f\n", step, val_loss);
     sum->val_loss = val_loss;
-    if (log->f) { fprintf(log->f, "{\"step\": %d, \"val_loss\": %.6f}\n", step, val_loss); run_log_flush(log); }
+    if (log->f) {
+        fprintf(log->f, "{\"step\": %d, \"val_loss\": ", step);
+        json_number(log->f, "%.6f", val_loss);
+        fprintf(log->f, "}\n");
+        run_log_flush(log);
+    }
 }
 
 // One optimizer step (1-based): a line on stdout with the time since the loop started and the ETA
@@ -744,8 +945,13 @@ static void report_step(RunLog* log, RunSummary* sum, int step, int steps, doubl
     printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step, steps, loss, lr, norm, ms, tok_s);
     if (mfu >= 0) { printf(" | MFU %.1f%%", 100.0 * mfu); }
     printf(" | %s, ETA %s\n", el, left);
+    train_stdout_check();
     if (log->f) {
-        fprintf(log->f, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tok_per_s\": %.1f", step, loss, lr, norm, tok_s);
+        fprintf(log->f, "{\"step\": %d, \"loss\": ", step);
+        json_number(log->f, "%.6f", loss);
+        fprintf(log->f, ", \"lr\": %.6e, \"grad_norm\": ", lr);
+        json_number(log->f, "%.6f", norm);
+        fprintf(log->f, ", \"tok_per_s\": %.1f", tok_s);
         if (mfu >= 0) { fprintf(log->f, ", \"mfu\": %.5f", mfu); }
         fprintf(log->f, ", \"ms\": %.3f}\n", ms);
         run_log_flush(log);
@@ -865,7 +1071,7 @@ static void sample_print(NextLogits next, void* model, DataLoader* val, const To
     printf("sample at step %d:\n", step);
     for (int i = 0; i < prompt; i++) { sample_print_token(t, &val->vocab, tokens[i]); }
     printf(" >>> ");
-    for (int i = prompt; i < n; i++) {
+    for (int i = prompt; i < n && !stop_requested(); i++) {
         int ctx = i < T ? i : T;  // the last T tokens
         next(model, tokens + i - ctx, ctx, logits);
         double mx = logits[0], z = 0.0;

@@ -1036,7 +1036,7 @@ static void gpu_context_destroy(GpuContext* g) {
 static double gpu_val_loss(GpuModel* m, DataLoader* val, int batches) {
     double sum = 0.0;
     dataloader_rewind(val);
-    for (int i = 0; i < batches; i++) {
+    for (int i = 0; i < batches && !stop_requested(); i++) {
         dataloader_next_batch(val);
         sum += gpu_model_forward(m, val->inputs, val->targets, val->B, val->T, 0.0);
     }
@@ -1129,7 +1129,7 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
         int nb = (int)(max_tokens / len);  // samples per forward: 1 .. per_length
         if (nb < 1) { nb = 1; }
         if (nb > per_length) { nb = per_length; }
-        for (int i0 = 0; i0 < per_length; i0 += nb) {
+        for (int i0 = 0; i0 < per_length && !stop_requested(); i0 += nb) {
             int b = per_length - i0 < nb ? per_length - i0 : nb, idx0 = li * per_length + i0, na = 0;
             gpu_model_forward(m, g->tokens + g->offset[idx0], NULL, b, len, 0.0);  // the samples of one length are contiguous
             for (int k = 0; k < b; k++) {
@@ -1200,7 +1200,7 @@ static void gpu_recall_eval(GpuModel* m, const RecallSet* s, size_t max_tokens, 
     recall_result_init(r, s, c, ablate);
     for (int pass = -1; pass < r->n_abl; pass++) {  // -1: the clean pass
         m->ablate = pass < 0 ? 0 : r->abl_layers[pass];
-        for (int i0 = 0; i0 < s->n_seqs; i0 += nb) {
+        for (int i0 = 0; i0 < s->n_seqs && !stop_requested(); i0 += nb) {
             int b = s->n_seqs - i0 < nb ? s->n_seqs - i0 : nb, na = b * K;
             gpu_model_forward(m, s->tokens + (size_t)i0 * T, NULL, b, T, 0.0);
             for (int a = 0; a < na; a++) {
@@ -1514,6 +1514,7 @@ int main(int argc, char** argv) {
     if (a.resume[0]) { ck = train_resume_read(&a, flags, given, n_flags, &run, train.vocab.vocab); }
     Config model_cfg = a.resume[0] ? ck.cfg : train_config(&a, &train.vocab);
     gpu_check_config(&model_cfg);
+    if (!a.sample_only) { train_lock_outputs(&a); }  // one run per checkpoint and log; the ranks share the locks
 
     Dist dist = dist_init(gpus, nodes, node_rank, nccl_id);  // forks the ranks, before any other CUDA call
     if (dist.rank > 0) {  // rank 0 alone logs, evaluates and checkpoints
@@ -1538,7 +1539,7 @@ int main(int argc, char** argv) {
     const Config* cfg = &model.cfg;
     gpu_model_set_freeze(&model, a.freeze);
     int model_window = cfg->window;  // evals and checkpoints; a step may draw another from -w's list
-    RunLog log = run_log_open(a.log_path, step0 > 0, &a, cfg);
+    RunLog log = run_log_open(a.log_path, step0 > 0, step0, &a, cfg);
 
     char device[300];
     if (dist.world > 1) { snprintf(device, sizeof(device), "%d x %s, %s", dist.world, prop.name, PRECISION_NAME); }
@@ -1552,6 +1553,7 @@ int main(int argc, char** argv) {
     train_eval_init(&ev, &a, &train.vocab);
 
     train_signals_install();
+    if (dist.world > 1) { stop_request = NULL; }  // rank 0's evals run whole: the ranks stop together at the top of a step
     RunSummary sum = run_summary_start(step0);
     for (int step = step0; step <= a.opt.steps; step++) {
         // a signal any rank has seen stops every rank here; the flag is only ever set, never
@@ -1573,6 +1575,7 @@ int main(int argc, char** argv) {
             train_eval_report(&log, step, cfg, grid, text_grid, &res, &text_res, &ev, &rec);
         }
         if (train_sample_due(&a, step, last, stopping)) { sample_print(gpu_next_logits, &model, &val, &tok, cfg->vocab, a.T, a.sample_len, step); }
+        if (dist.world == 1) { stopping = train_stop_signal != 0; }  // several ranks agree on stopping at the top only
         if (train_should_save(&a, step, step0, last, stopping)) { gpu_model_save(&model, a.ckpt_path, a.ckpt_keep, step, &run, a.ckpt_opt); }
         if (stopping) {
             run_log_close(&log);

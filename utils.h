@@ -4,12 +4,13 @@ the call and the OS's reason, and exit non-zero; checked open, read and allocati
 input is a regular file; a 64-bit hash for checksums and fingerprints. (llm.c's llmc/utils.h.)
 
 defines: die, die_at, fopen_check, fread_check, malloc_check, calloc_check, file_kind,
-         input_file_check, hash64, now_s
+         input_file_check, hash64, now_s, stop_request, stop_requested
 */
 #ifndef UTILS_H
 #define UTILS_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,13 @@ defines: die, die_at, fopen_check, fread_check, malloc_check, calloc_check, file
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+
+// ----------------------------------------------------------------------------
+// A trainer's request to stop (its signal handler's flag): evals, val and samples check it between
+// samples and return early, so a signal is answered within a second or two whatever is running.
+// NULL outside a trainer (eval_needle, the tests): nothing stops early.
+static volatile sig_atomic_t* stop_request;
+static int stop_requested(void) { return stop_request != NULL && *stop_request != 0; }
 
 // ----------------------------------------------------------------------------
 // errors: every failure names the file:line of the call and exits non-zero

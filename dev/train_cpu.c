@@ -19,7 +19,7 @@ as in train_hybrid (README, "Training runs").
 static double val_loss(Model* m, DataLoader* val, int batches) {
     double sum = 0.0;
     dataloader_rewind(val);
-    for (int i = 0; i < batches; i++) {
+    for (int i = 0; i < batches && !stop_requested(); i++) {
         dataloader_next_batch(val);
         sum += model_forward(m, val->inputs, val->targets, val->B, val->T);
     }
@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
         Config cfg = train_config(&a, &train.vocab);
         model_build(&model, &cfg, (uint64_t)a.seed);
     }
-    RunLog log = run_log_open(a.log_path, step0 > 0, &a, &model.cfg);
+    train_lock_outputs(&a);  // one run per checkpoint and log
+    RunLog log = run_log_open(a.log_path, step0 > 0, step0, &a, &model.cfg);
     snprintf(model.freeze, sizeof(model.freeze), "%s", a.freeze);
     int model_window = model.cfg.window;  // evals and checkpoints; a step may draw another from -w's list
 
@@ -101,6 +102,7 @@ int main(int argc, char** argv) {
             train_eval_report(&log, step, &model.cfg, grid, text_grid, &res, &text_res, &ev, &rec);
         }
         if (train_sample_due(&a, step, last, stopping)) { sample_print(cpu_next_logits, &model, &val, &tok, model.cfg.vocab, a.T, a.sample_len, step); }
+        stopping = train_stop_signal != 0;  // a signal during the evals stops here, before the next step
         if (train_should_save(&a, step, step0, last, stopping)) {
             size_t n = model.pl.total;
             checkpoint_save(a.ckpt_path, a.ckpt_keep, &model.cfg, model.params, a.ckpt_opt ? model.m : NULL,

@@ -31,6 +31,10 @@ if [ -x "$ROOT/train_hybrid" ] && nvidia-smi -L > /dev/null 2>&1; then GPU=1; fi
 # every row's model: small, fast on a CPU, head dim 32 (the GPU kernels' smallest)
 M=(-L 2 -C 64 -H 2 -F 64 -B 2 -T 32 -p SF -w 8 --needle-frac 0 -v 0 --eval-every 0)
 
+# mx FLAG...: M without those flags and their values, for a row that gives them itself (a flag given
+# twice is refused)
+mx() { local i; for ((i = 0; i < ${#M[@]}; i += 2)); do [[ " $* " == *" ${M[i]} "* ]] || printf '%s %s ' "${M[i]}" "${M[i + 1]}"; done; }
+
 # le32 N: N as 4 little-endian bytes
 le32() { printf "\\x$(printf %02x $(($1 & 255)))\\x$(printf %02x $((($1 >> 8) & 255)))\\x$(printf %02x $((($1 >> 16) & 255)))\\x$(printf %02x $((($1 >> 24) & 255)))"; }
 # shard FILE MAGIC VERSION N BYTES: an llm.c shard of N tokens of BYTES bytes each, from ascii.txt
@@ -111,22 +115,22 @@ trainer_rows() {
     bad "$T -c under a file" "-c good.ckpt/x: 'good.ckpt' is not a directory" "" "$TR" "${M[@]}" -c good.ckpt/x
     # 4. numbers: overflow, non-finite, ranges, products; the value as typed
     bad "$T -n 2^32+3" "flag -n: '4294967299' is out of range, expected 0..1000000000" "" "$TR" "${M[@]}" -n 4294967299
-    bad "$T -T beyond long" "flag -T: '99999999999999999999' is out of range" "" "$TR" "${M[@]}" -T 99999999999999999999
-    bad "$T -B 0" "flag -B: '0' is out of range, expected 1..65536" "" "$TR" "${M[@]}" -B 0
-    bad "$T -B hex" "flag -B: '0x10' is not an integer" "" "$TR" "${M[@]}" -B 0x10
+    bad "$T -T beyond long" "flag -T: '99999999999999999999' is out of range" "" "$TR" $(mx -T) -T 99999999999999999999
+    bad "$T -B 0" "flag -B: '0' is out of range, expected 1..65536" "" "$TR" $(mx -B) -B 0
+    bad "$T -B hex" "flag -B: '0x10' is not an integer" "" "$TR" $(mx -B) -B 0x10
     bad "$T -l nan" "flag -l: 'nan' is not a finite number" "" "$TR" "${M[@]}" -l nan
     bad "$T -l -inf" "flag -l: '-inf' is not a finite number" "" "$TR" "${M[@]}" -l -inf
     bad "$T -l 0" "flag -l: '0' is out of range" "" "$TR" "${M[@]}" -l 0
     bad "$T --warmup -2" "flag --warmup: '-2' is out of range, expected -1..1000000000" "" "$TR" "${M[@]}" --warmup -2
-    bad "$T --needle-frac -0.1" "flag --needle-frac: '-0.1' is out of range, expected 0..1" "" "$TR" "${M[@]}" --needle-frac -0.1
+    bad "$T --needle-frac -0.1" "flag --needle-frac: '-0.1' is out of range, expected 0..1" "" "$TR" $(mx --needle-frac) --needle-frac -0.1
     bad "$T --min-lr-frac 1.5" "flag --min-lr-frac: '1.5' is out of range" "" "$TR" "${M[@]}" --min-lr-frac 1.5
     bad "$T --decay-frac nan" "flag --decay-frac: 'nan' is not a finite number" "" "$TR" "${M[@]}" --decay-frac nan
     bad "$T --wd 1e400" "flag --wd: '1e400' is not a finite number" "" "$TR" "${M[@]}" --wd 1e400
     bad "$T --clip -1" "flag --clip: '-1' is out of range" "" "$TR" "${M[@]}" --clip -1
     bad "$T -s -1" "flag -s: '-1' is out of range" "" "$TR" "${M[@]}" -s -1
     bad "$T --needle-symbols 2^31" "flag --needle-symbols: '2147483648' is out of range" "" "$TR" "${M[@]}" --needle-symbols 2147483648
-    bad "$T -L 65" "flag -L: '65' is out of range, expected 1..64" "" "$TR" "${M[@]}" -L 65
-    bad "$T B x T overflow" "-B 65536 -T 1048576: 68719476736 tokens per micro-batch, at most 16777216" "" "$TR" "${M[@]}" -B 65536 -T 1048576
+    bad "$T -L 65" "flag -L: '65' is out of range, expected 1..64" "" "$TR" $(mx -L) -L 65
+    bad "$T B x T overflow" "-B 65536 -T 1048576: 68719476736 tokens per micro-batch, at most 16777216" "" "$TR" $(mx -B -T) -B 65536 -T 1048576
     # 5. checkpoints
     bad "$T -r NaN in AdamW m" "AdamW m of wte[5] is nan; refusing a non-finite checkpoint" "keep_me.ckpt" "$TR" "${M[@]}" -n 9 -r nan_m.ckpt -c keep_me.ckpt --ckpt-every 1
     bad "$T -r inf parameter" "parameter wte[0] is inf" "" "$TR" "${M[@]}" -n 9 -r inf_p.ckpt
@@ -144,24 +148,24 @@ trainer_rows() {
     bad "$T val shards shorter than a sequence" "shards 'short.bin': 10 tokens in all, need at least 33" "" "$TR" "${M[@]}" -i train.bin -j short.bin
     bad "$T --bytes shorter than a sequence" "bytes data 'tiny.txt': 30 bytes in all, its train split has 27, need at least 33" "" "$TR" "${M[@]}" --bytes -i tiny.txt
     # 7. flags that contradict each other
-    bad "$T pattern longer than -L" "-p SSSF -L 2: the pattern has 4 layers, more than -L" "" "$TR" "${M[@]}" -p SSSF -L 2
-    bad "$T needle longer than T" "-T 6: a symbol needle with its question and answer takes 8 tokens" "" "$TR" "${M[@]}" -T 6 --needle-frac 1 --needle-density 1
-    bad "$T text needle longer than T" "a text needle with its question and answer takes" "" "$TR" "${M[@]}" --needle-frac 1 --needle-kind text --needle-density 1
-    bad "$T eval grid shorter than a needle" "the needle grid's shortest sample (T/4 = 4 tokens)" "" "$TR" "${M[@]}" -T 16 --eval-every 5
+    bad "$T pattern longer than -L" "-p SSSF -L 2: the pattern has 4 layers, more than -L" "" "$TR" $(mx -p -L) -p SSSF -L 2
+    bad "$T needle longer than T" "-T 6: a symbol needle with its question and answer takes 8 tokens" "" "$TR" $(mx -T --needle-frac) -T 6 --needle-frac 1 --needle-density 1
+    bad "$T text needle longer than T" "a text needle with its question and answer takes" "" "$TR" $(mx --needle-frac) --needle-frac 1 --needle-kind text --needle-density 1
+    bad "$T eval grid shorter than a needle" "the needle grid's shortest sample (T/4 = 4 tokens)" "" "$TR" $(mx -T --eval-every) -T 16 --eval-every 5
     bad "$T -j with --bytes" "-j with --bytes" "" "$TR" "${M[@]}" --bytes -i text.txt -j val.bin
     bad "$T resume -n = its step" "-r good.ckpt is at step 3 already: -n 3 trains nothing; give -n > 3" "good.ckpt" "$TR" "${M[@]}" -n 3 -r good.ckpt -c good.ckpt
     bad "$T resume -n < its step" "-r good.ckpt is at step 3 already: -n 1 trains nothing" "" "$TR" "${M[@]}" -n 1 -r good.ckpt
-    bad "$T resume with another model's flags" "-r good.ckpt: its model is SF, L 2, C 64, H 2, F 64, W 8, pos F rope / S rope, mixer gdn; the flags -L 4 -p SFSF -w 16 describe another" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -L 4 -w 16
+    bad "$T resume with another model's flags" "-r good.ckpt: its model is SF, L 2, C 64, H 2, F 64, W 8, pos F rope / S rope, mixer gdn; the flags -L 4 -p SFSF -w 16 describe another" "" "$TR" $(mx -L -w) -n 9 -r good.ckpt -L 4 -w 16
     bad "$T --warmup longer than -n" "--warmup 50 is longer than the run (-n 10)" "" "$TR" "${M[@]}" -n 10 --warmup 50
     bad "$T --ckpt-every without -c" "--ckpt-every 5 --ckpt-keep 1 without -c: no checkpoint is written" "" "$TR" "${M[@]}" --ckpt-every 5 -c ""
     bad "$T --ckpt-keep without -c" "--ckpt-every 0 --ckpt-keep 3 without -c" "" "$TR" "${M[@]}" --ckpt-keep 3 -c ""
     bad "$T --eval-early without --eval-every" "--eval-early 100 without --eval-every" "" "$TR" "${M[@]}" --eval-early 100
     bad "$T --eval-long-every without --eval-every" "--eval-long-every 100 without --eval-every: there are no needle evals to shorten" "" "$TR" "${M[@]}" --eval-long-every 100
-    bad "$T resume other -T" "-r good.ckpt was trained with -T 32, this run gives -T 64" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -T 64
-    bad "$T resume other -B" "-r good.ckpt was trained with -B 2, this run gives -B 3" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -B 3
+    bad "$T resume other -T" "-r good.ckpt was trained with -T 32, this run gives -T 64" "" "$TR" $(mx -T) -n 9 -r good.ckpt -T 64
+    bad "$T resume other -B" "-r good.ckpt was trained with -B 2, this run gives -B 3" "" "$TR" $(mx -B) -n 9 -r good.ckpt -B 3
     bad "$T resume other -a" "-r good.ckpt was trained with -a 1 on 1 GPU(s) (1 micro-batches a step), this run has -a 2 on 1 (2)" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -a 2
     bad "$T resume other -s" "-r good.ckpt was trained with -s 1337, this run gives -s 7" "" "$TR" "${M[@]}" -n 9 -r good.ckpt -s 7
-    bad "$T resume other needle mixture" "-r good.ckpt was trained on other data" "" "$TR" "${M[@]}" -n 9 -r good.ckpt --needle-frac 0.5
+    bad "$T resume other needle mixture" "-r good.ckpt was trained on other data" "" "$TR" $(mx --needle-frac) -n 9 -r good.ckpt --needle-frac 0.5
     bad "$T resume other data files" "-r good.ckpt was trained on other data" "" "$TR" "${M[@]}" -n 9 -r good.ckpt --bytes -i text.txt
     bad "$T --sample without -r" "--sample needs -r CHECKPOINT" "" "$TR" "${M[@]}" --sample
     bad "$T --tokenizer FIFO" "--tokenizer 'fifo.bin' is a FIFO" "" "$TR" "${M[@]}" -i train.bin -j val.bin --tokenizer fifo.bin
@@ -179,7 +183,7 @@ trainer_run_rows() {
         bash -c "set -o pipefail; (ulimit -f 1; trap '' XFSZ; exec $TR ${M[*]} -n 40 -o big.jsonl) 2>&1 | cat"
     cp good.ckpt save.ckpt
     bad "$T checkpoint write fails: old file kept" "save.ckpt.tmp: write failed: File too large (the checkpoint under its real name is untouched)" "save.ckpt" \
-        bash -c "set -o pipefail; (ulimit -f 100; trap '' XFSZ; exec $TR ${M[*]} -C 128 -n 2 -c save.ckpt) 2>&1 | cat"
+        bash -c "set -o pipefail; (ulimit -f 100; trap '' XFSZ; exec $TR $(mx -C) -C 128 -n 2 -c save.ckpt) 2>&1 | cat"
     if [ -e save.ckpt.tmp ]; then fail "$T failed save leaves no .tmp" "save.ckpt.tmp is there"; else pass "$T failed save leaves no .tmp" "only save.ckpt"; fi
     rm -f 'r[u]n.ckpt'* run.ckpt*
     touch run.ckpt.step_backup run.ckpt.step3 run.ckpt.step run.ckpt.step12x 'r[u]n.ckpt.step_old'
@@ -197,7 +201,7 @@ if [ -x "$ROOT/train_hybrid" ]; then
     trainer_rows "$ROOT/train_hybrid" train_hybrid
     # the GPU kernels' head dims, checked before the first CUDA call (R layers only: no attention check first)
     bad "train_hybrid R layers at head dim 96" "-C 192 -H 2: head dim 96, the GPU recurrent mixer takes 16, 32, 48, 64 or 128" "" \
-        "$ROOT/train_hybrid" "${M[@]}" -p RR -C 192 -H 2
+        "$ROOT/train_hybrid" $(mx -p -C -H) -p RR -C 192 -H 2
     if [ $GPU = 1 ]; then trainer_run_rows "$ROOT/train_hybrid" train_hybrid
     else skip "train_hybrid rows that train (log and checkpoint write failures, --ckpt-keep)" "no CUDA GPU found"; fi
 else
@@ -227,6 +231,7 @@ bad "eval_needle data of another vocabulary" "vocabulary 322, the data gives 128
 cp good.ckpt v1.ckpt
 printf '\001' | dd of=v1.ckpt bs=1 seek=4 conv=notrunc status=none
 head -c 56 /dev/zero | dd of=v1.ckpt bs=1 seek=72 conv=notrunc status=none  # ints 18..31: the run record and checksum
+head -c 68 /dev/zero | dd of=v1.ckpt bs=1 seek=192 conv=notrunc status=none  # ints 48..64: the schedule record
 if timeout 60 "$EV" -c v1.ckpt -N 1 > v1.out 2>&1 && timeout 60 "$CPU" "${M[@]}" -n 5 -r v1.ckpt > v1r.out 2>&1 \
     && grep -q "a version-1 checkpoint records no -B, -a, -s or data" v1r.out; then
     pass "version-1 checkpoint" "eval_needle reads it; a resume says what it cannot check: $(grep version-1 v1r.out)"

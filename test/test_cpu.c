@@ -139,7 +139,7 @@ static void test_eval_needle_cli(void) {
     Model m;
     model_build(&m, &c, 3);
     const char* ck = tmp_path("eval.ckpt");
-    RunRecord run = {32, 1, 1, 1, 0, 0};
+    RunRecord run = {.T = 32, .B = 1, .accum = 1, .world = 1, .seed = 0, .data_id = 0};
     checkpoint_write(ck, &c, m.params, NULL, NULL, m.pl.total, 0, &run);
     NeedleGrid g;
     needle_grid_default(&g, 32, 2, 77);
@@ -177,7 +177,7 @@ static void read_ckpt(void* path) { Checkpoint ck = checkpoint_read((const char*
 typedef struct { const char* path; const Config* c; const Model* m; } WriteArgs;
 static void write_ckpt(void* arg) {
     const WriteArgs* w = (const WriteArgs*)arg;
-    RunRecord run = {64, 4, 1, 1, 1, 0};
+    RunRecord run = {.T = 64, .B = 4, .accum = 1, .world = 1, .seed = 1, .data_id = 0};
     checkpoint_write(w->path, w->c, w->m->params, w->m->m, w->m->v, w->m->pl.total, 5, &run);
 }
 
@@ -200,7 +200,7 @@ static void test_checkpoint(void) {
     size_t n = m.pl.total;
     for (size_t i = 0; i < n; i++) { m.m[i] = (float)i; m.v[i] = (float)(2 * i); }
     const char* path = tmp_path("ck.bin");
-    RunRecord run = {64, 8, 2, 1, 4242424242L, 0xfedcba9876543210ull};
+    RunRecord run = {.T = 64, .B = 8, .accum = 2, .world = 1, .seed = 4242424242L, .data_id = 0xfedcba9876543210ull};
     checkpoint_write(path, &c, m.params, m.m, m.v, n, 17, &run);
     Checkpoint ck = checkpoint_read(path);
     int same_cfg = memcmp(&ck.cfg, &c, sizeof(c)) == 0;

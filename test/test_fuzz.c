@@ -184,7 +184,7 @@ int main(void) {
     Model m;
     model_build(&m, &c, 9);
     for (size_t i = 0; i < m.pl.total; i++) { m.m[i] = 1e-3f * (float)(i % 7); m.v[i] = 1e-6f * (float)(i % 5); }
-    RunRecord run = {64, 4, 2, 1, 1337, 0x0123456789abcdefull};
+    RunRecord run = {.T = 64, .B = 4, .accum = 2, .world = 1, .seed = 1337, .data_id = 0x0123456789abcdefull};
     const char* ck = tmp_path("good.ckpt");
     checkpoint_write(ck, &c, m.params, m.m, m.v, m.pl.total, 17, &run);
     fuzz_file("fuzz checkpoint", read_checkpoint, ck, 1, 0, 12);

@@ -342,7 +342,7 @@ static void test_training(const GpuContext* g) {
 
     // checkpoint with AdamW state: the reloaded model continues exactly like the original
     const char* path = "/tmp/hybrid_test_model_gpu.ckpt";
-    RunRecord run = {TT, TB, 1, 1, 3, 0};
+    RunRecord run = {.T = TT, .B = TB, .accum = 1, .world = 1, .seed = 3, .data_id = 0};
     gpu_model_save(&gpu, path, 1, STEPS, &run, 1);
     Checkpoint ck = checkpoint_read(path);
     GpuModel loaded;

@@ -176,7 +176,7 @@ static void test_copy_model(int d) {
           rm.abl_acc[1], rm.abl_acc[4], rm.abl_acc[7], rm.abl_acc[10], rz.abl_acc[1], rz.abl_acc[4], rz.abl_acc[7], rz.abl_acc[10]);
     if (d == 12) {  // eval_needle on the same model: the same recall record
         const char* ck = tmp_path("copy.ckpt");
-        RunRecord run = {64, 1, 1, 1, 0, 0};
+        RunRecord run = {.T = 64, .B = 1, .accum = 1, .world = 1, .seed = 0, .data_id = 0};
         checkpoint_write(ck, &c, m.params, NULL, NULL, m.pl.total, 0, &run);
         const char* mine = tmp_path("copy_mine.json");
         FILE* f = fopen_check(mine, "w");

@@ -75,10 +75,10 @@ case "$SIZE" in
     tiny)  MODEL=(-C 32 -L 4 -H 2 -T 64 -B 4 -l 3e-3 --eval-samples 2) ;;
     recall | recall_tiny)
         if [ -z "$RECALL_LR" ]; then echo "error: SIZE=$SIZE needs RECALL_LR (the pilot's learning rate, RECALL_PROTOCOL.md)" >&2; exit 1; fi
-        MODEL=(-l "$RECALL_LR" --needle-kind recall --schedule wsd --decay-frac 0.1 --warmup 100 --eval-samples 4
+        MODEL=(-l "$RECALL_LR" --needle-kind recall --schedule wsd --decay-frac 0.1 --warmup 100
                --eval-long-every $(( STEPS / 4 )) --ablate-every 4)
         if [ "$SIZE" = recall ]; then  # the task of RECALL_PROTOCOL.md's amendment 1: distances uniform
-            MODEL+=(-C 512 -L 8 -H 8 -T 1024 -B 32 --needle-symbols 256 --recall-keys 64 --recall-dist uniform --recall-eval 64)
+            MODEL+=(-C 512 -L 8 -H 8 -T 1024 -B 32 --needle-symbols 256 --recall-keys 64 --recall-dist uniform --recall-eval 64 --eval-samples 4)
         else MODEL+=(-C 32 -L 4 -H 2 -T 64 -B 4 --recall-keys 4 --recall-eval 4 --eval-samples 1); fi ;;
     *) echo "error: SIZE=$SIZE: expected mini, small, t4096, t2048, recall, recall_tiny or tiny" >&2; exit 1 ;;
 esac
