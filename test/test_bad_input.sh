@@ -50,6 +50,10 @@ shard llama.bin 20240801 7 4000 4; shard short.bin 20240520 1 10 2
 mkfifo fifo.bin; mkdir adir; cp ascii.txt text.txt; head -c 30 ascii.txt > tiny.txt
 "$CPU" "${M[@]}" -n 3 -c good.ckpt > fixture.out 2>&1 || { fail "setup" "train_cpu fixture: $(tail -n 1 fixture.out)"; summary; exit 1; }
 ln -s good.ckpt link.ckpt; mkdir sub
+printf 'not a tokenizer' > tok.bin; printf 'notes\n' > notes.txt; ln -s dangling.ckpt dl.jsonl; cp val.bin val2.bin
+LONG=$(printf 'c%.0s' {1..250})  # a name the save's ".step<k>" pushes past 255 bytes
+"$CPU" "${M[@]}" -n 3 -c p0.ckpt --ckpt-opt 0 -o p0.jsonl > p0.out 2>&1 || { fail "setup" "params-only fixture: $(tail -n 1 p0.out)"; summary; exit 1; }
+cp good.ckpt seed.ckpt; "$EDIT" seed.ckpt header 22 1073741825  # seed high word: past 2^62
 cp good.ckpt nan_m.ckpt; "$EDIT" nan_m.ckpt m 5 nan
 cp good.ckpt inf_p.ckpt; "$EDIT" inf_p.ckpt param 0 inf
 cp good.ckpt neg_v.ckpt; "$EDIT" neg_v.ckpt v 9 -1
@@ -83,6 +87,20 @@ bad() {
 # rows both trainers take: TR is the trainer, TAG its name in the row names
 trainer_rows() {
     local TR=$1 T=$2
+    # round three: no file destroyed, no silent accept (flags once, exact ranges, the schedule on resume)
+    bad "$T a flag given twice" "flag -n given twice: give it once" "" "$TR" "${M[@]}" -n 3 -n 4
+    bad "$T -s 2^62+1" "flag -s: '4611686018427387905' is out of range" "" "$TR" "${M[@]}" -s 4611686018427387905
+    bad "$T -i and -j one file" "-i 'val*.bin' and -j 'val.bin' both name val.bin" "" "$TR" "${M[@]}" -i 'val*.bin' -j val.bin -c ""
+    bad "$T -o = --tokenizer" "-o tok.bin would overwrite or delete tok.bin, the file of --tokenizer" "tok.bin" "$TR" "${M[@]}" --tokenizer tok.bin -o tok.bin
+    bad "$T -o a dangling link to -c's name" "-o dl.jsonl is a file the checkpoint saves of -c dangling.ckpt write or delete" "" "$TR" "${M[@]}" -o dl.jsonl -c dangling.ckpt
+    bad "$T -c too long for its saves' names" "the names its saves derive from it (<-c>.tmp, <-c>.step<k>) would pass the OS's limits" "" "$TR" "${M[@]}" -c "$LONG"
+    bad "$T -o not a log" "-o notes.txt exists and is not a log of this trainer" "notes.txt" "$TR" "${M[@]}" -o notes.txt
+    bad "$T parameters-only resume onto a log" "-r p0.ckpt holds parameters only: a new run from step 0 starts from them and a new log, but -o p0.jsonl holds one already" "p0.jsonl" "$TR" "${M[@]}" -n 5 -r p0.ckpt -o p0.jsonl
+    bad "$T resume with another schedule" "-r good.ckpt: this run's schedule differs: -l 0.001 (was 0.003) --wd 0.05 (was 0.1)" "good.ckpt" "$TR" "${M[@]}" -n 9 -r good.ckpt -l 1e-3 --wd 0.05
+    bad "$T resume with another window list" "-w or --freeze (other windows or frozen layers); a resume continues the run's own schedule" "good.ckpt" "$TR" $(mx -w) -n 9 -r good.ckpt -w 4,8
+    bad "$T resume -p longer than its L" "-r good.ckpt: its model is SF, L 2; -p FFF has 3 layers" "" "$TR" $(mx -p) -n 9 -r good.ckpt -p FFF
+    bad "$T a pattern past 64 layers" "-p: a pattern of 65 layers, at most 64" "" "$TR" $(mx -p -L) -L 64 -p "$(printf 'F%.0s' {1..65})"
+    bad "$T checkpoint seed outside -s's range" "seed.ckpt: corrupt checkpoint header: seed" "" "$TR" "${M[@]}" -n 9 -r seed.ckpt
     # 1. paths that are not regular files
     bad "$T FIFO as -i" "shard 'fifo.bin' is a FIFO (named pipe), expected a regular file" "" "$TR" "${M[@]}" -i fifo.bin -j val.bin
     bad "$T FIFO as -j" "shard 'fifo.bin' is a FIFO (named pipe)" "" "$TR" "${M[@]}" -i train.bin -j fifo.bin
@@ -225,6 +243,11 @@ bad "eval_needle -T 2" "length 0 of the grid" "" "$EV" -c good.ckpt -T 2
 bad "eval_needle grid too large" "needle grid: 2097152000000 tokens in all" "" "$EV" -c good.ckpt --lengths 4194304 -N 100000
 bad "eval_needle checksum" "h1.ckpt: checksum mismatch" "" "$EV" -c h1.ckpt
 bad "eval_needle NaN state" "AdamW m of wte[5] is nan" "" "$EV" -c nan_m.ckpt
+bad "eval_needle --lengths empty" "--lengths: empty list" "" "$EV" -c good.ckpt --lengths ''
+bad "eval_needle --lengths twice the same" "--lengths '32,32': 32 is there twice" "" "$EV" -c good.ckpt --lengths 32,32
+bad "eval_needle -j with --bytes" "-j with --bytes: byte data takes its val split from the last 10% of -i" "" "$EV" -c good.ckpt --bytes -i text.txt -j val.bin
+bad "eval_needle a flag given twice" "flag -N given twice" "" "$EV" -c good.ckpt -N 1 -N 2
+bad "needle_share key and value past the needle's room" "--needle-key 61 --needle-val 61: together at most 62" "" "$ROOT/dev/experiments/needle_share" --needle-key 61 --needle-val 61
 bad "eval_needle data of another vocabulary" "vocabulary 322, the data gives 128322" "" "$EV" -c good.ckpt -i llama.bin -j llama.bin
 
 # a version-1 checkpoint (no run record, no checksum) still evaluates and resumes

@@ -738,6 +738,36 @@ static void test_eval_long(void) {
     train_eval_free(&e);
 }
 
+// The log stays JSON in UTF-8: NaN and infinity as null; a byte that is not UTF-8 as \u00XX, valid
+// UTF-8 (é, 2 bytes) as it is, quotes and control characters escaped. A resume's cut: records past
+// the checkpoint's step, its val and evals, and a record cut short go; the step record stays.
+static void test_log_json(void) {
+    char* buf = NULL;
+    size_t n = 0;
+    FILE* f = open_memstream(&buf, &n);
+    json_number(f, "%.3f", NAN); fputc(' ', f);
+    json_number(f, "%.3f", -INFINITY); fputc(' ', f);
+    json_number(f, "%.3f", 1.5); fputc(' ', f);
+    json_string(f, "a\xff\xc3\xa9\"\n\xc3");
+    fclose(f);
+    const char* want = "null null 1.500 \"a\\u00ff\xc3\xa9\\\"\\u000a\\u00c3\"";
+    check(strcmp(buf, want) == 0, "log numbers and strings", "%s", buf);
+    free(buf);
+    const char* path = tmp_path("cut.jsonl");
+    FILE* g = fopen_check(path, "w");
+    fprintf(g, "{\"step\": 0, \"config\": {}}\n{\"step\": 4, \"loss\": 1.0}\n{\"step\": 4, \"val_loss\": 1.0}\n"
+               "{\"step\": 5, \"loss\": 1.0}\n{\"step\": 6, \"lo");
+    fclose(g);
+    run_log_cut(path, 4);
+    g = fopen_check(path, "r");
+    char got[256] = {0};
+    size_t k = fread(got, 1, sizeof(got) - 1, g);
+    fclose(g);
+    check(k > 0 && strcmp(got, "{\"step\": 0, \"config\": {}}\n{\"step\": 4, \"loss\": 1.0}\n") == 0, "log cut back to the checkpoint's step",
+          "resumed at step 4: %zu bytes kept (the config and step 4's record; step 4's val, step 5 and a cut record removed)", k);
+    remove(path);
+}
+
 static void test_cli(void) {
     static struct { const char* name; char* argv[12]; const char* error; } cases[] = {
         {"cli unknown flag", {"prog", "--frobnicate", "3"}, "unknown flag '--frobnicate'"},
@@ -839,6 +869,7 @@ int main(void) {
     test_eval_text();
     test_eval_long();
     test_cli();
+    test_log_json();
     test_checkpoint();
     test_kept_names();
     test_tokenizer();

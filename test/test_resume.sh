@@ -11,8 +11,15 @@
 #                 the updates instead
 #   --sample:     a checkpoint's sample is the same every time
 #   bad resume:   a data vocabulary that is not the checkpoint's -> one clear line, exit != 0
+#   signals:      SIGHUP stops like SIGTERM (exit 129); a closed stdout (| head) saves and exits 141;
+#                 SIGINT during a long eval is answered within 3 s and the cut eval is not logged
+#   locks:        a second run naming a running run's -c or -o stops at start, naming the holder
+#   kill -9:      killed three times and resumed, the log is valid JSON and equals an uninterrupted
+#                 run's (each resume cuts it back to the checkpoint's step)
+#   logs:         a data path with a non-UTF-8 byte is escaped (non-finite numbers: test_cpu)
 source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step
 dir=$(mktemp -d)
+yes "the quick brown fox jumps over the lazy dog." | head -c 4000 > "$dir/fox.txt"  # bytes data for the path test
 
 run_suite() {  # trainer name, then its flags for a small fast model
     local tr=$1; shift
@@ -46,6 +53,87 @@ run_suite() {  # trainer name, then its flags for a small fast model
     if [ $rc -eq 143 ] && [ -n "$last" ] && [ "$(ckpt_step "$d/s.ckpt")" = "$last" ] && grep -q "signal 15: stopped after step $last" "$d/s.out"; then
         pass "$tr SIGTERM" "exit 143 after step $last, checkpoint at step $(ckpt_step "$d/s.ckpt")"
     else fail "$tr SIGTERM" "exit $rc, last logged step '$last', checkpoint step '$(ckpt_step "$d/s.ckpt" 2>/dev/null)'"; fi
+    # --ckpt-keep 2 beside a stale run's .step98/.step99: they are neither counted nor removed, this
+    # run keeps its own newest save before the last; a stale .tmp that links to another checkpoint is
+    # removed, never written through
+    touch "$d/st.ckpt.step98" "$d/st.ckpt.step99"
+    cp "$d/a.ckpt" "$d/other.ckpt"
+    ln -s other.ckpt "$d/st.ckpt.tmp"
+    local before
+    before=$(sha256sum < "$d/other.ckpt")
+    ./"$tr" "${fl[@]}" -n 12 -o "" -c "$d/st.ckpt" --ckpt-every 4 --ckpt-keep 2 > "$d/st.out" 2>&1
+    kept=$(cd "$d" && ls st.ckpt* | tr '\n' ' ')
+    if [ "$kept" = "st.ckpt st.ckpt.step8 st.ckpt.step98 st.ckpt.step99 " ] && [ "$(sha256sum < "$d/other.ckpt")" = "$before" ]; then
+        pass "$tr --ckpt-keep beside a stale run, a stale .tmp link" "left: $kept; the linked checkpoint untouched"
+    else fail "$tr --ckpt-keep beside a stale run, a stale .tmp link" "left: $kept; $(tail -n 1 "$d/st.out")"; fi
+    # SIGHUP (a closed terminal) stops like SIGTERM: exit 129, the checkpoint at the last logged step
+    ./"$tr" "${fl[@]}" -n 100000 -o "$d/h.jsonl" -c "$d/h.ckpt" > "$d/h.out" 2>&1 &
+    pid=$!
+    wait_logged "$d/h.jsonl" 3
+    kill -HUP $pid
+    wait $pid
+    rc=$?
+    last=$(grep loss "$d/h.jsonl" | tail -n 1 | sed -e 's/^{"step": \([0-9]*\),.*/\1/')
+    if [ $rc -eq 129 ] && [ -n "$last" ] && [ "$(ckpt_step "$d/h.ckpt")" = "$last" ]; then pass "$tr SIGHUP" "exit 129 after step $last, checkpoint at step $last"
+    else fail "$tr SIGHUP" "exit $rc, last logged step '$last', checkpoint step '$(ckpt_step "$d/h.ckpt" 2>/dev/null)'"; fi
+    # a closed stdout (| head -n 1): the write fails, the run saves and exits 141 at once
+    local t0=$SECONDS
+    ./"$tr" "${fl[@]}" -n 100000 -o "$d/p.jsonl" -c "$d/p.ckpt" 2> "$d/p.err" | head -n 1 > /dev/null
+    rc=${PIPESTATUS[0]}
+    if [ $rc -eq 141 ] && [ -s "$d/p.ckpt" ] && [ $((SECONDS - t0)) -lt 30 ] && grep -q "stdout: write failed" "$d/p.err"; then
+        pass "$tr closed stdout" "exit 141 after $((SECONDS - t0)) s, checkpoint at step $(ckpt_step "$d/p.ckpt"): $(head -n 1 "$d/p.err")"
+    else fail "$tr closed stdout" "exit $rc after $((SECONDS - t0)) s, $(tail -n 1 "$d/p.err")"; fi
+    # SIGINT during a long needle eval (step 0's: a grid of 1500 samples a cell): answered within 3 s,
+    # the cut eval not logged
+    ./"$tr" "${fl[@]}" -n 100 --eval-every 50 --eval-samples 1500 -o "$d/i.jsonl" -c "" > "$d/i.out" 2>&1 &
+    pid=$!
+    local waited=0
+    while ! grep -q "val loss" "$d/i.out" 2> /dev/null && [ $waited -lt 300 ]; do sleep 0.1; waited=$((waited + 1)); done
+    sleep 0.5
+    t0=$(date +%s%N)
+    kill -INT $pid
+    wait $pid
+    rc=$?
+    local took=$(( ($(date +%s%N) - t0) / 1000000 ))  # ms
+    if [ $rc -eq 130 ] && [ $took -lt 3000 ] && grep -q "step     0 | evals cut short by signal 2: not logged" "$d/i.out" && ! grep -q "\"needle\": {" "$d/i.jsonl"; then
+        pass "$tr SIGINT during an eval" "exit 130 $took ms after the signal, the cut eval not logged"
+    else fail "$tr SIGINT during an eval" "exit $rc after $took ms; $(tail -n 2 "$d/i.out" | tr '\n' ' ')"; fi
+    # one run per checkpoint and log: a second run naming the same -c, or the same -o, stops at start
+    ./"$tr" "${fl[@]}" -n 100000 -o "$d/l.jsonl" -c "$d/l.ckpt" > "$d/l.out" 2>&1 &
+    pid=$!
+    wait_logged "$d/l.jsonl" 2
+    ./"$tr" "${fl[@]}" -n 5 -o "$d/l2.jsonl" -c "$d/l.ckpt" > "$d/l2.out" 2>&1
+    local rc1=$?
+    ./"$tr" "${fl[@]}" -n 5 -o "$d/l.jsonl" -c "$d/l3.ckpt" > "$d/l3.out" 2>&1
+    local rc2=$?
+    kill -TERM $pid; wait $pid
+    if [ $rc1 -ne 0 ] && grep -q "is in use by another run (process $pid holds" "$d/l2.out" && [ $rc2 -ne 0 ] \
+        && grep -q "is being written by another run" "$d/l3.out" && [ ! -e "$d/l.ckpt.lock" ]; then
+        pass "$tr one run per checkpoint and log" "$(tail -n 1 "$d/l2.out" | cut -c1-110)...; the lock file gone after the run"
+    else fail "$tr one run per checkpoint and log" "rc $rc1 $rc2: $(tail -n 1 "$d/l2.out") / $(tail -n 1 "$d/l3.out")"; fi
+    # kill -9 three times, resuming each time: the log always ends at the checkpoint's step after the
+    # resume's cut, every line JSON, every step once, and the finished log equals an uninterrupted run's
+    rm -f "$d/k9.jsonl" "$d/k9.ckpt"
+    local r=() ok=1
+    for kill_after in 40 90 140; do  # (-a 2: steps slow enough to be killed mid-run)
+        ./"$tr" "${fl[@]}" -a 2 -n 200 --ckpt-every 10 "${r[@]}" -o "$d/k9.jsonl" -c "$d/k9.ckpt" > "$d/k9.out" 2>&1 &
+        pid=$!
+        wait_logged "$d/k9.jsonl" "$kill_after"
+        kill -9 $pid; wait $pid 2> /dev/null
+        r=(-r "$d/k9.ckpt")
+    done
+    ./"$tr" "${fl[@]}" -a 2 -n 200 --ckpt-every 10 "${r[@]}" -o "$d/k9.jsonl" -c "$d/k9.ckpt" > "$d/k9.out" 2>&1 || ok=0
+    ./"$tr" "${fl[@]}" -a 2 -n 200 -o "$d/k9ref.jsonl" -c "" > /dev/null 2>&1 || ok=0
+    python3 -c "import json, sys; [json.loads(l) for l in open(sys.argv[1], encoding='utf-8')]" "$d/k9.jsonl" || ok=0
+    if [ $ok = 1 ] && cmp -s <(numbers "$d/k9.jsonl") <(numbers "$d/k9ref.jsonl"); then
+        pass "$tr kill -9 and resume, three times" "the log is valid JSON and equals the uninterrupted run's ($(grep -c loss "$d/k9.jsonl") steps)"
+    else fail "$tr kill -9 and resume, three times" "ok $ok: $(diff <(numbers "$d/k9.jsonl") <(numbers "$d/k9ref.jsonl") | head -n 3 | tr '\n' ' ')"; fi
+    # a data path with a byte that is not UTF-8: the log's config record stays valid UTF-8 JSON
+    head -c 3000 "$d/../fox.txt" > "$d/t"$'\xff'".txt"
+    ./"$tr" "${fl[@]}" -n 1 --bytes -i "$d/t"$'\xff'".txt" -o "$d/u.jsonl" -c "" > /dev/null 2>&1
+    if python3 -c "import json, sys; c = json.loads(open(sys.argv[1], encoding='utf-8').readline())['config']; assert c['data'].endswith('t\u00ff.txt')" "$d/u.jsonl" 2> /dev/null; then
+        pass "$tr a non-UTF-8 path in the log" "escaped as \\u00ff: the log reads as UTF-8 JSON"
+    else fail "$tr a non-UTF-8 path in the log" "$(head -c 300 "$d/u.jsonl")"; fi
     # layer 0's norm weight 1e38 (finite, so the checkpoint loads; resealed by ckpt_edit): attention
     # scores overflow, the loss is not finite: stop before the update, keep the checkpoint
     cp "$d/a.ckpt" "$d/nan.ckpt"
@@ -60,6 +148,7 @@ run_suite() {  # trainer name, then its flags for a small fast model
     rc=$?
     if [ $rc -eq 0 ] && [ "$(grep -c 'not finite, update skipped' "$d/k.out")" = 2 ]; then pass "$tr --skip-nonfinite" "2 steps skipped, exit 0"
     else fail "$tr --skip-nonfinite" "exit $rc, $(grep -c 'update skipped' "$d/k.out") skipped"; fi
+
     # --sample: the same continuation of the same val prompt every time, nothing written
     ./"$tr" "${fl[@]}" --sample -r "$d/a.ckpt" > "$d/s1.out" 2>&1; ./"$tr" "${fl[@]}" --sample -r "$d/a.ckpt" > "$d/s2.out" 2>&1
     if grep -q "^sample at step 12:" "$d/s1.out" && grep -q " >>> " "$d/s1.out" && cmp -s "$d/s1.out" "$d/s2.out"; then

@@ -129,13 +129,9 @@ run_seed() {
     fi
     local resume=()
     if [ -s "$base.ckpt" ]; then
-        # the log keeps the records up to the checkpoint's step s0 (the optimizer step s0 itself
-        # included; its val and needle evals are run again by the resumed run), which logs the rest
+        # the trainer cuts the log back to the checkpoint's step s0 (its val and evals run again)
         local s0
         s0=$(od -An -t d4 -j 56 -N 4 "$base.ckpt" | tr -d ' ')
-        awk -v s0="$s0" 'match($0, /"step": [0-9]+/) { s = substr($0, RSTART + 8, RLENGTH - 8) + 0; if (s < s0 || (s == s0 && /"loss"/)) print }' \
-            "$base.jsonl" > "$base.jsonl.tmp"
-        mv "$base.jsonl.tmp" "$base.jsonl"
         resume=(-r "$base.ckpt")
         echo "resume $base from step $s0"
     else
@@ -154,7 +150,7 @@ run_seed() {
         return $rc
     fi
     gzip -9 -f "$base.jsonl"
-    rm -f "$base.ckpt" "$base.ckpt.tmp" "$base.out"
+    rm -f "$base.ckpt" "$base.ckpt.tmp" "$base.ckpt.lock" "$base.out"
     echo "done $base"
 }
 
