@@ -24,3 +24,12 @@ wait_logged() {
         n=${n:-0}
     done
 }
+# stop_run PID SIGNAL LOG: sends SIGNAL to the run PID once its LOG holds 3 steps, waits for it; sets rc
+# (its exit status) and last (the last step its log holds)
+stop_run() {
+    wait_logged "$3" 3
+    kill -"$2" "$1"
+    wait "$1"
+    rc=$?
+    last=$(grep loss "$3" | tail -n 1 | sed -e 's/^{"step": \([0-9]*\),.*/\1/')
+}

@@ -44,12 +44,8 @@ run_suite() {  # trainer name, then its flags for a small fast model
     else fail "$tr exact resume" "resumed: $(echo "$got" | head -n 1) vs $(echo "$want" | head -n 1)"; fi
     # SIGTERM mid-run: the checkpoint holds the last logged step, exit 143
     ./"$tr" "${fl[@]}" -n 100000 -o "$d/s.jsonl" -c "$d/s.ckpt" > "$d/s.out" 2>&1 &
-    local pid=$!
-    wait_logged "$d/s.jsonl" 3
-    kill -TERM $pid
-    wait $pid
-    local rc=$? last
-    last=$(grep loss "$d/s.jsonl" | tail -n 1 | sed -e 's/^{"step": \([0-9]*\),.*/\1/')
+    local pid=$! rc last
+    stop_run $pid TERM "$d/s.jsonl"
     if [ $rc -eq 143 ] && [ -n "$last" ] && [ "$(ckpt_step "$d/s.ckpt")" = "$last" ] && grep -q "signal 15: stopped after step $last" "$d/s.out"; then
         pass "$tr SIGTERM" "exit 143 after step $last, checkpoint at step $(ckpt_step "$d/s.ckpt")"
     else fail "$tr SIGTERM" "exit $rc, last logged step '$last', checkpoint step '$(ckpt_step "$d/s.ckpt" 2>/dev/null)'"; fi
@@ -68,12 +64,7 @@ run_suite() {  # trainer name, then its flags for a small fast model
     else fail "$tr --ckpt-keep beside a stale run, a stale .tmp link" "left: $kept; $(tail -n 1 "$d/st.out")"; fi
     # SIGHUP (a closed terminal) stops like SIGTERM: exit 129, the checkpoint at the last logged step
     ./"$tr" "${fl[@]}" -n 100000 -o "$d/h.jsonl" -c "$d/h.ckpt" > "$d/h.out" 2>&1 &
-    pid=$!
-    wait_logged "$d/h.jsonl" 3
-    kill -HUP $pid
-    wait $pid
-    rc=$?
-    last=$(grep loss "$d/h.jsonl" | tail -n 1 | sed -e 's/^{"step": \([0-9]*\),.*/\1/')
+    stop_run $! HUP "$d/h.jsonl"
     if [ $rc -eq 129 ] && [ -n "$last" ] && [ "$(ckpt_step "$d/h.ckpt")" = "$last" ]; then pass "$tr SIGHUP" "exit 129 after step $last, checkpoint at step $last"
     else fail "$tr SIGHUP" "exit $rc, last logged step '$last', checkpoint step '$(ckpt_step "$d/h.ckpt" 2>/dev/null)'"; fi
     # a closed stdout (| head -n 1): the write fails, the run saves and exits 141 at once
