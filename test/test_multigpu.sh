@@ -80,7 +80,7 @@ got=$(numbers "$dir/res.jsonl" | grep -E '"step": (9|10|11|12),')
 if [ -n "$want" ] && [ "$want" = "$got" ]; then pass "${names[2]}" "steps 9-12 from rank 0's step-8 checkpoint: $(echo "$got" | grep -c loss) losses and norms identical"
 else fail "${names[2]}" "resumed: $(echo "$got" | head -n 1) vs $(echo "$want" | head -n 1)"; fi
 
-./train_hybrid "${small[@]}" --gpus 2 -n 100000 -v 0 -o "$dir/s.jsonl" -c "$dir/s.ckpt" > "$dir/s.out" 2>&1 &
+./train_hybrid "${small[@]}" --gpus 2 -n 100000 -o "$dir/s.jsonl" -c "$dir/s.ckpt" > "$dir/s.out" 2>&1 &
 stop_run $! TERM "$dir/s.jsonl"  # once both ranks are in the training loop
 if [ $rc -eq 143 ] && [ -n "$last" ] && [ "$(ckpt_step "$dir/s.ckpt")" = "$last" ]; then pass "${names[3]}" "the parent forwards SIGTERM, every rank stops after step $last, exit 143, checkpoint at step $last"
 else fail "${names[3]}" "exit $rc, last logged step '$last', checkpoint step '$(ckpt_step "$dir/s.ckpt" 2> /dev/null)'"; fi

@@ -76,7 +76,9 @@ run_suite() {  # trainer name, then its flags for a small fast model
     else fail "$tr closed stdout" "exit $rc after $((SECONDS - t0)) s, $(tail -n 1 "$d/p.err")"; fi
     # SIGINT during a long needle eval (step 0's: a grid of 1500 samples a cell): answered within 3 s,
     # the cut eval not logged
-    ./"$tr" "${fl[@]}" -n 100 --eval-every 50 --eval-samples 1500 -o "$d/i.jsonl" -c "" > "$d/i.out" 2>&1 &
+    local ev=() i  # the suite's flags but its --eval-every (a flag goes once)
+    for ((i = 0; i < ${#fl[@]}; i++)); do if [ "${fl[i]}" = --eval-every ]; then i=$((i + 1)); else ev+=("${fl[i]}"); fi; done
+    ./"$tr" "${ev[@]}" -n 100 --eval-every 50 --eval-samples 1500 -o "$d/i.jsonl" -c "" > "$d/i.out" 2>&1 &
     pid=$!
     local waited=0
     while ! grep -q "val loss" "$d/i.out" 2> /dev/null && [ $waited -lt 300 ]; do sleep 0.1; waited=$((waited + 1)); done
@@ -145,7 +147,7 @@ run_suite() {  # trainer name, then its flags for a small fast model
     if grep -q "^sample at step 12:" "$d/s1.out" && grep -q " >>> " "$d/s1.out" && cmp -s "$d/s1.out" "$d/s2.out"; then
         pass "$tr --sample" "$(grep -A1 '^sample at' "$d/s1.out" | tail -n 1 | cut -c1-100)"
     else fail "$tr --sample" "$(tail -n 2 "$d/s1.out" | tr '\n' ' ')"; fi
-    local other=() i  # the same flags with --needle-symbols 17 in place of the suite's (a flag goes once)
+    local other=()  # the same flags with --needle-symbols 17 in place of the suite's (a flag goes once)
     for ((i = 0; i < ${#fl[@]}; i++)); do
         if [ "${fl[i]}" = --needle-symbols ]; then other+=(--needle-symbols 17); i=$((i + 1)); else other+=("${fl[i]}"); fi
     done
