@@ -416,8 +416,9 @@ typedef struct {
     int answer[NEEDLE_MAX], answer_len; // what follows the question: the value again
 } Needle;
 
-// the --needle-kind spellings
+// the --needle-kind and --recall-dist spellings
 static const char* needle_kind_name(int kind) { return kind == NEEDLE_RECALL ? "recall" : kind == NEEDLE_TEXT ? "text" : "symbol"; }
+static const char* dist_kind_name(int kind) { return kind == DIST_UNIFORM ? "uniform" : "loguniform"; }
 
 static NeedleConfig needle_config_default(void) {
     NeedleConfig c = {NEEDLE_SYMBOL, 1, 2, 64, 16, 16, 4, 0, DIST_LOGUNIFORM, 0};  // dense: the retrieval signal the default run learns from
@@ -581,6 +582,10 @@ static int recall_dist_max(const NeedleConfig* c, int n) {
     int hi = n - 3;
     return c->dist_max > 0 && c->dist_max < hi ? c->dist_max : hi;
 }
+
+// Do c's pairs, six tokens each, fit a sequence of n tokens? At most half of it, so the haystack
+// stays the larger part and every pair finds room.
+static int recall_pairs_fit(const NeedleConfig* c, int n) { return 6L * c->recall_keys <= n / 2; }
 
 // P(d <= W) of the distance distribution over [dist_min, dmax] (the formula above).
 static double recall_share_within(const NeedleConfig* c, int dmax, int W) {

@@ -84,18 +84,13 @@ int main(int argc, char** argv) {
     }
     needle_grid_build(&grid, &data, &vocab);
     int recall = data.needles.kind == NEEDLE_RECALL, edges[RECALL_MAX_BINS], n_edges = 0;
-    if (flag_given(flags, given, n_flags, &bins) && !recall) { die("--recall-bins without --needle-kind recall"); }
     if (flag_given(flags, given, n_flags, &bins)) {
-        double x[RECALL_MAX_BINS];
-        n_edges = flags_parse_list("--recall-bins", bins, 1, MAX_SEQ_LEN, 1, x, RECALL_MAX_BINS - 1);
-        for (int i = 0; i < n_edges; i++) {
-            edges[i] = (int)x[i];
-            if (i > 0 && edges[i] <= edges[i - 1]) { die("--recall-bins %s: edges must ascend", bins); }
-        }
+        if (!recall) { die("--recall-bins without --needle-kind recall"); }
+        n_edges = flags_parse_ascending("--recall-bins", bins, 1, MAX_SEQ_LEN, edges, RECALL_MAX_BINS - 1);
     }
     RecallSet rs;
     if (recall) {
-        if (6L * data.needles.recall_keys > T / 2) { die("--recall-keys %d at T %d: the pairs would take more than half of a sequence", data.needles.recall_keys, T); }
+        if (!recall_pairs_fit(&data.needles, T)) { die("--recall-keys %d at T %d: the pairs would take more than half of a sequence", data.needles.recall_keys, T); }
         recall_set_build(&rs, &data, &vocab, T, recall_seqs, (uint64_t)seed, edges, n_edges);
     }
 

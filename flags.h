@@ -154,4 +154,16 @@ static int flags_parse_list(const char* flag, const char* s, double lo, double h
     return n;
 }
 
+// An integer list flag whose values must ascend ("32,128,512") -> out (at most max); returns the count.
+static int flags_parse_ascending(const char* flag, const char* s, double lo, double hi, int* out, int max) {
+    double x[64];
+    if (max > 64) { die("flags_parse_ascending: room for %d values, at most 64", max); }
+    int n = flags_parse_list(flag, s, lo, hi, 1, x, max);
+    for (int i = 0; i < n; i++) {
+        out[i] = (int)x[i];
+        if (i > 0 && out[i] <= out[i - 1]) { die("%s %s: edges must ascend", flag, s); }
+    }
+    return n;
+}
+
 #endif // FLAGS_H

@@ -1032,6 +1032,7 @@ static void model_backward(Model* m, double loss_scale) {
 // clipping, and the LR schedule.
 
 enum { SCHED_COSINE, SCHED_WSD };
+static const char* schedule_name(int s) { return s == SCHED_WSD ? "wsd" : "cosine"; }  // the --schedule spelling
 
 typedef struct {
     double lr;          // peak learning rate

@@ -226,6 +226,7 @@ static void needle_result_json(FILE* f, const NeedleResult* r, const NeedleGrid*
 
 #define RECALL_MAX_ABLATIONS (MAX_LAYERS + 3)
 enum { ABLATE_MEAN, ABLATE_ZERO, ABLATE_OFF };  // the first two in --ablate's order
+static const char* ablate_name(int mode) { return mode == ABLATE_MEAN ? "mean" : "zero"; }  // the --ablate spelling
 
 typedef struct {
     int L, H, n_bins;
@@ -395,7 +396,7 @@ static void recall_result_summary(const RecallResult* r, const RecallSet* s, con
     }
     printf("\n");
     if (r->n_abl == 0) { return; }
-    printf("step %5d | recall %s acc with %s ablated:", step, name, r->ablate == ABLATE_MEAN ? "mean" : "zero");
+    printf("step %5d | recall %s acc with %s ablated:", step, name, ablate_name(r->ablate));
     for (int a = 0; a < r->n_abl; a++) { printf(" %s %.2f", r->abl_name[a], r->abl_acc[a * r->n_bins + far]); }
     printf("\n");
 }
@@ -412,7 +413,7 @@ static void recall_result_print(const RecallResult* r, const RecallSet* s, const
     for (int b = 0; b < r->n_bins; b++) { printf("  %9.2f", r->acc[b]); }
     printf("\n");
     for (int a = 0; a < r->n_abl; a++) {
-        printf("%5s %-6s", r->ablate == ABLATE_MEAN ? "mean" : "zero", r->abl_name[a]);
+        printf("%5s %-6s", ablate_name(r->ablate), r->abl_name[a]);
         for (int b = 0; b < r->n_bins; b++) { printf("  %9.2f", r->abl_acc[a * r->n_bins + b]); }
         printf("\n");
     }
@@ -459,7 +460,7 @@ static void recall_result_json(FILE* f, const RecallResult* r, const RecallSet* 
     }
     fprintf(f, "]");
     if (r->n_abl > 0) {
-        fprintf(f, ", \"ablation\": {\"mode\": \"%s\", \"names\": [", r->ablate == ABLATE_MEAN ? "mean" : "zero");
+        fprintf(f, ", \"ablation\": {\"mode\": \"%s\", \"names\": [", ablate_name(r->ablate));
         for (int a = 0; a < r->n_abl; a++) { fprintf(f, a ? ", \"%s\"" : "\"%s\"", r->abl_name[a]); }
         fprintf(f, "], \"acc\": [");
         for (int a = 0; a < r->n_abl; a++) {

@@ -157,7 +157,7 @@ static void train_args_default(TrainArgs* a) {
 
 // Fills the derived defaults and checks what one flag's range cannot: flags that contradict each other.
 static void train_args_resolve(TrainArgs* a) {
-    double x[RECALL_MAX_BINS];
+    double x[MAX_WINDOWS];
     a->n_windows = flags_parse_list("-w", a->window_list, 1, MAX_SEQ_LEN, 1, x, MAX_WINDOWS);
     a->window = 0;
     for (int i = 0; i < a->n_windows; i++) {
@@ -171,17 +171,13 @@ static void train_args_resolve(TrainArgs* a) {
     int recall = nc->kind == NEEDLE_RECALL;
     if (a->recall_bins != NULL) {  // given (an empty list is refused by the parse)
         if (!recall) { die("--recall-bins without --needle-kind recall: there is no recall eval to bin"); }
-        a->n_edges = flags_parse_list("--recall-bins", a->recall_bins, 1, MAX_SEQ_LEN, 1, x, RECALL_MAX_BINS - 1);
-        for (int i = 0; i < a->n_edges; i++) {
-            a->edges[i] = (int)x[i];
-            if (i > 0 && a->edges[i] <= a->edges[i - 1]) { die("--recall-bins %s: edges must ascend", a->recall_bins); }
-        }
+        a->n_edges = flags_parse_ascending("--recall-bins", a->recall_bins, 1, MAX_SEQ_LEN, a->edges, RECALL_MAX_BINS - 1);
     }
     if (a->ablate_every > 0 && !recall) { die("--ablate-every %d without --needle-kind recall: ablations are scored on the recall eval", a->ablate_every); }
     if (a->ablate_every > 0 && a->eval_every == 0) { die("--ablate-every %d without --eval-every: there are no evals to ablate in", a->ablate_every); }
     if (nc->answer_min_dist > 0 && !recall) { die("--answer-min-dist %d without --needle-kind recall", nc->answer_min_dist); }
     if (recall && a->data.needle_frac > 0) {
-        if (6L * nc->recall_keys > (a->T + 1) / 2) {
+        if (!recall_pairs_fit(nc, a->T + 1)) {
             die("--recall-keys %d at -T %d: the pairs take %d of the %d tokens of a sequence, at most half; fewer keys or a longer -T",
                 nc->recall_keys, a->T, 6 * nc->recall_keys, a->T + 1);
         }
@@ -495,10 +491,10 @@ static void run_log_config(FILE* f, const TrainArgs* a, const Config* c) {
     if (n->kind == NEEDLE_RECALL) {
         fprintf(f, ", \"recall_keys\": %d, \"recall_dist_min\": %d, \"recall_dist_max\": %d, \"recall_dist\": \"%s\", "
                    "\"answer_min_dist\": %d",
-                n->recall_keys, n->dist_min, recall_dist_max(n, a->T + 1), n->dist_kind == DIST_UNIFORM ? "uniform" : "loguniform",
+                n->recall_keys, n->dist_min, recall_dist_max(n, a->T + 1), dist_kind_name(n->dist_kind),
                 n->answer_min_dist);
     }
-    fprintf(f, ", \"schedule\": \"%s\", \"windows\": [", a->opt.schedule == SCHED_WSD ? "wsd" : "cosine");
+    fprintf(f, ", \"schedule\": \"%s\", \"windows\": [", schedule_name(a->opt.schedule));
     for (int i = 0; i < a->n_windows; i++) { fprintf(f, i ? ", %d" : "%d", a->windows[i]); }
     fprintf(f, "], \"freeze\": ");
     json_string(f, a->freeze);
@@ -533,11 +529,12 @@ static void run_log_cut(const char* path, int s0) {
     printf("-o %s: cut back to step %d (%ld records after the checkpoint, or cut short, removed)\n", path, s0, cut);
 }
 
-// A resumed run (append, from step s0) continues its log, cut back to s0; a fresh one starts it with
+// A run resumed at step s0 > 0 continues its log, cut back to s0; a fresh one (s0 = 0) starts it with
 // the config record.
-static RunLog run_log_open(const char* path, int append, int s0, const TrainArgs* a, const Config* c) {
+static RunLog run_log_open(const char* path, int s0, const TrainArgs* a, const Config* c) {
     RunLog log = {NULL, path};
     if (!path[0]) { return log; }
+    int append = s0 > 0;
     if (append) { run_log_cut(path, s0); }
     log.f = fopen_check(path, append ? "a" : "w");
     if (!append) {
@@ -722,7 +719,7 @@ static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, cons
         die("-r %s: its model is %s, L %d; -p %s has %d layers (a resume trains the checkpoint's model: drop -p or make it match)",
             a->resume, c->pattern, c->n_layer, a->pattern, (int)strlen(a->pattern));
     }
-    Config w = config_make(c->vocab, c->padded_vocab, GIVEN_OR(L, c->n_layer), GIVEN_OR(C, c->n_embd), GIVEN_OR(H, c->n_head),
+    Config w = config_make(c->vocab, c->padded_vocab, L, GIVEN_OR(C, c->n_embd), GIVEN_OR(H, c->n_head),
                            GIVEN_OR(F, c->ffn), GIVEN_OR(pattern, c->pattern), flag_given(f, given, n, &a->window_list) ? a->window : c->window,
                            GIVEN_OR(pos_full, c->pos_full), GIVEN_OR(pos_swa, c->pos_swa), GIVEN_OR(mixer, c->mixer));
 #undef GIVEN_OR
@@ -748,12 +745,11 @@ static void train_resume_check_model(const TrainArgs* a, const FlagSpec* f, cons
 
 // The schedule flags a resume gives that differ from the checkpoint's (" --wd 0.05 (was 0.1)"...), "" when none.
 static void train_sched_differs(const RunRecord* ck, const RunRecord* run, char* out, size_t size) {
-    const char* sched[2] = {"cosine", "wsd"};
     size_t n = 0;
     out[0] = '\0';
 #define SCHED_DIFF(cond, ...) if ((cond) && n < size) { n += snprintf(out + n, size - n, __VA_ARGS__); }
     SCHED_DIFF(ck->lr != run->lr, " -l %g (was %g)", run->lr, ck->lr)
-    SCHED_DIFF(ck->schedule != run->schedule, " --schedule %s (was %s)", sched[run->schedule], sched[ck->schedule])
+    SCHED_DIFF(ck->schedule != run->schedule, " --schedule %s (was %s)", schedule_name(run->schedule), schedule_name(ck->schedule))
     SCHED_DIFF(ck->warmup != run->warmup, " --warmup %d (was %d)", run->warmup, ck->warmup)
     SCHED_DIFF(ck->min_lr_frac != run->min_lr_frac, " --min-lr-frac %g (was %g)", run->min_lr_frac, ck->min_lr_frac)
     SCHED_DIFF(ck->decay_frac != run->decay_frac, " --decay-frac %g (was %g)", run->decay_frac, ck->decay_frac)
@@ -804,9 +800,11 @@ static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, c
     if (ck.run.data_id != run->data_id) {
         die("-r %s was trained on other data: -i, -j, --bytes and the --needle-* flags must name the same files (names, sizes) and mixture; %s", r, exact);
     }
-    char differ[512];
-    if (ck.run.has_sched) { train_sched_differs(&ck.run, run, differ, sizeof(differ)); }
-    if (ck.run.has_sched && differ[0]) { die("-r %s: this run's schedule differs:%s; a resume continues the run's own schedule (give its flags again)", r, differ); }
+    if (ck.run.has_sched) {
+        char differ[512];
+        train_sched_differs(&ck.run, run, differ, sizeof(differ));
+        if (differ[0]) { die("-r %s: this run's schedule differs:%s; a resume continues the run's own schedule (give its flags again)", r, differ); }
+    }
     return ck;
 }
 

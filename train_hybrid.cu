@@ -1539,7 +1539,7 @@ int main(int argc, char** argv) {
     const Config* cfg = &model.cfg;
     gpu_model_set_freeze(&model, a.freeze);
     int model_window = cfg->window;  // evals and checkpoints; a step may draw another from -w's list
-    RunLog log = run_log_open(a.log_path, step0 > 0, step0, &a, cfg);
+    RunLog log = run_log_open(a.log_path, step0, &a, cfg);
 
     char device[300];
     if (dist.world > 1) { snprintf(device, sizeof(device), "%d x %s, %s", dist.world, prop.name, PRECISION_NAME); }

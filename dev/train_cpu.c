@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
         model_build(&model, &cfg, (uint64_t)a.seed);
     }
     train_lock_outputs(&a);  // one run per checkpoint and log
-    RunLog log = run_log_open(a.log_path, step0 > 0, step0, &a, &model.cfg);
+    RunLog log = run_log_open(a.log_path, step0, &a, &model.cfg);
     snprintf(model.freeze, sizeof(model.freeze), "%s", a.freeze);
     int model_window = model.cfg.window;  // evals and checkpoints; a step may draw another from -w's list
 

@@ -31,7 +31,7 @@ an earlier answer, the formula (recall: W, queries within W / all, the formula).
 // the generator, beside the formula. The pairs' room in a sequence is checked as the trainers do.
 static int recall_share(const NeedleConfig* nc, const Vocab* v, Rng* rng, int T, int n_seq, const double* W, int n_w) {
     int n = T + 1, dmax = recall_dist_max(nc, n);
-    if (6L * nc->recall_keys > n / 2) { die("--recall-keys %d at -T %d: the pairs would take more than half of a sequence", nc->recall_keys, T); }
+    if (!recall_pairs_fit(nc, n)) { die("--recall-keys %d at -T %d: the pairs would take more than half of a sequence", nc->recall_keys, T); }
     if (dmax < nc->dist_min) { die("--recall-dist-min %d at -T %d: a sequence holds distances up to %d", nc->dist_min, T, dmax); }
     int* seq = (int*)malloc_check((size_t)n * sizeof(int));
     RecallPair* pairs = (RecallPair*)malloc_check((size_t)nc->recall_keys * sizeof(RecallPair));
@@ -45,7 +45,7 @@ static int recall_share(const NeedleConfig* nc, const Vocab* v, Rng* rng, int T,
         }
     }
     printf("recall, T %d, %d pairs a sequence, distances %s on [%d, %d]: %ld queries in %d sequences\n", T, nc->recall_keys,
-           nc->dist_kind == DIST_UNIFORM ? "uniform" : "log-uniform", nc->dist_min, dmax, queries, n_seq);
+           dist_kind_name(nc->dist_kind), nc->dist_min, dmax, queries, n_seq);
     printf("|    W | query within W (measured) | formula |\n|------|---------------------------|---------|\n");
     for (int k = 0; k < n_w; k++) {
         printf("| %4d | %25.4f | %7.4f |\n", (int)W[k], (double)within[k] / queries, recall_share_within(nc, dmax, (int)W[k]));

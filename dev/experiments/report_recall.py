@@ -324,7 +324,8 @@ def plot_ablation(plt, runs, configs, out):
         ax.set_yticklabels(names, fontsize=7)
         ax.set_title(f"{c}: at the end", fontsize=9)
         abl_evals = [(s, r) for s, r in rs[0].evals if r.get("ablation")]
-        over = [[sum(dict(r.evals)[s]["ablation"]["acc"][a][rs[0].far] for r in rs if s in dict(r.evals)) / len(rs)
+        by_step = [dict(r.evals) for r in rs]  # each seed's records by step, built once
+        over = [[sum(d[s]["ablation"]["acc"][a][rs[0].far] for d in by_step if s in d) / len(rs)
                  for s, _ in abl_evals] for a in range(len(names))]
         ax2 = axes[1][j]
         ax2.imshow(over, vmin=0, vmax=1, cmap="viridis", aspect="auto")
