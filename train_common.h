@@ -921,6 +921,7 @@ static void format_duration(char* out, size_t size, double s) {
 static void report_val(RunLog* log, RunSummary* sum, int step, double val_loss) {
     if (stop_requested()) { printf("step %5d | val cut short by signal %d: not logged\n", step, (int)*stop_request); return; }
     printf("step %5d | val loss %.4f\n", step, val_loss);
+    fflush(stdout);  // seen before the evals that follow it, which may take minutes
     sum->val_loss = val_loss;
     if (log->f) {
         fprintf(log->f, "{\"step\": %d, \"val_loss\": ", step);
