@@ -3,6 +3,13 @@
 # "N passed, N failed, N skipped" lines they end with into one final line of the same form; each
 # program's own line gets its elapsed time, and a table of the times ends the run.
 # A program that dies without its summary line counts as one failure.
+# OpenMP sizes its team by the CPUs it may run on, not by a container's CPU quota (cgroup cpu.max):
+# under a 2-CPU quota on a many-core host its threads would spin against each other. Unless
+# OMP_NUM_THREADS is set, the tests use as many threads as the quota allows.
+if [ -z "${OMP_NUM_THREADS:-}" ] && read -r quota period < /sys/fs/cgroup/cpu.max 2> /dev/null && [ "$quota" != max ]; then
+    cpus=$(( (quota + period - 1) / period ))
+    if [ "$cpus" -lt "$(nproc)" ]; then export OMP_NUM_THREADS=$cpus; echo "OMP_NUM_THREADS=$cpus (the CPU quota of this cgroup)"; fi
+fi
 passed=0; failed=0; skipped=0; times=()
 start=$SECONDS
 for prog in "$@"; do

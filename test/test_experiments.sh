@@ -55,7 +55,8 @@ if [ "$(LC_ALL=C ls "$dir/f/tiny/")" = "$(printf 'SSSF_w32.s1.jsonl.gz\nSSSF_w64
     pass "experiments all.sh" "ONLY='SSSF_w(32|64)': W 32 trained by f1, skipped by f2 and f3; W 64 by f2"
 else fail "experiments all.sh" "$(LC_ALL=C ls "$dir/f/tiny/" | tr '\n' ' '); $(echo "$out" | tr '\n' ' ' | cut -c1-200)"; fi
 
-out=$(LOGDIR="$dir/d" SEEDS="1 2" GPUS="0 1" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
+# one thread each: two OpenMP trainers of two threads on two cores spin against each other
+out=$(OMP_NUM_THREADS=1 LOGDIR="$dir/d" SEEDS="1 2" GPUS="0 1" bash -c 'source dev/experiments/common.sh; run_config SSSF_w32 -p SSSF -w 32' 2>&1)
 if [[ "$out" == *"on GPU 1"* ]] && [ -s "$dir/d/tiny/SSSF_w32.s2.jsonl.gz" ] \
     && cmp -s <(numbers "$dir/d/tiny/SSSF_w32.s1.jsonl.gz") <(numbers "$dir/a/tiny/SSSF_w32.s1.jsonl.gz"); then
     pass "experiments GPUS" "seeds 1 and 2 side by side (GPUS=\"0 1\"); seed 1's log equal to the sequential grid's"
