@@ -13,8 +13,6 @@ Writes, into -o (default: <first log's name>_plots/, next to that log):
     retrieval_best.png   the best F-layer and S-layer retrieval score vs step, per log
 """
 import argparse
-import gzip
-import json
 import os
 import sys
 
@@ -26,26 +24,16 @@ except ImportError:
     sys.exit(f"error: plot.py needs matplotlib, which {sys.executable} does not have: "
              "apt-get install python3-matplotlib (Debian/Ubuntu) and run it with /usr/bin/python3")
 
+import runlog  # noqa: E402  (dev/runlog.py: the log reader and checks, the output rule)
+
 
 def read_log(path):
-    """(train steps, val steps, needle evals) of one JSONL log (optionally .gz)."""
-    train, val, evals = [], [], []
-    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                sys.exit(f"error: {path}:{n}: not JSON ({e})")
-            if "needle" in rec:
-                evals.append((rec["step"], rec["needle"]))
-            elif "val_loss" in rec:
-                val.append((rec["step"], rec["val_loss"]))
-            elif "loss" in rec:
-                train.append((rec["step"], rec["loss"]))
-    return train, val, evals
+    """(train steps, val steps, needle evals) of one JSONL log (optionally .gz), every record checked
+    (runlog.read); steps whose loss was not finite (null) are left out of the curves"""
+    log = runlog.read(path)
+    train = [(s, r["loss"]) for s, r in log.train if r["loss"] is not None]
+    val = [(s, v) for s, v in log.val if v is not None]
+    return train, val, log.evals
 
 
 def smooth(ys, k):
@@ -79,8 +67,7 @@ def plot_loss(logs, labels, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    runlog.save_figure(fig, plt, out)
 
 
 def plot_needle_acc(logs, labels, out):
@@ -104,8 +91,7 @@ def plot_needle_acc(logs, labels, out):
     axes[0][0].set_ylabel("needle exact match (mean over depths)")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    runlog.save_figure(fig, plt, out)
     return True
 
 
@@ -116,14 +102,13 @@ def eval_at(evals, step):
     for s, n in evals:
         if s == step:
             return s, n
-    sys.exit(f"error: --step {step}: no needle eval at that step (have {[s for s, _ in evals]})")
+    raise runlog.LogError(f"--step {step}: no needle eval at that step (have {[s for s, _ in evals]})")
 
 
 def save_heatmaps(fig, axes, im, what, out):
     """one colour bar for a row of heatmap panels, then the file"""
     fig.colorbar(im, ax=axes[0].tolist(), label=what)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    runlog.save_figure(fig, plt, out, bbox_inches="tight")
 
 
 def plot_needle_grid(logs, labels, step, out):
@@ -146,7 +131,7 @@ def plot_needle_grid(logs, labels, step, out):
 
 
 def plot_retrieval_heads(evals, label, out):
-    if not evals:
+    if not evals or not evals[0][1]["attn_layers"]:  # no evals, or no attention layers (all R)
         return False
     # the evals around the first one whose best head scores > 0.5 (the emergence), then evenly spaced
     best = [max((max(a["score"]) for a in n["attn_layers"]), default=0) for _, n in evals]
@@ -192,8 +177,7 @@ def plot_retrieval_best(logs, labels, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    runlog.save_figure(fig, plt, out)
     return True
 
 
@@ -206,17 +190,14 @@ def main():
     a = p.parse_args()
     labels = a.labels.split(",") if a.labels else [os.path.basename(x).split(".")[0] for x in a.logs]
     if len(labels) != len(a.logs):
-        sys.exit(f"error: --labels has {len(labels)} names for {len(a.logs)} logs")
-    for path in a.logs:
-        if not os.path.isfile(path):
-            sys.exit(f"error: {path}: no such log file")
+        raise runlog.LogError(f"--labels has {len(labels)} names for {len(a.logs)} logs")
     logs = [read_log(x) for x in a.logs]
     if a.out is None:  # train_cpu.jsonl -> train_cpu_plots/ in the same folder
         name = os.path.basename(a.logs[0])
         for ext in (".gz", ".jsonl"):
             name = name[: -len(ext)] if name.endswith(ext) else name
         a.out = os.path.join(os.path.dirname(a.logs[0]), name + "_plots")
-    os.makedirs(a.out, exist_ok=True)
+    runlog.out_folder(a.out, "-o", a.logs)
     written = []
     plot_loss(logs, labels, os.path.join(a.out, "loss.png"))
     written.append("loss.png")
@@ -232,4 +213,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    runlog.run_tool(main)

@@ -192,7 +192,7 @@ for (folder, name, w, head_of, seeds), seed in ((run, s) for run in runs for s i
             rows[2][0] = 1.0 if step == 40 else 0.0
             layers = [{"layer": 0, "type": "S", "score": [0.1, 0.0], "mass": [0, 0]}, {"layer": 1, "type": "F", "score": [head, 0.0], "mass": [0, 0]}]
             lengths = [256, 512, 1024, 2048, 4096][:5 if step in (20, 40) else 3]  # --eval-long-every 20: 2T and 4T at 20 and 40
-            f.write(json.dumps({"step": step, "needle": {"lengths": lengths, "acc": rows[:len(lengths)], "attn_layers": layers}}) + "\n")
+            f.write(json.dumps({"step": step, "needle": {"lengths": lengths, "depths": [0, 0.25, 0.5, 0.75, 1], "acc": rows[:len(lengths)], "retrieval_len": 1024, "attn_layers": layers}}) + "\n")
         f.write(json.dumps({"step": 40, "val_loss": 2.5}) + "\n")
 EOF
     msg=$("$PY" dev/experiments/report.py --logs "$dir/syn" --out "$dir/synres" --calibration "$dir/syn/mini" 2>&1)

@@ -33,9 +33,7 @@ A run's log is <config>.s<seed>.jsonl.gz; only complete (gzipped) logs are read.
 from the logs: "-" where an event did not happen within the run.
 """
 import argparse
-import gzip
 import itertools
-import json
 import math
 import os
 import random
@@ -45,7 +43,8 @@ import sys
 from collections import defaultdict
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from plot import mean_over_depths, plt, read_log  # noqa: E402  (dev/plot.py: log reader, matplotlib set up)
+from plot import mean_over_depths, plt  # noqa: E402  (dev/plot.py: matplotlib set up)
+import runlog  # noqa: E402  (dev/runlog.py: the log reader and checks, the output rule)
 import report_recall  # noqa: E402  (the recall protocol's folders: recall*/)
 
 F1_CONFIGS = ["F", "SSSF_w32", "SSSF_w128", "SSSF_w512", "RRRF_gdn", "RRRF_gla"]
@@ -55,18 +54,12 @@ THRESHOLD = 0.5
 ALPHA = 0.05  # the level at which the laziness trend test calls finding 2 reproduced or reversed
 
 
-def log_head(path):
-    """(config, tokens per step) of a log: the trainer's first record (its flags; None in logs from
-    before it) and B·T·accum from the first step record (tok/s × ms)"""
-    config = None
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            rec = json.loads(line)
-            if "config" in rec:
-                config = rec["config"]
-            if "tok_per_s" in rec:
-                return config, round(rec["tok_per_s"] * rec["ms"] / 1000.0)
-    sys.exit(f"error: {path}: no step record (tok_per_s, ms)")
+def tokens_per_step(log):
+    """B·T·accum of a run, from its first step record with finite tok/s and ms (tok/s × ms)"""
+    for _, rec in log.train:
+        if rec.get("tok_per_s") is not None and rec.get("ms") is not None:
+            return round(rec["tok_per_s"] * rec["ms"] / 1000.0)
+    raise runlog.LogError(f"{log.path}: no step record with tok_per_s and ms")
 
 
 def best_f_head(needle):
@@ -79,17 +72,19 @@ class Run:
     """One complete log: evals as (step, needle), the final val loss, tokens per step."""
 
     def __init__(self, path):
-        _, val, evals = read_log(path)
-        if not evals:
-            sys.exit(f"error: {path}: no needle evals (was it run with --eval-every?)")
+        log = runlog.read(path)
+        if not log.evals:
+            raise runlog.LogError(f"{path}: no needle evals (was it run with --eval-every?)")
         self.path = path
-        self.config, self.tps = log_head(path)
-        self.evals = evals
-        self.val_loss = val[-1][1] if val else None
+        self.config, self.tps = log.config, tokens_per_step(log)
+        self.evals = log.evals
+        self.val_loss = log.val[-1][1] if log.val else None
         # the last eval runs the whole grid, T/4, T/2, T, 2T, 4T (README.md, "Retrieval metrics"); with
         # --eval-long-every the evals before it may stop at T
-        self.lengths = evals[-1][1]["lengths"]
-        self.T = self.config["T"] if self.config else self.lengths[len(self.lengths) // 2]
+        self.lengths = log.evals[-1][1]["lengths"]
+        self.T = self.config["T"] if self.config and "T" in self.config else self.lengths[len(self.lengths) // 2]
+        if self.T not in self.lengths:
+            raise runlog.LogError(f"{path}: T {self.T} is not among its last eval's lengths {self.lengths} (accuracy at T is what the findings read)")
 
     def acc_at(self, length):
         """(steps, accuracy at `length`, mean over depths) over the evals; None where an eval left
@@ -100,12 +95,16 @@ class Run:
     def far_acc(self):
         """accuracy at length T of the farthest needle (the grid's first depth, 0: the start of the
         sequence, farther from the question than any window of the grid), per eval"""
-        return [n["acc"][n["lengths"].index(self.T)][0] for _, n in self.evals]
+        return [n["acc"][n["lengths"].index(self.T)][0] if self.T in n["lengths"] else None for _, n in self.evals]
 
     def final_acc(self, length):
         """accuracy at `length` (mean over depths) at the last eval; None where it left the length
         out (a calibration run stopped before its schedule's end, between long evals)"""
         return mean_over_depths(self.evals[-1][1])[self.lengths.index(length)] if length in self.lengths else None
+
+    def model(self):
+        """T and the attention layers ("T 1024, layers l0S l1S l2S l3F"), from the last eval"""
+        return f"T {self.T}, layers " + " ".join(f"l{a['layer']}{a['type']}" for a in self.evals[-1][1]["attn_layers"])
 
     def final_layers(self):
         """{layer: (type, best head score)} of the attention layers at the last eval"""
@@ -134,17 +133,26 @@ def measured_share(cfg, w):
     copy (the needle or an earlier answer to the same key), lies within W tokens before the answer,
     measured by needle_share (2000 sequences of the trainer's generator) with the run's needle flags
     and seed from its config record; (None, None) for a log without one or without the tool (make)"""
-    if cfg is None or not os.access(NEEDLE_SHARE, os.X_OK):
+    keys = ("T", "needle_key", "needle_val", "needle_density", "needle_queries", "needle_symbols", "seed")
+    if cfg is None or any(k not in cfg for k in keys):
+        return None, None
+    if not os.access(NEEDLE_SHARE, os.X_OK):
+        if not measured_share.warned:
+            print(f"note: {NEEDLE_SHARE} not built (make, or make dev/experiments/needle_share): the measured shares are left '-'", file=sys.stderr)
+            measured_share.warned = True
         return None, None
     flags = ["-T", cfg["T"], "--needle-key", cfg["needle_key"], "--needle-val", cfg["needle_val"], "--needle-density",
              cfg["needle_density"], "--needle-queries", cfg["needle_queries"], "--needle-symbols", cfg["needle_symbols"],
              "-s", cfg["seed"], "-w", w]
     out = subprocess.run([NEEDLE_SHARE] + [str(x) for x in flags], capture_output=True, text=True)
     if out.returncode != 0:
-        sys.exit(f"error: needle_share {' '.join(map(str, flags))}: {out.stderr.strip()}")
+        raise runlog.LogError(f"needle_share {' '.join(map(str, flags))}: {out.stderr.strip()}")
     row = [line for line in out.stdout.splitlines() if re.match(rf"^\| +{w} \|", line)]
     cells = row[0].split("|")
     return float(cells[2]), float(cells[3])
+
+
+measured_share.warned = False
 
 
 def formula_share(T, w):
@@ -260,6 +268,10 @@ def load_runs(folder, cls=None):
         m = re.match(r"(.+)\.s(\d+)\.jsonl\.gz$", name)
         if m:
             runs[m.group(1)].append((cls or Run)(os.path.join(folder, name)))
+    for rs in runs.values():  # the seeds of a config are one model
+        for r in rs[1:]:
+            if r.model() != rs[0].model():
+                raise runlog.LogError(f"{r.path}: {r.model()}; {rs[0].path}: {rs[0].model()}: the seeds of one config must train one model")
     return runs
 
 
@@ -303,8 +315,7 @@ def finish(fig, ax, xlabel, ylabel, out):
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    runlog.save_figure(fig, plt, out)
 
 
 def acc_series(r):
@@ -499,11 +510,10 @@ def calibration(folder, out):
         first_acc, first_head = r.first_step(acc), r.first_step(r.best_f())
         final = " / ".join(fmt(r.final_acc(L)) for L in (r.T, 2 * r.T, 4 * r.T))
         of = f" of {r.config['steps']}" if r.config and "steps" in r.config else ""
+        heads = [b for b in r.best_f() if b is not None]
         md.append(f"| {name[:-len('.jsonl.gz')]} | {r.T} | {steps[-1]}{of} | {fmt(first_acc, '{}')} | {fmt(first_head, '{}')} | {final} | "
-                  f"{r.best_f()[-1]:.2f} | {max(r.best_f()):.2f} |")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "calibration.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+                  f"{fmt(r.best_f()[-1])} | {fmt(max(heads) if heads else None)} |")
+    runlog.write_text(os.path.join(runlog.out_folder(out, "--out", []), "calibration.md"), "\n".join(md) + "\n")
     print(f"calibration: {len(names)} logs in {out}/calibration.md")
     return len(names)
 
@@ -518,6 +528,7 @@ def main():
     a = p.parse_args()
     if a.self_test:
         sys.exit(1 if self_test() else 0)
+    runlog.out_folder(a.out, "--out", [])
     done = calibration(a.calibration, a.out) if os.path.isdir(a.calibration) else 0
     sizes = sorted(d for d in os.listdir(a.logs) if os.path.isdir(os.path.join(a.logs, d))) if os.path.isdir(a.logs) else []
     for size in sizes:
@@ -525,28 +536,25 @@ def main():
             runs = load_runs(os.path.join(a.logs, size), report_recall.RecallRun)
             md = report_recall.report(runs, os.path.join(a.out, size), size, plt, jt_test)
             if md:
-                with open(os.path.join(a.out, size, "results.md"), "w") as f:
-                    f.write("\n".join(md) + "\n")
+                runlog.write_text(os.path.join(a.out, size, "results.md"), "\n".join(md) + "\n")
                 print(f"{size}: {', '.join(sorted(os.listdir(os.path.join(a.out, size))))} in {os.path.join(a.out, size)}/")
                 done += 1
             continue
         runs = load_runs(os.path.join(a.logs, size))
         if not runs:
             continue
-        out = os.path.join(a.out, size)
-        os.makedirs(out, exist_ok=True)
+        out = runlog.out_folder(os.path.join(a.out, size), "--out", [])
         name = size.replace("_", "`, lever `", 1)  # <size>_<lever>: runs off the protocol (common.sh)
         md = [f"## Model size `{name}`\n", f"Runs: {sum(len(v) for v in runs.values())} complete logs in {len(runs)} configs.\n"]
         finding1(runs, out, md)
         finding2(runs, out, md)
         finding3(runs, out, md)
-        with open(os.path.join(out, "results.md"), "w") as f:
-            f.write("\n".join(md) + "\n")
+        runlog.write_text(os.path.join(out, "results.md"), "\n".join(md) + "\n")
         print(f"{size}: {', '.join(sorted(x for x in os.listdir(out)))} in {out}/")
         done += 1
     if done == 0:
-        sys.exit(f"error: --logs {a.logs}: no complete logs (<size>/<config>.s<seed>.jsonl.gz; run the finding scripts first)")
+        raise runlog.LogError(f"--logs {a.logs}: no complete logs (<size>/<config>.s<seed>.jsonl.gz; run the finding scripts first)")
 
 
 if __name__ == "__main__":
-    main()
+    runlog.run_tool(main)

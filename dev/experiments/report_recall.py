@@ -17,11 +17,11 @@ accuracy and the best F-layer head's retrieval score in the far bin both exceed 
 at the next two evals; a run that never gets there is censored at its last eval, and counts as
 "learned nothing" when no bin's accuracy exceeds 0.5 at its end.
 """
-import gzip
-import json
 import os
 import random
 import re
+
+import runlog  # dev/runlog.py (report.py puts dev/ on the path): the log reader and checks, the output rule
 
 THRESHOLD = 0.5
 HOLD = 2               # evals after the first at which the formation condition must still hold
@@ -42,24 +42,24 @@ class RecallRun:
 
     def __init__(self, path):
         self.path = path
-        self.config, self.evals, self.losses = None, [], []
-        with gzip.open(path, "rt") as f:
-            for line in f:
-                rec = json.loads(line)
-                if "config" in rec:
-                    self.config = rec["config"]
-                elif "loss" in rec:
-                    self.losses.append((rec["step"], rec["loss"]))
-                elif "recall" in rec:
-                    self.evals.append((rec["step"], rec["recall"]))
+        log = runlog.read(path)
+        self.config, self.evals = log.config, log.recall
+        self.losses = [(s, r["loss"]) for s, r in log.train if r["loss"] is not None]
         if not self.evals:
-            raise SystemExit(f"error: {path}: no recall evals (trained with --needle-kind recall and --eval-every?)")
+            raise runlog.LogError(f"{path}: no recall evals (trained with --needle-kind recall and --eval-every?)")
         self.edges = self.evals[-1][1]["edges"]
+        for s, r in self.evals:  # one set of bins through the run (its --recall-bins)
+            if r["edges"] != self.edges:
+                raise runlog.LogError(f"{path}: the recall eval at step {s} has bins {r['edges']}, the last {self.edges}")
         self.n_bins = len(self.edges) + 1
         self.far = self.n_bins - 1
         self.pattern = self.config["pattern"] if self.config else ""
         self.window = max(self.config["windows"]) if self.config and "windows" in self.config else None
         self.last_step = self.evals[-1][0]
+
+    def model(self):
+        """the bins and the attention layers ("bins [32, 128, 512], layers l0S l1S l2S l3F")"""
+        return f"bins {self.edges}, layers " + " ".join(f"l{a['layer']}{a['type']}" for a in self.evals[-1][1]["attn_layers"])
 
     def acc(self, b):
         """accuracy in bin b at every eval"""
@@ -284,8 +284,7 @@ def plot_bins(plt, runs, configs, out):
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "recall_bins.png"), dpi=120)
-    plt.close(fig)
+    runlog.save_figure(fig, plt, os.path.join(out, "recall_bins.png"))
 
 
 def plot_km(plt, runs, configs, out):
@@ -301,8 +300,7 @@ def plot_km(plt, runs, configs, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "recall_km.png"), dpi=120)
-    plt.close(fig)
+    runlog.save_figure(fig, plt, os.path.join(out, "recall_km.png"))
 
 
 def plot_ablation(plt, runs, configs, out):
@@ -339,8 +337,7 @@ def plot_ablation(plt, runs, configs, out):
     axes[0][0].set_ylabel("ablated (mean)")
     axes[1][0].set_ylabel("ablated (mean)")
     fig.colorbar(im, ax=axes, shrink=0.6, label="accuracy")
-    fig.savefig(os.path.join(out, "recall_ablation.png"), dpi=120)
-    plt.close(fig)
+    runlog.save_figure(fig, plt, os.path.join(out, "recall_ablation.png"))
 
 
 def pilot(runs, out, plt):
@@ -363,8 +360,7 @@ def pilot(runs, out, plt):
     choice = passing[0][2] if passing else "none"
     md.append("")
     md.append(f"Choice: **{choice}**" + ("" if passing else " (no rate passes: the protocol changes the task, not the rules)") + ".\n")
-    with open(os.path.join(out, "lr.txt"), "w") as f:
-        f.write(choice + "\n")
+    runlog.write_text(os.path.join(out, "lr.txt"), choice + "\n")
     plot_bins(plt, runs, sorted(runs), out)
     return md
 
@@ -395,7 +391,7 @@ def report(runs, out, name, plt, jt_test):
     load_runs); writes its plots (and the pilot's lr.txt) into out"""
     if not runs:
         return None
-    os.makedirs(out, exist_ok=True)
+    runlog.out_folder(out, "--out", [])
     if name.endswith("_pilot"):
         return pilot(runs, out, plt)
     md = [f"## Recall protocol: `{name}`\n", f"Runs: {sum(len(v) for v in runs.values())} complete logs in {len(runs)} configs.\n"]
