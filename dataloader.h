@@ -211,7 +211,40 @@ static FILE* shard_open(const char* path, ShardInfo* info) {
     return f;
 }
 
-// Loads all tokens of one shard into tokens (malloc'd), checking every id against the data vocab.
+// The id of a shard's token i (token_bytes 2: uint16, 4: uint32; little-endian as llm.c writes)
+static uint32_t shard_token(const unsigned char* raw, int token_bytes, size_t i) {
+    return token_bytes == 2 ? ((const uint16_t*)raw)[i] : ((const uint32_t*)raw)[i];
+}
+
+// Reads a shard through once (1 MiB at a time), checking every id against the data vocabulary, so
+// an id that does not fit stops the run at start and not when the stream reaches that shard.
+static void shard_check_ids(const char* path) {
+    ShardInfo info;
+    FILE* f = shard_open(path, &info);
+    size_t chunk = ((size_t)1 << 20) / info.token_bytes;
+    unsigned char* raw = (unsigned char*)malloc_check(chunk * info.token_bytes);
+    for (size_t at = 0; at < info.n_tokens; at += chunk) {
+        size_t n = info.n_tokens - at < chunk ? info.n_tokens - at : chunk;
+        fread_check(raw, info.token_bytes, n, f, path);
+        uint32_t worst = 0;  // the largest id of the chunk: one compare per token, no branch
+        for (size_t i = 0; i < n; i++) {
+            uint32_t t = shard_token(raw, info.token_bytes, i);
+            worst = t > worst ? t : worst;
+        }
+        if (worst < (uint32_t)info.data_vocab) { continue; }
+        for (size_t i = 0; i < n; i++) {
+            uint32_t t = shard_token(raw, info.token_bytes, i);
+            if (t >= (uint32_t)info.data_vocab) {
+                die("shard '%s': token %u at index %zu is >= the data vocabulary %d", path, t, at + i, info.data_vocab);
+            }
+        }
+    }
+    free(raw);
+    fclose(f);
+}
+
+// Loads all tokens of one shard into tokens (malloc'd), checking every id against the data vocab
+// again (the files may have changed since the start).
 static int* shard_load(const char* path, ShardInfo* info_out) {
     ShardInfo info;
     FILE* f = shard_open(path, &info);
@@ -220,7 +253,7 @@ static int* shard_load(const char* path, ShardInfo* info_out) {
     fclose(f);
     int* tokens = (int*)malloc_check(info.n_tokens * sizeof(int));
     for (size_t i = 0; i < info.n_tokens; i++) {
-        uint32_t t = info.token_bytes == 2 ? ((uint16_t*)raw)[i] : ((uint32_t*)raw)[i];
+        uint32_t t = shard_token(raw, info.token_bytes, i);
         if (t >= (uint32_t)info.data_vocab) {
             die("shard '%s': token %u at index %zu is >= the data vocabulary %d", path, t, i, info.data_vocab);
         }
@@ -341,12 +374,14 @@ static void stream_init_shards(TokenStream* s, const char* pattern, size_t min_l
     s->kind = SOURCE_SHARDS;
     s->files_id = HASH64_INIT;
     glob_data("shards", pattern, &s->shards);
-    // every shard must agree on the format; validate all headers up front so a bad shard fails now
+    // every shard must agree on the format; all headers and token ids are checked up front so a bad
+    // shard fails now, not hours in when the stream reaches it
     size_t total = 0;
     for (size_t i = 0; i < s->shards.gl_pathc; i++) {
         const char* path = s->shards.gl_pathv[i];
         ShardInfo info;
         fclose(shard_open(path, &info));
+        shard_check_ids(path);
         if (i == 0) {
             s->data_vocab = info.data_vocab;
             s->tokenizer = info.tokenizer;
