@@ -216,14 +216,15 @@ static uint32_t shard_token(const unsigned char* raw, int token_bytes, size_t i)
     return token_bytes == 2 ? ((const uint16_t*)raw)[i] : ((const uint32_t*)raw)[i];
 }
 
-// Reads a shard through once (1 MiB at a time), checking every id against the data vocabulary, so
-// an id that does not fit stops the run at start and not when the stream reaches that shard.
-static void shard_check_ids(const char* path) {
+// Reads a shard through once (1 MiB at a time) and checks every id against the data vocabulary:
+// 1 with *index and *token set at the first id that does not fit, 0 when all fit.
+static int shard_find_bad_id(const char* path, size_t* index, uint32_t* token) {
     ShardInfo info;
     FILE* f = shard_open(path, &info);
     size_t chunk = ((size_t)1 << 20) / info.token_bytes;
     unsigned char* raw = (unsigned char*)malloc_check(chunk * info.token_bytes);
-    for (size_t at = 0; at < info.n_tokens; at += chunk) {
+    int found = 0;
+    for (size_t at = 0; at < info.n_tokens && !found; at += chunk) {
         size_t n = info.n_tokens - at < chunk ? info.n_tokens - at : chunk;
         fread_check(raw, info.token_bytes, n, f, path);
         uint32_t worst = 0;  // the largest id of the chunk: one compare per token, no branch
@@ -231,16 +232,41 @@ static void shard_check_ids(const char* path) {
             uint32_t t = shard_token(raw, info.token_bytes, i);
             worst = t > worst ? t : worst;
         }
-        if (worst < (uint32_t)info.data_vocab) { continue; }
-        for (size_t i = 0; i < n; i++) {
-            uint32_t t = shard_token(raw, info.token_bytes, i);
-            if (t >= (uint32_t)info.data_vocab) {
-                die("shard '%s': token %u at index %zu is >= the data vocabulary %d", path, t, at + i, info.data_vocab);
-            }
+        for (size_t i = 0; i < n && worst >= (uint32_t)info.data_vocab && !found; i++) {
+            *token = shard_token(raw, info.token_bytes, i);
+            *index = at + i;
+            found = *token >= (uint32_t)info.data_vocab;
         }
     }
     free(raw);
     fclose(f);
+    return found;
+}
+
+// Every shard's ids checked before the first step (the shards in parallel; a line of progress for
+// sets over 1 GB), so a bad id stops the run at start and not when the stream reaches its shard.
+// The first bad shard in sorted order is the one named.
+static void shards_check_ids(const glob_t* shards, int data_vocab, size_t total_bytes) {
+    int n = (int)shards->gl_pathc, first_bad = n;
+    size_t* index = (size_t*)calloc_check((size_t)n, sizeof(size_t));
+    uint32_t* token = (uint32_t*)calloc_check((size_t)n, sizeof(uint32_t));
+    double t0 = now_s();
+    int loud = total_bytes > ((size_t)1 << 30);
+    if (loud) { printf("checking the token ids of %d shards (%.1f GB)\n", n, total_bytes / 1e9); fflush(stdout); }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++) {
+        if (shard_find_bad_id(shards->gl_pathv[i], &index[i], &token[i])) {
+#pragma omp critical
+            first_bad = i < first_bad ? i : first_bad;
+        }
+    }
+    if (first_bad < n) {
+        die("shard '%s': token %u at index %zu is >= the data vocabulary %d", shards->gl_pathv[first_bad], token[first_bad],
+            index[first_bad], data_vocab);
+    }
+    if (loud) { printf("token ids checked in %.1f s\n", now_s() - t0); }
+    free(index);
+    free(token);
 }
 
 // Loads all tokens of one shard into tokens (malloc'd), checking every id against the data vocab
@@ -376,12 +402,12 @@ static void stream_init_shards(TokenStream* s, const char* pattern, size_t min_l
     glob_data("shards", pattern, &s->shards);
     // every shard must agree on the format; all headers and token ids are checked up front so a bad
     // shard fails now, not hours in when the stream reaches it
-    size_t total = 0;
+    size_t total = 0, total_bytes = 0;
     for (size_t i = 0; i < s->shards.gl_pathc; i++) {
         const char* path = s->shards.gl_pathv[i];
         ShardInfo info;
         fclose(shard_open(path, &info));
-        shard_check_ids(path);
+        total_bytes += info.n_tokens * info.token_bytes;
         if (i == 0) {
             s->data_vocab = info.data_vocab;
             s->tokenizer = info.tokenizer;
@@ -392,6 +418,7 @@ static void stream_init_shards(TokenStream* s, const char* pattern, size_t min_l
         s->files_id = files_id_add(s->files_id, path, SHARD_HEADER_INTS * sizeof(int) + info.n_tokens * info.token_bytes);
     }
     if (total < min_len) { die("shards '%s': %zu tokens in all, need at least %zu (one sequence)", pattern, total, min_len); }
+    shards_check_ids(&s->shards, s->data_vocab, total_bytes);
     ShardInfo info;
     s->tokens = shard_load(s->shards.gl_pathv[0], &info);
     s->n_tokens = info.n_tokens;

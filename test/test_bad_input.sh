@@ -47,6 +47,11 @@ shard() {
 yes 'the quick brown fox jumps over the lazy dog.' | head -c 20000 > ascii.txt  # pairs of ASCII bytes: ids < 32896
 shard train.bin 20240520 1 4000 2; shard val.bin 20240520 1 2000 2; shard data.bin.step3 20240520 1 4000 2
 shard llama.bin 20240801 7 4000 4; shard short.bin 20240520 1 10 2
+# two shards whose second holds id 65535 at index 550000 of 600000 zeros (past the up-front check's
+# first 1 MiB chunk): the run must stop at start, naming it
+shard ids_a.bin 20240520 1 4000 2
+{ le32 20240520; le32 1; le32 600000; head -c 1012 /dev/zero; head -c 1200000 /dev/zero; } > ids_b.bin
+printf '\xff\xff' | dd of=ids_b.bin bs=1 seek=$((1024 + 2 * 550000)) conv=notrunc status=none
 mkfifo fifo.bin; mkdir adir; cp ascii.txt text.txt; head -c 30 ascii.txt > tiny.txt
 "$CPU" "${M[@]}" -n 3 -c good.ckpt > fixture.out 2>&1 || { fail "setup" "train_cpu fixture: $(tail -n 1 fixture.out)"; summary; exit 1; }
 ln -s good.ckpt link.ckpt; mkdir sub
@@ -161,6 +166,7 @@ trainer_rows() {
     bad "$T -r version 7" "checkpoint version 7, this build reads versions 1 and 2" "" "$TR" "${M[@]}" -n 9 -r ver.ckpt
     bad "$T -r truncated" "trunc.ckpt: 3000 bytes, expected" "" "$TR" "${M[@]}" -n 9 -r trunc.ckpt
     # 6. data coherence
+    bad "$T a later shard's bad id" "shard 'ids_b.bin': token 65535 at index 550000 is >= the data vocabulary 50257" "" "$TR" "${M[@]}" -i 'ids_*.bin' -j val.bin
     bad "$T llama-3 train, GPT-2 val" "-i 'llama.bin' holds llama-3 tokens (vocabulary 128256), -j 'val.bin' GPT-2 tokens (vocabulary 50257)" "" "$TR" "${M[@]}" -i llama.bin -j val.bin
     bad "$T shards shorter than a sequence" "shards 'short.bin': 10 tokens in all, need at least 33 (one sequence)" "" "$TR" "${M[@]}" -i short.bin -j val.bin
     bad "$T val shards shorter than a sequence" "shards 'short.bin': 10 tokens in all, need at least 33" "" "$TR" "${M[@]}" -i train.bin -j short.bin
