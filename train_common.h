@@ -895,6 +895,7 @@ static int train_step_finite(const TrainArgs* a, int step, double loss, double n
 
 
 // What a run reports as it goes and at its end, gathered by report_step and report_val.
+#define ETA_WINDOW 32  // the ETA is paced by the last 31 steps (evals among them included)
 typedef struct {
     double t0;          // now_s() when the training loop started
     int step0;          // the step it started from (> 0 when resumed)
@@ -902,10 +903,16 @@ typedef struct {
     double tok_s_sum;   // tok/s summed over the steps after this process's first (which includes warm-up)
     int tok_s_n;
     double val_loss;    // the last val loss, NAN before the first
+    double ends[ETA_WINDOW];  // now_s() at the end of the last ETA_WINDOW steps (a ring), for the ETA
+    int n_ends;               // steps reported by this process
 } RunSummary;
 
 static RunSummary run_summary_start(int step0) {
-    RunSummary r = {now_s(), step0, step0, 0.0, 0, NAN};
+    RunSummary r;
+    memset(&r, 0, sizeof(r));
+    r.t0 = now_s();
+    r.step0 = r.last_step = step0;
+    r.val_loss = NAN;
     return r;
 }
 
@@ -932,15 +939,23 @@ static void report_val(RunLog* log, RunSummary* sum, int step, double val_loss) 
 }
 
 // One optimizer step (1-based): a line on stdout with the time since the loop started and the ETA
-// of the remaining steps (at the mean pace so far), and a JSON line in the log. mfu < 0: not reported.
+// of the remaining steps, and a JSON line in the log. mfu < 0: not reported. The ETA paces by the
+// steps in a moving window that starts after this process's first step (its warm-up, cuBLAS set-up
+// and first-touch of memory, would say an hour for a 3-minute run); "-" until two steps are timed.
 static void report_step(RunLog* log, RunSummary* sum, int step, int steps, double loss, double lr, double norm, double ms,
                         double tok_s, double mfu) {
     if (step > sum->step0 + 1) { sum->tok_s_sum += tok_s; sum->tok_s_n++; }
     sum->last_step = step;
-    double elapsed = now_s() - sum->t0, eta = elapsed / (step - sum->step0) * (steps - step);
-    char el[32], left[32];
+    double now = now_s(), elapsed = now - sum->t0;
+    sum->ends[sum->n_ends % ETA_WINDOW] = now;
+    sum->n_ends++;
+    int k = sum->n_ends - 1 < ETA_WINDOW - 1 ? sum->n_ends - 1 : ETA_WINDOW - 1;  // steps timed in the window
+    char el[32], left[32] = "-";
     format_duration(el, sizeof(el), elapsed);
-    format_duration(left, sizeof(left), eta);
+    if (k >= 2) {
+        double pace = (now - sum->ends[(sum->n_ends - 1 - k) % ETA_WINDOW]) / k;  // s per step
+        format_duration(left, sizeof(left), pace * (steps - step));
+    }
     printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step, steps, loss, lr, norm, ms, tok_s);
     if (mfu >= 0) { printf(" | MFU %.1f%%", 100.0 * mfu); }
     printf(" | %s, ETA %s\n", el, left);
