@@ -2,7 +2,8 @@
 # test_experiments.sh — the paper-mini pipeline (dev/experiments) on the CPU, with train_cpu and the
 # tiny size:
 #   grid:      f3_nope.sh trains its four configs and leaves complete, gzipped logs
-#   skip:      run again, every run is skipped as complete
+#   skip:      run again, every run is skipped as complete; progress lines every PROGRESS seconds
+#   failed:    a grid whose runs fail goes on and exits 1 naming how many (all.sh likewise)
 #   ONLY:      a regex picks the configs that run
 #   all.sh:    runs f1, f2, f3 in turn; a run two findings share is trained once
 #   GPUS:      two seeds side by side give the logs of one at a time
@@ -36,14 +37,25 @@ dir=$(mktemp -d)
 # evals every 15 / 50 steps, not 40 per run: on a CPU they cost more than the training
 export SIZE=tiny SEEDS=1 DATA=builtin TRAINER=./train_cpu STEPS=60 CKPT_EVERY=10 EVAL_EVERY=15
 
-out=$(LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
+out=$(PROGRESS=1 LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
 n=$(ls "$dir/a/tiny/"*.jsonl.gz 2>/dev/null | wc -l)
-if [ "$n" = 4 ] && [ -z "$(ls "$dir/a/tiny/" | grep -v 'jsonl.gz$')" ]; then pass "experiments grid" "f3_nope.sh: 4 complete logs, no checkpoints left"
+ticks=$(echo "$out" | grep -c '^  SSSF_w[0-9a-z_]*\.s1: step *[0-9]*/60 | loss')
+if [ "$n" = 4 ] && [ -z "$(ls "$dir/a/tiny/" | grep -v 'jsonl.gz$')" ] && [ "$ticks" -ge 1 ]; then
+    pass "experiments grid" "f3_nope.sh: 4 complete logs, no checkpoints left, $ticks progress lines (PROGRESS=1)"
 else fail "experiments grid" "$n logs; $(ls "$dir/a/tiny/" | tr '\n' ' '); $(echo "$out" | tail -n 2 | tr '\n' ' ')"; fi
 
 out=$(LOGDIR="$dir/a" bash dev/experiments/f3_nope.sh 2>&1)
 if [ "$(echo "$out" | grep -c '^skip .*: complete$')" = 4 ]; then pass "experiments skip" "a second f3_nope.sh skips its 4 complete runs"
 else fail "experiments skip" "$(echo "$out" | head -n 2 | tr '\n' ' ')"; fi
+
+# a grid whose runs fail goes on through them and exits 1 saying how many; all.sh goes on through
+# the findings and exits 1 too
+rc=0; out=$(LOGDIR="$dir/fail" TRAINER=/bin/false bash dev/experiments/f3_nope.sh 2>&1) || rc=$?
+rc2=0; out2=$(LOGDIR="$dir/fail" TRAINER=/bin/false ONLY=SSSF_w32 bash dev/experiments/all.sh 2>&1) || rc2=$?
+if [ $rc = 1 ] && [ "$(echo "$out" | grep -c '^stopped ')" = 4 ] && [[ "$out" == *"error: 4 run(s) failed"* ]] \
+    && [ $rc2 = 1 ] && [[ "$out2" == *"error: 3 of the three findings had runs that failed"* ]]; then
+    pass "experiments failed runs" "f3_nope.sh: 4 runs stopped, exit 1; all.sh: exit 1 after all three findings"
+else fail "experiments failed runs" "exit $rc / $rc2: $(echo "$out" | tail -n 1); $(echo "$out2" | tail -n 1)"; fi
 
 out=$(LOGDIR="$dir/e" ONLY='SSSF_w512.*' bash dev/experiments/f3_nope.sh 2>&1)
 if [ "$(LC_ALL=C ls "$dir/e/tiny/")" = "$(printf 'SSSF_w512.s1.jsonl.gz\nSSSF_w512_fnope.s1.jsonl.gz')" ]; then pass "experiments ONLY" "ONLY='SSSF_w512.*' runs those 2 configs of f3_nope.sh, not the W 32 ones"

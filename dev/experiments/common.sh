@@ -43,11 +43,13 @@
 #             GPU 0 (default: one at a time)
 #   ONLY      a regex: only the configs whose name it matches (e.g. ONLY=F for the emergence check
 #             the protocol asks for first, ONLY='SSSF_w(32|512)')
+#   PROGRESS  seconds between the progress lines of a training run (its last step line; default 60)
 #
 # A run: NAME.sSEED.jsonl while it trains, with checkpoint NAME.sSEED.ckpt every CKPT_EVERY steps; when
 # the trainer exits 0 the log is gzipped to NAME.sSEED.jsonl.gz (complete: skipped from then on)
 # and the checkpoint deleted. A log without a checkpoint (a run that died before its first save)
-# starts over.
+# starts over. A run that fails (not a signal) is reported and the grid goes on; the grid then exits
+# 1 naming how many failed.
 set -euo pipefail
 
 SIZE=${SIZE:-mini}
@@ -63,6 +65,7 @@ EXTRA=${EXTRA:-}
 CKPT_EVERY=${CKPT_EVERY:-500}
 ONLY=${ONLY:-}
 LEVER=${LEVER:-}
+PROGRESS=${PROGRESS:-60}
 EXP_START=${EXP_START:-$(date +%s)}  # all.sh shares its start (and so DEADLINE) with the three grids
 
 case "$SIZE" in
@@ -110,6 +113,27 @@ forward_signals() {
 }
 forward_signals
 
+# Runs that failed (not stopped by a signal); the grid's exit status says so
+RUNS_FAILED=0
+grid_end() {
+    local rc=$?
+    if [ $rc -eq 0 ] && [ "$RUNS_FAILED" -gt 0 ]; then
+        echo "error: $RUNS_FAILED run(s) failed (the 'stopped' lines above; each run's .out is kept)" >&2
+        exit 1
+    fi
+}
+trap grid_end EXIT
+
+# progress OUT PID: every PROGRESS seconds while PID runs, its last step line from OUT (the sleep
+# writes nowhere, so a killed ticker leaves nothing holding the grid's stdout)
+progress() {
+    local line
+    while sleep "$PROGRESS" > /dev/null 2>&1 && kill -0 "$2" 2> /dev/null; do
+        line=$(tail -n 40 "$1" 2> /dev/null | grep '^step *[0-9]*/' | tail -n 1)
+        if [ -n "$line" ]; then echo "  $(basename "${1%.out}"): $line"; fi
+    done
+}
+
 # wait_for PID: its exit status, waiting on after a signal interrupted the wait (the trap above ran)
 wait_for() {
     local rc=0
@@ -144,7 +168,12 @@ run_seed() {
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     "${on_gpu[@]}" "$TRAINER" "${MODEL[@]}" "${DATA_FLAGS[@]}" "${COMMON[@]}" -s "$seed" "$@" \
         $EXTRA "${resume[@]}" -o "$base.jsonl" -c "$base.ckpt" --ckpt-every "$CKPT_EVERY" > "$base.out" 2>&1 &
-    wait_for $! || rc=$?
+    local pid=$!
+    progress "$base.out" $pid &
+    local ticker=$!
+    wait_for $pid || rc=$?
+    kill $ticker 2> /dev/null || true
+    wait $ticker 2> /dev/null || true
     if [ $rc -ne 0 ]; then
         echo "stopped $base: exit $rc ($(tail -n 1 "$base.out"))"
         return $rc
@@ -163,8 +192,10 @@ run_config() {
     local gpus=(${GPUS:-}) seed i=0 pids=() rc=0
     if [ ${#gpus[@]} -le 1 ]; then
         for seed in $SEEDS; do
+            rc=0
             run_seed "$name" "$seed" "${gpus[0]:-}" "$@" || rc=$?
             if [ $rc -ge 128 ]; then exit $rc; fi
+            if [ $rc -ne 0 ]; then RUNS_FAILED=$((RUNS_FAILED + 1)); fi
         done
         return 0
     fi
@@ -175,7 +206,12 @@ run_config() {
         pids+=($!)
         i=$((i + 1))
         if [ ${#pids[@]} -eq ${#gpus[@]} ] || [ $i -eq "$n_seeds" ]; then
-            for p in "${pids[@]}"; do wait_for "$p" || rc=$?; done
+            for p in "${pids[@]}"; do
+                local r=0
+                wait_for "$p" || r=$?
+                if [ $r -ne 0 ] && [ $r -lt 128 ]; then RUNS_FAILED=$((RUNS_FAILED + 1)); fi
+                if [ $r -gt $rc ]; then rc=$r; fi
+            done
             if [ $rc -ge 128 ]; then exit $rc; fi
             pids=()
         fi
