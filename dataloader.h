@@ -198,8 +198,12 @@ static FILE* shard_open(const char* path, ShardInfo* info) {
         info->data_vocab = 128256;
         info->tokenizer = "llama-3";
     } else {
-        die("shard '%s': magic %d version %d, expected %d/1 (llm.c GPT-2) or %d/7 (llm.c llama-3)",
-            path, header[0], header[1], SHARD_MAGIC_GPT2, SHARD_MAGIC_LLAMA3);
+        const unsigned char* b = (const unsigned char*)header;
+        int text = 1;  // the first 16 bytes printable ASCII or whitespace: a text file given without --bytes
+        for (int i = 0; i < 16; i++) { text &= (b[i] >= 32 && b[i] < 127) || b[i] == '\n' || b[i] == '\t' || b[i] == '\r'; }
+        die("shard '%s': magic %d version %d, expected %d/1 (llm.c GPT-2) or %d/7 (llm.c llama-3)%s",
+            path, header[0], header[1], SHARD_MAGIC_GPT2, SHARD_MAGIC_LLAMA3,
+            text ? "; it starts with text: to train on a text file as bytes, add --bytes" : "");
     }
     if (header[2] <= 0) { die("shard '%s': header says %d tokens, expected > 0", path, header[2]); }
     info->n_tokens = (size_t)header[2];

@@ -772,7 +772,13 @@ static Checkpoint train_resume_read(const TrainArgs* a, const FlagSpec* flags, c
         die("-r %s: checkpoint vocabulary %d, the data's is %d (same data and --needle-symbols?)", r, ck.cfg.vocab, data_vocab);
     }
     train_resume_check_model(a, flags, given, n_flags, &ck);
-    if (a->sample_only) { return ck; }  // nothing is trained: the exact-resume checks do not apply
+    if (a->sample_only) {  // nothing is trained: the exact-resume checks do not apply, but say whose prompt it is
+        if (ck.version >= 2 && ck.run.data_id != run->data_id) {
+            printf("-r %s was trained on other data than these flags name (-i, -j, --bytes, --needle-*): the prompt comes from %s\n", r,
+                   a->data.train && a->data.train[0] ? "the data given" : "the built-in text (give the run's -i/-j for a prompt of its own data)");
+        }
+        return ck;
+    }
     if (ck.m == NULL) {
         struct stat st;
         if (a->log_path[0] && stat(a->log_path, &st) == 0 && st.st_size > 0) {  // a new run would start the log afresh

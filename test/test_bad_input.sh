@@ -25,6 +25,7 @@ fi
 for p in "$EV" "$CPU" "$EDIT"; do [ -x "$p" ] || { fail "setup" "$p not built (make test builds it)"; summary; exit 1; }; done
 ROOT=$PWD
 dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT  # every way out, skips and early failures included
 cd "$dir" || exit 1
 GPU=0
 if [ -x "$ROOT/train_hybrid" ] && nvidia-smi -L > /dev/null 2>&1; then GPU=1; fi
@@ -166,6 +167,7 @@ trainer_rows() {
     bad "$T -r version 7" "checkpoint version 7, this build reads versions 1 and 2" "" "$TR" "${M[@]}" -n 9 -r ver.ckpt
     bad "$T -r truncated" "trunc.ckpt: 3000 bytes, expected" "" "$TR" "${M[@]}" -n 9 -r trunc.ckpt
     # 6. data coherence
+    bad "$T a text file as shards" "it starts with text: to train on a text file as bytes, add --bytes" "" "$TR" "${M[@]}" -i text.txt -j val.bin
     bad "$T a later shard's bad id" "shard 'ids_b.bin': token 65535 at index 550000 is >= the data vocabulary 50257" "" "$TR" "${M[@]}" -i 'ids_*.bin' -j val.bin
     bad "$T llama-3 train, GPT-2 val" "-i 'llama.bin' holds llama-3 tokens (vocabulary 128256), -j 'val.bin' GPT-2 tokens (vocabulary 50257)" "" "$TR" "${M[@]}" -i llama.bin -j val.bin
     bad "$T shards shorter than a sequence" "shards 'short.bin': 10 tokens in all, need at least 33 (one sequence)" "" "$TR" "${M[@]}" -i short.bin -j val.bin
@@ -266,5 +268,5 @@ if timeout 60 "$EV" -c v1.ckpt -N 1 > v1.out 2>&1 && timeout 60 "$CPU" "${M[@]}"
     pass "version-1 checkpoint" "eval_needle reads it; a resume says what it cannot check: $(grep version-1 v1r.out)"
 else fail "version-1 checkpoint" "$(tail -n 1 v1.out) / $(tail -n 1 v1r.out)"; fi
 
-cd "$ROOT" && rm -rf "$dir"
+cd "$ROOT"
 summary

@@ -34,6 +34,7 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 source test/test_lib.sh  # pass, fail, skip, summary, numbers
 dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT  # every way out, skips and early failures included
 # evals every 15 / 50 steps, not 40 per run: on a CPU they cost more than the training
 export SIZE=tiny SEEDS=1 DATA=builtin TRAINER=./train_cpu STEPS=60 CKPT_EVERY=10 EVAL_EVERY=15
 
@@ -305,5 +306,4 @@ EOF
 else
     skip "experiments recall report" "no matplotlib for $PY"
 fi
-rm -rf "$dir"
 summary

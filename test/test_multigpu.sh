@@ -15,6 +15,7 @@
 #              error instead of hanging
 source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step, wait_logged
 dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT  # every way out, skips and early failures included
 cols() { grep '"loss"' "$1" | sed -e 's/.*"loss": \([^,]*\), .*"grad_norm": \([^,]*\),.*/\1 \2/'; }  # loss, norm per step
 # the flags are checked before any GPU is touched: these run everywhere
 if [ -x ./train_hybrid ]; then
@@ -87,5 +88,4 @@ else fail "${names[3]}" "exit $rc, last logged step '$last', checkpoint step '$(
 
 if grep -q "| device .*| 2 x " "$dir/two.out" && [ "$(grep -c '| device' "$dir/two.out")" = 1 ] && [ "$(grep -c '^step .*/12 ' "$dir/two.out")" = 12 ]; then pass "${names[4]}" "rank 0 alone prints: $(grep '| device' "$dir/two.out" | tr -s ' ')"
 else fail "${names[4]}" "$(head -n 3 "$dir/two.out" | tr '\n' ' ')"; fi
-rm -rf "$dir"
 summary

@@ -8,6 +8,7 @@
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT  # every way out, the skip included
 passed=0; failed=0; skipped=0
 # without matplotlib (a Python that lacks it): one line that says how to get it, exit 1
 PLAIN=$(command -v python3)
@@ -139,6 +140,5 @@ for f in running nullloss; do
         echo "PASS plot.py reads $f.jsonl: $(echo "$msg" | head -n 1 | cut -c1-150)"; passed=$((passed + 1))
     else echo "FAIL plot.py reads $f.jsonl: exit $rc: $msg"; failed=$((failed + 1)); fi
 done
-rm -rf "$out"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

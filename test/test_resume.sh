@@ -9,7 +9,7 @@
 #   non-finite:   a parameter that overflows the forward stops the run before its first update
 #                 with one clear line, the existing checkpoint untouched; --skip-nonfinite skips
 #                 the updates instead
-#   --sample:     a checkpoint's sample is the same every time
+#   --sample:     a checkpoint's sample is the same every time; on other data than the run's it says so
 #   bad resume:   a data vocabulary that is not the checkpoint's -> one clear line, exit != 0
 #   signals:      SIGHUP stops like SIGTERM (exit 129); a closed stdout (| head) saves and exits 141;
 #                 SIGINT during a long eval is answered within 3 s and the cut eval is not logged
@@ -19,6 +19,7 @@
 #   logs:         a data path with a non-UTF-8 byte is escaped (non-finite numbers: test_cpu)
 source test/test_lib.sh  # pass, fail, skip, summary, numbers, ckpt_step
 dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT  # every way out, skips and early failures included
 yes "the quick brown fox jumps over the lazy dog." | head -c 4000 > "$dir/fox.txt"  # bytes data for the path test
 
 run_suite() {  # trainer name, then its flags for a small fast model
@@ -150,6 +151,11 @@ run_suite() {  # trainer name, then its flags for a small fast model
     if grep -q "^sample at step 12:" "$d/s1.out" && grep -q " >>> " "$d/s1.out" && cmp -s "$d/s1.out" "$d/s2.out"; then
         pass "$tr --sample" "$(grep -A1 '^sample at' "$d/s1.out" | tail -n 1 | cut -c1-100)"
     else fail "$tr --sample" "$(tail -n 2 "$d/s1.out" | tr '\n' ' ')"; fi
+    # --sample on other data than the run's (same vocabulary: bytes, not the built-in text) says so
+    ./"$tr" "${fl[@]}" --sample -r "$d/a.ckpt" --bytes -i "$dir/fox.txt" > "$d/s3.out" 2>&1
+    if grep -q "was trained on other data than these flags name .*: the prompt comes from the data given" "$d/s3.out" && grep -q " >>> " "$d/s3.out"; then
+        pass "$tr --sample on other data" "$(head -n 1 "$d/s3.out" | cut -c1-150)"
+    else fail "$tr --sample on other data" "$(head -n 2 "$d/s3.out" | tr '\n' ' ')"; fi
     local other=()  # the same flags with --needle-symbols 17 in place of the suite's (a flag goes once)
     for ((i = 0; i < ${#fl[@]}; i++)); do
         if [ "${fl[i]}" = --needle-symbols ]; then other+=(--needle-symbols 17); i=$((i + 1)); else other+=("${fl[i]}"); fi
@@ -164,10 +170,10 @@ run_suite() {  # trainer name, then its flags for a small fast model
 small=(-L 3 -H 2 -F 64 -B 4 -T 32 -p SRF -w 8 -v 4 -V 2 --needle-symbols 16)
 # the first parameter of layer 0's norm weight: after wte (Vp 384 rows of C: 256 bytes + 2 markers + 16 symbols, padded)
 LN1_AT=$((384 * 32)) run_suite train_cpu "${small[@]}" -C 32
+suite_checks=$((passed + failed))  # the GPU suite runs the same checks
 if [ -x ./train_hybrid ] && nvidia-smi -L > /dev/null 2>&1; then
     LN1_AT=$((384 * 64)) run_suite train_hybrid "${small[@]}" -C 64 --eval-every 0
 else
-    skip_n 8 "train_hybrid" "no CUDA GPU found (or train_hybrid not built)"
+    skip_n $suite_checks "train_hybrid" "no CUDA GPU found (or train_hybrid not built)"
 fi
-rm -rf "$dir"
 summary
