@@ -19,6 +19,16 @@ static void cuda_check_at(cudaError_t err, const char* file, int line) {
 }
 #define cudaCheck(err) cuda_check_at((err), __FILE__, __LINE__)
 
+// cudaFree of each pointer given, each checked: cudaFreeAll(a, b, c)
+static void cuda_free_each(void* const* p, int n, const char* file, int line) {
+    for (int i = 0; i < n; i++) { cuda_check_at(cudaFree(p[i]), file, line); }
+}
+#define cudaFreeAll(...)                                                                   \
+    do {                                                                                   \
+        void* const ptrs_[] = {__VA_ARGS__};                                               \
+        cuda_free_each(ptrs_, (int)(sizeof(ptrs_) / sizeof(ptrs_[0])), __FILE__, __LINE__); \
+    } while (0)
+
 // Precision of the GPU build (compile time, llm.c style: make PRECISION=BF16|FP32). floatX is the
 // type of activations, the parameters the kernels read, and matmul inputs/outputs; statistics (rstd,
 // lse, recurrent state, gates), parameter gradients, master weights and AdamW state are fp32 in

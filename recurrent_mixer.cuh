@@ -44,7 +44,7 @@ states (B, H, n_chunks, D, D) with S[i][j], i value dim, j key dim. The backward
 dv, dbeta, dgate. Ũ, W, dUl and the dS of each chunk live in a scratch buffer the caller owns
 (delta_rule_scratch_floats), shared by all layers. No atomics: every output element has one writer.
 
-Precision: q, k, v, o and their gradients are the build's floatX (dataloader.h); beta, gate, the
+Precision: q, k, v, o and their gradients are the build's floatX (cuda_common.cuh); beta, gate, the
 states and all sums are fp32. v2's products are tf32 (bf16 build) or fp32 (fp32 build) on fp32
 tiles; v3's are bf16 operands with fp32 sums (its solve's block products tf32), as fla's kernels.
 Head dim D: v2 a multiple of 16 up to 64; v3 64 or 128. The v3 section below says what it does

@@ -118,7 +118,7 @@ static int train_flags(TrainArgs* a, FlagSpec* out) {
         {"--ckpt-keep", FLAG_INT, &a->ckpt_keep, 1, 1000, NULL, "checkpoints kept: the newest at -c, older ones as <-c>.step<k>"},
         {"--ckpt-opt", FLAG_INT, &a->ckpt_opt, 0, 1, NULL, "1: the checkpoint carries the AdamW state (3x the size; needed for an exact resume), 0: parameters only"},
         {"-r", FLAG_STR, &a->resume, 0, 0, NULL, "resume from this checkpoint: its model (model flags, if given, must match it), AdamW state, step and data position; pass the run's data and schedule flags again"},
-        {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, 0, 0, NULL, "skip the update of a step whose loss or gradient norm is not finite (default: stop)"},
+        {"--skip-nonfinite", FLAG_BOOL, &a->skip_nonfinite, 0, 0, NULL, "skip the update of a step whose loss or gradient norm is not finite (off: the run stops)"},
         {"--eval-every", FLAG_INT, &a->eval_every, 0, MAX_STEPS, NULL, "needle grid and retrieval heads every this many steps (0 = never)"},
         {"--eval-early", FLAG_INT, &a->eval_early, 0, MAX_STEPS, NULL, "during the first N steps (where retrieval emerges) the evals run 4x as often: every --eval-every/4 steps"},
         {"--eval-long-every", FLAG_INT, &a->eval_long_every, 0, MAX_STEPS, NULL, "the needle grid's lengths beyond T (2T, 4T: most of its cost) only every this many steps and at the last eval (0 = at every eval)"},

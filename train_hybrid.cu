@@ -11,7 +11,7 @@ every parameter gradient).
     ./train_hybrid --gpus 2                            # data parallel on 2 GPUs of this host
     ./train_hybrid -h                                  # every flag with its default
 
-Precision (make PRECISION=BF16|FP32, dataloader.h's floatX): activations and the parameter copy the
+Precision (make PRECISION=BF16|FP32, cuda_common.cuh's floatX): activations and the parameter copy the
 kernels read are floatX; master weights, gradients, AdamW state and the statistics are fp32.
 
 Memory, all on the GPU, one allocation each (offsets from hybrid_cpu.h's param_layout/act_layout):
@@ -607,7 +607,7 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
         host_params = init;
     }
     cudaCheck(cudaMemcpy(m->master, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
-    to_floatX_kernel<<<blocks_for(n, 256), 256>>>(m->params, m->master, n);
+    to_floatX_kernel<<<blocks_for(n, 256), 256, 0, ctx->stream>>>(m->params, m->master, n);
     cudaCheck(cudaGetLastError());
     cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->adam_m, 0, n * sizeof(float)));
@@ -624,15 +624,15 @@ static void gpu_model_build(GpuModel* m, const Config* c, const GpuContext* ctx,
 }
 
 static void gpu_model_free_acts(GpuModel* m) {
-    cudaFree(m->acts); cudaFree(m->dlayer); cudaFree(m->dresid); cudaFree(m->inputs); cudaFree(m->targets);
-    cudaFree(m->enc_index); cudaFree(m->logit_index); cudaFree(m->rope_cos); cudaFree(m->rope_sin); cudaFree(m->rec_scratch);
+    cudaFreeAll(m->acts, m->dlayer, m->dresid, m->inputs, m->targets);
+    cudaFreeAll(m->enc_index, m->logit_index, m->rope_cos, m->rope_sin, m->rec_scratch);
     free(m->losses_host); free(m->inputs_host); free(m->targets_host); free(m->index_host);
 }
 
 static void gpu_model_free(GpuModel* m) {
     gpu_model_free_acts(m);
-    if ((void*)m->master != (void*)m->params) { cudaFree(m->master); }
-    cudaFree(m->params); cudaFree(m->grads); cudaFree(m->adam_m); cudaFree(m->adam_v); cudaFree(m->adamw_tensors); cudaFree(m->scratch);
+    if ((void*)m->master != (void*)m->params) { cudaFreeAll(m->master); }
+    cudaFreeAll(m->params, m->grads, m->adam_m, m->adam_v, m->adamw_tensors, m->scratch);
     free(m->bucket_count);
 }
 
@@ -1046,7 +1046,7 @@ static double gpu_val_loss(GpuModel* m, DataLoader* val, int batches) {
 // ----------------------------------------------------------------------------
 // Needle eval on the GPU: the grid of hybrid_cpu.h's needle evaluation, many samples per forward.
 
-// Attention statistics of one query row of one head (hybrid_cpu.h attention_row_stats): the visible
+// Attention statistics of one query row of one head (needle_eval.h attention_row_stats): the visible
 // key of highest q·k (ties: the earliest) and the softmax mass on keys [span0, span1).
 // One block per (query a, head h); query a = (sequence b, row t, span0, span1).
 __global__ void retrieval_stats_kernel(int* argmax, float* mass, const floatX* qkvr, const float* lse, const int4* queries,
@@ -1162,7 +1162,7 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
     }
     needle_result_finish(r, c);
     free(row_of); free(rows); free(queries); free(argmax); free(mass);
-    cudaFree(d_queries); cudaFree(d_argmax); cudaFree(d_mass);
+    cudaFreeAll(d_queries, d_argmax, d_mass);
 }
 
 // The recall eval (needle_eval.h cpu_recall_eval) on the GPU: the held-out sequences in batches of
@@ -1244,7 +1244,7 @@ static void gpu_recall_eval(GpuModel* m, const RecallSet* s, size_t max_tokens, 
     m->ablate_with = NULL;
     recall_result_finish(r, c);
     free(row_of); free(rows); free(queries); free(argmax); free(mass);
-    cudaFree(d_queries); cudaFree(d_argmax); cudaFree(d_mass); cudaFree(d_sum); cudaFree(d_mean); cudaFree(d_ones);
+    cudaFreeAll(d_queries, d_argmax, d_mass, d_sum, d_mean, d_ones);
 }
 
 // ----------------------------------------------------------------------------
@@ -1427,7 +1427,7 @@ static void dist_free(Dist* d) {
 #ifdef MULTI_GPU
     if (d->world > 1) { ncclCommDestroy(d->comm); }
 #endif
-    cudaFree(d->scalar);
+    cudaFreeAll(d->scalar);
 }
 
 // The sum (op ncclSum) or maximum (ncclMax) of x over the ranks; every rank gets it. One GPU: x.

@@ -109,7 +109,7 @@ static void test_attention(int B, int T, int H, int D, int window, int version) 
           e_dq, e_dk, e_dv, tol_grad);
     for (int p = 0; p < 3; p++) { free(parts[0][p]); free(parts[1][p]); }
     free(qkvr); free(dout); free(out); free(lse); free(dqkvr); free(g_out); free(g_lse); free(g_dqkvr);
-    cudaFree(d_qkvr); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_lse); cudaFree(d_delta); cudaFree(d_dqkvr);
+    cudaFreeAll(d_qkvr, d_dout, d_out, d_lse, d_delta, d_dqkvr);
 }
 
 static void test_rec_small_kernels(int B, int T, int H, int D) {
@@ -184,12 +184,12 @@ static void test_rec_small_kernels(int B, int T, int H, int D) {
               eg[0], eg[1], eg[2], eg[3], eg[4], eg[5], tol);
         free(bpre); free(apre); free(A_log); free(dt); free(dbeta); free(dgate); free(beta); free(gate);
         free(dbpre); free(dapre); free(dA); free(ddt);
-        cudaFree(d_bpre); cudaFree(d_apre); cudaFree(d_A); cudaFree(d_dt); cudaFree(d_dbeta); cudaFree(d_dgate);
-        cudaFree(d_beta); cudaFree(d_gate); cudaFree(d_dbpre); cudaFree(d_dapre); cudaFree(d_dA); cudaFree(d_ddt);
+        cudaFreeAll(d_bpre, d_apre, d_A, d_dt, d_dbeta, d_dgate);
+        cudaFreeAll(d_beta, d_gate, d_dbpre, d_dapre, d_dA, d_ddt);
     }
     free(inp); free(w); free(dact); free(conv); free(act); free(dconv); free(dinp); free(dw); free(dw0); free(y); free(dy); free(dx);
-    cudaFree(d_inp); cudaFree(d_w); cudaFree(d_dact); cudaFree(d_act); cudaFree(d_dinp); cudaFree(d_dw); cudaFree(d_scratch);
-    cudaFree(d_y); cudaFree(d_dy); cudaFree(d_dx);
+    cudaFreeAll(d_inp, d_w, d_dact, d_act, d_dinp, d_dw, d_scratch);
+    cudaFreeAll(d_y, d_dy, d_dx);
 }
 
 // inputs in the model's ranges (delta_inputs_host). version 0: the trainer's choice (bf16 build: v3 at
@@ -258,8 +258,8 @@ static void test_delta_rule(int B, int T, int H, int D, int mixer, int version, 
     free(o); free(states);
     free(dq); free(dk); free(dqkva); free(dbeta); free(dgate);
     free(g_o); free(g_dq); free(g_dk); free(g_dqkva); free(g_dbeta); free(g_dgate);
-    cudaFree(d_q); cudaFree(d_k); cudaFree(d_qkva); cudaFree(d_dout); cudaFree(d_beta); cudaFree(d_gate);
-    cudaFree(d_o); cudaFree(d_states); cudaFree(d_scratch); cudaFree(d_dq); cudaFree(d_dk); cudaFree(d_dqkva); cudaFree(d_dbeta); cudaFree(d_dgate);
+    cudaFreeAll(d_q, d_k, d_qkva, d_dout, d_beta, d_gate);
+    cudaFreeAll(d_o, d_states, d_scratch, d_dq, d_dk, d_dqkva, d_dbeta, d_dgate);
 }
 
 int main(void) {

@@ -75,7 +75,7 @@ static void test_small_kernels(const GpuContext* g) {
         check(e[0] < tol && e[1] < tol && e[2] < tol && e[3] < tol, name, "rel err y %.1e rstd %.1e dx %.1e dw %.1e (tol %.0e)",
               e[0], e[1], e[2], e[3], tol);
         free(x); free(w); free(dy); free(dx0); free(y); free(rstd); free(dx); free(dw);
-        cudaFree(d_x); cudaFree(d_w); cudaFree(d_dy); cudaFree(d_dx); cudaFree(d_y); cudaFree(d_rstd); cudaFree(d_dw); cudaFree(d_scratch);
+        cudaFreeAll(d_x, d_w, d_dy, d_dx, d_y, d_rstd, d_dw, d_scratch);
     }
     // RoPE forward and backward through a model's tables
     Config c = config_make(V, Vp, 1, C, H, 0, "F", 8, POS_ROPE, POS_ROPE, MIXER_GDN);
@@ -94,7 +94,7 @@ static void test_small_kernels(const GpuContext* g) {
     cudaCheck(cudaDeviceSynchronize());
     double er = rel_err_dev_x(d_qkv, out, n3), edr = rel_err_dev_x(d_dout, dqkv, n3);
     check(er < tol && edr < tol, "gpu rope B=2 T=37 H=3 D=32 (in place)", "rel err out %.1e dqkv %.1e (tol %.0e)", er, edr, tol);
-    cudaFree(d_dout);
+    cudaFreeAll(d_dout);
     d_dout = to_gpu_x(dout, n3);  // the SwiGLU check below reads the original
     // residual add + RMSNorm: resid_out = resid_in + y (y overwritten in place), its norm
     {
@@ -115,7 +115,7 @@ static void test_small_kernels(const GpuContext* g) {
         check(e3[0] < tol && e3[1] < tol && e3[2] < tol, "gpu residual+rmsnorm N=74 C=96 (in place)", "rel err sum %.1e ln %.1e rstd %.1e (tol %.0e)",
               e3[0], e3[1], e3[2], tol);
         free(x0); free(yv); free(w); free(sum); free(ln); free(rstd);
-        cudaFree(d_x0); cudaFree(d_yv); cudaFree(d_w); cudaFree(d_ln); cudaFree(d_rstd);
+        cudaFreeAll(d_x0, d_yv, d_w, d_ln, d_rstd);
     }
     // SwiGLU
     float *a = rand_host(nC, &r, 2.0), *b = rand_host(nC, &r, 1.0), *sy = (float*)calloc_check(nC, sizeof(float));
@@ -189,9 +189,9 @@ static void test_small_kernels(const GpuContext* g) {
     free(qkv); free(dout); free(out); free(dqkv); free(a); free(b); free(sy); free(da); free(db);
     free(logits); free(losses); free(lse); free(dlogits); free(targets); free(tokens); free(wte); free(emb); free(dwte);
     free(index); free(count);
-    cudaFree(d_qkv); cudaFree(d_dout); cudaFree(d_a); cudaFree(d_b); cudaFree(d_sy);
-    cudaFree(d_da); cudaFree(d_db); cudaFree(d_logits); cudaFree(d_losses); cudaFree(d_lse); cudaFree(d_targets);
-    cudaFree(d_wte); cudaFree(d_emb); cudaFree(d_dwte); cudaFree(d_dy); cudaFree(d_tokens); cudaFree(d_index);
+    cudaFreeAll(d_qkv, d_dout, d_a, d_b, d_sy);
+    cudaFreeAll(d_da, d_db, d_logits, d_losses, d_lse, d_targets);
+    cudaFreeAll(d_wte, d_emb, d_dwte, d_dy, d_tokens, d_index);
     gpu_model_free(&m);
 }
 

@@ -248,8 +248,8 @@ static void bench_kernel(const KernelCase* kc) {
     printf("| %-19s | %8.2f | %6.3f | %-16s | %-13s | %-6s | %-4s |\n", kc->name, m, mf, target, peer_s, ratio,
            met ? "met" : "gap");
     fflush(stdout);
-    cudaFree(qkv); cudaFree(dout); cudaFree(out); cudaFree(lse); cudaFree(delta); cudaFree(dqkv);
-    cudaFree(q); cudaFree(k); cudaFree(dqk); cudaFree(beta); cudaFree(gate); cudaFree(states); cudaFree(scratch); cudaFree(dbeta); cudaFree(dgate);
+    cudaFreeAll(qkv, dout, out, lse, delta, dqkv);
+    cudaFreeAll(q, k, dqk, beta, gate, states, scratch, dbeta, dgate);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaEventDestroy(e2);

@@ -51,7 +51,7 @@ static Bufs bufs_make(int version, const float* qkv, const float* dout, int B, i
     return b;
 }
 static void bufs_free(Bufs* b) {
-    cudaFree(b->qkv); cudaFree(b->dout); cudaFree(b->out); cudaFree(b->dqkv); cudaFree(b->lse); cudaFree(b->delta);
+    cudaFreeAll(b->qkv, b->dout, b->out, b->dqkv, b->lse, b->delta);
 }
 
 template <int HD>

@@ -194,9 +194,9 @@ static Bufs bufs_make(const DeltaInputs* in, int version) {
     return b;
 }
 static void bufs_free(Bufs* b) {
-    cudaFree(b->q); cudaFree(b->k); cudaFree(b->qkva); cudaFree(b->dout); cudaFree(b->beta); cudaFree(b->gate);
-    cudaFree(b->o); cudaFree(b->dq); cudaFree(b->dk); cudaFree(b->dqkva); cudaFree(b->states); cudaFree(b->dbeta);
-    cudaFree(b->dgate); cudaFree(b->scratch);
+    cudaFreeAll(b->q, b->k, b->qkva, b->dout, b->beta, b->gate);
+    cudaFreeAll(b->o, b->dq, b->dk, b->dqkva, b->states, b->dbeta);
+    cudaFreeAll(b->dgate, b->scratch);
 }
 
 static void run_forward(Bufs* b, int version, int B, int T, int H, int D, int mixer) {

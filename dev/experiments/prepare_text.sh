@@ -3,7 +3,7 @@
 # Dictionary of English (GCIDE: Webster's Revised Unabridged Dictionary of 1913 + WordNet 1.5
 # glosses; GNU GPL, version 2 or later), from Debian's package registry (package dict-gcide).
 #
-#     bash dev/experiments/prepare_text.sh          # -> dev/experiments/data/gcide.txt (~33 MB)
+#     bash dev/experiments/prepare_text.sh          # -> dev/experiments/data/gcide.txt (30.0 MB)
 #
 # Downloads the .deb with `apt-get download` (no root, nothing installed), unpacks the dictd
 # database and keeps the entries as plain text: the database header entries, the source tags
