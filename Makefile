@@ -42,7 +42,7 @@ $(shell mkdir -p build; [ "$$(cat $(PRECISION_STAMP) 2>/dev/null)" = "$(PRECISIO
 # NCCL: train_hybrid --gpus N (data parallel) is built when nccl.h is there, as llm.c does
 NCCL_H := $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)
 ifneq ($(NVCC),)
-  $(info ✓ nvcc found: $(NVCC))
+  $(info ✓ nvcc found: $(NVCC) (the CUDA programs take most of a build; `make NVCC=` leaves them out))
   ifneq ($(NCCL_H),)
     NCCL_FLAGS = -DMULTI_GPU
     NCCL_LIB = -lnccl

@@ -221,7 +221,8 @@ static Checkpoint checkpoint_read(const char* path) {
     pattern[MAX_LAYERS] = '\0';
     // the remaining conditions of config_make, whose own errors name command-line flags, not the file
     int bad = h[3] < h[2] || h[5] % h[6] != 0 || (h[5] / h[6]) % 2 != 0 || h[5] / h[6] > 512;
-    bad |= (int)strlen(pattern) != h[4] || strspn(pattern, "FSR") != strlen(pattern);
+    bad |= (int)strlen(pattern) != h[4];
+    for (const char* t = pattern; *t; t++) { bad |= layer_type(*t) == NULL; }
     if (bad) {
         die("%s: corrupt checkpoint header (pattern '%s', L %d, C %d, H %d, vocab %d/%d)", path, pattern, h[4], h[5], h[6], h[2], h[3]);
     }

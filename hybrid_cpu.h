@@ -61,20 +61,89 @@ enum { MIXER_GDN, MIXER_GLA };
 static const char* pos_name(int pos) { return pos == POS_NOPE ? "nope" : "rope"; }
 static const char* mixer_name(int mixer) { return mixer == MIXER_GLA ? "gla" : "gdn"; }
 
-typedef struct {
+typedef struct Config {
     int vocab;        // V: real vocabulary; logits beyond it are padding and never scored
     int padded_vocab; // Vp: rows of wte
     int n_layer;      // L
     int n_embd;       // C
     int n_head;       // H; head dim D = C/H
     int ffn;          // F: SwiGLU hidden
-    char pattern[MAX_LAYERS + 1]; // layer types 'F' 'S' 'R', one per layer (tiled to L)
+    char pattern[MAX_LAYERS + 1]; // one letter of LAYER_TYPES per layer ('F' 'S' 'R'), tiled to L
     int window;       // W of S layers: query i sees keys j with i-W < j <= i
     int pos_full;     // POS_ROPE / POS_NOPE for F layers
     int pos_swa;      // ... for S layers
     double rope_theta;
     int mixer;        // MIXER_GDN (Gated DeltaNet) or MIXER_GLA (no delta rule) for R layers
 } Config;
+
+// ----------------------------------------------------------------------------
+// The layer types. One row per mixer (the part of a block between ln1 and wo); every dispatch,
+// check and count reads this table: the CPU and GPU models, config_make and the checkpoint's
+// pattern check, --freeze, the FLOP count, the needle eval's heads and windows. A letter not in it
+// is refused at start, naming the known ones.
+// Adding a type: a row here; its letter in the `types` of the tensors its mixer uses (the tensor
+// tables below; "*" rows belong to every block); its _forward/_backward below; a row of the GPU
+// trainer's GPU_MIXERS (train_hybrid.cu) with its kernels; test_grad's finite differences and
+// test_model_gpu. test_grad adds a trivial type ('I') through LAYER_TYPES_EXTRA alone.
+
+enum { POS_FLAG_NONE, POS_FLAG_FULL, POS_FLAG_SWA };  // LayerType.pos: the flag that sets its positions
+
+typedef struct Model Model;
+typedef struct {
+    char letter;       // in -p, --freeze, checkpoints and logs
+    const char* name;
+    int attention;     // softmax attention over (q, k, v): its heads have retrieval scores, lse
+    int windowed;      // each query sees the last W keys only (-w)
+    int pos;           // POS_FLAG_*: --pos-full or --pos-swa picks RoPE or NoPE for it
+    void (*forward)(Model* m, int l);   // ln1 -> the mixer -> atty, of layer l
+    void (*backward)(Model* m, int l);  // datty -> dln1 (added) and its parameters' gradients
+    double (*flops)(const Config* c, double keys);  // forward FLOPs per token past its projections
+} LayerType;
+
+static void attn_mixer_forward(Model* m, int l);
+static void attn_mixer_backward(Model* m, int l);
+static void rec_mixer_forward(Model* m, int l);
+static void rec_mixer_backward(Model* m, int l);
+// QKᵀ and PV: 4·C FLOPs per key a query sees (keys: (T+1)/2 on average under the causal mask)
+static double full_attn_flops(const Config* c, double keys) { return 4.0 * c->n_embd * keys; }
+static double swa_flops(const Config* c, double keys) { return 4.0 * c->n_embd * (c->window < keys ? c->window : keys); }
+// per head 4 D×D products per token (S'k, u kᵀ, S q, the decay): 8·C·D
+static double rec_flops(const Config* c, double keys) { (void)keys; return 8.0 * c->n_embd * (c->n_embd / c->n_head); }
+
+#ifndef LAYER_TYPES_EXTRA
+#define LAYER_TYPES_EXTRA  // rows a test adds (test_grad.c)
+#endif
+static const LayerType LAYER_TYPES[] = {
+    {'F', "full attention", 1, 0, POS_FLAG_FULL, attn_mixer_forward, attn_mixer_backward, full_attn_flops},
+    {'S', "sliding-window attention", 1, 1, POS_FLAG_SWA, attn_mixer_forward, attn_mixer_backward, swa_flops},
+    {'R', "recurrent (Gated DeltaNet / gla)", 0, 0, POS_FLAG_NONE, rec_mixer_forward, rec_mixer_backward, rec_flops},
+    LAYER_TYPES_EXTRA
+};
+#define N_LAYER_TYPES ((int)(sizeof(LAYER_TYPES) / sizeof(LAYER_TYPES[0])))
+
+// The row of a letter; NULL if none has it.
+static const LayerType* layer_type(char letter) {
+    for (int i = 0; i < N_LAYER_TYPES; i++) {
+        if (LAYER_TYPES[i].letter == letter && letter != '\0') { return &LAYER_TYPES[i]; }
+    }
+    return NULL;
+}
+
+// "F, S, R": the known letters, for error messages
+static const char* layer_letters(void) {
+    static char buf[4 * N_LAYER_TYPES + 1];
+    buf[0] = '\0';
+    for (int i = 0; i < N_LAYER_TYPES; i++) {
+        snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%c", i ? ", " : "", LAYER_TYPES[i].letter);
+    }
+    return buf;
+}
+
+// The row of layer l of a config (config_make admits only known letters)
+static const LayerType* layer_type_at(const Config* c, int l) { return layer_type(c->pattern[l]); }
+
+// The keys a query of layer l sees back: W for a windowed layer, 0 = all
+static int layer_window(const Config* c, int l) { return layer_type_at(c, l)->windowed ? c->window : 0; }
 
 // Fills every field from the arguments; the pattern is tiled to L. Exits with a clear line on
 // values that cannot make a model.
@@ -89,9 +158,9 @@ static Config config_make(int vocab, int padded_vocab, int L, int C, int H, int 
     if (ffn < 0 || ffn > MAX_FFN) { die("-F %d: SwiGLU hidden must be 1..%d (0 = default round64(8C/3))", ffn, MAX_FFN); }
     if (window < 1 || window > MAX_SEQ_LEN) { die("-w %d: window must be 1..%d", window, MAX_SEQ_LEN); }
     if (vocab < 1 || padded_vocab < vocab || padded_vocab > MAX_VOCAB) { die("vocabulary %d padded to %d: expected 1 <= V <= Vp <= %d", vocab, padded_vocab, MAX_VOCAB); }
-    if (pattern == NULL || pattern[0] == '\0') { die("-p: empty layer pattern, expected letters F, S, R (e.g. SSSF)"); }
+    if (pattern == NULL || pattern[0] == '\0') { die("-p: empty layer pattern, expected letters among %s (e.g. SSSF)", layer_letters()); }
     for (const char* p = pattern; *p; p++) {
-        if (*p != 'F' && *p != 'S' && *p != 'R') { die("-p %s: layer pattern has '%c', expected only F, S, R", pattern, *p); }
+        if (!layer_type(*p)) { die("-p %s: layer pattern has '%c', expected only the layer types %s", pattern, *p, layer_letters()); }
     }
     int plen = (int)strlen(pattern);
     if (plen > MAX_LAYERS) { die("-p: a pattern of %d layers, at most %d", plen, MAX_LAYERS); }
@@ -127,7 +196,7 @@ enum { STORE_X, STORE_FP32 };   // TensorKind.fp32: activations in the build's f
 
 typedef struct {
     const char* name;
-    const char* types;  // layer types that have it ("FSR"); "" for the model-level tensors
+    const char* types;  // letters of the layer types that have it ("*": every block); "" for the model-level tensors
     int dim0, dim1;     // shape (dim0, dim1); activations are (B, T, dim0, dim1)
     int gdn_only;       // only with the delta rule (beta)
     int decay;          // AdamW weight decay applies
@@ -140,7 +209,7 @@ typedef struct {
 enum { P_LN1, P_WQKV, P_WG, P_WBETA, P_WA, P_CONV, P_ALOG, P_DTBIAS, P_ONORM, P_WO,
        P_LN2, P_W1, P_W3, P_W2, NUM_LAYER_PARAMS };
 static const TensorKind LAYER_PARAMS[NUM_LAYER_PARAMS] = {
-    [P_LN1]    = {"ln1_w",    "FSR",  DIM_1,   DIM_C,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (C)
+    [P_LN1]    = {"ln1_w",    "*",    DIM_1,   DIM_C,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (C)
     [P_WQKV]   = {"wqkv",     "FSR",  DIM_3C,  DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (3C, C) rows q|k|v
     [P_WG]     = {"wg",       "R",    DIM_C,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (C, C) output gate
     [P_WBETA]  = {"wbeta",    "R",    DIM_H,   DIM_C,  GDN_ONLY,   DECAY,     INIT_NORMAL}, // (H, C) delta-rule strength
@@ -149,11 +218,11 @@ static const TensorKind LAYER_PARAMS[NUM_LAYER_PARAMS] = {
     [P_ALOG]   = {"A_log",    "R",    DIM_1,   DIM_H,  ANY_MIXER,  NO_DECAY,  INIT_ALOG}, // (H)
     [P_DTBIAS] = {"dt_bias",  "R",    DIM_1,   DIM_H,  ANY_MIXER,  NO_DECAY,  INIT_DTBIAS}, // (H)
     [P_ONORM]  = {"onorm_w",  "R",    DIM_1,   DIM_D,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (D) per-head RMSNorm of o
-    [P_WO]     = {"wo",       "FSR",  DIM_C,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL_OUT}, // (C, C)
-    [P_LN2]    = {"ln2_w",    "FSR",  DIM_1,   DIM_C,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (C)
-    [P_W1]     = {"w1",       "FSR",  DIM_F,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (F, C) silu branch
-    [P_W3]     = {"w3",       "FSR",  DIM_F,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (F, C) linear branch
-    [P_W2]     = {"w2",       "FSR",  DIM_C,   DIM_F,  ANY_MIXER,  DECAY,     INIT_NORMAL_OUT}, // (C, F)
+    [P_WO]     = {"wo",       "*",    DIM_C,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL_OUT}, // (C, C)
+    [P_LN2]    = {"ln2_w",    "*",    DIM_1,   DIM_C,  ANY_MIXER,  NO_DECAY,  INIT_ONES}, // (C)
+    [P_W1]     = {"w1",       "*",    DIM_F,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (F, C) silu branch
+    [P_W3]     = {"w3",       "*",    DIM_F,   DIM_C,  ANY_MIXER,  DECAY,     INIT_NORMAL}, // (F, C) linear branch
+    [P_W2]     = {"w2",       "*",    DIM_C,   DIM_F,  ANY_MIXER,  DECAY,     INIT_NORMAL_OUT}, // (C, F)
 };
 // model-level parameters: wte first, lnf_w after the layers
 static const TensorKind PARAM_WTE = {"wte", "", DIM_VP, DIM_C, ANY_MIXER, DECAY, INIT_NORMAL, STORE_X}; // (Vp, C), tied LM head
@@ -164,9 +233,9 @@ enum { A_RESID, A_LN1, A_RSTD1, A_QKV, A_QKVR, A_LSE, A_CONV, A_QKVA, A_QN, A_KN
        A_APRE, A_BETA, A_GATE, A_STATE, A_O, A_ORSTD, A_ON, A_ATTY, A_RESID2, A_LN2, A_RSTD2,
        A_H1, A_H3, A_HMID, NUM_LAYER_ACTS };
 static const TensorKind LAYER_ACTS[NUM_LAYER_ACTS] = {
-    [A_RESID]  = {"resid",   "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // block input x
-    [A_LN1]    = {"ln1",     "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // RMSNorm(x)
-    [A_RSTD1]  = {"rstd1",   "FSR",  DIM_1,  DIM_1,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // its 1/rms
+    [A_RESID]  = {"resid",   "*",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // block input x
+    [A_LN1]    = {"ln1",     "*",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // RMSNorm(x)
+    [A_RSTD1]  = {"rstd1",   "*",    DIM_1,  DIM_1,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // its 1/rms
     [A_QKV]    = {"qkv",     "FSR",  DIM_1,  DIM_3C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln1 · wqkvᵀ, q|k|v
     [A_QKVR]   = {"qkvr",    "FS",   DIM_1,  DIM_3C,   ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // q,k rotated (or copied, NoPE), v copied
     [A_LSE]    = {"lse",     "FS",   DIM_1,  DIM_H,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // softmax log-sum-exp per (b,t,h)
@@ -183,13 +252,13 @@ static const TensorKind LAYER_ACTS[NUM_LAYER_ACTS] = {
     [A_O]      = {"o",       "R",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // S_t q_t
     [A_ORSTD]  = {"orstd",   "R",    DIM_1,  DIM_H,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32}, // per-head 1/rms of o
     [A_ON]     = {"on",      "R",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // RMSNorm_head(o)
-    [A_ATTY]   = {"atty",    "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // mixer output before wo
-    [A_RESID2] = {"resid2",  "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // x + mixer
-    [A_LN2]    = {"ln2",     "FSR",  DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X},
-    [A_RSTD2]  = {"rstd2",   "FSR",  DIM_1,  DIM_1,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32},
-    [A_H1]     = {"h1",      "FSR",  DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln2 · w1ᵀ
-    [A_H3]     = {"h3",      "FSR",  DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln2 · w3ᵀ
-    [A_HMID]   = {"hmid",    "FSR",  DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // silu(h1) * h3
+    [A_ATTY]   = {"atty",    "*",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // mixer output before wo
+    [A_RESID2] = {"resid2",  "*",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // x + mixer
+    [A_LN2]    = {"ln2",     "*",    DIM_1,  DIM_C,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X},
+    [A_RSTD2]  = {"rstd2",   "*",    DIM_1,  DIM_1,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_FP32},
+    [A_H1]     = {"h1",      "*",    DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln2 · w1ᵀ
+    [A_H3]     = {"h3",      "*",    DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // ln2 · w3ᵀ
+    [A_HMID]   = {"hmid",    "*",    DIM_1,  DIM_F,    ANY_MIXER,  NO_DECAY,  INIT_NONE,  STORE_X}, // silu(h1) * h3
 };
 // model-level activations, after the layers
 enum { G_RESID, G_LNF, G_RSTDF, G_LOGITS, G_LSE, G_LOSSES, NUM_GLOBAL_ACTS };
@@ -220,7 +289,7 @@ static size_t config_dim(const Config* c, int dim) {
 
 // Elements of one tensor of this kind in a layer of type `type` (0 = model level); 0 if absent.
 static size_t tensor_numel(const Config* c, const TensorKind* k, char type) {
-    if (type != 0 && strchr(k->types, type) == NULL) { return 0; }
+    if (type != 0 && k->types[0] != '*' && strchr(k->types, type) == NULL) { return 0; }
     if (k->gdn_only && c->mixer != MIXER_GDN) { return 0; }
     return config_dim(c, k->dim0) * config_dim(c, k->dim1);
 }
@@ -321,9 +390,11 @@ static Layout act_layout(const Config* c, int B, int T, const ActStore* st) {
             const TensorKind* kind = &LAYER_ACTS[k];
             size_t rows = k == A_STATE ? (size_t)B * ((T + st->state_every - 1) / st->state_every) : N;
             int merged = k == A_GPRE || k == A_BPRE || k == A_APRE;  // into qkv (R layers)
-            int left_out = st->lean && ((k == A_QKV && type != 'R') || k == A_CONV || merged);
+            // a layer with the gate projection wg (R) keeps its adjacent input projections as one tensor in qkv
+            int proj_merged = tensor_numel(c, &LAYER_PARAMS[P_WG], type) > 0;
+            int left_out = st->lean && ((k == A_QKV && layer_type(type)->attention) || k == A_CONV || merged);
             size_t numel = left_out ? 0 : rows * tensor_numel(c, kind, type);
-            if (st->lean && k == A_QKV && type == 'R') { numel = rows * rec_proj_width(c, st->align); }
+            if (st->lean && k == A_QKV && proj_merged) { numel = rows * rec_proj_width(c, st->align); }
             lo.layer_off[l][k] = layout_add(&lo, kind, l, numel, kind->fp32 ? st->fp32_units : 1, st->align);
         }
     }
@@ -780,7 +851,7 @@ static void crossentropy_backward(real* dlogits, const real* logits, const real*
 // ----------------------------------------------------------------------------
 // The model
 
-typedef struct {
+struct Model {
     Config cfg;
     Layout pl;        // parameters; grads, m, v share it
     real* params;     // (pl.total)
@@ -794,10 +865,10 @@ typedef struct {
     const int* inputs;  // (B,T) of the last forward
     const int* targets; // (B,T) of the last forward, NULL if it had none
     double mean_loss;   // of the last forward; -1 when it had no targets
-    char freeze[4];     // layer types whose mixer weights stay at their init (--freeze): no gradient, no update
+    char freeze[N_LAYER_TYPES + 1]; // layer types whose mixer weights stay at their init (--freeze): no gradient, no update
     uint64_t ablate;    // evals only: bit l set = layer l's mixer output replaced (mixer_ablate)
     const real* ablate_with; // (L, C) what replaces layer l's atty, row l (its mean); NULL: zeros
-} Model;
+};
 
 static real* param(const Model* m, int l, int k) { return m->params + m->pl.layer_off[l][k]; }
 static real* grad(const Model* m, int l, int k) { return m->grads + m->pl.layer_off[l][k]; }
@@ -867,7 +938,11 @@ static void model_size_acts(Model* m, int B, int T) {
     m->T = T;
 }
 
-static int layer_pos(const Config* c, int l) { return c->pattern[l] == 'F' ? c->pos_full : c->pos_swa; }
+// RoPE or NoPE for layer l: the value of the flag its type names
+static int layer_pos(const Config* c, int l) {
+    int flag = layer_type_at(c, l)->pos;
+    return flag == POS_FLAG_FULL ? c->pos_full : flag == POS_FLAG_SWA ? c->pos_swa : POS_NOPE;
+}
 
 // Is parameter tensor sp a mixer weight (wqkv .. wo: the mixer's projections, conv, gates, norm) of
 // a layer whose type is in `types`? Those are the tensors --freeze holds at their init.
@@ -885,11 +960,11 @@ static void mixer_ablate(real* atty, const real* with, int N, int C) {
     }
 }
 
-// Attention mixer (F or S): ln1 -> qkv -> rope -> attention -> atty
+// Attention mixer (F, or S with its window): ln1 -> qkv -> rope -> attention -> atty
 static void attn_mixer_forward(Model* m, int l) {
     const Config* c = &m->cfg;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
-    int window = c->pattern[l] == 'S' ? c->window : 0;
+    int window = layer_window(c, l);
     matmul_forward(act(m, l, A_QKV), act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C);
     rope_forward(act(m, l, A_QKVR), act(m, l, A_QKV), B, T, C, H, layer_pos(c, l) == POS_ROPE, c->rope_theta);
     attention_forward(act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, window);
@@ -897,7 +972,7 @@ static void attn_mixer_forward(Model* m, int l) {
 static void attn_mixer_backward(Model* m, int l) {
     const Config* c = &m->cfg;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
-    int window = c->pattern[l] == 'S' ? c->window : 0;
+    int window = layer_window(c, l);
     attention_backward(dact(m, l, A_QKVR), dact(m, l, A_ATTY), act(m, l, A_ATTY), act(m, l, A_LSE), act(m, l, A_QKVR),
                        B, T, C, H, window);
     rope_backward(dact(m, l, A_QKV), dact(m, l, A_QKVR), B, T, C, H, layer_pos(c, l) == POS_ROPE, c->rope_theta);
@@ -964,7 +1039,7 @@ static double model_forward(Model* m, const int* inputs, const int* targets, int
     for (int l = 0; l < L; l++) {
         real* out = l + 1 < L ? act(m, l + 1, A_RESID) : gact(m, G_RESID);  // next block's input
         rmsnorm_forward(act(m, l, A_LN1), act(m, l, A_RSTD1), act(m, l, A_RESID), param(m, l, P_LN1), N, C);
-        if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
+        layer_type_at(c, l)->forward(m, l);
         if (m->ablate >> l & 1) { mixer_ablate(act(m, l, A_ATTY), m->ablate_with ? m->ablate_with + (size_t)l * C : NULL, N, C); }
         matmul_forward(act(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C);
         residual_add(act(m, l, A_RESID2), act(m, l, A_RESID), (size_t)N * C);
@@ -1015,7 +1090,7 @@ static void model_backward(Model* m, double loss_scale) {
                          act(m, l, A_RSTD2), N, C);
         residual_add(dact(m, l, A_RESID2), dout, (size_t)N * C);
         matmul_backward(dact(m, l, A_ATTY), grad(m, l, P_WO), dact(m, l, A_RESID2), act(m, l, A_ATTY), param(m, l, P_WO), N, C, C);
-        if (c->pattern[l] == 'R') { rec_mixer_backward(m, l); } else { attn_mixer_backward(m, l); }
+        layer_type_at(c, l)->backward(m, l);
         rmsnorm_backward(dact(m, l, A_RESID), grad(m, l, P_LN1), dact(m, l, A_LN1), act(m, l, A_RESID), param(m, l, P_LN1),
                          act(m, l, A_RSTD1), N, C);
         residual_add(dact(m, l, A_RESID), dact(m, l, A_RESID2), (size_t)N * C);

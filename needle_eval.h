@@ -85,13 +85,13 @@ static void attention_row_stats(int* argmax, double* mass, const real* qkvr, con
     *mass = m;
 }
 
-// Turns the summed retrieval hits and masses into means; R layers get -1.
+// Turns the summed retrieval hits and masses into means; layers without attention (R) get -1.
 static void needle_result_finish(NeedleResult* r, const Config* c) {
     for (int l = 0; l < r->L; l++) {
         for (int h = 0; h < r->H; h++) {
             double* sc = &r->score[l * r->H + h];
             double* ms = &r->mass[l * r->H + h];
-            if (c->pattern[l] == 'R') { *sc = -1; *ms = -1; continue; }
+            if (!layer_type_at(c, l)->attention) { *sc = -1; *ms = -1; continue; }
             *sc = r->n_answer > 0 ? *sc / r->n_answer : 0.0;
             *ms = r->n_answer > 0 ? *ms / r->n_answer : 0.0;
         }
@@ -110,8 +110,8 @@ static void cpu_needle_eval(Model* m, const NeedleGrid* g, NeedleResult* r) {
         needle_score_answer(r, g, i, gact(m, G_LOGITS) + (size_t)(s->answer_pos - 1) * c->padded_vocab, c->vocab, c->padded_vocab);
         if (len != g->retrieval_len) { continue; }
         for (int l = 0; l < c->n_layer; l++) {
-            if (c->pattern[l] == 'R') { continue; }
-            int window = c->pattern[l] == 'S' ? c->window : 0;
+            if (!layer_type_at(c, l)->attention) { continue; }
+            int window = layer_window(c, l);
             for (int j = 0; j < s->answer_len; j++) {
                 for (int h = 0; h < H; h++) {
                     int am;
@@ -128,7 +128,7 @@ static void cpu_needle_eval(Model* m, const NeedleGrid* g, NeedleResult* r) {
     needle_result_finish(r, c);
 }
 
-// The best head among layers of one type ('F' or 'S'); returns its score, -1 if there is no such layer.
+// The best head among layers of one attention type ('F' or 'S'); returns its score, -1 if there is no such layer.
 static double needle_best_head(const NeedleResult* r, const Config* c, char type, int* layer, int* head) {
     double best = -1;
     for (int l = 0; l < r->L; l++) {
@@ -147,11 +147,11 @@ static void needle_result_summary(const NeedleResult* r, const NeedleGrid* g, co
         for (int di = 0; di < g->n_depths; di++) { a += r->acc[li * g->n_depths + di] / g->n_depths; }
         printf(" %d:%.2f", g->lengths[li], a);
     }
-    const char* types = "FS";
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < N_LAYER_TYPES; k++) {  // per attention type, in the table's order
         int l = 0, h = 0;
-        double best = needle_best_head(r, c, types[k], &l, &h);
-        if (best >= 0 && r->n_answer > 0) { printf(" | best %c head l%d.h%d %.2f (mass %.2f)", types[k], l, h, best, r->mass[l * r->H + h]); }
+        char type = LAYER_TYPES[k].letter;
+        double best = LAYER_TYPES[k].attention ? needle_best_head(r, c, type, &l, &h) : -1;
+        if (best >= 0 && r->n_answer > 0) { printf(" | best %c head l%d.h%d %.2f (mass %.2f)", type, l, h, best, r->mass[l * r->H + h]); }
     }
     printf("\n");
 }
@@ -172,7 +172,7 @@ static void needle_result_print(const NeedleResult* r, const NeedleGrid* g, cons
     }
     printf("retrieval score / attention mass on the needle per head, length %d, %d answer tokens\n", g->retrieval_len, r->n_answer);
     for (int l = 0; l < r->L; l++) {
-        if (c->pattern[l] == 'R') { continue; }
+        if (!layer_type_at(c, l)->attention) { continue; }
         printf("  l%-2d %c", l, c->pattern[l]);
         for (int h = 0; h < r->H; h++) { printf("  h%d %.2f/%.2f", h, r->score[l * r->H + h], r->mass[l * r->H + h]); }
         printf("\n");
@@ -200,7 +200,7 @@ static void needle_result_json(FILE* f, const NeedleResult* r, const NeedleGrid*
     fprintf(f, "], \"retrieval_len\": %d, \"retrieval_tokens\": %d, \"attn_layers\": [", g->retrieval_len, r->n_answer);
     int first = 1;
     for (int l = 0; l < r->L; l++) {
-        if (c->pattern[l] == 'R') { continue; }
+        if (!layer_type_at(c, l)->attention) { continue; }
         fprintf(f, "%s{\"layer\": %d, \"type\": \"%c\", \"score\": ", first ? "" : ", ", l, c->pattern[l]);
         json_array(f, r->score + l * r->H, r->H);
         fprintf(f, ", \"mass\": ");
@@ -224,7 +224,7 @@ static void needle_result_json(FILE* f, const NeedleResult* r, const NeedleGrid*
 // A head that copies only inside its window scores in the bins up to W and 0 beyond, so the far
 // bins (beyond every window) measure long-range retrieval apart from local copying.
 
-#define RECALL_MAX_ABLATIONS (MAX_LAYERS + 3)
+#define RECALL_MAX_ABLATIONS (MAX_LAYERS + N_LAYER_TYPES)
 enum { ABLATE_MEAN, ABLATE_ZERO, ABLATE_OFF };  // the first two in --ablate's order
 static const char* ablate_name(int mode) { return mode == ABLATE_MEAN ? "mean" : "zero"; }  // the --ablate spelling
 
@@ -237,7 +237,7 @@ typedef struct {
     int ablate;       // ABLATE_OFF (none run), ABLATE_MEAN or ABLATE_ZERO
     int n_abl;        // ablations run
     uint64_t abl_layers[RECALL_MAX_ABLATIONS];  // the layers ablation a replaces: bit l = layer l
-    char abl_name[RECALL_MAX_ABLATIONS][8];     // "l3" (one layer), "S", "F", "R" (every layer of the type)
+    char abl_name[RECALL_MAX_ABLATIONS][8];     // "l3" (one layer), "F", "S", "R" (every layer of the type)
     double* abl_acc;  // (n_abl, n_bins)
 } RecallResult;
 
@@ -245,17 +245,16 @@ typedef struct {
 static int recall_ablations(const Config* c, uint64_t* layers, char (*names)[8]) {
     int n = 0;
     for (int l = 0; l < c->n_layer; l++) {
-        if (c->pattern[l] == 'R') { continue; }
+        if (!layer_type_at(c, l)->attention) { continue; }
         layers[n] = 1ull << l;
         snprintf(names[n++], 8, "l%d", l);
     }
-    const char* types = "SFR";
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < N_LAYER_TYPES; k++) {  // in the table's order
         uint64_t mask = 0;
-        for (int l = 0; l < c->n_layer; l++) { if (c->pattern[l] == types[k]) { mask |= 1ull << l; } }
+        for (int l = 0; l < c->n_layer; l++) { if (c->pattern[l] == LAYER_TYPES[k].letter) { mask |= 1ull << l; } }
         if (mask == 0) { continue; }
         layers[n] = mask;
-        snprintf(names[n++], 8, "%c", types[k]);
+        snprintf(names[n++], 8, "%c", LAYER_TYPES[k].letter);
     }
     return n;
 }
@@ -303,8 +302,9 @@ static void recall_result_finish(RecallResult* r, const Config* c) {
         for (int l = 0; l < r->L; l++) {
             for (int h = 0; h < r->H; h++) {
                 size_t at = ((size_t)l * r->H + h) * r->n_bins + b;
-                r->score[at] = c->pattern[l] == 'R' ? -1 : r->score[at] / n;
-                r->mass[at] = c->pattern[l] == 'R' ? -1 : r->mass[at] / n;
+                int attn = layer_type_at(c, l)->attention;
+                r->score[at] = attn ? r->score[at] / n : -1;
+                r->mass[at] = attn ? r->mass[at] / n : -1;
             }
         }
     }
@@ -326,11 +326,11 @@ static void cpu_recall_eval(Model* m, const RecallSet* s, int ablate, RecallResu
             r->count[bin]++;
             r->acc[bin] += recall_answer_right(s, i, k, gact(m, G_LOGITS) + (size_t)row * Vp, c->vocab);
             for (int l = 0; l < c->n_layer; l++) {
-                if (c->pattern[l] == 'R') { continue; }
+                if (!layer_type_at(c, l)->attention) { continue; }
                 for (int h = 0; h < H; h++) {
                     int am;
                     double mass;
-                    attention_row_stats(&am, &mass, act(m, l, A_QKVR), act(m, l, A_LSE), T, C, H, c->pattern[l] == 'S' ? c->window : 0,
+                    attention_row_stats(&am, &mass, act(m, l, A_QKVR), act(m, l, A_LSE), T, C, H, layer_window(c, l),
                                         row, h, p->value_pos, p->value_pos + 1);
                     recall_score_head(r, bin, l, h, am == p->value_pos, mass);
                 }
@@ -388,11 +388,11 @@ static void recall_result_summary(const RecallResult* r, const RecallSet* s, con
     printf("step %5d | recall acc", step);
     for (int b = 0; b < r->n_bins; b++) { recall_bin_name(s, b, name, sizeof(name)); printf(" %s:%.2f", name, r->acc[b]); }
     recall_bin_name(s, far, name, sizeof(name));
-    const char* types = "FS";
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < N_LAYER_TYPES; k++) {  // per attention type, in the table's order
         int l = 0, h = 0;
-        double best = recall_best_head(r, c, types[k], far, &l, &h);
-        if (best >= 0) { printf(" | %s best %c head l%d.h%d %.2f", name, types[k], l, h, best); }
+        char type = LAYER_TYPES[k].letter;
+        double best = LAYER_TYPES[k].attention ? recall_best_head(r, c, type, far, &l, &h) : -1;
+        if (best >= 0) { printf(" | %s best %c head l%d.h%d %.2f", name, type, l, h, best); }
     }
     printf("\n");
     if (r->n_abl == 0) { return; }
@@ -419,7 +419,7 @@ static void recall_result_print(const RecallResult* r, const RecallSet* s, const
     }
     printf("retrieval score / attention mass on the value per head and bin\n");
     for (int l = 0; l < r->L; l++) {
-        if (c->pattern[l] == 'R') { continue; }
+        if (!layer_type_at(c, l)->attention) { continue; }
         for (int h = 0; h < r->H; h++) {
             printf("  l%-2d %c h%-2d", l, c->pattern[l], h);
             for (int b = 0; b < r->n_bins; b++) {
@@ -443,7 +443,7 @@ static void recall_result_json(FILE* f, const RecallResult* r, const RecallSet* 
     fprintf(f, ", \"attn_layers\": [");
     int first = 1;
     for (int l = 0; l < r->L; l++) {
-        if (c->pattern[l] == 'R') { continue; }
+        if (!layer_type_at(c, l)->attention) { continue; }
         fprintf(f, "%s{\"layer\": %d, \"type\": \"%c\"", first ? "" : ", ", l, c->pattern[l]);
         const double* arrays[2] = {r->score, r->mass};
         const char* keys[2] = {"score", "mass"};

@@ -165,7 +165,7 @@ static void train_args_resolve(TrainArgs* a) {
         if (a->windows[i] > a->window) { a->window = a->windows[i]; }
     }
     for (const char* t = a->freeze; *t; t++) {
-        if (!strchr("FSR", *t) || strchr(t + 1, *t)) { die("--freeze %s: expected distinct layer types among F, S, R (e.g. S)", a->freeze); }
+        if (!layer_type(*t) || strchr(t + 1, *t)) { die("--freeze %s: expected distinct layer types among %s (e.g. S)", a->freeze, layer_letters()); }
     }
     NeedleConfig* nc = &a->data.needles;
     int recall = nc->kind == NEEDLE_RECALL;
@@ -224,11 +224,11 @@ static void train_args_resolve(TrainArgs* a) {
 
 // Model FLOPs per trained token (forward + backward = 3 × forward), at sequence length T:
 //   matmuls: 2 FLOPs per weight per token (every projection, and the tied LM head Vp·C)
-//   attention: QKᵀ and PV, 4·C FLOPs per key a query sees: (T+1)/2 on average for F, min(W, that) for S
-//   recurrence: per head 4 D×D products per token (S'k, u kᵀ, S q, the decay), 8·C·D FLOPs
+//   the mixers past their projections: each layer type's flops (LAYER_TYPES), given the keys a
+//   query sees under the causal mask, (T+1)/2 on average
 // The embedding lookup, norms and elementwise work are not counted (as in llm.c / PaLM's MFU).
 static double model_flops_per_token(const Config* c, int T) {
-    int C = c->n_embd, D = C / c->n_head;
+    int C = c->n_embd;
     double fwd = 2.0 * c->padded_vocab * C, keys_full = (T + 1) / 2.0;
     for (int l = 0; l < c->n_layer; l++) {
         char type = c->pattern[l];
@@ -236,9 +236,7 @@ static double model_flops_per_token(const Config* c, int T) {
             const TensorKind* tk = &LAYER_PARAMS[k];
             if (tk->decay) { fwd += 2.0 * tensor_numel(c, tk, type); }  // the matrices are the decayed tensors
         }
-        if (type == 'F') { fwd += 4.0 * C * keys_full; }
-        if (type == 'S') { fwd += 4.0 * C * (c->window < keys_full ? c->window : keys_full); }
-        if (type == 'R') { fwd += 8.0 * C * D; }
+        fwd += layer_type(type)->flops(c, keys_full);
     }
     return 3.0 * fwd;
 }

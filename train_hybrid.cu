@@ -516,10 +516,44 @@ typedef struct {
     int head_grad;         // 1 after a training forward, until its backward
     size_t device_bytes;   // GPU memory allocated for the model
     size_t fixed_bytes;    // ... of it, what does not depend on the batch (parameters, optimizer, scratch)
-    char freeze[4];        // layer types whose mixer weights stay at their init (gpu_model_set_freeze)
+    char freeze[N_LAYER_TYPES + 1]; // layer types whose mixer weights stay at their init (gpu_model_set_freeze)
     uint64_t ablate;       // evals only: bit l set = layer l's mixer output replaced (hybrid_cpu.h mixer_ablate)
     const floatX* ablate_with; // (L, C) on the GPU, row l replaces layer l's atty; NULL: zeros
 } GpuModel;
+
+// The GPU mixers: one row per row of LAYER_TYPES (hybrid_cpu.h), found by letter; the mixers are
+// defined below with the CPU model's names. A layer type without a row here stops at start
+// (gpu_check_config).
+static void attn_mixer_forward(GpuModel* m, int l);
+static void attn_mixer_backward(GpuModel* m, int l);
+static void rec_mixer_forward(GpuModel* m, int l);
+static void rec_mixer_backward(GpuModel* m, int l);
+typedef struct {
+    char letter;
+    void (*forward)(GpuModel* m, int l);   // ln1 -> the mixer -> atty, of layer l
+    void (*backward)(GpuModel* m, int l);  // datty -> dln1 (added) and its parameters' gradients
+} GpuMixer;
+static const GpuMixer GPU_MIXERS[] = {
+    {'F', attn_mixer_forward, attn_mixer_backward},
+    {'S', attn_mixer_forward, attn_mixer_backward},
+    {'R', rec_mixer_forward, rec_mixer_backward},
+};
+static const GpuMixer* gpu_mixer(char letter) {
+    for (size_t i = 0; i < sizeof(GPU_MIXERS) / sizeof(GPU_MIXERS[0]); i++) {
+        if (GPU_MIXERS[i].letter == letter) { return &GPU_MIXERS[i]; }
+    }
+    return NULL;
+}
+
+// Does the config have a layer with attention (a retrieval score), one with the recurrence (a state)?
+static int config_has_attention(const Config* c) {
+    for (int l = 0; l < c->n_layer; l++) { if (layer_type_at(c, l)->attention) { return 1; } }
+    return 0;
+}
+static int config_has_recurrence(const Config* c) {
+    for (int l = 0; l < c->n_layer; l++) { if (tensor_numel(c, &LAYER_ACTS[A_STATE], c->pattern[l]) > 0) { return 1; } }
+    return 0;
+}
 
 // Views into the allocations: the same names as the CPU Model's (hybrid_cpu.h), overloaded on GpuModel.
 static floatX* param(const GpuModel* m, int l, int k) { return m->params + m->pl.layer_off[l][k]; }
@@ -551,7 +585,13 @@ static void* gpu_malloc(GpuModel* m, size_t bytes, const char* what) {
 // kernel, the chunked recurrence's head dim limit.
 static void gpu_check_config(const Config* c) {
     int D = c->n_embd / c->n_head;
-    int has_attn = strchr(c->pattern, 'F') || strchr(c->pattern, 'S'), has_rec = strchr(c->pattern, 'R') != NULL;
+    for (int l = 0; l < c->n_layer; l++) {
+        if (!gpu_mixer(c->pattern[l])) {
+            die("-p %s: layer type '%c' (%s) has no GPU mixer (GPU_MIXERS in train_hybrid.cu); train_cpu trains it", c->pattern,
+                c->pattern[l], layer_type_at(c, l)->name);
+        }
+    }
+    int has_attn = config_has_attention(c), has_rec = config_has_recurrence(c);
     if (has_attn && !attention_supports_head_dim(D)) { die("-C %d -H %d: head dim %d, the GPU attention takes 32, 64 or 128", c->n_embd, c->n_head, D); }
     if (c->n_embd % 8 || c->ffn % 8 || D % 16 || c->padded_vocab % 8) {
         die("-C %d -H %d: the GPU kernels take C, the FFN width and the padded vocab in multiples of 8 and the head dim in "
@@ -691,7 +731,7 @@ static void gpu_model_size_acts(GpuModel* m, int B, int T) {
         if (end - al.layer_off[l][0] > layer_max) { layer_max = end - al.layer_off[l][0]; }
     }
     size_t delta = 0;
-    if (strchr(c->pattern, 'R')) {
+    if (config_has_recurrence(c)) {
         size_t rec = delta_rule_scratch_floats(B, T, c->n_embd, c->n_head), conv = conv_scratch_floats(B, T, 3 * c->n_embd);
         delta = rec > conv ? rec : conv;
     }
@@ -745,7 +785,7 @@ static void attn_mixer_forward(GpuModel* m, int l) {
     floatX* qkvr = act(m, l, A_QKVR);
     matmul_forward_gpu(g, qkvr, act(m, l, A_LN1), param(m, l, P_WQKV), N, C, 3 * C, OUT_WRITE);
     rope_forward_gpu(g, qkvr, m->rope_cos, m->rope_sin, B, T, C, H, layer_rope(c, l));
-    if (c->pattern[l] == 'S') {
+    if (layer_type_at(c, l)->windowed) {
         swa_forward_gpu(act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, c->window, g->stream);
     } else {
         attention_forward_gpu(act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR), B, T, C, H, 0, g->stream);
@@ -758,7 +798,7 @@ static void attn_mixer_backward(GpuModel* m, int l) {
     const GpuContext* g = &m->ctx;
     int B = m->B, T = m->T, C = c->n_embd, H = c->n_head, N = B * T;
     float* delta = dact32(m, l, A_LSE);
-    if (c->pattern[l] == 'S') {
+    if (layer_type_at(c, l)->windowed) {
         swa_backward_gpu(dact(m, l, A_QKVR), delta, dact(m, l, A_ATTY), act(m, l, A_ATTY), act32(m, l, A_LSE), act(m, l, A_QKVR),
                          B, T, C, H, c->window, g->stream);
     } else {
@@ -881,7 +921,7 @@ static double gpu_model_forward(GpuModel* m, const int* inputs, const int* targe
     rmsnorm_forward_gpu(g, act(m, 0, A_LN1), act32(m, 0, A_RSTD1), act(m, 0, A_RESID), param(m, 0, P_LN1), N, C);
     for (int l = 0; l < L; l++) {
         // ln1 of layer l is formed: above for l = 0, else by the residual add ending layer l - 1
-        if (c->pattern[l] == 'R') { rec_mixer_forward(m, l); } else { attn_mixer_forward(m, l); }
+        gpu_mixer(c->pattern[l])->forward(m, l);
         if (m->ablate >> l & 1) { mixer_ablate_gpu(g, act(m, l, A_ATTY), m->ablate_with ? m->ablate_with + (size_t)l * C : NULL, N, C); }
         floatX* resid2 = act(m, l, A_RESID2);
         matmul_forward_gpu(g, resid2, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, OUT_WRITE);
@@ -963,7 +1003,7 @@ static void gpu_model_backward(GpuModel* m) {
         rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN2), m->scratch, dact(m, l, A_LN2), act(m, l, A_RESID2), param(m, l, P_LN2),
                              act32(m, l, A_RSTD2), N, C, OUT_ADD);  // now dL/d(resid2)
         matmul_backward_gpu(g, dact(m, l, A_ATTY), grad(m, l, P_WO), m->dresid, act(m, l, A_ATTY), param(m, l, P_WO), N, C, C, OUT_WRITE);
-        if (c->pattern[l] == 'R') { rec_mixer_backward(m, l); } else { attn_mixer_backward(m, l); }
+        gpu_mixer(c->pattern[l])->backward(m, l);
         rmsnorm_backward_gpu(g, m->dresid, grad(m, l, P_LN1), m->scratch, dact(m, l, A_LN1), act(m, l, A_RESID), param(m, l, P_LN1),
                              act32(m, l, A_RSTD1), N, C, OUT_ADD);  // now dL/d(block input)
     }
@@ -1094,7 +1134,7 @@ __global__ void retrieval_stats_kernel(int* argmax, float* mass, const floatX* q
 static void gpu_attention_stats(GpuModel* m, int l, const int4* d_queries, int na, int* d_argmax, float* d_mass, int* argmax, float* mass) {
     const Config* c = &m->cfg;
     const GpuContext* gc = &m->ctx;
-    int H = c->n_head, window = c->pattern[l] == 'S' ? c->window : 0;
+    int H = c->n_head, window = layer_window(c, l);
     retrieval_stats_kernel<<<dim3(na, H), REDUCE_THREADS, 0, gc->stream>>>(d_argmax, d_mass, act(m, l, A_QKVR), act32(m, l, A_LSE),
                                                                              d_queries, m->T, c->n_embd, H, window);
     cudaCheck(cudaGetLastError());
@@ -1146,7 +1186,7 @@ static void gpu_needle_eval(GpuModel* m, const NeedleGrid* g, size_t max_tokens,
             if (len != g->retrieval_len) { continue; }
             cudaCheck(cudaMemcpyAsync(d_queries, queries, na * sizeof(int4), cudaMemcpyHostToDevice, gc->stream));
             for (int l = 0; l < c->n_layer; l++) {
-                if (c->pattern[l] == 'R') { continue; }
+                if (!layer_type_at(c, l)->attention) { continue; }
                 gpu_attention_stats(m, l, d_queries, na, d_argmax, d_mass, argmax, mass);
                 for (int a = 0; a < na; a++) {
                     const NeedleSample* s = &g->meta[idx0 + queries[a].x];
@@ -1221,7 +1261,7 @@ static void gpu_recall_eval(GpuModel* m, const RecallSet* s, size_t max_tokens, 
                 if (ablate == ABLATE_MEAN) {
                     gemm(gc, CUBLAS_OP_N, CUBLAS_OP_N, C, 1, b * T, act(m, l, A_ATTY), C, d_ones, b * T, 1.0f, d_sum + (size_t)l * C, CUDA_R_32F, C);
                 }
-                if (c->pattern[l] == 'R') { continue; }
+                if (!layer_type_at(c, l)->attention) { continue; }
                 gpu_attention_stats(m, l, d_queries, na, d_argmax, d_mass, argmax, mass);
                 for (int a = 0; a < na; a++) {
                     int bin = recall_pair_bin(s, i0 + a / K, a % K), value = s->pairs[(size_t)i0 * K + a].value_pos;

@@ -13,10 +13,29 @@ too close to the bar.) Each tensor's gradient must also be non-zero, so no check
           causal conv, L2 norm, gates (gdn, gla), delta rule (gdn, gla), cross-entropy
   model:  patterns F, S, R, SSSF, SRF; RoPE and NoPE; W < T and W > T; gdn and gla; T = 7
   also:   delta rule and gla update on a hand-computed 2-token example; gradient accumulation
+  a layer type added through the table alone: 'I' (below), in the pattern IF
 */
 #define HYBRID_DOUBLE
+
+// A trivial layer type added the way a new one is (hybrid_cpu.h, "The layer types"): a row of
+// LAYER_TYPES through LAYER_TYPES_EXTRA and its mixer pair, nothing else. 'I' passes ln1 through
+// (atty = ln1); its block has the "*" tensors (norms, wo, the FFN) and none of the mixers' own.
+struct Model;
+struct Config;
+static void ident_mixer_forward(struct Model* m, int l);
+static void ident_mixer_backward(struct Model* m, int l);
+static double ident_flops(const struct Config* c, double keys) { (void)c; (void)keys; return 0.0; }
+#define LAYER_TYPES_EXTRA {'I', "identity (test)", 0, 0, POS_FLAG_NONE, ident_mixer_forward, ident_mixer_backward, ident_flops},
+
 #include "../hybrid_cpu.h"
 #include "test_common.h"
+
+static void ident_mixer_forward(Model* m, int l) {
+    memcpy(act(m, l, A_ATTY), act(m, l, A_LN1), (size_t)m->B * m->T * m->cfg.n_embd * sizeof(real));
+}
+static void ident_mixer_backward(Model* m, int l) {
+    residual_add(dact(m, l, A_LN1), dact(m, l, A_ATTY), (size_t)m->B * m->T * m->cfg.n_embd);
+}
 
 #define FD_H 1e-4
 #define FD_TOL 1e-6
@@ -283,6 +302,25 @@ static void model_gradcheck(const char* name, const char* pattern, int L, int wi
     model_free(&m);
 }
 
+// The table's added row is a layer type like the others: known by letter and listed in the
+// errors, its layers hold only the tensors whose `types` admit it (here the "*" ones: no wqkv),
+// and a letter in no row is unknown.
+static void test_layer_type_table(void) {
+    Config cfg = config_make(19, 24, 2, 8, 2, 12, "IF", 4, POS_ROPE, POS_ROPE, MIXER_GDN);
+    Model m;
+    model_build(&m, &cfg, 1234);
+    int wqkv_l0 = 0, wo_l0 = 0;
+    for (int s = 0; s < m.pl.n; s++) {
+        wqkv_l0 |= strcmp(m.pl.spec[s].name, "l0.wqkv") == 0;
+        wo_l0 |= strcmp(m.pl.spec[s].name, "l0.wo") == 0;
+    }
+    int ok = layer_type('I') && !layer_type('I')->attention && layer_type('L') == NULL && strcmp(layer_letters(), "F, S, R, I") == 0 &&
+             !wqkv_l0 && wo_l0 && layer_window(&cfg, 0) == 0;
+    check(ok, "layer type table: a row added", "'I' known (%s), 'L' not; letters \"%s\"; layer 0 has wo %d, wqkv %d", layer_type('I') ? layer_type('I')->name : "-",
+          layer_letters(), wo_l0, wqkv_l0);
+    model_free(&m);
+}
+
 // ----------------------------------------------------------------------------
 // Hand-computed 2-token example, D = 2, one head.
 //   k1 = (1,0) v1 = (1,2) beta1 = 0.5 alpha1 = 1    q1 = (1,1)
@@ -351,6 +389,8 @@ int main(void) {
     model_gradcheck("SSSF W=2 F=nope", "SSSF", 4, 2, POS_NOPE, POS_ROPE, MIXER_GDN);
     model_gradcheck("SRF gdn W=3", "SRF", 3, 3, POS_ROPE, POS_ROPE, MIXER_GDN);
     model_gradcheck("SRF gla W=9>T F=nope", "SRF", 3, 9, POS_NOPE, POS_ROPE, MIXER_GLA);
+    model_gradcheck("IF (a type added through the table)", "IF", 2, 4, POS_ROPE, POS_ROPE, MIXER_GDN);
+    test_layer_type_table();
     test_grad_accumulation();
     return test_summary();
 }

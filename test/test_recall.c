@@ -160,16 +160,16 @@ static void test_copy_model(int d) {
     check(ok, name, "queries %ld/%ld/%ld in bins <=%d, %d, >%d: accuracy %.2f %.2f %.2f, l0.h0 score %.2f %.2f %.2f, mass in bin %d %.4f",
           rm.count[0], rm.count[1], rm.count[2], d - 1, d, d, rm.acc[0], rm.acc[1], rm.acc[2], bin_score(&rm, 0, 0, 0),
           bin_score(&rm, 0, 0, 1), bin_score(&rm, 0, 0, 2), d, rm.mass[1]);
-    // ablations: l0, l1, S, F
+    // ablations: l0, l1, then every layer of a type in LAYER_TYPES' order: F, S
     int same = 1, gone = 1, names = rm.n_abl == 4 && strcmp(rm.abl_name[0], "l0") == 0 && strcmp(rm.abl_name[1], "l1") == 0 &&
-                                    strcmp(rm.abl_name[2], "S") == 0 && strcmp(rm.abl_name[3], "F") == 0;
+                                    strcmp(rm.abl_name[2], "F") == 0 && strcmp(rm.abl_name[3], "S") == 0;
     for (int b = 0; b < 3; b++) {
         for (int k = 0; k < 2; k++) {
             const RecallResult* r = k ? &rz : &rm;
-            same &= r->abl_acc[1 * 3 + b] == r->acc[b] && r->abl_acc[2 * 3 + b] == r->acc[b];  // l1 and S: nothing changes
+            same &= r->abl_acc[1 * 3 + b] == r->acc[b] && r->abl_acc[3 * 3 + b] == r->acc[b];  // l1 and S: nothing changes
         }
     }
-    gone = rm.abl_acc[0 * 3 + 1] == 0.0 && rm.abl_acc[3 * 3 + 1] == 0.0 && rz.abl_acc[0 * 3 + 1] == 0.0 && rz.abl_acc[3 * 3 + 1] == 0.0;
+    gone = rm.abl_acc[0 * 3 + 1] == 0.0 && rm.abl_acc[2 * 3 + 1] == 0.0 && rz.abl_acc[0 * 3 + 1] == 0.0 && rz.abl_acc[2 * 3 + 1] == 0.0;
     snprintf(name, sizeof(name), "copy model d=%d: ablations", d);
     check(names && same && gone, name, "%s %s %s %s; bin %d accuracy: mean %.2f %.2f %.2f %.2f, zero %.2f %.2f %.2f %.2f (the S layer adds "
           "nothing: unchanged; without the copying layer: 0)", rm.abl_name[0], rm.abl_name[1], rm.abl_name[2], rm.abl_name[3], d,
