@@ -58,7 +58,7 @@ endif
 
 CPU_PROGRAMS = train_cpu eval_needle dev/experiments/needle_share
 CPU_HEADERS = utils.h dataloader.h hybrid_cpu.h needle_eval.h checkpoint.h flags.h train_common.h
-GPU_HEADERS = cuda_common.cuh hopper.cuh full_attn.cuh attention_swa.cuh recurrent_mixer.cuh $(CPU_HEADERS)
+GPU_HEADERS = cuda_common.cuh hopper.cuh full_attn.cuh attention_swa.cuh recurrent_mixer.cuh $(wildcard kernels/*.cuh) $(CPU_HEADERS)
 CPU_TESTS = test/test_grad test/test_cpu test/test_recall
 TEST_TOOLS = test/ckpt_edit
 
