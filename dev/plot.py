@@ -20,6 +20,7 @@ try:
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 except ImportError:
     sys.exit(f"error: plot.py needs matplotlib, which {sys.executable} does not have: "
              "apt-get install python3-matplotlib (Debian/Ubuntu) and run it with /usr/bin/python3")
@@ -60,10 +61,13 @@ def plot_loss(logs, labels, out):
             ax.plot(xs, smooth(list(ys), 20), color=c, alpha=0.5, label=f"{label} train (mean of 20)")
         if val:
             xs, ys = zip(*val)
-            ax.plot(xs, ys, "o-", color=c, label=f"{label} val")
+            ax.plot(xs, ys, "o-", color=c, label=f"{label} val (text only, no needles)")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats)")
+    ax.set_ylabel("loss (nats, log scale)")
     ax.set_yscale("log")
+    # labels on the minor ticks too: a loss from 5.8 to 0.7 spans one decade, with one major label
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -170,7 +174,7 @@ def plot_retrieval_best(logs, labels, out):
     if not drawn:
         plt.close(fig)
         return False
-    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="0.5: a retrieval head")
     ax.set_xlabel("step")
     ax.set_ylabel("retrieval score")
     ax.set_ylim(-0.03, 1.03)

@@ -296,8 +296,27 @@ def seeds_fmt(xs, spec):
     return f"{fmt(mean(xs), spec)} ({', '.join(fmt(x, spec) for x in xs)})"
 
 
+# One colour per config in every plot (all-F black, the SSSF windows from small to large, RRRF
+# red and purple), and the names the plots show
+CONFIG_COLORS = {"F": "black", "SSSF_w32": "C0", "SSSF_w64": "C9", "SSSF_w128": "C2", "SSSF_w256": "C8", "SSSF_w512": "C1",
+                 "SSSF_w1024": "C5", "RRRF_gdn": "C3", "RRRF_gla": "C4"}
+
+
+def config_color(name):
+    return CONFIG_COLORS.get(name.replace("_fnope", ""), "gray")
+
+
+def config_label(name):
+    """'SSSF_w32_fnope' -> 'SSSF W 32, F NoPE'; 'F' -> 'all-F'; 'RRRF_gdn' -> 'RRRF gdn'"""
+    m = re.match(r"^SSSF_w(\d+)(_fnope)?$", name)
+    if m:
+        return f"SSSF W {m.group(1)}" + (", F NoPE" if m.group(2) else "")
+    return {"F": "all-F"}.get(name, name.replace("_", " "))
+
+
 def band_plot(ax, runs, series, label, color):
-    """mean over seeds of series(run) -> (xs, ys), with the min..max band; x in M tokens"""
+    """mean over seeds of series(run) -> (xs, ys), with the min..max band (faint, so bands that
+    overlap stay readable); x in M tokens"""
     curves = [series(r) for r in runs]
     n = min(len(c[0]) for c in curves)
     xs = [x / 1e6 for x in curves[0][0][:n]]
@@ -305,15 +324,15 @@ def band_plot(ax, runs, series, label, color):
     keep = [i for i in range(n) if cols[i]]
     ax.plot([xs[i] for i in keep], [sum(cols[i]) / len(cols[i]) for i in keep], "-", color=color, label=label)
     if len(runs) > 1:
-        ax.fill_between([xs[i] for i in keep], [min(cols[i]) for i in keep], [max(cols[i]) for i in keep], color=color, alpha=0.2)
+        ax.fill_between([xs[i] for i in keep], [min(cols[i]) for i in keep], [max(cols[i]) for i in keep], color=color, alpha=0.1, lw=0)
 
 
 def finish(fig, ax, xlabel, ylabel, out):
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # outside the axes, so it covers no curve
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     runlog.save_figure(fig, plt, out)
 
@@ -331,10 +350,10 @@ def finding1(runs, out, md):
     configs = [c for c in F1_CONFIGS if c in runs]
     if not configs:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, c in enumerate(configs):
-        band_plot(ax, runs[c], acc_series, c, f"C{i}")
-    ax.axhline(THRESHOLD, color="gray", lw=0.8, ls=":")
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    for c in configs:
+        band_plot(ax, runs[c], acc_series, config_label(c), config_color(c))
+    ax.axhline(THRESHOLD, color="gray", lw=0.8, ls=":", label=f"threshold {THRESHOLD}")
     ax.set_ylim(-0.03, 1.03)
     finish(fig, ax, "tokens seen (M)", "needle accuracy at length T", os.path.join(out, "f1_emergence.png"))
     md.append("### Finding 1: emergence speed vs convergence\n")
@@ -357,13 +376,13 @@ def finding2(runs, out, md):
     windows = [w for w in F2_WINDOWS if f"SSSF_w{w}" in runs]
     if not windows:
         return
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     ref = runs.get("F", [])  # all-F: the reference, outside the trend test
-    for i, w in enumerate(windows):
-        band_plot(ax, runs[f"SSSF_w{w}"], best_f_series, f"SSSF W {w}", f"C{i}")
+    for w in windows:
+        band_plot(ax, runs[f"SSSF_w{w}"], best_f_series, f"SSSF W {w}", config_color(f"SSSF_w{w}"))
     if ref:
-        band_plot(ax, ref, best_f_series, "all-F (reference)", "gray")
-    ax.axhline(THRESHOLD, color="gray", lw=0.8, ls=":")
+        band_plot(ax, ref, best_f_series, "all-F (reference)", config_color("F"))
+    ax.axhline(THRESHOLD, color="gray", lw=0.8, ls=":", label=f"formation threshold {THRESHOLD}")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("tokens seen (M)")
     ax.set_ylabel("best F-layer retrieval score")
@@ -376,16 +395,18 @@ def finding2(runs, out, md):
     cens_label = "no head (censored at the run's end)"
     for w in windows:  # every seed a point; a run with no head over the threshold, a triangle at its end
         ys = [s for s in firsts[w] if s is not None]
-        ax2.plot([w] * len(ys), ys, "o", color="C0", alpha=0.6)
+        ax2.plot([w] * len(ys), ys, "o", color=config_color(f"SSSF_w{w}"), alpha=0.7)
         cens = [e for s, e in zip(firsts[w], ends[w]) if s is None]
         if cens:
-            ax2.plot([w] * len(cens), cens, "^", color="C3", alpha=0.6, label=cens_label)
+            ax2.plot([w] * len(cens), cens, "^", mfc="none", color=config_color(f"SSSF_w{w}"), alpha=0.9, label=cens_label)
             cens_label = None  # one legend entry
     meds = [(w, median_censored(firsts[w], ends[w])) for w in windows]
     ax2.plot([w for w, m in meds], [m for w, m in meds], "_", color="k", ms=18, mew=2, label="median")
     if ref:
         ax2.axhline(median_censored(ref_first, ref_end), color="gray", ls="--", lw=1, label="all-F median")
     ax2.set_xscale("log", base=2)
+    ax2.set_xticks(windows, [str(w) for w in windows])  # 32, 128, 512: not 2^5 .. 2^9
+    ax2.minorticks_off()
     finish(fig, ax2, "SWA window W", f"first step with a retrieval head > {THRESHOLD}", os.path.join(out, "f2_laziness.png"))
     md.append("### Finding 2: Large-Window Laziness\n")
     md.append(f"The first eval step at which the best head of an F layer scores over {THRESHOLD} (the fraction of answer "
@@ -461,19 +482,23 @@ def finding3(runs, out, md):
     pairs = [(a, b) for a, b in F3_PAIRS if a in runs and b in runs]
     if not pairs:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (rope, nope) in enumerate(pairs):
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for rope, nope in pairs:
         for name, style in ((rope, "o-"), (nope, "s--")):
             rs = runs[name]
             lengths = rs[0].lengths
             xs = [L / rs[0].T for L in lengths]
             per_seed = [[r.final_acc(L) for L in lengths] for r in rs]
-            ax.plot(xs, [mean(col) for col in zip(*per_seed)], style, color=f"C{i}", label=f"{name} (F {'NoPE' if name == nope else 'RoPE'})")
+            ax.plot(xs, [mean(col) for col in zip(*per_seed)], style, color=config_color(rope),
+                    label=config_label(rope) + (", F NoPE" if name == nope else ", F RoPE"))
             if len(rs) > 1:  # each seed faintly: the mean of seeds that did and did not learn retrieval hides both
                 for ys in per_seed:
-                    ax.plot(xs, ys, style, color=f"C{i}", alpha=0.25, lw=0.8, ms=3)
+                    ax.plot(xs, ys, style, color=config_color(rope), alpha=0.25, lw=0.8, ms=3)
     ax.axvline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
+    ticks = [L / runs[pairs[0][0]][0].T for L in runs[pairs[0][0]][0].lengths]
+    ax.set_xticks(ticks, [{0.25: "T/4", 0.5: "T/2", 1.0: "T"}.get(x, f"{x:g}T") for x in ticks])
+    ax.minorticks_off()
     ax.set_ylim(-0.03, 1.03)
     finish(fig, ax, "needle length / training length T", "needle accuracy at the end", os.path.join(out, "f3_nope.png"))
     md.append("### Finding 3: NoPE on the full-attention layers\n")
