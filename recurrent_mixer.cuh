@@ -38,6 +38,22 @@ dS0 = b_last dS + Σ_t b_t do_t q_tᵀ - dUᵀ W. Again three kernels: per-chunk
 a reverse state pass that saves dS of every chunk, and the per-chunk gradients of q, k, v, β and the
 gates from (S0, dS); g's gradient goes to log α by a reverse cumulative sum within the chunk.
 
+The per-chunk gradients, term by term (delta_chunk_backward_kernel does them in this order; x·y is a
+row's dot product, ⊙ the elementwise product, dg_t = dL/dg_t):
+  S_end = b_last S0 + Uᵀ diag(w) K:  dU += diag(w) K dSᵀ,  dK += diag(w) U dS,
+      dw_s = u_s·(K dSᵀ)_s,  dg_last += b_last <dS, S0>
+  w_s = exp(g_last - g_s):  dg_s -= dw_s w_s,  dg_last += Σ_s dw_s w_s
+  O = diag(b) Q S0ᵀ + P U:  dU += Pᵀ dO,  dP = dO Uᵀ (s <= t),  dQ = diag(b) dO S0 + (dP⊙Γ) K,
+      dK += (dP⊙Γ)ᵀ Q,  dg_t += b_t do_t·(S0 q_t)
+  P[t,s] = Γ[t,s] (q_t·k_s), Γ[t,s] = exp(g_t - g_s):  dg_t += Σ_s dP[t,s] P[t,s] - Σ_t' dP[t',t] P[t',t]
+gdn only, U = Ti R with R = diag(β)(V - diag(b) K S0ᵀ) and Ti = (I + A)⁻¹:
+  dR = Tiᵀ dU,  dA = -dR Uᵀ on s < t (d Ti = -Ti dA Ti)
+  R:  dv_t = β_t dr_t,  dβ_t += dr_t·(v_t - b_t S0 k_t),  dg_t -= β_t b_t dr_t·(S0 k_t),  dK -= diag(β b) dR S0
+  A[t,s] = β_t Γ[t,s] (k_t·k_s):  dβ_t += Σ_s dA[t,s] Γ[t,s] (k_t·k_s),
+      dg_t += Σ_s dA[t,s] A[t,s] - Σ_t' dA[t',t] A[t',t],  dK += dKK K + dKKᵀ K with dKK = diag(β)(dA⊙Γ)
+and last, g_t = Σ_{j<=t} log α_j within the chunk: dL/d log α_j = Σ_{t>=j} dg_t. gla mode has U = V,
+so only the first four lines apply, with dv = dU.
+
 Layouts, as in the CPU reference: q, k (B,T,C) normalised; v inside qkva with row stride vstride;
 beta, gate (B,T,H) with gate = log α; o (B,T,C). The forward saves the state entering each chunk,
 states (B, H, n_chunks, D, D) with S[i][j], i value dim, j key dim. The backward writes (=) dq, dk,
