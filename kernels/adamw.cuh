@@ -22,9 +22,9 @@ typedef struct {
 // the alignment gaps between tensors are left alone. g is scaled by the clip factor, decay decoupled.
 // Updates the fp32 master weights and writes the floatX copy the kernels read (the same array in
 // the FP32 build).
-__global__ void adamw_kernel(float* master, floatX* params, const float* grad, float* m, float* v, const AdamwTensor* tensors,
-                             int n_tensors, size_t n, float lr, float beta1, float beta2, float c1, float c2, float eps, float wd,
-                             float scale) {
+__global__ void adamw_kernel(float* master, floatX* params, const float* grad, float* m, float* v,
+                             const AdamwTensor* tensors, int n_tensors, size_t n, float lr, float beta1, float beta2,
+                             float c1, float c2, float eps, float wd, float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) { return; }
     int lo = 0, hi = n_tensors - 1;  // the last tensor that starts at or before i
@@ -54,7 +54,9 @@ __global__ void to_floatX_kernel(floatX* out, const float* in, size_t n) {
 #define SUMSQ_BLOCKS 1024
 __global__ void sumsq_kernel(float* partial, const float* x, size_t n) {
     float s = 0.0f;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) { s += x[i] * x[i]; }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        s += x[i] * x[i];
+    }
     s = block_sum(s);
     if (threadIdx.x == 0) { partial[blockIdx.x] = s; }
 }

@@ -22,8 +22,8 @@ __device__ static inline void lse_merge(float* m, float* s, float m2, float s2) 
 // second read of the row mostly from L2 (keeping the row in shared memory measured no faster on an
 // H200: fewer blocks an SM). One block per row: each thread keeps a running (max, sum) over its
 // 16-byte chunks, then the pairs are merged across the warp and the block.
-__global__ void crossentropy_kernel(floatX* logits, float* losses, float* lse, const int* targets, float dloss, int with_grad,
-                                    int V, int Vp) {
+__global__ void crossentropy_kernel(floatX* logits, float* losses, float* lse, const int* targets, float dloss,
+                                    int with_grad, int V, int Vp) {
     __shared__ float pm[32], ps[32];
     floatX* x = logits + (size_t)blockIdx.x * Vp;
     float m = -FLT_MAX, s = 0.0f;
@@ -62,8 +62,8 @@ __global__ void crossentropy_kernel(floatX* logits, float* losses, float* lse, c
     }
 }
 // losses, lse (N) of logits (N, Vp); with_grad: dlogits = dloss (softmax - onehot) over the logits
-static void crossentropy_gpu(const GpuContext* g, floatX* logits, float* losses, float* lse, const int* targets, float dloss,
-                             int with_grad, int N, int V, int Vp) {
+static void crossentropy_gpu(const GpuContext* g, floatX* logits, float* losses, float* lse, const int* targets,
+                             float dloss, int with_grad, int N, int V, int Vp) {
     crossentropy_kernel<<<N, REDUCE_THREADS, 0, g->stream>>>(logits, losses, lse, targets, dloss, with_grad, V, Vp);
     cudaCheck(cudaGetLastError());
 }

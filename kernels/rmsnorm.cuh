@@ -32,16 +32,18 @@ __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* i
     rmsnorm_row_out(out + (size_t)row * C, x, w, r, lane, C);
     if (lane == 0) { rstd[row] = r; }
 }
-static void rmsnorm_forward_gpu(const GpuContext* g, floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int C) {
-    rmsnorm_forward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(out, rstd, inp, w, N, C);
+static void rmsnorm_forward_gpu(const GpuContext* g, floatX* out, float* rstd, const floatX* inp, const floatX* w,
+                                int N, int C) {
+    rmsnorm_forward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(
+        out, rstd, inp, w, N, C);
     cudaCheck(cudaGetLastError());
 }
 
 // The residual add and the norm after it in one pass: resid_out = resid_in + y, then ln and rstd of
 // resid_out as rmsnorm_forward_kernel (from the rounded sum, as a separate norm would read it).
 // resid_out may be y (in place). One warp per row; the second loop rereads the row it just wrote.
-__global__ void residual_rmsnorm_forward_kernel(floatX* resid_out, floatX* ln, float* rstd, const floatX* resid_in, const floatX* y,
-                                                const floatX* w, int N, int C) {
+__global__ void residual_rmsnorm_forward_kernel(floatX* resid_out, floatX* ln, float* rstd, const floatX* resid_in,
+                                                const floatX* y, const floatX* w, int N, int C) {
     int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) { return; }
     size_t base = (size_t)row * C;
@@ -58,10 +60,10 @@ __global__ void residual_rmsnorm_forward_kernel(floatX* resid_out, floatX* ln, f
     rmsnorm_row_out(ln + base, resid_out + base, w, r, lane, C);
     if (lane == 0) { rstd[row] = r; }
 }
-static void residual_rmsnorm_forward_gpu(const GpuContext* g, floatX* resid_out, floatX* ln, float* rstd, const floatX* resid_in,
-                                         const floatX* y, const floatX* w, int N, int C) {
-    residual_rmsnorm_forward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(resid_out, ln, rstd, resid_in,
-                                                                                                         y, w, N, C);
+static void residual_rmsnorm_forward_gpu(const GpuContext* g, floatX* resid_out, floatX* ln, float* rstd,
+                                         const floatX* resid_in, const floatX* y, const floatX* w, int N, int C) {
+    residual_rmsnorm_forward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(
+        resid_out, ln, rstd, resid_in, y, w, N, C);
     cudaCheck(cudaGetLastError());
 }
 
@@ -123,7 +125,8 @@ __global__ void sum_slices_kernel(float* dw, const float* partial, int slices, i
 // dinp (= or +=) and dw (+=); scratch holds NORM_SLICES * C floats
 static void rmsnorm_backward_gpu(const GpuContext* g, floatX* dinp, float* dw, float* scratch, const floatX* dout,
                                  const floatX* inp, const floatX* w, const float* rstd, int N, int C, int out_mode) {
-    rmsnorm_backward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(dinp, dout, inp, w, rstd, N, C, out_mode == OUT_ADD);
+    rmsnorm_backward_kernel<<<blocks_for(N, WARPS_PER_BLOCK), 32 * WARPS_PER_BLOCK, 0, g->stream>>>(
+        dinp, dout, inp, w, rstd, N, C, out_mode == OUT_ADD);
     cudaCheck(cudaGetLastError());
     dim3 grid((C + 31) / 32, NORM_SLICES);
     rmsnorm_weight_partial_kernel<<<grid, dim3(32, 8), 0, g->stream>>>(scratch, dout, inp, rstd, N, C);

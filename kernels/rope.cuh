@@ -18,7 +18,8 @@ __global__ void rope_kernel(floatX* qkv, const float* cosb, const float* sinb, i
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)N * per_row) { return; }
     size_t n = idx / per_row;
-    int r = (int)(idx % per_row) * X128, head = r / half, i = r % half, t = (int)(n % T);  // head 0..2H-1: q heads, then k
+    int r = (int)(idx % per_row) * X128, head = r / half, i = r % half;  // head 0..2H-1: q heads, then k
+    int t = (int)(n % T);
     floatX* p = qkv + n * 3 * C + (size_t)head * D + i;
     x128 a = load128(p), b = load128(p + half), ya, yb;
     for (int k = 0; k < X128; k++) {
@@ -30,16 +31,19 @@ __global__ void rope_kernel(floatX* qkv, const float* cosb, const float* sinb, i
     store128(p + half, yb);
 }
 // qkv rotated in place by the angles (backward: dqkv by their transpose, sign -1)
-static void rope_gpu(const GpuContext* g, floatX* qkv, const float* cosb, const float* sinb, int B, int T, int C, int H, int rope, float sign) {
+static void rope_gpu(const GpuContext* g, floatX* qkv, const float* cosb, const float* sinb, int B, int T, int C, int H,
+                     int rope, float sign) {
     if (!rope) { return; }
     size_t n = (size_t)B * T * C / X128;
     rope_kernel<<<blocks_for(n, 256), 256, 0, g->stream>>>(qkv, cosb, sinb, B * T, T, C, H, sign);
     cudaCheck(cudaGetLastError());
 }
-static void rope_forward_gpu(const GpuContext* g, floatX* qkv, const float* cosb, const float* sinb, int B, int T, int C, int H, int rope) {
+static void rope_forward_gpu(const GpuContext* g, floatX* qkv, const float* cosb, const float* sinb, int B, int T,
+                             int C, int H, int rope) {
     rope_gpu(g, qkv, cosb, sinb, B, T, C, H, rope, 1.0f);
 }
-static void rope_backward_gpu(const GpuContext* g, floatX* dqkv, const float* cosb, const float* sinb, int B, int T, int C, int H, int rope) {
+static void rope_backward_gpu(const GpuContext* g, floatX* dqkv, const float* cosb, const float* sinb, int B, int T,
+                              int C, int H, int rope) {
     rope_gpu(g, dqkv, cosb, sinb, B, T, C, H, rope, -1.0f);
 }
 

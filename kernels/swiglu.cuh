@@ -11,7 +11,8 @@ defines: swiglu_forward_gpu, swiglu_backward_gpu
 // out = silu(a) b (SwiGLU; also the R mixer's output gate) over rows of `width`: out and b are
 // contiguous rows, a (and da) rows of a_stride (the R gate reads gpre out of its layer's input
 // projection); width and a_stride multiples of X128. One thread per 16-byte chunk.
-__global__ void swiglu_forward_kernel(floatX* out, const floatX* a, int a_stride, const floatX* b, int rows, int width) {
+__global__ void swiglu_forward_kernel(floatX* out, const floatX* a, int a_stride, const floatX* b, int rows,
+                                      int width) {
     size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
     if (i >= (size_t)rows * width) { return; }
     size_t ai = i / width * a_stride + i % width;
@@ -23,8 +24,8 @@ __global__ void swiglu_forward_kernel(floatX* out, const floatX* a, int a_stride
     store128(out + i, o);
 }
 // da = dout b silu'(a), db = dout silu(a), both written (=)
-__global__ void swiglu_backward_kernel(floatX* da, floatX* db, const floatX* dout, const floatX* a, int a_stride, const floatX* b,
-                                       int rows, int width) {
+__global__ void swiglu_backward_kernel(floatX* da, floatX* db, const floatX* dout, const floatX* a, int a_stride,
+                                       const floatX* b, int rows, int width) {
     size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * X128;
     if (i >= (size_t)rows * width) { return; }
     size_t ai = i / width * a_stride + i % width;
@@ -37,13 +38,16 @@ __global__ void swiglu_backward_kernel(floatX* da, floatX* db, const floatX* dou
     store128(da + ai, dav);
     store128(db + i, dbv);
 }
-static void swiglu_forward_gpu(const GpuContext* g, floatX* out, const floatX* a, int a_stride, const floatX* b, int rows, int width) {
-    swiglu_forward_kernel<<<blocks_for((size_t)rows * width / X128, 256), 256, 0, g->stream>>>(out, a, a_stride, b, rows, width);
+static void swiglu_forward_gpu(const GpuContext* g, floatX* out, const floatX* a, int a_stride, const floatX* b,
+                               int rows, int width) {
+    swiglu_forward_kernel<<<blocks_for((size_t)rows * width / X128, 256), 256, 0, g->stream>>>(
+        out, a, a_stride, b, rows, width);
     cudaCheck(cudaGetLastError());
 }
-static void swiglu_backward_gpu(const GpuContext* g, floatX* da, floatX* db, const floatX* dout, const floatX* a, int a_stride, const floatX* b,
-                                int rows, int width) {
-    swiglu_backward_kernel<<<blocks_for((size_t)rows * width / X128, 256), 256, 0, g->stream>>>(da, db, dout, a, a_stride, b, rows, width);
+static void swiglu_backward_gpu(const GpuContext* g, floatX* da, floatX* db, const floatX* dout, const floatX* a,
+                                int a_stride, const floatX* b, int rows, int width) {
+    swiglu_backward_kernel<<<blocks_for((size_t)rows * width / X128, 256), 256, 0, g->stream>>>(
+        da, db, dout, a, a_stride, b, rows, width);
     cudaCheck(cudaGetLastError());
 }
 
