@@ -386,13 +386,14 @@ static Layout act_layout(const Config* c, int B, int T, const ActStore* st) {
     size_t N = (size_t)B * T;
     for (int l = 0; l < c->n_layer; l++) {
         char type = c->pattern[l];
+        int attention = layer_type(type)->attention;
+        // a layer with the gate projection wg (R) keeps its adjacent input projections as one tensor in qkv
+        int proj_merged = tensor_numel(c, &LAYER_PARAMS[P_WG], type) > 0;
         for (int k = 0; k < NUM_LAYER_ACTS; k++) {
             const TensorKind* kind = &LAYER_ACTS[k];
             size_t rows = k == A_STATE ? (size_t)B * ((T + st->state_every - 1) / st->state_every) : N;
             int merged = k == A_GPRE || k == A_BPRE || k == A_APRE;  // into qkv (R layers)
-            // a layer with the gate projection wg (R) keeps its adjacent input projections as one tensor in qkv
-            int proj_merged = tensor_numel(c, &LAYER_PARAMS[P_WG], type) > 0;
-            int left_out = st->lean && ((k == A_QKV && layer_type(type)->attention) || k == A_CONV || merged);
+            int left_out = st->lean && ((k == A_QKV && attention) || k == A_CONV || merged);
             size_t numel = left_out ? 0 : rows * tensor_numel(c, kind, type);
             if (st->lean && k == A_QKV && proj_merged) { numel = rows * rec_proj_width(c, st->align); }
             lo.layer_off[l][k] = layout_add(&lo, kind, l, numel, kind->fp32 ? st->fp32_units : 1, st->align);
